@@ -1,0 +1,20 @@
+//! Wire types of wid's external contracts.
+//!
+//! Everything here is a compatibility promise: these structs are what goes over the wire, field
+//! for field, in the JSON shapes Google's APIs use (`iam.googleapis.com` v1,
+//! `cloudresourcemanager` v1 projects, long-running Operations, the Google error body). Internal
+//! types of the other crates are deliberately not `Serialize`; they are converted to and from
+//! these at the edges.
+//!
+//! Request types deny unknown fields, as Google's front end does ("Invalid JSON payload
+//! received. Unknown name ..."), but accept every field of the resource, output-only ones
+//! included, because clients such as gcloud send back the whole resource they read.
+
+pub mod cluster;
+pub mod error;
+pub mod iam;
+pub mod operation;
+pub mod pool;
+pub mod project;
+
+pub use error::{ErrorBody, GoogleError, RpcCode};
