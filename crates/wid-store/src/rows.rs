@@ -1,0 +1,75 @@
+//! Rows as the store keeps them. Times are RFC 3339 strings in UTC.
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProjectRow {
+    pub project_id: String,
+    pub project_number: String,
+    pub display_name: String,
+    pub create_time: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceAccountRow {
+    pub unique_id: String,
+    pub project_id: String,
+    pub account_id: String,
+    pub email: String,
+    pub display_name: String,
+    pub description: String,
+    pub disabled: bool,
+    pub etag: String,
+    pub create_time: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyRow {
+    pub etag: String,
+    /// The wire Policy without its etag.
+    pub policy_json: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoolRow {
+    pub project_number: String,
+    pub pool_id: String,
+    pub display_name: String,
+    pub description: String,
+    pub disabled: bool,
+    pub create_time: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProviderRow {
+    pub project_number: String,
+    pub pool_id: String,
+    pub provider_id: String,
+    pub display_name: String,
+    pub description: String,
+    pub disabled: bool,
+    /// JSON object of attribute name to expression.
+    pub attribute_mapping_json: String,
+    pub attribute_condition: String,
+    pub issuer_uri: String,
+    /// JSON array of strings.
+    pub allowed_audiences_json: String,
+    /// The uploaded JWKS; `None` when keys come from discovery.
+    pub jwks_json: Option<String>,
+    pub discovered_jwks_json: Option<String>,
+    pub jwks_fetch_time: Option<String>,
+    pub create_time: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterRow {
+    pub project_id: String,
+    pub location: String,
+    pub name: String,
+    pub uid: String,
+    pub issuer_uri: String,
+    /// The uploaded JWKS; `None` when keys come from discovery.
+    pub jwks_json: Option<String>,
+    pub discovered_jwks_json: Option<String>,
+    pub jwks_fetch_time: Option<String>,
+    pub isolated: bool,
+    pub create_time: String,
+}
