@@ -32,9 +32,9 @@ pub struct Cluster {
     pub isolated: bool,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub workload_identity_pool: String,
-    /// The principal prefix of this cluster's KSAs, ending in `ns/`.
+    /// How to write a KSA of this cluster as an IAM member.
     #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub member_prefix: String,
+    pub member_format: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub create_time: String,
     /// When the discovered keys were last fetched (RFC 3339), if discovery is on.

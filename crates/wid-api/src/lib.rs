@@ -16,5 +16,6 @@ pub mod iam;
 pub mod operation;
 pub mod pool;
 pub mod project;
+pub mod time;
 
 pub use error::{ErrorBody, GoogleError, RpcCode};

@@ -5,6 +5,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WorkloadIdentityPool {
@@ -16,7 +20,7 @@ pub struct WorkloadIdentityPool {
     pub description: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub state: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub disabled: bool,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub expire_time: String,
@@ -46,7 +50,7 @@ pub struct WorkloadIdentityPoolProvider {
     pub description: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub state: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub disabled: bool,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub attribute_mapping: BTreeMap<String, String>,

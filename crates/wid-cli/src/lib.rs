@@ -1,1 +1,12 @@
+//! The wid admin CLI, shaped like `gcloud iam`: argument definitions ([`args`]), a typed HTTP
+//! client for the token service's IAM API ([`client`]), output formats ([`output`]), and the
+//! commands that tie them together ([`commands`]). It knows the service only through its wire
+//! protocol, like any other client.
 
+pub mod args;
+pub mod client;
+pub mod commands;
+pub mod output;
+
+pub use args::{AdminCommand, ClientArgs};
+pub use commands::run;

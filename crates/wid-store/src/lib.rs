@@ -35,7 +35,7 @@ pub enum StoreError {
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// Which resource a discovered key set belongs to.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum KeySetOwner {
     Provider { project_number: String, pool_id: String, provider_id: String },
     Cluster { project_id: String, location: String, name: String },
@@ -50,7 +50,7 @@ pub struct DiscoveryTarget {
 }
 
 /// Everything the token service keeps.
-pub trait Store: Send + Sync + 'static {
+pub trait Store: Clone + Send + Sync + 'static {
     fn create_project(&self, row: &ProjectRow) -> impl Future<Output = Result<()>> + Send;
     /// A project by id or by number.
     fn get_project(&self, id_or_number: &str) -> impl Future<Output = Result<ProjectRow>> + Send;

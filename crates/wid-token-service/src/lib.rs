@@ -1,1 +1,125 @@
+//! The wid token service: what Google runs as IAM, served from one base URL at Google's paths.
+//!
+//! This crate holds the IAM admin plane (projects, service accounts, IAM policies, workload
+//! identity pools and providers, registered Kubernetes clusters) on a [`Store`].
+//!
+//! Layout:
+//! - [`routes`]: Google's paths parsed into a typed route (pure).
+//! - [`handler`]: the one request entry point: route, authenticate, dispatch, log.
+//! - [`error`]: the one place where errors become Google-format responses.
+//! - `iam/`: the rules of each resource, as methods on [`App`].
+//! - [`discovery`]: fetching issuers' keys through OIDC discovery, and keeping them fresh.
+//! - [`auth`]: who is calling, and whether they may.
 
+pub mod auth;
+pub mod discovery;
+pub mod error;
+pub mod handler;
+pub mod http;
+mod iam;
+pub mod jwks;
+pub mod routes;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use wid_runtime::private_files;
+use wid_store::{SqliteStore, Store};
+
+/// The resolved settings of the token service.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub addr: SocketAddr,
+    /// Holds the database and the bootstrap admin token; private to the service's user.
+    pub data_dir: PathBuf,
+    /// How often keys fetched through OIDC discovery are fetched again.
+    pub jwks_refresh_interval: Duration,
+    /// The bound on each discovery request.
+    pub discovery_timeout: Duration,
+}
+
+/// The name of the bootstrap admin token file in the data directory.
+pub const ADMIN_TOKEN_FILE: &str = "admin-token";
+/// The name of the SQLite database in the data directory.
+pub const DATABASE_FILE: &str = "wid.db";
+
+/// The token service's state, shared by every request.
+pub struct App<S> {
+    store: S,
+    admin_token: String,
+    http: reqwest::Client,
+    config: Config,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    PrivateFile(#[from] private_files::PrivateFileError),
+    #[error("cannot open the database: {0}")]
+    Store(#[from] wid_store::StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot build the HTTP client: {0}")]
+    HttpClient(#[from] reqwest::Error),
+}
+
+/// A started token service: its listener is bound, its store open.
+pub struct TokenService {
+    app: Arc<App<SqliteStore>>,
+    listener: TcpListener,
+}
+
+impl TokenService {
+    /// Prepares the data directory (mode 0700), the database (mode 0600, migrated) and the
+    /// bootstrap admin token (written on first start, mode 0600), and binds the listener.
+    pub async fn start(config: Config) -> Result<TokenService, StartError> {
+        private_files::ensure_private_dir(&config.data_dir)?;
+        let db_path = config.data_dir.join(DATABASE_FILE);
+        private_files::ensure_private_file(&db_path)?;
+        let token_path = config.data_dir.join(ADMIN_TOKEN_FILE);
+        let (admin_token, created) =
+            private_files::read_or_create_secret(&token_path, wid_runtime::secrets::random_token)?;
+        if created {
+            tracing::info!(path = %token_path.display(), "wrote a new bootstrap admin token");
+        }
+        let store = SqliteStore::open(&db_path).await?;
+        let http = reqwest::Client::builder()
+            .timeout(config.discovery_timeout)
+            .connect_timeout(config.discovery_timeout)
+            .redirect(reqwest::redirect::Policy::limited(3))
+            .user_agent(concat!("wid/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        let listener = TcpListener::bind(config.addr)
+            .await
+            .map_err(|source| StartError::Bind { addr: config.addr, source })?;
+        let app = Arc::new(App { store, admin_token, http, config });
+        Ok(TokenService { app, listener })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` resolves, refreshing discovered keys in the background.
+    pub async fn serve(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        let addr = self.listener.local_addr()?;
+        tracing::info!(%addr, data_dir = %self.app.config.data_dir.display(), "token service listening");
+        let refresher = tokio::spawn(discovery::refresh_forever(self.app.clone()));
+        let result = wid_runtime::serve::serve(self.listener, handler::router(self.app.clone()), shutdown).await;
+        refresher.abort();
+        if let Some(store) = Arc::into_inner(self.app).map(|app| app.store) {
+            store.close().await;
+        }
+        result
+    }
+}
+
+impl<S: Store> App<S> {
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+}

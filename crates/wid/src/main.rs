@@ -1,1 +1,153 @@
-fn main() {}
+//! `wid`: Workload Identity for any Kubernetes cluster and for a laptop.
+//!
+//! This file only parses arguments, resolves them into each component's settings, and runs the
+//! component; everything else lives in the library crates.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use wid_runtime::logging::{self, LogFormat};
+
+#[derive(Parser, Debug)]
+#[command(name = "wid", version, about = "Workload Identity, as GKE has it, for any Kubernetes cluster and for a laptop")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// The token service and its admin CLI, shaped like `gcloud iam`.
+    Iam(IamArgs),
+}
+
+#[derive(Args, Debug)]
+struct IamArgs {
+    #[command(flatten)]
+    client: wid_cli::ClientArgs,
+    #[command(subcommand)]
+    command: IamCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum IamCommand {
+    /// Run the token service: Google's IAM API at Google's paths, on an embedded store.
+    Serve(ServeArgs),
+    #[command(flatten)]
+    Admin(wid_cli::AdminCommand),
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormatArg {
+    Text,
+    Json,
+}
+
+#[derive(Args, Debug)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "WID_ADDR", default_value = "127.0.0.1:8080")]
+    addr: std::net::SocketAddr,
+    /// Directory of the database and the bootstrap admin token (created with mode 0700).
+    /// Default: $XDG_DATA_HOME/wid or ~/.local/share/wid.
+    #[arg(long, env = "WID_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, value_enum, env = "WID_LOG_FORMAT", default_value = "text")]
+    log_format: LogFormatArg,
+    /// Log filter, e.g. info or wid_token_service=debug.
+    #[arg(long, env = "WID_LOG", default_value = "info")]
+    log: String,
+    /// Seconds between fetches of keys that come from OIDC discovery.
+    #[arg(long, env = "WID_JWKS_REFRESH_SECONDS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    jwks_refresh_seconds: u64,
+    /// Seconds each OIDC discovery request may take.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
+    discovery_timeout_seconds: u64,
+}
+
+/// `$XDG_DATA_HOME/wid`, else `~/.local/share/wid`, else `./wid-data`.
+fn default_data_dir() -> PathBuf {
+    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(xdg).join("wid");
+    }
+    match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        Some(home) => PathBuf::from(home).join(".local/share/wid"),
+        None => PathBuf::from("wid-data"),
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    logging::init(
+        match args.log_format {
+            LogFormatArg::Text => LogFormat::Text,
+            LogFormatArg::Json => LogFormat::Json,
+        },
+        &args.log,
+    );
+    let config = wid_token_service::Config {
+        addr: args.addr,
+        data_dir: args.data_dir.unwrap_or_else(default_data_dir),
+        jwks_refresh_interval: Duration::from_secs(args.jwks_refresh_seconds),
+        discovery_timeout: Duration::from_secs(args.discovery_timeout_seconds),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ERROR: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let service = match wid_token_service::TokenService::start(config).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the token service");
+                eprintln!("ERROR: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        match service.serve(wid_runtime::serve::shutdown_signal()).await {
+            Ok(()) => {
+                tracing::info!("token service stopped");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("ERROR: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+fn admin(command: wid_cli::AdminCommand, client: wid_cli::ClientArgs) -> ExitCode {
+    let default_token = std::env::var_os("WID_DATA_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(default_data_dir)
+        .join(wid_token_service::ADMIN_TOKEN_FILE);
+    let default_token = default_token.is_file().then_some(default_token);
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ERROR: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(wid_cli::run(command, client, default_token)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ERROR: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Iam(IamArgs { command: IamCommand::Serve(args), .. }) => serve(args),
+        Command::Iam(IamArgs { command: IamCommand::Admin(command), client }) => admin(command, client),
+    }
+}

@@ -1,0 +1,90 @@
+//! Issuers' keys through OpenID Connect discovery: `{issuer}/.well-known/openid-configuration`,
+//! then its `jwks_uri`. Used for providers created without uploaded keys and for clusters
+//! registered with `--discover`; a background task fetches them again every refresh interval so
+//! that key rotation at the issuer reaches wid.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use wid_api::pool::OidcDiscovery;
+use wid_store::{KeySetOwner, Store};
+
+use crate::App;
+
+/// Documents above this size are refused.
+const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
+
+async fn get_limited(http: &reqwest::Client, url: &str) -> Result<Vec<u8>, String> {
+    let mut response = http.get(url).send().await.map_err(|e| format!("GET {url}: {e}"))?;
+    if !response.status().is_success() {
+        return Err(format!("GET {url}: HTTP {}", response.status()));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| format!("GET {url}: {e}"))? {
+        if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
+            return Err(format!("GET {url}: the document is larger than {MAX_DOCUMENT_BYTES} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Fetches the issuer's JWKS and returns it as text, validated.
+pub async fn fetch_jwks(http: &reqwest::Client, issuer: &str) -> Result<String, String> {
+    let issuer = issuer.trim_end_matches('/');
+    let url = format!("{issuer}/.well-known/openid-configuration");
+    let doc: OidcDiscovery = serde_json::from_slice(&get_limited(http, &url).await?)
+        .map_err(|e| format!("{url} is not an OpenID Connect discovery document: {e}"))?;
+    if doc.issuer.trim_end_matches('/') != issuer {
+        return Err(format!("{url} names the issuer '{}', not '{issuer}'", doc.issuer));
+    }
+    if !(doc.jwks_uri.starts_with("https://") || doc.jwks_uri.starts_with("http://")) {
+        return Err(format!("{url} has no usable jwks_uri"));
+    }
+    let jwks = get_limited(http, &doc.jwks_uri).await?;
+    let text = String::from_utf8(jwks).map_err(|_| format!("{} is not UTF-8", doc.jwks_uri))?;
+    crate::jwks::validate(&text).map_err(|e| format!("{}: {e}", doc.jwks_uri))?;
+    Ok(text)
+}
+
+impl<S: Store> App<S> {
+    /// Fetches and stores the keys of one discovery target.
+    pub(crate) async fn refresh_keys(&self, owner: &KeySetOwner, issuer: &str) -> Result<(), String> {
+        let jwks = fetch_jwks(&self.http, issuer).await?;
+        self.store
+            .set_discovered_jwks(owner, &jwks, &crate::iam::now_rfc3339())
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Keeps discovered keys fresh: every target is fetched at start, then once per refresh
+/// interval; one that failed is tried again each minute.
+pub async fn refresh_forever<S: Store>(app: Arc<App<S>>) {
+    let interval = app.config.jwks_refresh_interval;
+    let tick = interval.min(Duration::from_secs(60));
+    let mut last_success: HashMap<KeySetOwner, tokio::time::Instant> = HashMap::new();
+    loop {
+        match app.store.list_discovery_targets().await {
+            Ok(targets) => {
+                last_success.retain(|owner, _| targets.iter().any(|t| t.owner == *owner));
+                for target in targets {
+                    let due = last_success.get(&target.owner).is_none_or(|t| t.elapsed() >= interval);
+                    if !due {
+                        continue;
+                    }
+                    match app.refresh_keys(&target.owner, &target.issuer_uri).await {
+                        Ok(()) => {
+                            tracing::debug!(issuer = %target.issuer_uri, "refreshed keys through discovery");
+                            last_success.insert(target.owner, tokio::time::Instant::now());
+                        }
+                        Err(e) => tracing::warn!(issuer = %target.issuer_uri, error = %e, "key discovery failed"),
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot list key discovery targets"),
+        }
+        tokio::time::sleep(tick).await;
+    }
+}

@@ -1,0 +1,126 @@
+//! The one place where failures become HTTP answers: every handler returns [`ApiError`], and
+//! [`ApiError::into_response`] renders it in Google's JSON error format with the AIP-193 status.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use wid_api::error::{bad_request, error_info, resource_info};
+use wid_api::{GoogleError, RpcCode};
+use wid_store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// A malformed request; `field` names what was wrong when one field was.
+    #[error("{message}")]
+    InvalidArgument { field: Option<String>, message: String },
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{message}")]
+    AlreadyExists { message: String, resource: String },
+    /// A read-modify-write lost against a concurrent change.
+    #[error("{0}")]
+    Aborted(String),
+    #[error("missing credentials")]
+    MissingCredentials,
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    /// The caller lacks `permission` on the resource (or it may not exist).
+    #[error("permission {permission} denied")]
+    PermissionDenied { permission: &'static str },
+    #[error("{message}")]
+    MethodNotAllowed { message: String, allow: String },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn invalid(field: &str, message: impl Into<String>) -> ApiError {
+        ApiError::InvalidArgument { field: Some(field.to_owned()), message: message.into() }
+    }
+
+    fn code(&self) -> RpcCode {
+        match self {
+            ApiError::InvalidArgument { .. } => RpcCode::InvalidArgument,
+            ApiError::FailedPrecondition(_) => RpcCode::FailedPrecondition,
+            ApiError::NotFound(_) => RpcCode::NotFound,
+            ApiError::AlreadyExists { .. } => RpcCode::AlreadyExists,
+            ApiError::Aborted(_) => RpcCode::Aborted,
+            ApiError::MissingCredentials | ApiError::InvalidCredentials => RpcCode::Unauthenticated,
+            ApiError::PermissionDenied { .. } => RpcCode::PermissionDenied,
+            ApiError::MethodNotAllowed { .. } => RpcCode::Unimplemented,
+            ApiError::Internal(_) => RpcCode::Internal,
+        }
+    }
+
+    fn body(&self) -> GoogleError {
+        let code = self.code();
+        match self {
+            ApiError::InvalidArgument { field: Some(field), message } => {
+                GoogleError::new(code, message, vec![bad_request(field, message)])
+            }
+            ApiError::AlreadyExists { message, resource } => {
+                GoogleError::new(code, message, vec![resource_info(resource)])
+            }
+            ApiError::MissingCredentials => GoogleError::new(
+                code,
+                "Request is missing required authentication credential. Expected OAuth 2 access token, login cookie or other valid authentication credential.",
+                vec![error_info("CREDENTIALS_MISSING", "googleapis.com", serde_json::json!({}))],
+            ),
+            ApiError::InvalidCredentials => GoogleError::new(
+                code,
+                "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential.",
+                vec![error_info("ACCESS_TOKEN_TYPE_UNSUPPORTED", "googleapis.com", serde_json::json!({}))],
+            ),
+            ApiError::PermissionDenied { permission } => GoogleError::new(
+                code,
+                format!("Permission '{permission}' denied on resource (or it may not exist)."),
+                vec![error_info(
+                    "IAM_PERMISSION_DENIED",
+                    "iam.googleapis.com",
+                    serde_json::json!({ "permission": permission }),
+                )],
+            ),
+            // Never leak internals to the caller; the log has the details.
+            ApiError::Internal(_) => GoogleError::new(code, "Internal error encountered.", vec![]),
+            other => GoogleError::new(code, other.to_string(), vec![]),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        match e {
+            StoreError::NotFound => ApiError::NotFound("Requested entity was not found.".into()),
+            StoreError::AlreadyExists => ApiError::AlreadyExists {
+                message: "Requested entity already exists.".into(),
+                resource: String::new(),
+            },
+            StoreError::Aborted => ApiError::Aborted(
+                "There were concurrent changes. Please retry the whole read-modify-write with exponential backoff.".into(),
+            ),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let ApiError::Internal(detail) = &self {
+            tracing::error!(error = %detail, "internal error");
+        }
+        let body = self.body();
+        let status = StatusCode::from_u16(body.error.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = crate::http::json_response(status, &body);
+        if let ApiError::MethodNotAllowed { allow, .. } = &self
+            && let Ok(v) = HeaderValue::from_str(allow) {
+                response.headers_mut().insert(header::ALLOW, v);
+            }
+        if matches!(self, ApiError::MissingCredentials | ApiError::InvalidCredentials) {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"wid\""));
+        }
+        response
+    }
+}

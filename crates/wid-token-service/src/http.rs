@@ -1,0 +1,100 @@
+//! Request and response plumbing: bodies with a size limit, JSON parsing that names the bad
+//! field, query strings, and JSON responses.
+
+use axum::body::Body;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::Response;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+
+/// Request bodies are refused above this size.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+pub fn json_response(status: StatusCode, value: &impl Serialize) -> Response {
+    let bytes = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+    let mut response = Response::new(Body::from(bytes));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=UTF-8"),
+    );
+    response
+}
+
+pub fn ok(value: &impl Serialize) -> Response {
+    json_response(StatusCode::OK, value)
+}
+
+/// Reads a body of at most [`MAX_BODY_BYTES`].
+pub async fn read_body(body: Body) -> Result<axum::body::Bytes, ApiError> {
+    axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|_| ApiError::InvalidArgument {
+        field: None,
+        message: format!("Request payload size exceeds the limit: {MAX_BODY_BYTES} bytes."),
+    })
+}
+
+/// Parses a JSON body; an empty body is `{}`, as for gcloud's body-less POSTs. Errors name the
+/// field at fault, as Google's "Invalid JSON payload received" errors do.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { bytes };
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let message = if path == "." || path.is_empty() {
+            format!("Invalid JSON payload received. {inner}")
+        } else {
+            format!("Invalid JSON payload received at '{path}': {inner}")
+        };
+        ApiError::InvalidArgument { field: (path != ".").then_some(path), message }
+    })
+}
+
+/// The query string as pairs; a malformed one is refused.
+pub fn parse_query(query: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
+    serde_urlencoded::from_str(query.unwrap_or_default())
+        .map_err(|e| ApiError::InvalidArgument { field: None, message: format!("Invalid query string: {e}") })
+}
+
+/// The value of query parameter `name`, if given.
+pub fn query_value<'a>(query: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize, Debug)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Outer {
+        #[serde(default)]
+        inner: Option<Inner>,
+    }
+
+    #[derive(serde::Deserialize, Debug)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Inner {
+        #[serde(default)]
+        display_name: String,
+    }
+
+    fn message(r: Result<Outer, ApiError>) -> String {
+        match r {
+            Err(e) => e.to_string(),
+            Ok(v) => panic!("parsed {v:?}"),
+        }
+    }
+
+    #[test]
+    fn json_errors_name_the_field() {
+        assert!(message(parse_json(br#"{"inner": {"displayName": 5}}"#)).contains("inner.displayName"));
+        assert!(message(parse_json(br#"{"inner": {"bogus": 1}}"#)).contains("bogus"));
+        assert!(message(parse_json(b"{not json")).contains("Invalid JSON payload"));
+        assert!(parse_json::<Outer>(b"  ").is_ok());
+    }
+}

@@ -1,0 +1,145 @@
+//! Kubernetes clusters registered as providers of their project's GKE pool `P.svc.id.goog`.
+//!
+//! Clusters of one project share the pool, so a namespace/KSA pair names the same member in all
+//! of them (GKE's "identity sameness"). A cluster registered as isolated gets members of its own,
+//! `serviceAccount:P.svc.id.goog[LOCATION/CLUSTER/NS/KSA]` (see `wid_iam::member`).
+
+use wid_api::cluster::{Cluster, ListClustersResponse};
+use wid_iam::roles::{CLUSTER_CREATE, CLUSTER_DELETE, CLUSTER_GET, CLUSTER_LIST};
+use wid_iam::{Caller, names};
+use wid_store::{ClusterRow, Store, StoreError};
+
+use crate::App;
+use crate::auth::Resource;
+use crate::error::ApiError;
+
+fn render(row: &ClusterRow) -> Cluster {
+    let pool = names::gke_pool(&row.project_id);
+    let member_format = if row.isolated {
+        format!("serviceAccount:{pool}[{}/{}/NAMESPACE/KSA]", row.location, row.name)
+    } else {
+        format!("serviceAccount:{pool}[NAMESPACE/KSA]")
+    };
+    Cluster {
+        name: format!("projects/{}/locations/{}/clusters/{}", row.project_id, row.location, row.name),
+        cluster_name: row.name.clone(),
+        project_id: row.project_id.clone(),
+        location: row.location.clone(),
+        uid: row.uid.clone(),
+        issuer_uri: row.issuer_uri.clone(),
+        jwks_json: row.jwks_json.clone().unwrap_or_default(),
+        discover: row.jwks_json.is_none(),
+        isolated: row.isolated,
+        workload_identity_pool: pool,
+        member_format,
+        create_time: row.create_time.clone(),
+        jwks_fetch_time: row.jwks_fetch_time.clone().unwrap_or_default(),
+    }
+}
+
+/// A uid shaped like a UUID (8-4-4-4-12 hex).
+fn new_uid() -> String {
+    let h = wid_runtime::secrets::random_hex::<16>();
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+}
+
+impl<S: Store> App<S> {
+    pub(crate) async fn register_cluster(
+        &self,
+        caller: &Caller,
+        project: &str,
+        location: &str,
+        request: Cluster,
+    ) -> Result<Cluster, ApiError> {
+        let owner = self.project(project).await?;
+        self.require(caller, CLUSTER_CREATE, &Resource::Project(&owner)).await?;
+        names::validate_cluster_segment("location", location).map_err(|m| ApiError::invalid("location", m))?;
+        names::validate_cluster_segment("cluster name", &request.cluster_name)
+            .map_err(|m| ApiError::invalid("clusterName", m))?;
+        names::validate_issuer_uri(&request.issuer_uri).map_err(|m| ApiError::invalid("issuerUri", m))?;
+        let jwks_json = match (request.jwks_json.is_empty(), request.discover) {
+            (false, false) => {
+                crate::jwks::validate(&request.jwks_json)
+                    .map_err(|e| ApiError::invalid("jwksJson", format!("Invalid JWKS: {e}.")))?;
+                Some(request.jwks_json)
+            }
+            (true, true) => None,
+            _ => {
+                return Err(ApiError::invalid(
+                    "jwksJson",
+                    "Give the cluster's keys either as jwksJson (--jwk-json-path) or through discovery (--discover), not both or neither.",
+                ));
+            }
+        };
+        // With discovery, fetch now: a cluster whose keys cannot be had is not registered.
+        let discovered = match jwks_json {
+            Some(_) => None,
+            None => Some(crate::discovery::fetch_jwks(&self.http, &request.issuer_uri).await.map_err(|e| {
+                ApiError::FailedPrecondition(format!(
+                    "Cannot fetch the keys of issuer {} through OpenID Connect discovery: {e}",
+                    request.issuer_uri
+                ))
+            })?),
+        };
+        let now = super::now_rfc3339();
+        let row = ClusterRow {
+            project_id: owner.project_id.clone(),
+            location: location.to_owned(),
+            name: request.cluster_name,
+            uid: new_uid(),
+            issuer_uri: request.issuer_uri,
+            jwks_fetch_time: discovered.as_ref().map(|_| now.clone()),
+            jwks_json,
+            discovered_jwks_json: discovered,
+            isolated: request.isolated,
+            create_time: now,
+        };
+        match self.store.create_cluster(&row).await {
+            Err(StoreError::AlreadyExists) => {
+                let name = format!("projects/{}/locations/{}/clusters/{}", row.project_id, row.location, row.name);
+                return Err(ApiError::AlreadyExists {
+                    message: format!(
+                        "Cluster {name} already exists, or another cluster of project {} has issuer {}.",
+                        row.project_id, row.issuer_uri
+                    ),
+                    resource: name,
+                });
+            }
+            other => other?,
+        }
+        tracing::info!(caller = %caller, cluster = %row.name, location = %row.location, project = %row.project_id,
+            isolated = row.isolated, issuer = %row.issuer_uri, "cluster registered");
+        Ok(render(&row))
+    }
+
+    async fn cluster_row(&self, owner_id: &str, location: &str, name: &str) -> Result<ClusterRow, ApiError> {
+        match self.store.get_cluster(owner_id, location, name).await {
+            Err(StoreError::NotFound) => Err(ApiError::NotFound(format!(
+                "Cluster projects/{owner_id}/locations/{location}/clusters/{name} is not registered."
+            ))),
+            other => Ok(other?),
+        }
+    }
+
+    pub(crate) async fn get_cluster(&self, caller: &Caller, project: &str, location: &str, name: &str) -> Result<Cluster, ApiError> {
+        let owner = self.project(project).await?;
+        self.require(caller, CLUSTER_GET, &Resource::Project(&owner)).await?;
+        Ok(render(&self.cluster_row(&owner.project_id, location, name).await?))
+    }
+
+    pub(crate) async fn list_clusters(&self, caller: &Caller, project: &str, location: &str) -> Result<ListClustersResponse, ApiError> {
+        let owner = self.project(project).await?;
+        self.require(caller, CLUSTER_LIST, &Resource::Project(&owner)).await?;
+        let clusters = self.store.list_clusters(&owner.project_id, location).await?.iter().map(render).collect();
+        Ok(ListClustersResponse { clusters })
+    }
+
+    pub(crate) async fn delete_cluster(&self, caller: &Caller, project: &str, location: &str, name: &str) -> Result<(), ApiError> {
+        let owner = self.project(project).await?;
+        self.require(caller, CLUSTER_DELETE, &Resource::Project(&owner)).await?;
+        let row = self.cluster_row(&owner.project_id, location, name).await?;
+        self.store.delete_cluster(&row.project_id, &row.location, &row.name).await?;
+        tracing::info!(caller = %caller, cluster = %row.name, location = %row.location, "cluster deleted");
+        Ok(())
+    }
+}
