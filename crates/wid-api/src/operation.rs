@@ -22,6 +22,10 @@ impl Operation {
                 serde_json::Value::String(format!("type.googleapis.com/{type_name}")),
             );
         }
-        Operation { name, done: true, response: Some(response) }
+        Operation {
+            name,
+            done: true,
+            response: Some(response),
+        }
     }
 }

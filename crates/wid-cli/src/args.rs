@@ -17,7 +17,12 @@ pub enum Format {
 #[derive(Args, Clone, Debug)]
 pub struct ClientArgs {
     /// Base URL of the wid token service.
-    #[arg(long, env = "WID_ENDPOINT", global = true, default_value = "http://127.0.0.1:8080")]
+    #[arg(
+        long,
+        env = "WID_ENDPOINT",
+        global = true,
+        default_value = "http://127.0.0.1:8080"
+    )]
     pub endpoint: String,
     /// File holding the credential: the bootstrap admin token (DATA_DIR/admin-token) or an
     /// access token. Default: admin-token in the default data directory, if there is one.
@@ -147,7 +152,10 @@ pub enum ServiceAccountsCommand {
     /// Replace the account's IAM policy with the one in a JSON file (as get-iam-policy --format
     /// json prints it; its etag guards against concurrent changes).
     #[command(name = "set-iam-policy")]
-    SetIamPolicy { service_account: String, policy_file: PathBuf },
+    SetIamPolicy {
+        service_account: String,
+        policy_file: PathBuf,
+    },
 }
 
 #[derive(Args, Debug, Clone)]
@@ -276,6 +284,18 @@ pub enum ProvidersCommand {
     },
 }
 
+/// Where a cluster's keys come from: exactly one of the two.
+#[derive(Args, Debug, Clone)]
+#[group(required = true, multiple = false)]
+pub struct ClusterKeys {
+    /// File with the cluster's service-account JWKS (kubectl get --raw /openid/v1/jwks).
+    #[arg(long)]
+    pub jwk_json_path: Option<PathBuf>,
+    /// Fetch the keys through the issuer's OIDC discovery, and keep them fresh.
+    #[arg(long)]
+    pub discover: bool,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum ClustersCommand {
     /// Register a Kubernetes cluster as a provider of the project's pool PROJECT.svc.id.goog.
@@ -289,12 +309,8 @@ pub enum ClustersCommand {
         /// The issuer of the cluster's service-account tokens.
         #[arg(long)]
         issuer_uri: String,
-        /// File with the cluster's service-account JWKS (kubectl get --raw /openid/v1/jwks).
-        #[arg(long, conflicts_with = "discover", required_unless_present = "discover")]
-        jwk_json_path: Option<PathBuf>,
-        /// Fetch the keys through the issuer's OIDC discovery, and keep them fresh.
-        #[arg(long)]
-        discover: bool,
+        #[command(flatten)]
+        keys: ClusterKeys,
         /// Give this cluster's KSAs members of their own:
         /// serviceAccount:PROJECT.svc.id.goog[LOCATION/CLUSTER/NAMESPACE/KSA].
         #[arg(long)]

@@ -44,14 +44,24 @@ impl Client {
     pub fn new(endpoint: &str, token_file: &Path) -> Result<Client, CallError> {
         let token = std::fs::read_to_string(token_file).map_err(|e| CallError {
             status: None,
-            message: format!("cannot read the credential in {}: {e}", token_file.display()),
+            message: format!(
+                "cannot read the credential in {}: {e}",
+                token_file.display()
+            ),
         })?;
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(60))
             .user_agent(concat!("wid-cli/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| CallError { status: None, message: e.to_string() })?;
-        Ok(Client { base: endpoint.trim_end_matches('/').to_owned(), token: token.trim().to_owned(), http })
+            .map_err(|e| CallError {
+                status: None,
+                message: e.to_string(),
+            })?;
+        Ok(Client {
+            base: endpoint.trim_end_matches('/').to_owned(),
+            token: token.trim().to_owned(),
+            http,
+        })
     }
 
     /// Calls `method path` with an optional JSON body; returns the JSON answer.
@@ -63,7 +73,11 @@ impl Client {
         body: Option<&Value>,
     ) -> Result<Value, CallError> {
         let url = format!("{}{path}", self.base);
-        let mut request = self.http.request(method, &url).bearer_auth(&self.token).query(query);
+        let mut request = self
+            .http
+            .request(method, &url)
+            .bearer_auth(&self.token)
+            .query(query);
         if let Some(body) = body {
             request = request.json(body);
         }
@@ -72,7 +86,10 @@ impl Client {
             message: format!("cannot reach the token service at {}: {e}", self.base),
         })?;
         let status = response.status();
-        let bytes = response.bytes().await.map_err(|e| CallError { status: Some(status.as_u16()), message: e.to_string() })?;
+        let bytes = response.bytes().await.map_err(|e| CallError {
+            status: Some(status.as_u16()),
+            message: e.to_string(),
+        })?;
         let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         if status.is_success() {
             return Ok(value);
@@ -82,6 +99,9 @@ impl Client {
             .and_then(Value::as_str)
             .map(str::to_owned)
             .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
-        Err(CallError { status: Some(status.as_u16()), message })
+        Err(CallError {
+            status: Some(status.as_u16()),
+            message,
+        })
     }
 }

@@ -10,10 +10,28 @@ use crate::args::*;
 use crate::client::{Client, segment};
 use crate::output::{self, Column};
 
-const SA_COLUMNS: &[Column] = &[("DISPLAY NAME", "displayName"), ("EMAIL", "email"), ("DISABLED", "disabled")];
-const PROJECT_COLUMNS: &[Column] = &[("PROJECT_ID", "projectId"), ("NAME", "name"), ("PROJECT_NUMBER", "projectNumber")];
-const POOL_COLUMNS: &[Column] = &[("NAME", "name"), ("DISPLAY NAME", "displayName"), ("STATE", "state"), ("DISABLED", "disabled")];
-const PROVIDER_COLUMNS: &[Column] = &[("NAME", "name"), ("ISSUER", "issuerUri"), ("STATE", "state"), ("DISABLED", "disabled")];
+const SA_COLUMNS: &[Column] = &[
+    ("DISPLAY NAME", "displayName"),
+    ("EMAIL", "email"),
+    ("DISABLED", "disabled"),
+];
+const PROJECT_COLUMNS: &[Column] = &[
+    ("PROJECT_ID", "projectId"),
+    ("NAME", "name"),
+    ("PROJECT_NUMBER", "projectNumber"),
+];
+const POOL_COLUMNS: &[Column] = &[
+    ("NAME", "name"),
+    ("DISPLAY NAME", "displayName"),
+    ("STATE", "state"),
+    ("DISABLED", "disabled"),
+];
+const PROVIDER_COLUMNS: &[Column] = &[
+    ("NAME", "name"),
+    ("ISSUER", "issuerUri"),
+    ("STATE", "state"),
+    ("DISABLED", "disabled"),
+];
 const CLUSTER_COLUMNS: &[Column] = &[
     ("NAME", "clusterName"),
     ("LOCATION", "location"),
@@ -23,12 +41,19 @@ const CLUSTER_COLUMNS: &[Column] = &[
 ];
 
 /// Runs an admin command. `default_token_file` is used when no credential file is named.
-pub async fn run(command: AdminCommand, client_args: ClientArgs, default_token_file: Option<PathBuf>) -> anyhow::Result<()> {
+pub async fn run(
+    command: AdminCommand,
+    client_args: ClientArgs,
+    default_token_file: Option<PathBuf>,
+) -> anyhow::Result<()> {
     let token_file = client_args.token_file.clone().or(default_token_file).ok_or_else(|| {
         anyhow!("no credential: pass --token-file or set WID_TOKEN_FILE (the bootstrap token is DATA_DIR/admin-token)")
     })?;
     let client = Client::new(&client_args.endpoint, &token_file)?;
-    let cli = Cli { client, format: client_args.format };
+    let cli = Cli {
+        client,
+        format: client_args.format,
+    };
     match command {
         AdminCommand::Projects(c) => cli.projects(c).await,
         AdminCommand::ServiceAccounts(c) => cli.service_accounts(c).await,
@@ -46,19 +71,35 @@ struct Cli {
 /// names it, else under `projects/-`.
 fn account_path(account: &str) -> String {
     let project = wid_iam::names::parse_service_account_email(account).map_or("-", |(_, p)| p);
-    format!("/v1/projects/{}/serviceAccounts/{}", segment(project), segment(account))
+    format!(
+        "/v1/projects/{}/serviceAccounts/{}",
+        segment(project),
+        segment(account)
+    )
 }
 
 fn pools_path(project: &ProjectArg, location: &LocationArg) -> String {
-    format!("/v1/projects/{}/locations/{}/workloadIdentityPools", segment(&project.project), segment(&location.location))
+    format!(
+        "/v1/projects/{}/locations/{}/workloadIdentityPools",
+        segment(&project.project),
+        segment(&location.location)
+    )
 }
 
 fn providers_path(pool: &PoolRef) -> String {
-    format!("{}/{}/providers", pools_path(&pool.project, &pool.location), segment(&pool.workload_identity_pool))
+    format!(
+        "{}/{}/providers",
+        pools_path(&pool.project, &pool.location),
+        segment(&pool.workload_identity_pool)
+    )
 }
 
 fn clusters_path(project: &ProjectArg, location: &str) -> String {
-    format!("/v1/projects/{}/locations/{}/clusters", segment(&project.project), segment(location))
+    format!(
+        "/v1/projects/{}/locations/{}/clusters",
+        segment(&project.project),
+        segment(location)
+    )
 }
 
 /// The resource inside a finished Operation, without its type tag.
@@ -71,7 +112,11 @@ fn operation_response(op: Value) -> Value {
 }
 
 fn items(value: &Value, field: &str) -> Vec<Value> {
-    value.get(field).and_then(Value::as_array).cloned().unwrap_or_default()
+    value
+        .get(field)
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
 }
 
 /// gcloud's `--condition=expression=EXPR,title=TITLE,description=DESC` (or `None`).
@@ -82,18 +127,25 @@ fn parse_condition(text: Option<&str>) -> anyhow::Result<Option<Value>> {
     let mut fields: Vec<(String, String)> = Vec::new();
     for part in text.split(',') {
         match part.split_once('=') {
-            Some((k @ ("expression" | "title" | "description"), v)) => fields.push((k.to_owned(), v.to_owned())),
+            Some((k @ ("expression" | "title" | "description"), v)) => {
+                fields.push((k.to_owned(), v.to_owned()))
+            }
             // A comma inside the previous value.
             _ => match fields.last_mut() {
                 Some((_, v)) => {
                     v.push(',');
                     v.push_str(part);
                 }
-                None => bail!("--condition takes expression=EXPR,title=TITLE[,description=DESC], or None"),
+                None => bail!(
+                    "--condition takes expression=EXPR,title=TITLE[,description=DESC], or None"
+                ),
             },
         }
     }
-    let map: Map<String, Value> = fields.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
+    let map: Map<String, Value> = fields
+        .into_iter()
+        .map(|(k, v)| (k, Value::String(v)))
+        .collect();
     if !map.contains_key("expression") {
         bail!("--condition needs expression=EXPR");
     }
@@ -105,9 +157,10 @@ fn parse_condition(text: Option<&str>) -> anyhow::Result<Option<Value>> {
 fn parse_mapping(text: &str) -> anyhow::Result<Map<String, Value>> {
     let mut pairs: Vec<(String, String)> = Vec::new();
     for part in text.split(',') {
-        let key_like = part
-            .split_once('=')
-            .filter(|(k, _)| (k.starts_with("google.") || k.starts_with("attribute.")) && !k.contains([' ', '(', '\'', '"']));
+        let key_like = part.split_once('=').filter(|(k, _)| {
+            (k.starts_with("google.") || k.starts_with("attribute."))
+                && !k.contains([' ', '(', '\'', '"'])
+        });
         match key_like {
             Some((k, v)) => pairs.push((k.trim().to_owned(), v.to_owned())),
             None => match pairs.last_mut() {
@@ -115,11 +168,16 @@ fn parse_mapping(text: &str) -> anyhow::Result<Map<String, Value>> {
                     v.push(',');
                     v.push_str(part);
                 }
-                None => bail!("--attribute-mapping takes KEY=EXPRESSION pairs, e.g. google.subject=assertion.sub"),
+                None => bail!(
+                    "--attribute-mapping takes KEY=EXPRESSION pairs, e.g. google.subject=assertion.sub"
+                ),
             },
         }
     }
-    Ok(pairs.into_iter().map(|(k, v)| (k, Value::String(v))).collect())
+    Ok(pairs
+        .into_iter()
+        .map(|(k, v)| (k, Value::String(v)))
+        .collect())
 }
 
 impl Cli {
@@ -137,7 +195,11 @@ impl Cli {
 
     async fn projects(&self, command: ProjectsCommand) -> anyhow::Result<()> {
         match command {
-            ProjectsCommand::Create { project_id, number, name } => {
+            ProjectsCommand::Create {
+                project_id,
+                number,
+                name,
+            } => {
                 let mut body = json!({ "projectId": project_id });
                 if let Some(n) = number {
                     body["projectNumber"] = json!(n);
@@ -145,12 +207,22 @@ impl Cli {
                 if let Some(n) = name {
                     body["name"] = json!(n);
                 }
-                let project = self.client.call(Method::POST, "/v1/projects", &[], Some(&body)).await?;
+                let project = self
+                    .client
+                    .call(Method::POST, "/v1/projects", &[], Some(&body))
+                    .await?;
                 eprintln!("Created project [{project_id}].");
                 self.print(&project);
             }
-            ProjectsCommand::List => self.print_list(&items(&self.get("/v1/projects").await?, "projects"), PROJECT_COLUMNS),
-            ProjectsCommand::Describe { project } => self.print(&self.get(&format!("/v1/projects/{}", segment(&project))).await?),
+            ProjectsCommand::List => self.print_list(
+                &items(&self.get("/v1/projects").await?, "projects"),
+                PROJECT_COLUMNS,
+            ),
+            ProjectsCommand::Describe { project } => self.print(
+                &self
+                    .get(&format!("/v1/projects/{}", segment(&project)))
+                    .await?,
+            ),
         }
         Ok(())
     }
@@ -158,7 +230,12 @@ impl Cli {
     async fn service_accounts(&self, command: ServiceAccountsCommand) -> anyhow::Result<()> {
         use ServiceAccountsCommand as C;
         match command {
-            C::Create { name, project, display_name, description } => {
+            C::Create {
+                name,
+                project,
+                display_name,
+                description,
+            } => {
                 let body = json!({
                     "accountId": name,
                     "serviceAccount": {
@@ -167,7 +244,10 @@ impl Cli {
                     },
                 });
                 let path = format!("/v1/projects/{}/serviceAccounts", segment(&project.project));
-                let sa = self.client.call(Method::POST, &path, &[], Some(&body)).await?;
+                let sa = self
+                    .client
+                    .call(Method::POST, &path, &[], Some(&body))
+                    .await?;
                 eprintln!("Created service account [{name}].");
                 self.print(&sa);
             }
@@ -176,7 +256,15 @@ impl Cli {
                 let mut token = String::new();
                 let path = format!("/v1/projects/{}/serviceAccounts", segment(&project.project));
                 loop {
-                    let page = self.client.call(Method::GET, &path, &[("pageSize", "100"), ("pageToken", &token)], None).await?;
+                    let page = self
+                        .client
+                        .call(
+                            Method::GET,
+                            &path,
+                            &[("pageSize", "100"), ("pageToken", &token)],
+                            None,
+                        )
+                        .await?;
                     all.extend(items(&page, "accounts"));
                     match page.get("nextPageToken").and_then(Value::as_str) {
                         Some(next) if !next.is_empty() => token = next.to_owned(),
@@ -185,8 +273,14 @@ impl Cli {
                 }
                 self.print_list(&all, SA_COLUMNS);
             }
-            C::Describe { service_account } => self.print(&self.get(&account_path(&service_account)).await?),
-            C::Update { service_account, display_name, description } => {
+            C::Describe { service_account } => {
+                self.print(&self.get(&account_path(&service_account)).await?)
+            }
+            C::Update {
+                service_account,
+                display_name,
+                description,
+            } => {
                 let mut mask = Vec::new();
                 let mut fields = Map::new();
                 if let Some(d) = display_name {
@@ -201,33 +295,59 @@ impl Cli {
                     bail!("nothing to update: pass --display-name or --description");
                 }
                 let body = json!({ "serviceAccount": fields, "updateMask": mask.join(",") });
-                let sa = self.client.call(Method::PATCH, &account_path(&service_account), &[], Some(&body)).await?;
+                let sa = self
+                    .client
+                    .call(
+                        Method::PATCH,
+                        &account_path(&service_account),
+                        &[],
+                        Some(&body),
+                    )
+                    .await?;
                 eprintln!("Updated service account [{service_account}].");
                 self.print(&sa);
             }
             C::Delete { service_account } => {
-                self.client.call(Method::DELETE, &account_path(&service_account), &[], None).await?;
+                self.client
+                    .call(Method::DELETE, &account_path(&service_account), &[], None)
+                    .await?;
                 eprintln!("Deleted service account [{service_account}].");
             }
             C::Disable { service_account } => {
                 let path = format!("{}:disable", account_path(&service_account));
-                self.client.call(Method::POST, &path, &[], Some(&json!({}))).await?;
+                self.client
+                    .call(Method::POST, &path, &[], Some(&json!({})))
+                    .await?;
                 eprintln!("Disabled service account [{service_account}].");
             }
             C::Enable { service_account } => {
                 let path = format!("{}:enable", account_path(&service_account));
-                self.client.call(Method::POST, &path, &[], Some(&json!({}))).await?;
+                self.client
+                    .call(Method::POST, &path, &[], Some(&json!({})))
+                    .await?;
                 eprintln!("Enabled service account [{service_account}].");
             }
-            C::GetIamPolicy { service_account } => self.print(&self.get_policy(&service_account).await?),
-            C::SetIamPolicy { service_account, policy_file } => {
-                let text = std::fs::read_to_string(&policy_file).with_context(|| format!("reading {}", policy_file.display()))?;
-                let policy: Value = serde_json::from_str(&text).with_context(|| format!("{} is not a JSON policy", policy_file.display()))?;
+            C::GetIamPolicy { service_account } => {
+                self.print(&self.get_policy(&service_account).await?)
+            }
+            C::SetIamPolicy {
+                service_account,
+                policy_file,
+            } => {
+                let text = std::fs::read_to_string(&policy_file)
+                    .with_context(|| format!("reading {}", policy_file.display()))?;
+                let policy: Value = serde_json::from_str(&text)
+                    .with_context(|| format!("{} is not a JSON policy", policy_file.display()))?;
                 let set = self.set_policy(&service_account, policy).await?;
                 eprintln!("Updated IAM policy for serviceAccount [{service_account}].");
                 self.print(&set);
             }
-            C::AddIamPolicyBinding { service_account, member, role, condition } => {
+            C::AddIamPolicyBinding {
+                service_account,
+                member,
+                role,
+                condition,
+            } => {
                 let condition = parse_condition(condition.condition.as_deref())?;
                 let mut policy = self.get_policy(&service_account).await?;
                 add_binding(&mut policy, &member, &role, condition);
@@ -235,11 +355,19 @@ impl Cli {
                 eprintln!("Updated IAM policy for serviceAccount [{service_account}].");
                 self.print(&set);
             }
-            C::RemoveIamPolicyBinding { service_account, member, role, condition, all } => {
+            C::RemoveIamPolicyBinding {
+                service_account,
+                member,
+                role,
+                condition,
+                all,
+            } => {
                 let condition = parse_condition(condition.condition.as_deref())?;
                 let mut policy = self.get_policy(&service_account).await?;
                 if !remove_binding(&mut policy, &member, &role, condition.as_ref(), all) {
-                    bail!("Policy binding with the specified principal, role, and condition not found!");
+                    bail!(
+                        "Policy binding with the specified principal, role, and condition not found!"
+                    );
                 }
                 let set = self.set_policy(&service_account, policy).await?;
                 eprintln!("Updated IAM policy for serviceAccount [{service_account}].");
@@ -251,17 +379,35 @@ impl Cli {
 
     async fn get_policy(&self, account: &str) -> anyhow::Result<Value> {
         let path = format!("{}:getIamPolicy", account_path(account));
-        Ok(self.client.call(Method::POST, &path, &[("options.requestedPolicyVersion", "3")], None).await?)
+        Ok(self
+            .client
+            .call(
+                Method::POST,
+                &path,
+                &[("options.requestedPolicyVersion", "3")],
+                None,
+            )
+            .await?)
     }
 
     async fn set_policy(&self, account: &str, policy: Value) -> anyhow::Result<Value> {
         let path = format!("{}:setIamPolicy", account_path(account));
-        Ok(self.client.call(Method::POST, &path, &[], Some(&json!({ "policy": policy }))).await?)
+        Ok(self
+            .client
+            .call(Method::POST, &path, &[], Some(&json!({ "policy": policy })))
+            .await?)
     }
 
     async fn pools(&self, command: PoolsCommand) -> anyhow::Result<()> {
         match command {
-            PoolsCommand::Create { pool, project, location, display_name, description, disabled } => {
+            PoolsCommand::Create {
+                pool,
+                project,
+                location,
+                display_name,
+                description,
+                disabled,
+            } => {
                 let body = json!({
                     "displayName": display_name.unwrap_or_default(),
                     "description": description.unwrap_or_default(),
@@ -269,7 +415,12 @@ impl Cli {
                 });
                 let op = self
                     .client
-                    .call(Method::POST, &pools_path(&project, &location), &[("workloadIdentityPoolId", &pool)], Some(&body))
+                    .call(
+                        Method::POST,
+                        &pools_path(&project, &location),
+                        &[("workloadIdentityPoolId", &pool)],
+                        Some(&body),
+                    )
                     .await?;
                 eprintln!("Created workload identity pool [{pool}].");
                 self.print(&operation_response(op));
@@ -278,10 +429,26 @@ impl Cli {
                 let list = self.get(&pools_path(&project, &location)).await?;
                 self.print_list(&items(&list, "workloadIdentityPools"), POOL_COLUMNS);
             }
-            PoolsCommand::Describe { pool, project, location } => {
-                self.print(&self.get(&format!("{}/{}", pools_path(&project, &location), segment(&pool))).await?);
+            PoolsCommand::Describe {
+                pool,
+                project,
+                location,
+            } => {
+                self.print(
+                    &self
+                        .get(&format!(
+                            "{}/{}",
+                            pools_path(&project, &location),
+                            segment(&pool)
+                        ))
+                        .await?,
+                );
             }
-            PoolsCommand::Delete { pool, project, location } => {
+            PoolsCommand::Delete {
+                pool,
+                project,
+                location,
+            } => {
                 let path = format!("{}/{}", pools_path(&project, &location), segment(&pool));
                 self.client.call(Method::DELETE, &path, &[], None).await?;
                 eprintln!("Deleted workload identity pool [{pool}].");
@@ -325,7 +492,8 @@ impl Cli {
             mask.push("oidc.allowedAudiences");
         }
         if let Some(path) = &oidc.jwk_json_path {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
             o.insert("jwksJson".into(), json!(text));
             mask.push("oidc.jwksJson");
         }
@@ -337,25 +505,46 @@ impl Cli {
 
     async fn providers(&self, command: ProvidersCommand) -> anyhow::Result<()> {
         match command {
-            ProvidersCommand::CreateOidc { provider, pool, oidc } => {
+            ProvidersCommand::CreateOidc {
+                provider,
+                pool,
+                oidc,
+            } => {
                 if oidc.issuer_uri.is_none() {
                     bail!("--issuer-uri is required");
                 }
                 let (body, _) = Self::provider_body(&oidc)?;
                 let op = self
                     .client
-                    .call(Method::POST, &providers_path(&pool), &[("workloadIdentityPoolProviderId", &provider)], Some(&body))
+                    .call(
+                        Method::POST,
+                        &providers_path(&pool),
+                        &[("workloadIdentityPoolProviderId", &provider)],
+                        Some(&body),
+                    )
                     .await?;
                 eprintln!("Created workload identity pool provider [{provider}].");
                 self.print(&operation_response(op));
             }
-            ProvidersCommand::UpdateOidc { provider, pool, oidc } => {
+            ProvidersCommand::UpdateOidc {
+                provider,
+                pool,
+                oidc,
+            } => {
                 let (body, mask) = Self::provider_body(&oidc)?;
                 if mask.is_empty() {
                     bail!("nothing to update: pass at least one flag to change");
                 }
                 let path = format!("{}/{}", providers_path(&pool), segment(&provider));
-                let op = self.client.call(Method::PATCH, &path, &[("updateMask", &mask.join(","))], Some(&body)).await?;
+                let op = self
+                    .client
+                    .call(
+                        Method::PATCH,
+                        &path,
+                        &[("updateMask", &mask.join(","))],
+                        Some(&body),
+                    )
+                    .await?;
                 eprintln!("Updated workload identity pool provider [{provider}].");
                 self.print(&operation_response(op));
             }
@@ -373,11 +562,18 @@ impl Cli {
                 if self.format == Format::Table {
                     self.print_list(&flat, PROVIDER_COLUMNS);
                 } else {
-                    self.print_list(&items(&list, "workloadIdentityPoolProviders"), PROVIDER_COLUMNS);
+                    self.print_list(
+                        &items(&list, "workloadIdentityPoolProviders"),
+                        PROVIDER_COLUMNS,
+                    );
                 }
             }
             ProvidersCommand::Describe { provider, pool } => {
-                self.print(&self.get(&format!("{}/{}", providers_path(&pool), segment(&provider))).await?);
+                self.print(
+                    &self
+                        .get(&format!("{}/{}", providers_path(&pool), segment(&provider)))
+                        .await?,
+                );
             }
             ProvidersCommand::Delete { provider, pool } => {
                 let path = format!("{}/{}", providers_path(&pool), segment(&provider));
@@ -390,18 +586,34 @@ impl Cli {
 
     async fn clusters(&self, command: ClustersCommand) -> anyhow::Result<()> {
         match command {
-            ClustersCommand::Register { name, project, location, issuer_uri, jwk_json_path, discover, isolated } => {
+            ClustersCommand::Register {
+                name,
+                project,
+                location,
+                issuer_uri,
+                keys,
+                isolated,
+            } => {
                 let mut body = json!({
                     "clusterName": name,
                     "issuerUri": issuer_uri,
-                    "discover": discover,
+                    "discover": keys.discover,
                     "isolated": isolated,
                 });
-                if let Some(path) = jwk_json_path {
-                    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+                if let Some(path) = keys.jwk_json_path {
+                    let text = std::fs::read_to_string(&path)
+                        .with_context(|| format!("reading {}", path.display()))?;
                     body["jwksJson"] = json!(text);
                 }
-                let cluster = self.client.call(Method::POST, &clusters_path(&project, &location), &[], Some(&body)).await?;
+                let cluster = self
+                    .client
+                    .call(
+                        Method::POST,
+                        &clusters_path(&project, &location),
+                        &[],
+                        Some(&body),
+                    )
+                    .await?;
                 eprintln!("Registered cluster [{name}] in [{location}].");
                 self.print(&cluster);
             }
@@ -409,10 +621,26 @@ impl Cli {
                 let list = self.get(&clusters_path(&project, &location)).await?;
                 self.print_list(&items(&list, "clusters"), CLUSTER_COLUMNS);
             }
-            ClustersCommand::Describe { name, project, location } => {
-                self.print(&self.get(&format!("{}/{}", clusters_path(&project, &location), segment(&name))).await?);
+            ClustersCommand::Describe {
+                name,
+                project,
+                location,
+            } => {
+                self.print(
+                    &self
+                        .get(&format!(
+                            "{}/{}",
+                            clusters_path(&project, &location),
+                            segment(&name)
+                        ))
+                        .await?,
+                );
             }
-            ClustersCommand::Delete { name, project, location } => {
+            ClustersCommand::Delete {
+                name,
+                project,
+                location,
+            } => {
                 let path = format!("{}/{}", clusters_path(&project, &location), segment(&name));
                 self.client.call(Method::DELETE, &path, &[], None).await?;
                 eprintln!("Deleted cluster [{name}] in [{location}].");
@@ -434,17 +662,21 @@ fn add_binding(policy: &mut Value, member: &str, role: &str, condition: Option<V
         policy["bindings"] = json!([]);
     }
     let has_condition = condition.is_some();
-    let any_condition = |p: &Value| items(p, "bindings").iter().any(|b| b.get("condition").is_some());
+    let any_condition = |p: &Value| {
+        items(p, "bindings")
+            .iter()
+            .any(|b| b.get("condition").is_some())
+    };
     if let Some(bindings) = policy["bindings"].as_array_mut() {
-        match bindings
-            .iter_mut()
-            .find(|b| b.get("role").and_then(Value::as_str) == Some(role) && same_condition(b, condition.as_ref()))
-        {
+        match bindings.iter_mut().find(|b| {
+            b.get("role").and_then(Value::as_str) == Some(role)
+                && same_condition(b, condition.as_ref())
+        }) {
             Some(binding) => {
-                if let Some(members) = binding["members"].as_array_mut() {
-                    if !members.iter().any(|m| m.as_str() == Some(member)) {
-                        members.push(json!(member));
-                    }
+                if let Some(members) = binding["members"].as_array_mut()
+                    && !members.iter().any(|m| m.as_str() == Some(member))
+                {
+                    members.push(json!(member));
                 }
             }
             None => {
@@ -456,16 +688,28 @@ fn add_binding(policy: &mut Value, member: &str, role: &str, condition: Option<V
             }
         }
     }
-    policy["version"] = json!(if has_condition || any_condition(policy) { 3 } else { 1 });
+    policy["version"] = json!(if has_condition || any_condition(policy) {
+        3
+    } else {
+        1
+    });
 }
 
 /// Removes `member` from `role`'s binding with `condition` (any condition with `all`).
 /// Returns whether anything was removed.
-fn remove_binding(policy: &mut Value, member: &str, role: &str, condition: Option<&Value>, all: bool) -> bool {
+fn remove_binding(
+    policy: &mut Value,
+    member: &str,
+    role: &str,
+    condition: Option<&Value>,
+    all: bool,
+) -> bool {
     let mut removed = false;
     if let Some(bindings) = policy.get_mut("bindings").and_then(Value::as_array_mut) {
         for binding in bindings.iter_mut() {
-            if binding.get("role").and_then(Value::as_str) != Some(role) || !(all || same_condition(binding, condition)) {
+            if binding.get("role").and_then(Value::as_str) != Some(role)
+                || !(all || same_condition(binding, condition))
+            {
                 continue;
             }
             if let Some(members) = binding.get_mut("members").and_then(Value::as_array_mut) {
@@ -474,7 +718,11 @@ fn remove_binding(policy: &mut Value, member: &str, role: &str, condition: Optio
                 removed |= members.len() != before;
             }
         }
-        bindings.retain(|b| b.get("members").and_then(Value::as_array).is_some_and(|m| !m.is_empty()));
+        bindings.retain(|b| {
+            b.get("members")
+                .and_then(Value::as_array)
+                .is_some_and(|m| !m.is_empty())
+        });
     }
     removed
 }
@@ -488,26 +736,49 @@ mod tests {
         let mut policy = json!({ "etag": "ACAB" });
         add_binding(&mut policy, "user:a@b.co", "roles/viewer", None);
         add_binding(&mut policy, "user:a@b.co", "roles/viewer", None);
-        assert_eq!(policy["bindings"], json!([{ "role": "roles/viewer", "members": ["user:a@b.co"] }]));
+        assert_eq!(
+            policy["bindings"],
+            json!([{ "role": "roles/viewer", "members": ["user:a@b.co"] }])
+        );
         assert_eq!(policy["version"], json!(1));
-        assert!(remove_binding(&mut policy, "user:a@b.co", "roles/viewer", None, false));
+        assert!(remove_binding(
+            &mut policy,
+            "user:a@b.co",
+            "roles/viewer",
+            None,
+            false
+        ));
         assert_eq!(policy["bindings"], json!([]));
-        assert!(!remove_binding(&mut policy, "user:a@b.co", "roles/viewer", None, false));
+        assert!(!remove_binding(
+            &mut policy,
+            "user:a@b.co",
+            "roles/viewer",
+            None,
+            false
+        ));
     }
 
     #[test]
     fn conditions_and_mappings_parse() {
-        let c = parse_condition(Some("expression=a == 'x,y',title=t")).expect("parses").expect("some");
+        let c = parse_condition(Some("expression=a == 'x,y',title=t"))
+            .expect("parses")
+            .expect("some");
         assert_eq!(c, json!({ "expression": "a == 'x,y'", "title": "t" }));
         assert_eq!(parse_condition(Some("None")).expect("parses"), None);
-        let m = parse_mapping("google.subject=assertion.sub,attribute.ns=assertion['kubernetes.io'].namespace").expect("parses");
+        let m = parse_mapping(
+            "google.subject=assertion.sub,attribute.ns=assertion['kubernetes.io'].namespace",
+        )
+        .expect("parses");
         assert_eq!(m.len(), 2);
         assert!(parse_mapping("nokey").is_err());
     }
 
     #[test]
     fn account_paths() {
-        assert_eq!(account_path("a-sa@p1.iam.gserviceaccount.com"), "/v1/projects/p1/serviceAccounts/a-sa@p1.iam.gserviceaccount.com");
+        assert_eq!(
+            account_path("a-sa@p1.iam.gserviceaccount.com"),
+            "/v1/projects/p1/serviceAccounts/a-sa@p1.iam.gserviceaccount.com"
+        );
         assert_eq!(account_path("123"), "/v1/projects/-/serviceAccounts/123");
     }
 }

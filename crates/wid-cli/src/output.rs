@@ -11,7 +11,7 @@ fn cell(item: &Value, field: &str) -> String {
     match item.get(field) {
         None | Some(Value::Null) => String::new(),
         Some(Value::String(s)) => s.clone(),
-        Some(Value::Array(items)) => items.iter().map(|v| cell_value(v)).collect::<Vec<_>>().join(","),
+        Some(Value::Array(items)) => items.iter().map(cell_value).collect::<Vec<_>>().join(","),
         Some(other) => cell_value(other),
     }
 }
@@ -25,11 +25,20 @@ fn cell_value(v: &Value) -> String {
 
 /// Renders `items` as an aligned table.
 pub fn table(items: &[Value], columns: &[Column]) -> String {
-    let rows: Vec<Vec<String>> = items.iter().map(|item| columns.iter().map(|(_, f)| cell(item, f)).collect()).collect();
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|item| columns.iter().map(|(_, f)| cell(item, f)).collect())
+        .collect();
     let widths: Vec<usize> = columns
         .iter()
         .enumerate()
-        .map(|(i, (h, _))| rows.iter().map(|r| r[i].chars().count()).chain([h.len()]).max().unwrap_or(0))
+        .map(|(i, (h, _))| {
+            rows.iter()
+                .map(|r| r[i].chars().count())
+                .chain([h.len()])
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     let line = |cells: Vec<String>| {
         let mut out = String::new();
@@ -69,7 +78,8 @@ pub fn list(items: &[Value], format: Format, columns: &[Column]) -> String {
 fn yaml(value: &Value) -> String {
     match value {
         Value::Object(map) if map.is_empty() => "{}\n".to_owned(),
-        _ => serde_saphyr::to_string(value).unwrap_or_else(|_| serde_json::to_string_pretty(value).unwrap_or_default()),
+        _ => serde_saphyr::to_string(value)
+            .unwrap_or_else(|_| serde_json::to_string_pretty(value).unwrap_or_default()),
     }
 }
 
@@ -80,7 +90,10 @@ mod tests {
 
     #[test]
     fn tables_align() {
-        let items = [json!({"email": "a@b", "disabled": true}), json!({"email": "longer@b"})];
+        let items = [
+            json!({"email": "a@b", "disabled": true}),
+            json!({"email": "longer@b"}),
+        ];
         assert_eq!(
             table(&items, &[("EMAIL", "email"), ("DISABLED", "disabled")]),
             "EMAIL     DISABLED\na@b       true\nlonger@b\n"

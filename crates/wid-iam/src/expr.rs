@@ -41,7 +41,11 @@ pub enum Expr {
     Var(String),
     Field(Box<Expr>, String),
     Index(Box<Expr>, Box<Expr>),
-    Method { target: Box<Expr>, name: String, args: Vec<Expr> },
+    Method {
+        target: Box<Expr>,
+        name: String,
+        args: Vec<Expr>,
+    },
     List(Vec<Expr>),
     Not(Box<Expr>),
     And(Box<Expr>, Box<Expr>),
@@ -105,13 +109,21 @@ fn lex(src: &str) -> Result<Vec<Token>, ExprError> {
                 let mut s = String::new();
                 loop {
                     match chars.next() {
-                        None => return Err(ExprError(format!("unterminated string starting at offset {pos}"))),
+                        None => {
+                            return Err(ExprError(format!(
+                                "unterminated string starting at offset {pos}"
+                            )));
+                        }
                         Some((_, q)) if q == c => break,
                         Some((_, '\\')) => match chars.next() {
                             Some((_, 'n')) => s.push('\n'),
                             Some((_, 't')) => s.push('\t'),
                             Some((_, e @ ('\\' | '\'' | '"'))) => s.push(e),
-                            _ => return Err(ExprError(format!("bad escape in string at offset {pos}"))),
+                            _ => {
+                                return Err(ExprError(format!(
+                                    "bad escape in string at offset {pos}"
+                                )));
+                            }
                         },
                         Some((_, ch)) => s.push(ch),
                     }
@@ -127,7 +139,10 @@ fn lex(src: &str) -> Result<Vec<Token>, ExprError> {
                     n.push(d);
                     chars.next();
                 }
-                Token::Int(n.parse().map_err(|_| ExprError(format!("number too large at offset {pos}")))?)
+                Token::Int(
+                    n.parse()
+                        .map_err(|_| ExprError(format!("number too large at offset {pos}")))?,
+                )
             }
             c if c.is_ascii_alphabetic() || c == '_' => {
                 let mut id = String::from(c);
@@ -140,7 +155,11 @@ fn lex(src: &str) -> Result<Vec<Token>, ExprError> {
                 }
                 Token::Ident(id)
             }
-            other => return Err(ExprError(format!("unexpected character '{other}' at offset {pos}"))),
+            other => {
+                return Err(ExprError(format!(
+                    "unexpected character '{other}' at offset {pos}"
+                )));
+            }
         };
         tokens.push(token);
     }
@@ -158,7 +177,9 @@ impl Parser {
     fn count_node(&mut self) -> Result<(), ExprError> {
         self.nodes += 1;
         if self.nodes > MAX_NODES {
-            return Err(ExprError(format!("expression has more than {MAX_NODES} terms")));
+            return Err(ExprError(format!(
+                "expression has more than {MAX_NODES} terms"
+            )));
         }
         Ok(())
     }
@@ -184,10 +205,15 @@ impl Parser {
         }
     }
 
-    fn nested<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T, ExprError>) -> Result<T, ExprError> {
+    fn nested<T>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<T, ExprError>,
+    ) -> Result<T, ExprError> {
         self.depth += 1;
         if self.depth > MAX_DEPTH {
-            return Err(ExprError(format!("expression nested deeper than {MAX_DEPTH} levels")));
+            return Err(ExprError(format!(
+                "expression nested deeper than {MAX_DEPTH} levels"
+            )));
         }
         let out = f(self);
         self.depth -= 1;
@@ -262,12 +288,18 @@ impl Parser {
             self.count_node()?;
             if self.eat(&Token::Dot) {
                 let Some(Token::Ident(name)) = self.peek().cloned() else {
-                    return Err(ExprError("expected a field or method name after '.'".into()));
+                    return Err(ExprError(
+                        "expected a field or method name after '.'".into(),
+                    ));
                 };
                 self.pos += 1;
                 if self.eat(&Token::LParen) {
                     let args = self.nested(|p| p.args(&Token::RParen))?;
-                    e = Expr::Method { target: Box::new(e), name, args };
+                    e = Expr::Method {
+                        target: Box::new(e),
+                        name,
+                        args,
+                    };
                 } else {
                     e = Expr::Field(Box::new(e), name);
                 }
@@ -283,7 +315,10 @@ impl Parser {
 
     fn primary(&mut self) -> Result<Expr, ExprError> {
         self.count_node()?;
-        let token = self.peek().cloned().ok_or_else(|| ExprError("unexpected end of expression".into()))?;
+        let token = self
+            .peek()
+            .cloned()
+            .ok_or_else(|| ExprError("unexpected end of expression".into()))?;
         self.pos += 1;
         match token {
             Token::Str(s) => Ok(Expr::Literal(Value::String(s))),
@@ -313,10 +348,18 @@ pub fn parse(src: &str) -> Result<Expr, ExprError> {
     if src.trim().is_empty() {
         return Err(ExprError("empty expression".into()));
     }
-    let mut parser = Parser { tokens: lex(src)?, pos: 0, depth: 0, nodes: 0 };
+    let mut parser = Parser {
+        tokens: lex(src)?,
+        pos: 0,
+        depth: 0,
+        nodes: 0,
+    };
     let e = parser.expr()?;
     if parser.pos != parser.tokens.len() {
-        return Err(ExprError(format!("unexpected {:?} after the expression", parser.tokens[parser.pos])));
+        return Err(ExprError(format!(
+            "unexpected {:?} after the expression",
+            parser.tokens[parser.pos]
+        )));
     }
     Ok(e)
 }
@@ -348,18 +391,32 @@ pub fn eval(e: &Expr, vars: &BTreeMap<&str, &Value>) -> Result<Value, ExprError>
         },
         Expr::Method { target, name, args } => {
             let target = eval(target, vars)?;
-            let args = args.iter().map(|a| eval(a, vars)).collect::<Result<Vec<_>, _>>()?;
+            let args = args
+                .iter()
+                .map(|a| eval(a, vars))
+                .collect::<Result<Vec<_>, _>>()?;
             method(target, name, args)?
         }
-        Expr::List(items) => Value::Array(items.iter().map(|i| eval(i, vars)).collect::<Result<_, _>>()?),
+        Expr::List(items) => Value::Array(
+            items
+                .iter()
+                .map(|i| eval(i, vars))
+                .collect::<Result<_, _>>()?,
+        ),
         Expr::Not(inner) => Value::Bool(!bool_of(eval(inner, vars)?)?),
         // CEL's commutative error semantics: a definite answer on either side wins over an error.
-        Expr::And(a, b) => match (eval(a, vars).and_then(bool_of), eval(b, vars).and_then(bool_of)) {
+        Expr::And(a, b) => match (
+            eval(a, vars).and_then(bool_of),
+            eval(b, vars).and_then(bool_of),
+        ) {
             (Ok(false), _) | (_, Ok(false)) => Value::Bool(false),
             (Ok(true), Ok(true)) => Value::Bool(true),
             (Err(e), _) | (_, Err(e)) => return Err(e),
         },
-        Expr::Or(a, b) => match (eval(a, vars).and_then(bool_of), eval(b, vars).and_then(bool_of)) {
+        Expr::Or(a, b) => match (
+            eval(a, vars).and_then(bool_of),
+            eval(b, vars).and_then(bool_of),
+        ) {
             (Ok(true), _) | (_, Ok(true)) => Value::Bool(true),
             (Ok(false), Ok(false)) => Value::Bool(false),
             (Err(e), _) | (_, Err(e)) => return Err(e),
@@ -382,7 +439,8 @@ pub fn eval(e: &Expr, vars: &BTreeMap<&str, &Value>) -> Result<Value, ExprError>
             }
             (Value::Number(x), Value::Number(y)) => match (x.as_i64(), y.as_i64()) {
                 (Some(x), Some(y)) => Value::from(
-                    x.checked_add(y).ok_or_else(|| ExprError("integer overflow".into()))?,
+                    x.checked_add(y)
+                        .ok_or_else(|| ExprError("integer overflow".into()))?,
                 ),
                 _ => return Err(ExprError("'+' on non-integer numbers".into())),
             },
@@ -413,8 +471,12 @@ fn method(target: Value, name: &str, args: Vec<Value>) -> Result<Value, ExprErro
             [needle] => Value::Bool(items.contains(needle)),
             _ => return Err(ExprError("contains() takes one argument".into())),
         },
-        ("lowerAscii", Value::String(s)) if args.is_empty() => Value::String(s.to_ascii_lowercase()),
-        ("upperAscii", Value::String(s)) if args.is_empty() => Value::String(s.to_ascii_uppercase()),
+        ("lowerAscii", Value::String(s)) if args.is_empty() => {
+            Value::String(s.to_ascii_lowercase())
+        }
+        ("upperAscii", Value::String(s)) if args.is_empty() => {
+            Value::String(s.to_ascii_uppercase())
+        }
         ("size", Value::String(s)) if args.is_empty() => Value::from(s.chars().count()),
         ("size", Value::Array(items)) if args.is_empty() => Value::from(items.len()),
         ("size", Value::Object(map)) if args.is_empty() => Value::from(map.len()),
@@ -439,13 +501,35 @@ mod tests {
 
     #[test]
     fn kubernetes_claims() {
-        let a = json!({"sub": "system:serviceaccount:ns1:ksa1", "kubernetes.io": {"namespace": "ns1"}});
-        assert_eq!(run("assertion.sub", &a), Ok(json!("system:serviceaccount:ns1:ksa1")));
-        assert_eq!(run("assertion['kubernetes.io'].namespace", &a), Ok(json!("ns1")));
-        assert_eq!(run("'ns::' + assertion['kubernetes.io']['namespace']", &a), Ok(json!("ns::ns1")));
-        assert_eq!(run("assertion.sub.startsWith(\"system:serviceaccount:ns1:\")", &a), Ok(json!(true)));
-        assert_eq!(run("assertion['kubernetes.io'].namespace in ['a', 'ns1']", &a), Ok(json!(true)));
-        assert_eq!(run("!(assertion.sub == 'x') && true || false", &a), Ok(json!(true)));
+        let a =
+            json!({"sub": "system:serviceaccount:ns1:ksa1", "kubernetes.io": {"namespace": "ns1"}});
+        assert_eq!(
+            run("assertion.sub", &a),
+            Ok(json!("system:serviceaccount:ns1:ksa1"))
+        );
+        assert_eq!(
+            run("assertion['kubernetes.io'].namespace", &a),
+            Ok(json!("ns1"))
+        );
+        assert_eq!(
+            run("'ns::' + assertion['kubernetes.io']['namespace']", &a),
+            Ok(json!("ns::ns1"))
+        );
+        assert_eq!(
+            run(
+                "assertion.sub.startsWith(\"system:serviceaccount:ns1:\")",
+                &a
+            ),
+            Ok(json!(true))
+        );
+        assert_eq!(
+            run("assertion['kubernetes.io'].namespace in ['a', 'ns1']", &a),
+            Ok(json!(true))
+        );
+        assert_eq!(
+            run("!(assertion.sub == 'x') && true || false", &a),
+            Ok(json!(true))
+        );
     }
 
     #[test]
@@ -453,14 +537,31 @@ mod tests {
         let a = json!({"sub": "x"});
         assert!(run("assertion.nope", &a).is_err());
         let vars = BTreeMap::from([("assertion", &a)]);
-        assert!(!holds(&parse("assertion.nope == 'x'").expect("parses"), &vars));
-        assert!(holds(&parse("assertion.nope == 'x' || true").expect("parses"), &vars));
+        assert!(!holds(
+            &parse("assertion.nope == 'x'").expect("parses"),
+            &vars
+        ));
+        assert!(holds(
+            &parse("assertion.nope == 'x' || true").expect("parses"),
+            &vars
+        ));
         assert!(!holds(&parse("assertion.sub").expect("parses"), &vars));
     }
 
     #[test]
     fn bad_syntax_is_refused() {
-        for bad in ["", "a.", "a ==", "(a", "a b", "'x", "a.f(", "a & b", "1 ? 2 : 3", "[1,"] {
+        for bad in [
+            "",
+            "a.",
+            "a ==",
+            "(a",
+            "a b",
+            "'x",
+            "a.f(",
+            "a & b",
+            "1 ? 2 : 3",
+            "[1,",
+        ] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }
         let deep = format!("{}a{}", "(".repeat(200), ")".repeat(200));

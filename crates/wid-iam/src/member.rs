@@ -15,7 +15,9 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use crate::names::{GKE_POOL_SUFFIX, is_email, is_kubernetes_namespace, is_kubernetes_service_account};
+use crate::names::{
+    GKE_POOL_SUFFIX, is_email, is_kubernetes_namespace, is_kubernetes_service_account,
+};
 
 const PRINCIPAL_PREFIX: &str = "principal://iam.googleapis.com/";
 const PRINCIPAL_SET_PREFIX: &str = "principalSet://iam.googleapis.com/";
@@ -57,9 +59,15 @@ pub enum Member {
     Group(String),
     Domain(String),
     /// One federated identity: a pool and its `google.subject`.
-    PoolSubject { pool: PoolRef, subject: String },
+    PoolSubject {
+        pool: PoolRef,
+        subject: String,
+    },
     /// A set of federated identities.
-    PoolSet { pool: PoolRef, selector: PoolSelector },
+    PoolSet {
+        pool: PoolRef,
+        selector: PoolSelector,
+    },
 }
 
 /// Why a member string was refused.
@@ -71,7 +79,10 @@ pub struct MemberError {
 }
 
 fn err(member: &str, reason: impl Into<String>) -> MemberError {
-    MemberError { member: member.to_owned(), reason: reason.into() }
+    MemberError {
+        member: member.to_owned(),
+        reason: reason.into(),
+    }
 }
 
 impl Member {
@@ -110,7 +121,9 @@ impl Member {
             },
             "domain" => {
                 let ok = value.contains('.')
-                    && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+                    && value
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
                 if ok {
                     Ok(Member::Domain(value.to_ascii_lowercase()))
                 } else {
@@ -129,7 +142,10 @@ fn parse_gke_ksa(whole: &str, value: &str) -> Result<Option<Member>, MemberError
         return Ok(None);
     };
     if !pool.ends_with(GKE_POOL_SUFFIX) || pool.len() == GKE_POOL_SUFFIX.len() {
-        return Err(err(whole, "the part before '[' must be a workload identity pool PROJECT.svc.id.goog"));
+        return Err(err(
+            whole,
+            "the part before '[' must be a workload identity pool PROJECT.svc.id.goog",
+        ));
     }
     let inner = rest
         .strip_suffix(']')
@@ -146,7 +162,10 @@ fn parse_gke_ksa(whole: &str, value: &str) -> Result<Option<Member>, MemberError
         }
     };
     Ok(Some(Member::PoolSubject {
-        pool: PoolRef { project_number: None, pool_id: pool.to_owned() },
+        pool: PoolRef {
+            project_number: None,
+            pool_id: pool.to_owned(),
+        },
         subject,
     }))
 }
@@ -158,16 +177,24 @@ fn ksa_subject(
     ksa: &str,
 ) -> Result<String, MemberError> {
     if !is_kubernetes_namespace(ns) {
-        return Err(err(whole, format!("'{ns}' is not a valid Kubernetes namespace")));
+        return Err(err(
+            whole,
+            format!("'{ns}' is not a valid Kubernetes namespace"),
+        ));
     }
     if !is_kubernetes_service_account(ksa) {
-        return Err(err(whole, format!("'{ksa}' is not a valid Kubernetes service account name")));
+        return Err(err(
+            whole,
+            format!("'{ksa}' is not a valid Kubernetes service account name"),
+        ));
     }
     Ok(match cluster {
         None => gke_subject(ns, ksa),
         Some((location, name)) => {
-            crate::names::validate_cluster_segment("location", location).map_err(|r| err(whole, r))?;
-            crate::names::validate_cluster_segment("cluster name", name).map_err(|r| err(whole, r))?;
+            crate::names::validate_cluster_segment("location", location)
+                .map_err(|r| err(whole, r))?;
+            crate::names::validate_cluster_segment("cluster name", name)
+                .map_err(|r| err(whole, r))?;
             isolated_gke_subject(location, name, ns, ksa)
         }
     })
@@ -186,7 +213,9 @@ pub fn isolated_gke_subject(location: &str, cluster: &str, namespace: &str, ksa:
 /// `projects/N/locations/global/workloadIdentityPools/POOL/` then the rest.
 fn split_pool_path<'a>(whole: &str, rest: &'a str) -> Result<(PoolRef, &'a str), MemberError> {
     let shape = "expected projects/PROJECT_NUMBER/locations/global/workloadIdentityPools/POOL/...";
-    let rest = rest.strip_prefix("projects/").ok_or_else(|| err(whole, shape))?;
+    let rest = rest
+        .strip_prefix("projects/")
+        .ok_or_else(|| err(whole, shape))?;
     let (number, rest) = rest.split_once('/').ok_or_else(|| err(whole, shape))?;
     if crate::names::validate_project_number(number).is_err() {
         return Err(err(whole, format!("'{number}' is not a project number")));
@@ -197,12 +226,20 @@ fn split_pool_path<'a>(whole: &str, rest: &'a str) -> Result<(PoolRef, &'a str),
     let (pool, rest) = rest.split_once('/').ok_or_else(|| err(whole, shape))?;
     let pool_ok = !pool.is_empty()
         && pool.len() <= 63
-        && pool.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+        && pool
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
     if !pool_ok {
-        return Err(err(whole, format!("'{pool}' is not a workload identity pool id")));
+        return Err(err(
+            whole,
+            format!("'{pool}' is not a workload identity pool id"),
+        ));
     }
     Ok((
-        PoolRef { project_number: Some(number.to_owned()), pool_id: pool.to_owned() },
+        PoolRef {
+            project_number: Some(number.to_owned()),
+            pool_id: pool.to_owned(),
+        },
         rest,
     ))
 }
@@ -211,14 +248,23 @@ fn parse_principal(whole: &str, rest: &str) -> Result<Member, MemberError> {
     let (pool, rest) = split_pool_path(whole, rest)?;
     if let Some(subject) = rest.strip_prefix("subject/") {
         if subject.is_empty() || subject.len() > MAX_SUBJECT_BYTES {
-            return Err(err(whole, format!("the subject must be 1 to {MAX_SUBJECT_BYTES} bytes")));
+            return Err(err(
+                whole,
+                format!("the subject must be 1 to {MAX_SUBJECT_BYTES} bytes"),
+            ));
         }
-        return Ok(Member::PoolSubject { pool, subject: subject.to_owned() });
+        return Ok(Member::PoolSubject {
+            pool,
+            subject: subject.to_owned(),
+        });
     }
     if let Some(uid) = rest.strip_prefix("kubernetes.serviceaccount.uid/") {
         return selector(whole, pool, uid, PoolSelector::ServiceAccountUid);
     }
-    Err(err(whole, "expected .../subject/SUBJECT or .../kubernetes.serviceaccount.uid/UID"))
+    Err(err(
+        whole,
+        "expected .../subject/SUBJECT or .../kubernetes.serviceaccount.uid/UID",
+    ))
 }
 
 fn selector(
@@ -230,20 +276,29 @@ fn selector(
     if value.is_empty() {
         return Err(err(whole, "the value after the last '/' is empty"));
     }
-    Ok(Member::PoolSet { pool, selector: make(value.to_owned()) })
+    Ok(Member::PoolSet {
+        pool,
+        selector: make(value.to_owned()),
+    })
 }
 
 fn parse_principal_set(whole: &str, rest: &str) -> Result<Member, MemberError> {
     let (pool, rest) = split_pool_path(whole, rest)?;
     if rest == "*" {
-        return Ok(Member::PoolSet { pool, selector: PoolSelector::All });
+        return Ok(Member::PoolSet {
+            pool,
+            selector: PoolSelector::All,
+        });
     }
     if let Some(group) = rest.strip_prefix("group/") {
         return selector(whole, pool, group, PoolSelector::Group);
     }
     if let Some(ns) = rest.strip_prefix("namespace/") {
         if !is_kubernetes_namespace(ns) {
-            return Err(err(whole, format!("'{ns}' is not a valid Kubernetes namespace")));
+            return Err(err(
+                whole,
+                format!("'{ns}' is not a valid Kubernetes namespace"),
+            ));
         }
         return selector(whole, pool, ns, PoolSelector::Namespace);
     }
@@ -259,13 +314,21 @@ fn parse_principal_set(whole: &str, rest: &str) -> Result<Member, MemberError> {
             .ok_or_else(|| err(whole, "expected attribute.NAME/VALUE"))?;
         let name_ok = !name.is_empty()
             && name.len() <= 100
-            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
         if !name_ok || value.is_empty() {
-            return Err(err(whole, "expected attribute.NAME/VALUE with NAME of [a-z0-9_]"));
+            return Err(err(
+                whole,
+                "expected attribute.NAME/VALUE with NAME of [a-z0-9_]",
+            ));
         }
         return Ok(Member::PoolSet {
             pool,
-            selector: PoolSelector::Attribute { name: name.to_owned(), value: value.to_owned() },
+            selector: PoolSelector::Attribute {
+                name: name.to_owned(),
+                value: value.to_owned(),
+            },
         });
     }
     Err(err(
@@ -395,11 +458,15 @@ mod tests {
 
     #[test]
     fn isolated_cluster_forms() {
-        let legacy = Member::parse("serviceAccount:p.svc.id.goog[us-east1/prod/ns1/ksa1]").expect("isolated");
+        let legacy = Member::parse("serviceAccount:p.svc.id.goog[us-east1/prod/ns1/ksa1]")
+            .expect("isolated");
         assert_eq!(
             legacy,
             Member::PoolSubject {
-                pool: PoolRef { project_number: None, pool_id: "p.svc.id.goog".into() },
+                pool: PoolRef {
+                    project_number: None,
+                    pool_id: "p.svc.id.goog".into()
+                },
                 subject: "locations/us-east1/clusters/prod/ns/ns1/sa/ksa1".into()
             }
         );
@@ -449,6 +516,10 @@ mod tests {
         let m = Member::parse("user:Alice@Example.com").expect("user");
         assert!(m.matches(&Caller::User("alice@example.com".into())));
         assert!(!m.matches(&Caller::ServiceAccount("alice@example.com".into())));
-        assert!(!Member::parse("group:g@example.com").expect("group").matches(&Caller::User("g@example.com".into())));
+        assert!(
+            !Member::parse("group:g@example.com")
+                .expect("group")
+                .matches(&Caller::User("g@example.com".into()))
+        );
     }
 }

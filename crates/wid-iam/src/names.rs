@@ -22,12 +22,15 @@ pub fn service_account_email(account_id: &str, project_id: &str) -> String {
 /// Splits an IAM service-account email into (account id, project id).
 pub fn parse_service_account_email(email: &str) -> Option<(&str, &str)> {
     let (account, domain) = email.split_once('@')?;
-    let project = domain.strip_suffix(SERVICE_ACCOUNT_DOMAIN)?.strip_suffix('.')?;
+    let project = domain
+        .strip_suffix(SERVICE_ACCOUNT_DOMAIN)?
+        .strip_suffix('.')?;
     (!account.is_empty() && !project.is_empty()).then_some((account, project))
 }
 
 fn is_lower_alnum_dash(s: &str) -> bool {
-    s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    s.bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 fn starts_with_letter(s: &str) -> bool {
@@ -140,7 +143,13 @@ pub fn is_email(s: &str) -> bool {
         && domain.contains('.')
         && !domain.starts_with('.')
         && !domain.ends_with('.')
-        && s.bytes().all(|b| b.is_ascii_graphic() && !matches!(b, b'<' | b'>' | b'(' | b')' | b',' | b';' | b'[' | b']' | b'\\' | b'"'))
+        && s.bytes().all(|b| {
+            b.is_ascii_graphic()
+                && !matches!(
+                    b,
+                    b'<' | b'>' | b'(' | b')' | b',' | b';' | b'[' | b']' | b'\\' | b'"'
+                )
+        })
         && !domain.contains('@')
 }
 
@@ -177,7 +186,14 @@ mod tests {
     fn account_ids_follow_google_rules() {
         assert!(validate_account_id("my-sa1").is_ok());
         assert!(validate_account_id("a23456789012345678901234567890").is_ok());
-        for bad in ["short", "1abcdef", "abcdef-", "Abcdefg", "abc_def", "a234567890123456789012345678901"] {
+        for bad in [
+            "short",
+            "1abcdef",
+            "abcdef-",
+            "Abcdefg",
+            "abc_def",
+            "a234567890123456789012345678901",
+        ] {
             assert!(validate_account_id(bad).is_err(), "{bad}");
         }
     }
@@ -186,9 +202,15 @@ mod tests {
     fn emails_round_trip() {
         let email = service_account_email("my-sa1", "my-project");
         assert_eq!(email, "my-sa1@my-project.iam.gserviceaccount.com");
-        assert_eq!(parse_service_account_email(&email), Some(("my-sa1", "my-project")));
+        assert_eq!(
+            parse_service_account_email(&email),
+            Some(("my-sa1", "my-project"))
+        );
         assert_eq!(parse_service_account_email("a@example.com"), None);
-        assert_eq!(parse_service_account_email("@p.iam.gserviceaccount.com"), None);
+        assert_eq!(
+            parse_service_account_email("@p.iam.gserviceaccount.com"),
+            None
+        );
     }
 
     #[test]
@@ -203,7 +225,12 @@ mod tests {
 
     #[test]
     fn issuer_uris() {
-        assert!(validate_issuer_uri("https://container.googleapis.com/v1/projects/p/locations/l/clusters/c").is_ok());
+        assert!(
+            validate_issuer_uri(
+                "https://container.googleapis.com/v1/projects/p/locations/l/clusters/c"
+            )
+            .is_ok()
+        );
         assert!(validate_issuer_uri("http://127.0.0.1:8080").is_ok());
         assert!(validate_issuer_uri("ftp://x").is_err());
         assert!(validate_issuer_uri("https://").is_err());

@@ -54,7 +54,9 @@ pub enum PolicyError {
     ConditionNeedsVersion3(i64),
     #[error("Invalid condition expression: it must be 1 to {max} characters.", max = expr::MAX_LEN)]
     InvalidCondition,
-    #[error("A policy may have at most {MAX_MEMBERS} members across its bindings; this one has {0}.")]
+    #[error(
+        "A policy may have at most {MAX_MEMBERS} members across its bindings; this one has {0}."
+    )]
     TooManyMembers(usize),
 }
 
@@ -73,7 +75,8 @@ impl Policy {
             if rb.role.is_empty() {
                 return Err(PolicyError::EmptyRole);
             }
-            let role = Role::parse(&rb.role).ok_or_else(|| PolicyError::UnknownRole(rb.role.clone()))?;
+            let role =
+                Role::parse(&rb.role).ok_or_else(|| PolicyError::UnknownRole(rb.role.clone()))?;
             let condition = match &rb.condition {
                 None => None,
                 Some(text) => {
@@ -83,7 +86,10 @@ impl Policy {
                     if text.trim().is_empty() || text.len() > expr::MAX_LEN {
                         return Err(PolicyError::InvalidCondition);
                     }
-                    Some(Condition { expression: text.clone(), parsed: expr::parse(text).ok() })
+                    Some(Condition {
+                        expression: text.clone(),
+                        parsed: expr::parse(text).ok(),
+                    })
                 }
             };
             let members = rb
@@ -97,7 +103,11 @@ impl Policy {
             {
                 Some(existing) => existing,
                 None => {
-                    bindings.push(Binding { role, members: Vec::new(), condition });
+                    bindings.push(Binding {
+                        role,
+                        members: Vec::new(),
+                        condition,
+                    });
                     let last = bindings.len() - 1;
                     &mut bindings[last]
                 }
@@ -113,7 +123,11 @@ impl Policy {
             return Err(PolicyError::TooManyMembers(total));
         }
         bindings.retain(|b| !b.members.is_empty());
-        let version = if bindings.iter().any(|b| b.condition.is_some()) { 3 } else { 1 };
+        let version = if bindings.iter().any(|b| b.condition.is_some()) {
+            3
+        } else {
+            1
+        };
         Ok(Policy { version, bindings })
     }
 
@@ -151,7 +165,12 @@ impl Condition {
 /// inherits from). The bootstrap admin holds every permission; everyone else needs a binding
 /// whose role grants the permission, whose members include the caller, and whose condition, if
 /// any, holds.
-pub fn is_allowed(policies: &[&Policy], caller: &Caller, permission: &str, ctx: &RequestContext<'_>) -> bool {
+pub fn is_allowed(
+    policies: &[&Policy],
+    caller: &Caller,
+    permission: &str,
+    ctx: &RequestContext<'_>,
+) -> bool {
     if *caller == Caller::BootstrapAdmin {
         return true;
     }

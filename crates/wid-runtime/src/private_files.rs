@@ -15,7 +15,10 @@ pub enum PrivateFileError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> PrivateFileError + '_ {
-    move |source| PrivateFileError::Io { path: path.display().to_string(), source }
+    move |source| PrivateFileError::Io {
+        path: path.display().to_string(),
+        source,
+    }
 }
 
 /// Creates `dir` (and its parents) with mode 0700 if it does not exist.
@@ -23,12 +26,21 @@ pub fn ensure_private_dir(dir: &Path) -> Result<(), PrivateFileError> {
     if dir.is_dir() {
         return Ok(());
     }
-    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io_err(dir))
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io_err(dir))
 }
 
 /// Creates `path` empty with mode 0600 unless it exists; then checks its mode.
 pub fn ensure_private_file(path: &Path) -> Result<(), PrivateFileError> {
-    match OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+    match OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => check_private(path),
         Err(e) => Err(io_err(path)(e)),
@@ -37,9 +49,16 @@ pub fn ensure_private_file(path: &Path) -> Result<(), PrivateFileError> {
 
 /// Fails when group or others have any access to `path`.
 pub fn check_private(path: &Path) -> Result<(), PrivateFileError> {
-    let mode = fs::metadata(path).map_err(io_err(path))?.permissions().mode() & 0o777;
+    let mode = fs::metadata(path)
+        .map_err(io_err(path))?
+        .permissions()
+        .mode()
+        & 0o777;
     if mode & 0o077 != 0 {
-        return Err(PrivateFileError::TooOpen { path: path.display().to_string(), mode });
+        return Err(PrivateFileError::TooOpen {
+            path: path.display().to_string(),
+            mode,
+        });
     }
     Ok(())
 }
@@ -50,7 +69,12 @@ pub fn read_or_create_secret(
     path: &Path,
     make: impl FnOnce() -> String,
 ) -> Result<(String, bool), PrivateFileError> {
-    match OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+    match OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
         Ok(mut file) => {
             let secret = make();
             file.write_all(secret.as_bytes())
@@ -83,6 +107,9 @@ mod tests {
         let (again, created) = read_or_create_secret(&path, || "other".into()).expect("read");
         assert_eq!((again.as_str(), created), (first.as_str(), false));
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).expect("chmod");
-        assert!(matches!(read_or_create_secret(&path, || "x".into()), Err(PrivateFileError::TooOpen { .. })));
+        assert!(matches!(
+            read_or_create_secret(&path, || "x".into()),
+            Err(PrivateFileError::TooOpen { .. })
+        ));
     }
 }

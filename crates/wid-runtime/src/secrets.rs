@@ -36,7 +36,10 @@ pub fn random_digits(len: usize) -> String {
 
 /// Lowercase hex of `N` random bytes.
 pub fn random_hex<const N: usize>() -> String {
-    random_bytes::<N>().iter().map(|b| format!("{b:02x}")).collect()
+    random_bytes::<N>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[cfg(test)]

@@ -37,8 +37,16 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// Which resource a discovered key set belongs to.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum KeySetOwner {
-    Provider { project_number: String, pool_id: String, provider_id: String },
-    Cluster { project_id: String, location: String, name: String },
+    Provider {
+        project_number: String,
+        pool_id: String,
+        provider_id: String,
+    },
+    Cluster {
+        project_id: String,
+        location: String,
+        name: String,
+    },
 }
 
 /// A resource whose keys wid fetches through its issuer's OIDC discovery.
@@ -57,10 +65,19 @@ pub trait Store: Clone + Send + Sync + 'static {
     fn list_projects(&self) -> impl Future<Output = Result<Vec<ProjectRow>>> + Send;
 
     /// Fails with AlreadyExists on a taken email or a unique id ever used before.
-    fn create_service_account(&self, row: &ServiceAccountRow) -> impl Future<Output = Result<()>> + Send;
+    fn create_service_account(
+        &self,
+        row: &ServiceAccountRow,
+    ) -> impl Future<Output = Result<()>> + Send;
     /// A service account by email or unique id.
-    fn get_service_account(&self, email_or_unique_id: &str) -> impl Future<Output = Result<ServiceAccountRow>> + Send;
-    fn list_service_accounts(&self, project_id: &str) -> impl Future<Output = Result<Vec<ServiceAccountRow>>> + Send;
+    fn get_service_account(
+        &self,
+        email_or_unique_id: &str,
+    ) -> impl Future<Output = Result<ServiceAccountRow>> + Send;
+    fn list_service_accounts(
+        &self,
+        project_id: &str,
+    ) -> impl Future<Output = Result<Vec<ServiceAccountRow>>> + Send;
     /// Replaces the mutable fields when the stored etag is `expected_etag`.
     fn update_service_account(
         &self,
@@ -82,11 +99,20 @@ pub trait Store: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<()>> + Send;
 
     fn create_pool(&self, row: &PoolRow) -> impl Future<Output = Result<()>> + Send;
-    fn get_pool(&self, project_number: &str, pool_id: &str) -> impl Future<Output = Result<PoolRow>> + Send;
-    fn list_pools(&self, project_number: &str) -> impl Future<Output = Result<Vec<PoolRow>>> + Send;
+    fn get_pool(
+        &self,
+        project_number: &str,
+        pool_id: &str,
+    ) -> impl Future<Output = Result<PoolRow>> + Send;
+    fn list_pools(&self, project_number: &str)
+    -> impl Future<Output = Result<Vec<PoolRow>>> + Send;
     fn update_pool(&self, row: &PoolRow) -> impl Future<Output = Result<()>> + Send;
     /// Deletes the pool and its providers.
-    fn delete_pool(&self, project_number: &str, pool_id: &str) -> impl Future<Output = Result<()>> + Send;
+    fn delete_pool(
+        &self,
+        project_number: &str,
+        pool_id: &str,
+    ) -> impl Future<Output = Result<()>> + Send;
 
     fn create_provider(&self, row: &ProviderRow) -> impl Future<Output = Result<()>> + Send;
     fn get_provider(
@@ -95,7 +121,11 @@ pub trait Store: Clone + Send + Sync + 'static {
         pool_id: &str,
         provider_id: &str,
     ) -> impl Future<Output = Result<ProviderRow>> + Send;
-    fn list_providers(&self, project_number: &str, pool_id: &str) -> impl Future<Output = Result<Vec<ProviderRow>>> + Send;
+    fn list_providers(
+        &self,
+        project_number: &str,
+        pool_id: &str,
+    ) -> impl Future<Output = Result<Vec<ProviderRow>>> + Send;
     fn update_provider(&self, row: &ProviderRow) -> impl Future<Output = Result<()>> + Send;
     fn delete_provider(
         &self,
@@ -106,10 +136,24 @@ pub trait Store: Clone + Send + Sync + 'static {
 
     /// Fails with AlreadyExists on a taken name or an issuer already registered in the project.
     fn create_cluster(&self, row: &ClusterRow) -> impl Future<Output = Result<()>> + Send;
-    fn get_cluster(&self, project_id: &str, location: &str, name: &str) -> impl Future<Output = Result<ClusterRow>> + Send;
+    fn get_cluster(
+        &self,
+        project_id: &str,
+        location: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<ClusterRow>> + Send;
     /// The clusters of a project; of one location when `location` is not `-`.
-    fn list_clusters(&self, project_id: &str, location: &str) -> impl Future<Output = Result<Vec<ClusterRow>>> + Send;
-    fn delete_cluster(&self, project_id: &str, location: &str, name: &str) -> impl Future<Output = Result<()>> + Send;
+    fn list_clusters(
+        &self,
+        project_id: &str,
+        location: &str,
+    ) -> impl Future<Output = Result<Vec<ClusterRow>>> + Send;
+    fn delete_cluster(
+        &self,
+        project_id: &str,
+        location: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<()>> + Send;
 
     /// Providers and clusters without uploaded keys.
     fn list_discovery_targets(&self) -> impl Future<Output = Result<Vec<DiscoveryTarget>>> + Send;

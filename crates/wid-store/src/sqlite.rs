@@ -5,7 +5,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
 use sqlx::{Row, SqlSafeStr};
 
 use crate::*;
@@ -39,7 +42,11 @@ fn one<T>(rows: Vec<T>) -> Result<T> {
 }
 
 fn affected_one(result: sqlx::sqlite::SqliteQueryResult) -> Result<()> {
-    if result.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
+    if result.rows_affected() == 0 {
+        Err(StoreError::NotFound)
+    } else {
+        Ok(())
+    }
 }
 
 fn project(r: &SqliteRow) -> sqlx::Result<ProjectRow> {
@@ -111,7 +118,9 @@ fn cluster(r: &SqliteRow) -> sqlx::Result<ClusterRow> {
 }
 
 fn all<T>(rows: Vec<SqliteRow>, f: fn(&SqliteRow) -> sqlx::Result<T>) -> Result<Vec<T>> {
-    rows.iter().map(|r| f(r).map_err(StoreError::from)).collect()
+    rows.iter()
+        .map(|r| f(r).map_err(StoreError::from))
+        .collect()
 }
 
 impl SqliteStore {
@@ -155,24 +164,28 @@ impl Store for SqliteStore {
     }
 
     async fn get_project(&self, id_or_number: &str) -> Result<ProjectRow> {
-        let rows = sqlx::query("SELECT * FROM projects WHERE project_id = ?1 OR project_number = ?1")
-            .bind(id_or_number)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT * FROM projects WHERE project_id = ?1 OR project_number = ?1")
+                .bind(id_or_number)
+                .fetch_all(&self.pool)
+                .await?;
         one(all(rows, project)?)
     }
 
     async fn list_projects(&self) -> Result<Vec<ProjectRow>> {
-        let rows = sqlx::query("SELECT * FROM projects ORDER BY project_id").fetch_all(&self.pool).await?;
+        let rows = sqlx::query("SELECT * FROM projects ORDER BY project_id")
+            .fetch_all(&self.pool)
+            .await?;
         all(rows, project)
     }
 
     async fn create_service_account(&self, row: &ServiceAccountRow) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        let retired: Option<String> = sqlx::query_scalar("SELECT unique_id FROM retired_unique_ids WHERE unique_id = ?")
-            .bind(&row.unique_id)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let retired: Option<String> =
+            sqlx::query_scalar("SELECT unique_id FROM retired_unique_ids WHERE unique_id = ?")
+                .bind(&row.unique_id)
+                .fetch_optional(&mut *tx)
+                .await?;
         if retired.is_some() {
             return Err(StoreError::AlreadyExists);
         }
@@ -205,14 +218,19 @@ impl Store for SqliteStore {
     }
 
     async fn list_service_accounts(&self, project_id: &str) -> Result<Vec<ServiceAccountRow>> {
-        let rows = sqlx::query("SELECT * FROM service_accounts WHERE project_id = ? ORDER BY email")
-            .bind(project_id)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT * FROM service_accounts WHERE project_id = ? ORDER BY email")
+                .bind(project_id)
+                .fetch_all(&self.pool)
+                .await?;
         all(rows, service_account)
     }
 
-    async fn update_service_account(&self, row: &ServiceAccountRow, expected_etag: &str) -> Result<()> {
+    async fn update_service_account(
+        &self,
+        row: &ServiceAccountRow,
+        expected_etag: &str,
+    ) -> Result<()> {
         let result = sqlx::query(
             "UPDATE service_accounts SET display_name = ?, description = ?, disabled = ?, etag = ?
              WHERE unique_id = ? AND etag = ?",
@@ -258,12 +276,20 @@ impl Store for SqliteStore {
             .fetch_optional(&self.pool)
             .await?;
         Ok(match row {
-            Some(r) => Some(PolicyRow { etag: r.try_get("etag")?, policy_json: r.try_get("policy_json")? }),
+            Some(r) => Some(PolicyRow {
+                etag: r.try_get("etag")?,
+                policy_json: r.try_get("policy_json")?,
+            }),
             None => None,
         })
     }
 
-    async fn set_policy(&self, resource: &str, expected_etag: Option<&str>, policy: &PolicyRow) -> Result<()> {
+    async fn set_policy(
+        &self,
+        resource: &str,
+        expected_etag: Option<&str>,
+        policy: &PolicyRow,
+    ) -> Result<()> {
         // Each branch is a single statement, so the compare and the swap are atomic without a
         // transaction, here and on any SQL backend.
         let result = match expected_etag {
@@ -289,17 +315,21 @@ impl Store for SqliteStore {
                 .execute(&self.pool)
                 .await?
             }
-            Some(expected) => {
-                sqlx::query("UPDATE iam_policies SET etag = ?, policy_json = ? WHERE resource = ? AND etag = ?")
-                    .bind(&policy.etag)
-                    .bind(&policy.policy_json)
-                    .bind(resource)
-                    .bind(expected)
-                    .execute(&self.pool)
-                    .await?
-            }
+            Some(expected) => sqlx::query(
+                "UPDATE iam_policies SET etag = ?, policy_json = ? WHERE resource = ? AND etag = ?",
+            )
+            .bind(&policy.etag)
+            .bind(&policy.policy_json)
+            .bind(resource)
+            .bind(expected)
+            .execute(&self.pool)
+            .await?,
         };
-        if result.rows_affected() == 1 { Ok(()) } else { Err(StoreError::Aborted) }
+        if result.rows_affected() == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::Aborted)
+        }
     }
 
     async fn create_pool(&self, row: &PoolRow) -> Result<()> {
@@ -320,19 +350,23 @@ impl Store for SqliteStore {
     }
 
     async fn get_pool(&self, project_number: &str, pool_id: &str) -> Result<PoolRow> {
-        let rows = sqlx::query("SELECT * FROM workload_identity_pools WHERE project_number = ? AND pool_id = ?")
-            .bind(project_number)
-            .bind(pool_id)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT * FROM workload_identity_pools WHERE project_number = ? AND pool_id = ?",
+        )
+        .bind(project_number)
+        .bind(pool_id)
+        .fetch_all(&self.pool)
+        .await?;
         one(all(rows, pool)?)
     }
 
     async fn list_pools(&self, project_number: &str) -> Result<Vec<PoolRow>> {
-        let rows = sqlx::query("SELECT * FROM workload_identity_pools WHERE project_number = ? ORDER BY pool_id")
-            .bind(project_number)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT * FROM workload_identity_pools WHERE project_number = ? ORDER BY pool_id",
+        )
+        .bind(project_number)
+        .fetch_all(&self.pool)
+        .await?;
         all(rows, pool)
     }
 
@@ -352,11 +386,13 @@ impl Store for SqliteStore {
     }
 
     async fn delete_pool(&self, project_number: &str, pool_id: &str) -> Result<()> {
-        let result = sqlx::query("DELETE FROM workload_identity_pools WHERE project_number = ? AND pool_id = ?")
-            .bind(project_number)
-            .bind(pool_id)
-            .execute(&self.pool)
-            .await?;
+        let result = sqlx::query(
+            "DELETE FROM workload_identity_pools WHERE project_number = ? AND pool_id = ?",
+        )
+        .bind(project_number)
+        .bind(pool_id)
+        .execute(&self.pool)
+        .await?;
         affected_one(result)
     }
 
@@ -387,7 +423,12 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn get_provider(&self, project_number: &str, pool_id: &str, provider_id: &str) -> Result<ProviderRow> {
+    async fn get_provider(
+        &self,
+        project_number: &str,
+        pool_id: &str,
+        provider_id: &str,
+    ) -> Result<ProviderRow> {
         let rows = sqlx::query(
             "SELECT * FROM workload_identity_pool_providers WHERE project_number = ? AND pool_id = ? AND provider_id = ?",
         )
@@ -399,7 +440,11 @@ impl Store for SqliteStore {
         one(all(rows, provider)?)
     }
 
-    async fn list_providers(&self, project_number: &str, pool_id: &str) -> Result<Vec<ProviderRow>> {
+    async fn list_providers(
+        &self,
+        project_number: &str,
+        pool_id: &str,
+    ) -> Result<Vec<ProviderRow>> {
         let rows = sqlx::query(
             "SELECT * FROM workload_identity_pool_providers WHERE project_number = ? AND pool_id = ? ORDER BY provider_id",
         )
@@ -435,7 +480,12 @@ impl Store for SqliteStore {
         affected_one(result)
     }
 
-    async fn delete_provider(&self, project_number: &str, pool_id: &str, provider_id: &str) -> Result<()> {
+    async fn delete_provider(
+        &self,
+        project_number: &str,
+        pool_id: &str,
+        provider_id: &str,
+    ) -> Result<()> {
         let result = sqlx::query(
             "DELETE FROM workload_identity_pool_providers WHERE project_number = ? AND pool_id = ? AND provider_id = ?",
         )
@@ -469,13 +519,20 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn get_cluster(&self, project_id: &str, location: &str, name: &str) -> Result<ClusterRow> {
-        let rows = sqlx::query("SELECT * FROM clusters WHERE project_id = ? AND location = ? AND name = ?")
-            .bind(project_id)
-            .bind(location)
-            .bind(name)
-            .fetch_all(&self.pool)
-            .await?;
+    async fn get_cluster(
+        &self,
+        project_id: &str,
+        location: &str,
+        name: &str,
+    ) -> Result<ClusterRow> {
+        let rows = sqlx::query(
+            "SELECT * FROM clusters WHERE project_id = ? AND location = ? AND name = ?",
+        )
+        .bind(project_id)
+        .bind(location)
+        .bind(name)
+        .fetch_all(&self.pool)
+        .await?;
         one(all(rows, cluster)?)
     }
 
@@ -491,12 +548,13 @@ impl Store for SqliteStore {
     }
 
     async fn delete_cluster(&self, project_id: &str, location: &str, name: &str) -> Result<()> {
-        let result = sqlx::query("DELETE FROM clusters WHERE project_id = ? AND location = ? AND name = ?")
-            .bind(project_id)
-            .bind(location)
-            .bind(name)
-            .execute(&self.pool)
-            .await?;
+        let result =
+            sqlx::query("DELETE FROM clusters WHERE project_id = ? AND location = ? AND name = ?")
+                .bind(project_id)
+                .bind(location)
+                .bind(name)
+                .execute(&self.pool)
+                .await?;
         affected_one(result)
     }
 
@@ -538,7 +596,12 @@ impl Store for SqliteStore {
         Ok(targets)
     }
 
-    async fn set_discovered_jwks(&self, owner: &KeySetOwner, jwks_json: &str, fetch_time: &str) -> Result<()> {
+    async fn set_discovered_jwks(
+        &self,
+        owner: &KeySetOwner,
+        jwks_json: &str,
+        fetch_time: &str,
+    ) -> Result<()> {
         let result = match owner {
             KeySetOwner::Provider { project_number, pool_id, provider_id } => {
                 sqlx::query(

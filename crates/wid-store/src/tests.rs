@@ -4,7 +4,9 @@ use super::*;
 
 async fn store() -> (tempfile::TempDir, SqliteStore) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = SqliteStore::open(&dir.path().join("wid.db")).await.expect("open");
+    let store = SqliteStore::open(&dir.path().join("wid.db"))
+        .await
+        .expect("open");
     (dir, store)
 }
 
@@ -34,47 +36,111 @@ fn sa_row(unique_id: &str, email: &str) -> ServiceAccountRow {
 #[tokio::test]
 async fn projects_are_unique_by_id_and_number() {
     let (_dir, s) = store().await;
-    s.create_project(&project_row("proj-a", "100")).await.expect("create");
-    assert!(matches!(s.create_project(&project_row("proj-a", "101")).await, Err(StoreError::AlreadyExists)));
-    assert!(matches!(s.create_project(&project_row("proj-b", "100")).await, Err(StoreError::AlreadyExists)));
-    assert_eq!(s.get_project("100").await.expect("by number").project_id, "proj-a");
-    assert_eq!(s.get_project("proj-a").await.expect("by id").project_number, "100");
-    assert!(matches!(s.get_project("nope").await, Err(StoreError::NotFound)));
+    s.create_project(&project_row("proj-a", "100"))
+        .await
+        .expect("create");
+    assert!(matches!(
+        s.create_project(&project_row("proj-a", "101")).await,
+        Err(StoreError::AlreadyExists)
+    ));
+    assert!(matches!(
+        s.create_project(&project_row("proj-b", "100")).await,
+        Err(StoreError::AlreadyExists)
+    ));
+    assert_eq!(
+        s.get_project("100").await.expect("by number").project_id,
+        "proj-a"
+    );
+    assert_eq!(
+        s.get_project("proj-a").await.expect("by id").project_number,
+        "100"
+    );
+    assert!(matches!(
+        s.get_project("nope").await,
+        Err(StoreError::NotFound)
+    ));
 }
 
 #[tokio::test]
 async fn unique_ids_are_never_reused() {
     let (_dir, s) = store().await;
-    s.create_project(&project_row("proj-a", "100")).await.expect("project");
-    s.create_service_account(&sa_row("1", "a@x")).await.expect("create");
-    assert!(matches!(s.create_service_account(&sa_row("2", "a@x")).await, Err(StoreError::AlreadyExists)));
+    s.create_project(&project_row("proj-a", "100"))
+        .await
+        .expect("project");
+    s.create_service_account(&sa_row("1", "a@x"))
+        .await
+        .expect("create");
+    assert!(matches!(
+        s.create_service_account(&sa_row("2", "a@x")).await,
+        Err(StoreError::AlreadyExists)
+    ));
     s.delete_service_account("1").await.expect("delete");
-    assert!(matches!(s.create_service_account(&sa_row("1", "b@x")).await, Err(StoreError::AlreadyExists)));
-    s.create_service_account(&sa_row("3", "a@x")).await.expect("email is free again");
+    assert!(matches!(
+        s.create_service_account(&sa_row("1", "b@x")).await,
+        Err(StoreError::AlreadyExists)
+    ));
+    s.create_service_account(&sa_row("3", "a@x"))
+        .await
+        .expect("email is free again");
 }
 
 #[tokio::test]
 async fn policy_compare_and_swap() {
     let (_dir, s) = store().await;
-    let p = |etag: &str| PolicyRow { etag: etag.into(), policy_json: "{}".into() };
+    let p = |etag: &str| PolicyRow {
+        etag: etag.into(),
+        policy_json: "{}".into(),
+    };
     assert_eq!(s.get_policy("sa/1").await.expect("get"), None);
-    s.set_policy("sa/1", Some(NO_POLICY_ETAG), &p("e1")).await.expect("first set");
-    assert!(matches!(s.set_policy("sa/1", Some(NO_POLICY_ETAG), &p("e2")).await, Err(StoreError::Aborted)));
-    assert!(matches!(s.set_policy("sa/1", Some("stale"), &p("e2")).await, Err(StoreError::Aborted)));
-    s.set_policy("sa/1", Some("e1"), &p("e2")).await.expect("fresh etag");
-    s.set_policy("sa/1", None, &p("e3")).await.expect("unconditional");
-    assert_eq!(s.get_policy("sa/1").await.expect("get").map(|r| r.etag), Some("e3".into()));
+    s.set_policy("sa/1", Some(NO_POLICY_ETAG), &p("e1"))
+        .await
+        .expect("first set");
+    assert!(matches!(
+        s.set_policy("sa/1", Some(NO_POLICY_ETAG), &p("e2")).await,
+        Err(StoreError::Aborted)
+    ));
+    assert!(matches!(
+        s.set_policy("sa/1", Some("stale"), &p("e2")).await,
+        Err(StoreError::Aborted)
+    ));
+    s.set_policy("sa/1", Some("e1"), &p("e2"))
+        .await
+        .expect("fresh etag");
+    s.set_policy("sa/1", None, &p("e3"))
+        .await
+        .expect("unconditional");
+    assert_eq!(
+        s.get_policy("sa/1").await.expect("get").map(|r| r.etag),
+        Some("e3".into())
+    );
 }
 
 #[tokio::test]
 async fn concurrent_compare_and_swap_has_one_winner() {
     let (_dir, s) = store().await;
-    s.set_policy("sa/1", None, &PolicyRow { etag: "e0".into(), policy_json: "{}".into() }).await.expect("seed");
+    s.set_policy(
+        "sa/1",
+        None,
+        &PolicyRow {
+            etag: "e0".into(),
+            policy_json: "{}".into(),
+        },
+    )
+    .await
+    .expect("seed");
     let mut tasks = Vec::new();
     for i in 0..16 {
         let s = s.clone();
         tasks.push(tokio::spawn(async move {
-            s.set_policy("sa/1", Some("e0"), &PolicyRow { etag: format!("w{i}"), policy_json: "{}".into() }).await
+            s.set_policy(
+                "sa/1",
+                Some("e0"),
+                &PolicyRow {
+                    etag: format!("w{i}"),
+                    policy_json: "{}".into(),
+                },
+            )
+            .await
         }));
     }
     let mut wins = 0;
@@ -94,9 +160,13 @@ async fn writes_survive_reopen() {
     let path = dir.path().join("wid.db");
     {
         let s = SqliteStore::open(&path).await.expect("open");
-        s.create_project(&project_row("proj-a", "100")).await.expect("create");
+        s.create_project(&project_row("proj-a", "100"))
+            .await
+            .expect("create");
         s.close().await;
     }
-    let s = SqliteStore::open(&path).await.expect("reopen runs migrations again harmlessly");
+    let s = SqliteStore::open(&path)
+        .await
+        .expect("reopen runs migrations again harmlessly");
     assert_eq!(s.list_projects().await.expect("list").len(), 1);
 }

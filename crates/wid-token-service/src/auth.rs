@@ -28,9 +28,14 @@ pub enum Resource<'a> {
 impl<S: Store> App<S> {
     /// The caller named by the request's bearer token.
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
-        let value = headers.get(AUTHORIZATION).ok_or(ApiError::MissingCredentials)?;
+        let value = headers
+            .get(AUTHORIZATION)
+            .ok_or(ApiError::MissingCredentials)?;
         let value = value.to_str().map_err(|_| ApiError::InvalidCredentials)?;
-        let (scheme, token) = value.trim().split_once(' ').ok_or(ApiError::InvalidCredentials)?;
+        let (scheme, token) = value
+            .trim()
+            .split_once(' ')
+            .ok_or(ApiError::InvalidCredentials)?;
         if !scheme.eq_ignore_ascii_case("bearer") {
             return Err(ApiError::InvalidCredentials);
         }
@@ -41,7 +46,10 @@ impl<S: Store> App<S> {
     }
 
     /// The validated policy stored under `key`, or an empty one.
-    pub(crate) async fn load_policy(&self, key: &str) -> Result<(Policy, Option<String>), ApiError> {
+    pub(crate) async fn load_policy(
+        &self,
+        key: &str,
+    ) -> Result<(Policy, Option<String>), ApiError> {
         let Some(row) = self.store.get_policy(key).await? else {
             return Ok((Policy::default(), None));
         };
@@ -53,15 +61,26 @@ impl<S: Store> App<S> {
     }
 
     /// The policies that apply to `resource`, its own first.
-    pub(crate) async fn effective_policies(&self, resource: &Resource<'_>) -> Result<Vec<Policy>, ApiError> {
+    pub(crate) async fn effective_policies(
+        &self,
+        resource: &Resource<'_>,
+    ) -> Result<Vec<Policy>, ApiError> {
         let mut policies = Vec::new();
         if let Resource::ServiceAccount(_, sa) = resource {
-            policies.push(self.load_policy(&crate::iam::policies::account_key(sa)).await?.0);
+            policies.push(
+                self.load_policy(&crate::iam::policies::account_key(sa))
+                    .await?
+                    .0,
+            );
         }
         let project = match resource {
             Resource::Project(p) | Resource::ServiceAccount(p, _) => p,
         };
-        policies.push(self.load_policy(&crate::iam::policies::project_key(project)).await?.0);
+        policies.push(
+            self.load_policy(&crate::iam::policies::project_key(project))
+                .await?
+                .0,
+        );
         Ok(policies)
     }
 
@@ -78,7 +97,14 @@ impl<S: Store> App<S> {
         let policies = self.effective_policies(resource).await?;
         let refs: Vec<&Policy> = policies.iter().collect();
         let name = resource_name(resource);
-        if wid_iam::is_allowed(&refs, caller, permission, &RequestContext { resource_name: &name }) {
+        if wid_iam::is_allowed(
+            &refs,
+            caller,
+            permission,
+            &RequestContext {
+                resource_name: &name,
+            },
+        ) {
             Ok(())
         } else {
             tracing::info!(caller = %caller, permission, resource = %name, "permission denied");
@@ -90,7 +116,9 @@ impl<S: Store> App<S> {
 pub fn resource_name(resource: &Resource<'_>) -> String {
     match resource {
         Resource::Project(p) => format!("projects/{}", p.project_id),
-        Resource::ServiceAccount(p, sa) => format!("projects/{}/serviceAccounts/{}", p.project_id, sa.email),
+        Resource::ServiceAccount(p, sa) => {
+            format!("projects/{}/serviceAccounts/{}", p.project_id, sa.email)
+        }
     }
 }
 

@@ -16,14 +16,24 @@ use crate::App;
 const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
 
 async fn get_limited(http: &reqwest::Client, url: &str) -> Result<Vec<u8>, String> {
-    let mut response = http.get(url).send().await.map_err(|e| format!("GET {url}: {e}"))?;
+    let mut response = http
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| format!("GET {url}: {e}"))?;
     if !response.status().is_success() {
         return Err(format!("GET {url}: HTTP {}", response.status()));
     }
     let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| format!("GET {url}: {e}"))? {
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| format!("GET {url}: {e}"))?
+    {
         if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
-            return Err(format!("GET {url}: the document is larger than {MAX_DOCUMENT_BYTES} bytes"));
+            return Err(format!(
+                "GET {url}: the document is larger than {MAX_DOCUMENT_BYTES} bytes"
+            ));
         }
         body.extend_from_slice(&chunk);
     }
@@ -37,7 +47,10 @@ pub async fn fetch_jwks(http: &reqwest::Client, issuer: &str) -> Result<String, 
     let doc: OidcDiscovery = serde_json::from_slice(&get_limited(http, &url).await?)
         .map_err(|e| format!("{url} is not an OpenID Connect discovery document: {e}"))?;
     if doc.issuer.trim_end_matches('/') != issuer {
-        return Err(format!("{url} names the issuer '{}', not '{issuer}'", doc.issuer));
+        return Err(format!(
+            "{url} names the issuer '{}', not '{issuer}'",
+            doc.issuer
+        ));
     }
     if !(doc.jwks_uri.starts_with("https://") || doc.jwks_uri.starts_with("http://")) {
         return Err(format!("{url} has no usable jwks_uri"));
@@ -50,7 +63,11 @@ pub async fn fetch_jwks(http: &reqwest::Client, issuer: &str) -> Result<String, 
 
 impl<S: Store> App<S> {
     /// Fetches and stores the keys of one discovery target.
-    pub(crate) async fn refresh_keys(&self, owner: &KeySetOwner, issuer: &str) -> Result<(), String> {
+    pub(crate) async fn refresh_keys(
+        &self,
+        owner: &KeySetOwner,
+        issuer: &str,
+    ) -> Result<(), String> {
         let jwks = fetch_jwks(&self.http, issuer).await?;
         self.store
             .set_discovered_jwks(owner, &jwks, &crate::iam::now_rfc3339())
@@ -70,7 +87,9 @@ pub async fn refresh_forever<S: Store>(app: Arc<App<S>>) {
             Ok(targets) => {
                 last_success.retain(|owner, _| targets.iter().any(|t| t.owner == *owner));
                 for target in targets {
-                    let due = last_success.get(&target.owner).is_none_or(|t| t.elapsed() >= interval);
+                    let due = last_success
+                        .get(&target.owner)
+                        .is_none_or(|t| t.elapsed() >= interval);
                     if !due {
                         continue;
                     }
@@ -79,7 +98,9 @@ pub async fn refresh_forever<S: Store>(app: Arc<App<S>>) {
                             tracing::debug!(issuer = %target.issuer_uri, "refreshed keys through discovery");
                             last_success.insert(target.owner, tokio::time::Instant::now());
                         }
-                        Err(e) => tracing::warn!(issuer = %target.issuer_uri, error = %e, "key discovery failed"),
+                        Err(e) => {
+                            tracing::warn!(issuer = %target.issuer_uri, error = %e, "key discovery failed")
+                        }
                     }
                 }
             }

@@ -11,7 +11,10 @@ use wid_store::StoreError;
 pub enum ApiError {
     /// A malformed request; `field` names what was wrong when one field was.
     #[error("{message}")]
-    InvalidArgument { field: Option<String>, message: String },
+    InvalidArgument {
+        field: Option<String>,
+        message: String,
+    },
     #[error("{0}")]
     FailedPrecondition(String),
     #[error("{0}")]
@@ -36,7 +39,10 @@ pub enum ApiError {
 
 impl ApiError {
     pub fn invalid(field: &str, message: impl Into<String>) -> ApiError {
-        ApiError::InvalidArgument { field: Some(field.to_owned()), message: message.into() }
+        ApiError::InvalidArgument {
+            field: Some(field.to_owned()),
+            message: message.into(),
+        }
     }
 
     fn code(&self) -> RpcCode {
@@ -56,21 +62,30 @@ impl ApiError {
     fn body(&self) -> GoogleError {
         let code = self.code();
         match self {
-            ApiError::InvalidArgument { field: Some(field), message } => {
-                GoogleError::new(code, message, vec![bad_request(field, message)])
-            }
+            ApiError::InvalidArgument {
+                field: Some(field),
+                message,
+            } => GoogleError::new(code, message, vec![bad_request(field, message)]),
             ApiError::AlreadyExists { message, resource } => {
                 GoogleError::new(code, message, vec![resource_info(resource)])
             }
             ApiError::MissingCredentials => GoogleError::new(
                 code,
                 "Request is missing required authentication credential. Expected OAuth 2 access token, login cookie or other valid authentication credential.",
-                vec![error_info("CREDENTIALS_MISSING", "googleapis.com", serde_json::json!({}))],
+                vec![error_info(
+                    "CREDENTIALS_MISSING",
+                    "googleapis.com",
+                    serde_json::json!({}),
+                )],
             ),
             ApiError::InvalidCredentials => GoogleError::new(
                 code,
                 "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential.",
-                vec![error_info("ACCESS_TOKEN_TYPE_UNSUPPORTED", "googleapis.com", serde_json::json!({}))],
+                vec![error_info(
+                    "ACCESS_TOKEN_TYPE_UNSUPPORTED",
+                    "googleapis.com",
+                    serde_json::json!({}),
+                )],
             ),
             ApiError::PermissionDenied { permission } => GoogleError::new(
                 code,
@@ -81,6 +96,13 @@ impl ApiError {
                     serde_json::json!({ "permission": permission }),
                 )],
             ),
+            // HTTP says 405 for a known path with the wrong method; the status names the nearest
+            // google.rpc code, as the request is for a method this resource does not implement.
+            ApiError::MethodNotAllowed { message, .. } => {
+                let mut e = GoogleError::new(code, message, vec![]);
+                e.error.code = 405;
+                e
+            }
             // Never leak internals to the caller; the log has the details.
             ApiError::Internal(_) => GoogleError::new(code, "Internal error encountered.", vec![]),
             other => GoogleError::new(code, other.to_string(), vec![]),
@@ -110,16 +132,22 @@ impl IntoResponse for ApiError {
             tracing::error!(error = %detail, "internal error");
         }
         let body = self.body();
-        let status = StatusCode::from_u16(body.error.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status =
+            StatusCode::from_u16(body.error.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut response = crate::http::json_response(status, &body);
         if let ApiError::MethodNotAllowed { allow, .. } = &self
-            && let Ok(v) = HeaderValue::from_str(allow) {
-                response.headers_mut().insert(header::ALLOW, v);
-            }
-        if matches!(self, ApiError::MissingCredentials | ApiError::InvalidCredentials) {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"wid\""));
+            && let Ok(v) = HeaderValue::from_str(allow)
+        {
+            response.headers_mut().insert(header::ALLOW, v);
+        }
+        if matches!(
+            self,
+            ApiError::MissingCredentials | ApiError::InvalidCredentials
+        ) {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"wid\""),
+            );
         }
         response
     }

@@ -64,49 +64,118 @@ impl<S: Store> App<S> {
         let m = &parts.method;
         match route {
             Route::Healthz => Ok(ok(&serde_json::json!({ "status": "ok" }))),
-            Route::Projects if m == Method::POST => json(self.create_project(&caller, parse_json(&body)?).await),
+            Route::Projects if m == Method::POST => {
+                json(self.create_project(&caller, parse_json(&body)?).await)
+            }
             Route::Projects => json(self.list_projects(&caller).await),
             Route::Project(p) => json(self.get_project(&caller, &p).await),
-            Route::ProjectPolicy(p, verb) => json(self.project_policy(&caller, &p, verb, &query, &body).await),
-            Route::ServiceAccounts(p) if m == Method::POST => {
-                json(self.create_service_account(&caller, &p, parse_json(&body)?).await)
+            Route::ProjectPolicy(p, verb) => {
+                json(self.project_policy(&caller, &p, verb, &query, &body).await)
             }
-            Route::ServiceAccounts(p) => {
-                json(self.list_service_accounts(&caller, &p, q("pageSize"), q("pageToken")).await)
-            }
+            Route::ServiceAccounts(p) if m == Method::POST => json(
+                self.create_service_account(&caller, &p, parse_json(&body)?)
+                    .await,
+            ),
+            Route::ServiceAccounts(p) => json(
+                self.list_service_accounts(&caller, &p, q("pageSize"), q("pageToken"))
+                    .await,
+            ),
             Route::ServiceAccount { project, account } => match *m {
-                Method::PATCH => json(self.update_service_account(&caller, &project, &account, parse_json(&body)?, false).await),
+                Method::PATCH => json(
+                    self.update_service_account(
+                        &caller,
+                        &project,
+                        &account,
+                        parse_json(&body)?,
+                        false,
+                    )
+                    .await,
+                ),
                 Method::PUT => {
                     let whole: wid_api::iam::ServiceAccount = parse_json(&body)?;
-                    let request = wid_api::iam::PatchServiceAccountRequest { service_account: Some(whole), update_mask: None };
-                    json(self.update_service_account(&caller, &project, &account, request, true).await)
+                    let request = wid_api::iam::PatchServiceAccountRequest {
+                        service_account: Some(whole),
+                        update_mask: None,
+                    };
+                    json(
+                        self.update_service_account(&caller, &project, &account, request, true)
+                            .await,
+                    )
                 }
-                Method::DELETE => empty(self.delete_service_account(&caller, &project, &account).await),
+                Method::DELETE => empty(
+                    self.delete_service_account(&caller, &project, &account)
+                        .await,
+                ),
                 _ => json(self.get_service_account(&caller, &project, &account).await),
             },
-            Route::ServiceAccountVerb { project, account, verb } => match verb {
+            Route::ServiceAccountVerb {
+                project,
+                account,
+                verb,
+            } => match verb {
                 AccountVerb::Disable | AccountVerb::Enable => {
                     // The body is `{}`; anything in it is refused as Google refuses unknown fields.
                     let fields: serde_json::Map<String, serde_json::Value> = parse_json(&body)?;
                     if let Some(name) = fields.keys().next() {
-                        return Err(ApiError::invalid(name, format!("Invalid JSON payload received. Unknown name \"{name}\": this method takes an empty body.")));
+                        return Err(ApiError::invalid(
+                            name,
+                            format!(
+                                "Invalid JSON payload received. Unknown name \"{name}\": this method takes an empty body."
+                            ),
+                        ));
                     }
-                    empty(self.set_service_account_disabled(&caller, &project, &account, verb == AccountVerb::Disable).await)
+                    empty(
+                        self.set_service_account_disabled(
+                            &caller,
+                            &project,
+                            &account,
+                            verb == AccountVerb::Disable,
+                        )
+                        .await,
+                    )
                 }
-                AccountVerb::Policy(verb) => json(self.account_policy(&caller, &project, &account, verb, &query, &body).await),
+                AccountVerb::Policy(verb) => json(
+                    self.account_policy(&caller, &project, &account, verb, &query, &body)
+                        .await,
+                ),
             },
             Route::Pools { project, location } if m == Method::POST => json(
-                self.create_pool(&caller, &project, &location, q("workloadIdentityPoolId"), parse_json(&body)?).await,
+                self.create_pool(
+                    &caller,
+                    &project,
+                    &location,
+                    q("workloadIdentityPoolId"),
+                    parse_json(&body)?,
+                )
+                .await,
             ),
-            Route::Pools { project, location } => json(self.list_pools(&caller, &project, &location).await),
-            Route::Pool { project, location, pool } => match *m {
+            Route::Pools { project, location } => {
+                json(self.list_pools(&caller, &project, &location).await)
+            }
+            Route::Pool {
+                project,
+                location,
+                pool,
+            } => match *m {
                 Method::PATCH => json(
-                    self.update_pool(&caller, &project, &location, &pool, q("updateMask"), parse_json(&body)?).await,
+                    self.update_pool(
+                        &caller,
+                        &project,
+                        &location,
+                        &pool,
+                        q("updateMask"),
+                        parse_json(&body)?,
+                    )
+                    .await,
                 ),
                 Method::DELETE => json(self.delete_pool(&caller, &project, &location, &pool).await),
                 _ => json(self.get_pool(&caller, &project, &location, &pool).await),
             },
-            Route::Providers { project, location, pool } if m == Method::POST => json(
+            Route::Providers {
+                project,
+                location,
+                pool,
+            } if m == Method::POST => json(
                 self.create_provider(
                     &caller,
                     &project,
@@ -117,23 +186,59 @@ impl<S: Store> App<S> {
                 )
                 .await,
             ),
-            Route::Providers { project, location, pool } => json(self.list_providers(&caller, &project, &location, &pool).await),
-            Route::Provider { project, location, pool, provider } => match *m {
+            Route::Providers {
+                project,
+                location,
+                pool,
+            } => json(
+                self.list_providers(&caller, &project, &location, &pool)
+                    .await,
+            ),
+            Route::Provider {
+                project,
+                location,
+                pool,
+                provider,
+            } => match *m {
                 Method::PATCH => json(
-                    self.update_provider(&caller, &project, &location, &pool, &provider, q("updateMask"), parse_json(&body)?)
+                    self.update_provider(
+                        &caller,
+                        &project,
+                        &location,
+                        &pool,
+                        &provider,
+                        q("updateMask"),
+                        parse_json(&body)?,
+                    )
+                    .await,
+                ),
+                Method::DELETE => json(
+                    self.delete_provider(&caller, &project, &location, &pool, &provider)
                         .await,
                 ),
-                Method::DELETE => json(self.delete_provider(&caller, &project, &location, &pool, &provider).await),
-                _ => json(self.get_provider(&caller, &project, &location, &pool, &provider).await),
+                _ => json(
+                    self.get_provider(&caller, &project, &location, &pool, &provider)
+                        .await,
+                ),
             },
             // Every operation finished before it was returned.
             Route::Operation(name) => Ok(ok(&serde_json::json!({ "name": name, "done": true }))),
-            Route::Clusters { project, location } if m == Method::POST => {
-                json(self.register_cluster(&caller, &project, &location, parse_json(&body)?).await)
+            Route::Clusters { project, location } if m == Method::POST => json(
+                self.register_cluster(&caller, &project, &location, parse_json(&body)?)
+                    .await,
+            ),
+            Route::Clusters { project, location } => {
+                json(self.list_clusters(&caller, &project, &location).await)
             }
-            Route::Clusters { project, location } => json(self.list_clusters(&caller, &project, &location).await),
-            Route::Cluster { project, location, name } => match *m {
-                Method::DELETE => empty(self.delete_cluster(&caller, &project, &location, &name).await),
+            Route::Cluster {
+                project,
+                location,
+                name,
+            } => match *m {
+                Method::DELETE => empty(
+                    self.delete_cluster(&caller, &project, &location, &name)
+                        .await,
+                ),
                 _ => json(self.get_cluster(&caller, &project, &location, &name).await),
             },
         }

@@ -29,16 +29,22 @@ pub fn ok(value: &impl Serialize) -> Response {
 
 /// Reads a body of at most [`MAX_BODY_BYTES`].
 pub async fn read_body(body: Body) -> Result<axum::body::Bytes, ApiError> {
-    axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|_| ApiError::InvalidArgument {
-        field: None,
-        message: format!("Request payload size exceeds the limit: {MAX_BODY_BYTES} bytes."),
-    })
+    axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|_| ApiError::InvalidArgument {
+            field: None,
+            message: format!("Request payload size exceeds the limit: {MAX_BODY_BYTES} bytes."),
+        })
 }
 
 /// Parses a JSON body; an empty body is `{}`, as for gcloud's body-less POSTs. Errors name the
 /// field at fault, as Google's "Invalid JSON payload received" errors do.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { bytes };
+    let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        bytes
+    };
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
@@ -48,19 +54,27 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         } else {
             format!("Invalid JSON payload received at '{path}': {inner}")
         };
-        ApiError::InvalidArgument { field: (path != ".").then_some(path), message }
+        ApiError::InvalidArgument {
+            field: (path != ".").then_some(path),
+            message,
+        }
     })
 }
 
 /// The query string as pairs; a malformed one is refused.
 pub fn parse_query(query: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
-    serde_urlencoded::from_str(query.unwrap_or_default())
-        .map_err(|e| ApiError::InvalidArgument { field: None, message: format!("Invalid query string: {e}") })
+    serde_urlencoded::from_str(query.unwrap_or_default()).map_err(|e| ApiError::InvalidArgument {
+        field: None,
+        message: format!("Invalid query string: {e}"),
+    })
 }
 
 /// The value of query parameter `name`, if given.
 pub fn query_value<'a>(query: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    query
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
 }
 
 #[cfg(test)]
@@ -92,7 +106,9 @@ mod tests {
 
     #[test]
     fn json_errors_name_the_field() {
-        assert!(message(parse_json(br#"{"inner": {"displayName": 5}}"#)).contains("inner.displayName"));
+        assert!(
+            message(parse_json(br#"{"inner": {"displayName": 5}}"#)).contains("inner.displayName")
+        );
         assert!(message(parse_json(br#"{"inner": {"bogus": 1}}"#)).contains("bogus"));
         assert!(message(parse_json(b"{not json")).contains("Invalid JSON payload"));
         assert!(parse_json::<Outer>(b"  ").is_ok());

@@ -15,25 +15,42 @@ pub fn validate(text: &str) -> Result<(), String> {
         .and_then(Value::as_array)
         .ok_or("a JWKS is an object with a \"keys\" array")?;
     if keys.is_empty() || keys.len() > MAX_KEYS {
-        return Err(format!("a JWKS needs 1 to {MAX_KEYS} keys; this one has {}", keys.len()));
+        return Err(format!(
+            "a JWKS needs 1 to {MAX_KEYS} keys; this one has {}",
+            keys.len()
+        ));
     }
     for (i, key) in keys.iter().enumerate() {
         let field = |name: &str| key.get(name).and_then(Value::as_str);
         let has = |name: &str| field(name).is_some_and(|v| !v.is_empty());
         match field("kty") {
             Some("RSA") if has("n") && has("e") => {}
-            Some("EC") if has("x") && has("y") && matches!(field("crv"), Some("P-256" | "P-384" | "P-521")) => {}
+            Some("EC")
+                if has("x")
+                    && has("y")
+                    && matches!(field("crv"), Some("P-256" | "P-384" | "P-521")) => {}
             Some("RSA") => return Err(format!("key {i}: an RSA key needs \"n\" and \"e\"")),
-            Some("EC") => return Err(format!("key {i}: an EC key needs \"crv\" (P-256, P-384 or P-521), \"x\" and \"y\"")),
-            Some(other) => return Err(format!("key {i}: key type \"{other}\" is not supported; use RSA or EC")),
+            Some("EC") => {
+                return Err(format!(
+                    "key {i}: an EC key needs \"crv\" (P-256, P-384 or P-521), \"x\" and \"y\""
+                ));
+            }
+            Some(other) => {
+                return Err(format!(
+                    "key {i}: key type \"{other}\" is not supported; use RSA or EC"
+                ));
+            }
             None => return Err(format!("key {i}: \"kty\" is missing")),
         }
         if let Some(u) = key.get("use")
-            && u.as_str() != Some("sig") {
-                return Err(format!("key {i}: \"use\" must be \"sig\""));
-            }
+            && u.as_str() != Some("sig")
+        {
+            return Err(format!("key {i}: \"use\" must be \"sig\""));
+        }
         if key.get("d").is_some() {
-            return Err(format!("key {i} holds a private key; upload only public keys"));
+            return Err(format!(
+                "key {i} holds a private key; upload only public keys"
+            ));
         }
         if key.get("kid").is_some_and(|k| !k.is_string()) {
             return Err(format!("key {i}: \"kid\" must be a string"));

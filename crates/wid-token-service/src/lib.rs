@@ -61,7 +61,10 @@ pub enum StartError {
     #[error("cannot open the database: {0}")]
     Store(#[from] wid_store::StoreError),
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("cannot build the HTTP client: {0}")]
     HttpClient(#[from] reqwest::Error),
 }
@@ -94,8 +97,16 @@ impl TokenService {
             .build()?;
         let listener = TcpListener::bind(config.addr)
             .await
-            .map_err(|source| StartError::Bind { addr: config.addr, source })?;
-        let app = Arc::new(App { store, admin_token, http, config });
+            .map_err(|source| StartError::Bind {
+                addr: config.addr,
+                source,
+            })?;
+        let app = Arc::new(App {
+            store,
+            admin_token,
+            http,
+            config,
+        });
         Ok(TokenService { app, listener })
     }
 
@@ -105,11 +116,16 @@ impl TokenService {
     }
 
     /// Serves until `shutdown` resolves, refreshing discovered keys in the background.
-    pub async fn serve(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    pub async fn serve(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
         let addr = self.listener.local_addr()?;
         tracing::info!(%addr, data_dir = %self.app.config.data_dir.display(), "token service listening");
         let refresher = tokio::spawn(discovery::refresh_forever(self.app.clone()));
-        let result = wid_runtime::serve::serve(self.listener, handler::router(self.app.clone()), shutdown).await;
+        let result =
+            wid_runtime::serve::serve(self.listener, handler::router(self.app.clone()), shutdown)
+                .await;
         refresher.abort();
         if let Some(store) = Arc::into_inner(self.app).map(|app| app.store) {
             store.close().await;

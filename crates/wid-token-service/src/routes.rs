@@ -27,16 +27,46 @@ pub enum Route {
     Project(String),
     ProjectPolicy(String, PolicyVerb),
     ServiceAccounts(String),
-    ServiceAccount { project: String, account: String },
-    ServiceAccountVerb { project: String, account: String, verb: AccountVerb },
-    Pools { project: String, location: String },
-    Pool { project: String, location: String, pool: String },
-    Providers { project: String, location: String, pool: String },
-    Provider { project: String, location: String, pool: String, provider: String },
+    ServiceAccount {
+        project: String,
+        account: String,
+    },
+    ServiceAccountVerb {
+        project: String,
+        account: String,
+        verb: AccountVerb,
+    },
+    Pools {
+        project: String,
+        location: String,
+    },
+    Pool {
+        project: String,
+        location: String,
+        pool: String,
+    },
+    Providers {
+        project: String,
+        location: String,
+        pool: String,
+    },
+    Provider {
+        project: String,
+        location: String,
+        pool: String,
+        provider: String,
+    },
     /// `…/operations/{id}` under a pool or provider: every operation is done when returned.
     Operation(String),
-    Clusters { project: String, location: String },
-    Cluster { project: String, location: String, name: String },
+    Clusters {
+        project: String,
+        location: String,
+    },
+    Cluster {
+        project: String,
+        location: String,
+        name: String,
+    },
 }
 
 impl Route {
@@ -54,7 +84,9 @@ impl Route {
             | Route::Pools { .. }
             | Route::Providers { .. }
             | Route::Clusters { .. } => LIST_CREATE,
-            Route::ServiceAccount { .. } => &[Method::GET, Method::PATCH, Method::PUT, Method::DELETE],
+            Route::ServiceAccount { .. } => {
+                &[Method::GET, Method::PATCH, Method::PUT, Method::DELETE]
+            }
             Route::Pool { .. } | Route::Provider { .. } => RESOURCE,
             Route::Cluster { .. } => &[Method::GET, Method::DELETE],
         }
@@ -62,11 +94,15 @@ impl Route {
 }
 
 fn not_found(path: &str) -> ApiError {
-    ApiError::NotFound(format!("The requested URL {path} was not found on this server."))
+    ApiError::NotFound(format!(
+        "The requested URL {path} was not found on this server."
+    ))
 }
 
 fn decode(segment: &str) -> Option<String> {
-    let decoded = percent_encoding::percent_decode_str(segment).decode_utf8().ok()?;
+    let decoded = percent_encoding::percent_decode_str(segment)
+        .decode_utf8()
+        .ok()?;
     (!decoded.is_empty() && !decoded.contains('/')).then(|| decoded.into_owned())
 }
 
@@ -84,9 +120,14 @@ pub fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
     let route = parse(path).ok_or_else(|| not_found(path))?;
     let allowed = route.allowed();
     // HEAD is GET without a body; hyper drops the body for us.
-    let method_ok = allowed.contains(method) || (*method == Method::HEAD && allowed.contains(&Method::GET));
+    let method_ok =
+        allowed.contains(method) || (*method == Method::HEAD && allowed.contains(&Method::GET));
     if !method_ok {
-        let allow = allowed.iter().map(Method::as_str).collect::<Vec<_>>().join(", ");
+        let allow = allowed
+            .iter()
+            .map(Method::as_str)
+            .collect::<Vec<_>>()
+            .join(", ");
         return Err(ApiError::MethodNotAllowed {
             message: format!("Method {method} is not supported on {path}; use {allow}."),
             allow,
@@ -102,7 +143,9 @@ fn parse(path: &str) -> Option<Route> {
     let raw: Vec<&str> = path.strip_prefix("/v1/")?.split('/').collect();
     // A trailing custom verb belongs to the last segment: `{id}:verb`.
     let (last, verb) = match raw.last()?.rsplit_once(':') {
-        Some((id, verb)) if !verb.is_empty() && verb.bytes().all(|b| b.is_ascii_alphabetic()) => (id, Some(verb)),
+        Some((id, verb)) if !verb.is_empty() && verb.bytes().all(|b| b.is_ascii_alphabetic()) => {
+            (id, Some(verb))
+        }
         _ => (*raw.last()?, None),
     };
     let mut segs = raw[..raw.len() - 1]
@@ -117,7 +160,10 @@ fn parse(path: &str) -> Option<Route> {
         (["projects", p], None) => Route::Project(o(p)),
         (["projects", p], Some(v)) => Route::ProjectPolicy(o(p), policy_verb(v)?),
         (["projects", p, "serviceAccounts"], None) => Route::ServiceAccounts(o(p)),
-        (["projects", p, "serviceAccounts", a], None) => Route::ServiceAccount { project: o(p), account: o(a) },
+        (["projects", p, "serviceAccounts", a], None) => Route::ServiceAccount {
+            project: o(p),
+            account: o(a),
+        },
         (["projects", p, "serviceAccounts", a], Some(v)) => Route::ServiceAccountVerb {
             project: o(p),
             account: o(a),
@@ -127,25 +173,71 @@ fn parse(path: &str) -> Option<Route> {
                 other => AccountVerb::Policy(policy_verb(other)?),
             },
         },
-        (["projects", p, "locations", l, "workloadIdentityPools"], None) => {
-            Route::Pools { project: o(p), location: o(l) }
-        }
-        (["projects", p, "locations", l, "workloadIdentityPools", pool], None) => {
-            Route::Pool { project: o(p), location: o(l), pool: o(pool) }
-        }
-        (["projects", p, "locations", l, "workloadIdentityPools", pool, "providers"], None) => {
-            Route::Providers { project: o(p), location: o(l), pool: o(pool) }
-        }
-        (["projects", p, "locations", l, "workloadIdentityPools", pool, "providers", prov], None) => {
-            Route::Provider { project: o(p), location: o(l), pool: o(pool), provider: o(prov) }
-        }
-        (["projects", _, "locations", _, "workloadIdentityPools", .., "operations", _], None) => {
-            Route::Operation(s.join("/"))
-        }
-        (["projects", p, "locations", l, "clusters"], None) => Route::Clusters { project: o(p), location: o(l) },
-        (["projects", p, "locations", l, "clusters", n], None) => {
-            Route::Cluster { project: o(p), location: o(l), name: o(n) }
-        }
+        (["projects", p, "locations", l, "workloadIdentityPools"], None) => Route::Pools {
+            project: o(p),
+            location: o(l),
+        },
+        (["projects", p, "locations", l, "workloadIdentityPools", pool], None) => Route::Pool {
+            project: o(p),
+            location: o(l),
+            pool: o(pool),
+        },
+        (
+            [
+                "projects",
+                p,
+                "locations",
+                l,
+                "workloadIdentityPools",
+                pool,
+                "providers",
+            ],
+            None,
+        ) => Route::Providers {
+            project: o(p),
+            location: o(l),
+            pool: o(pool),
+        },
+        (
+            [
+                "projects",
+                p,
+                "locations",
+                l,
+                "workloadIdentityPools",
+                pool,
+                "providers",
+                prov,
+            ],
+            None,
+        ) => Route::Provider {
+            project: o(p),
+            location: o(l),
+            pool: o(pool),
+            provider: o(prov),
+        },
+        (
+            [
+                "projects",
+                _,
+                "locations",
+                _,
+                "workloadIdentityPools",
+                ..,
+                "operations",
+                _,
+            ],
+            None,
+        ) => Route::Operation(s.join("/")),
+        (["projects", p, "locations", l, "clusters"], None) => Route::Clusters {
+            project: o(p),
+            location: o(l),
+        },
+        (["projects", p, "locations", l, "clusters", n], None) => Route::Cluster {
+            project: o(p),
+            location: o(l),
+            name: o(n),
+        },
         _ => return None,
     };
     Some(route)
@@ -163,10 +255,17 @@ mod tests {
     fn google_paths() {
         assert_eq!(
             get("/v1/projects/p/serviceAccounts/a%40p.iam.gserviceaccount.com").ok(),
-            Some(Route::ServiceAccount { project: "p".into(), account: "a@p.iam.gserviceaccount.com".into() })
+            Some(Route::ServiceAccount {
+                project: "p".into(),
+                account: "a@p.iam.gserviceaccount.com".into()
+            })
         );
         assert_eq!(
-            route(&Method::POST, "/v1/projects/-/serviceAccounts/a@p.iam.gserviceaccount.com:getIamPolicy").ok(),
+            route(
+                &Method::POST,
+                "/v1/projects/-/serviceAccounts/a@p.iam.gserviceaccount.com:getIamPolicy"
+            )
+            .ok(),
             Some(Route::ServiceAccountVerb {
                 project: "-".into(),
                 account: "a@p.iam.gserviceaccount.com".into(),
@@ -175,10 +274,15 @@ mod tests {
         );
         assert_eq!(
             route(&Method::POST, "/v1/projects/p/serviceAccounts/123:disable").ok(),
-            Some(Route::ServiceAccountVerb { project: "p".into(), account: "123".into(), verb: AccountVerb::Disable })
+            Some(Route::ServiceAccountVerb {
+                project: "p".into(),
+                account: "123".into(),
+                verb: AccountVerb::Disable
+            })
         );
         assert_eq!(
-            get("/v1/projects/123/locations/global/workloadIdentityPools/pool-1/providers/prov-1").ok(),
+            get("/v1/projects/123/locations/global/workloadIdentityPools/pool-1/providers/prov-1")
+                .ok(),
             Some(Route::Provider {
                 project: "123".into(),
                 location: "global".into(),
@@ -194,7 +298,14 @@ mod tests {
 
     #[test]
     fn unknown_paths_and_methods() {
-        for bad in ["/", "/v2/projects", "/v1/projects/p/serviceAccounts/a:bogus", "/v1/projects/p/x", "/v1/projects//serviceAccounts", "/v1/projects/p%2Fq"] {
+        for bad in [
+            "/",
+            "/v2/projects",
+            "/v1/projects/p/serviceAccounts/a:bogus",
+            "/v1/projects/p/x",
+            "/v1/projects//serviceAccounts",
+            "/v1/projects/p%2Fq",
+        ] {
             assert!(matches!(get(bad), Err(ApiError::NotFound(_))), "{bad}");
         }
         assert!(matches!(

@@ -11,7 +11,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use wid_runtime::logging::{self, LogFormat};
 
 #[derive(Parser, Debug)]
-#[command(name = "wid", version, about = "Workload Identity, as GKE has it, for any Kubernetes cluster and for a laptop")]
+#[command(
+    name = "wid",
+    version,
+    about = "Workload Identity, as GKE has it, for any Kubernetes cluster and for a laptop"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -93,7 +97,10 @@ fn serve(args: ServeArgs) -> ExitCode {
         jwks_refresh_interval: Duration::from_secs(args.jwks_refresh_seconds),
         discovery_timeout: Duration::from_secs(args.discovery_timeout_seconds),
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("ERROR: cannot start the async runtime: {e}");
@@ -128,7 +135,10 @@ fn admin(command: wid_cli::AdminCommand, client: wid_cli::ClientArgs) -> ExitCod
         .unwrap_or_else(default_data_dir)
         .join(wid_token_service::ADMIN_TOKEN_FILE);
     let default_token = default_token.is_file().then_some(default_token);
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("ERROR: cannot start the async runtime: {e}");
@@ -147,7 +157,13 @@ fn admin(command: wid_cli::AdminCommand, client: wid_cli::ClientArgs) -> ExitCod
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Iam(IamArgs { command: IamCommand::Serve(args), .. }) => serve(args),
-        Command::Iam(IamArgs { command: IamCommand::Admin(command), client }) => admin(command, client),
+        Command::Iam(IamArgs {
+            command: IamCommand::Serve(args),
+            ..
+        }) => serve(args),
+        Command::Iam(IamArgs {
+            command: IamCommand::Admin(command),
+            client,
+        }) => admin(command, client),
     }
 }

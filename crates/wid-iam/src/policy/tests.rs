@@ -22,11 +22,16 @@ fn ksa(ns: &str, name: &str) -> Caller {
     })
 }
 
-const CTX: RequestContext<'static> = RequestContext { resource_name: "projects/proj-a/serviceAccounts/x" };
+const CTX: RequestContext<'static> = RequestContext {
+    resource_name: "projects/proj-a/serviceAccounts/x",
+};
 
 #[test]
 fn validation_refuses_bad_policies() {
-    assert_eq!(Policy::validate(2, &[]), Err(PolicyError::InvalidVersion(2)));
+    assert_eq!(
+        Policy::validate(2, &[]),
+        Err(PolicyError::InvalidVersion(2))
+    );
     assert!(matches!(
         Policy::validate(1, &[raw("roles/iam.nope", &["user:a@b.co"])]),
         Err(PolicyError::UnknownRole(_))
@@ -41,7 +46,10 @@ fn validation_refuses_bad_policies() {
         Policy::validate(1, std::slice::from_ref(&conditional)),
         Err(PolicyError::ConditionNeedsVersion3(1))
     );
-    assert_eq!(Policy::validate(3, &[conditional]).map(|p| p.version), Ok(3));
+    assert_eq!(
+        Policy::validate(3, &[conditional]).map(|p| p.version),
+        Ok(3)
+    );
 }
 
 #[test]
@@ -56,19 +64,35 @@ fn normalisation_merges_and_drops() {
     )
     .expect("valid");
     assert_eq!(p.version, 1);
-    assert_eq!(p.to_raw(), vec![raw("roles/viewer", &["user:a@b.co", "user:c@d.co"])]);
+    assert_eq!(
+        p.to_raw(),
+        vec![raw("roles/viewer", &["user:a@b.co", "user:c@d.co"])]
+    );
 }
 
 #[test]
 fn conditions_fail_closed() {
-    let mut yes = raw("roles/iam.workloadIdentityUser", &["serviceAccount:proj-a.svc.id.goog[ns1/ksa1]"]);
+    let mut yes = raw(
+        "roles/iam.workloadIdentityUser",
+        &["serviceAccount:proj-a.svc.id.goog[ns1/ksa1]"],
+    );
     yes.condition = Some("resource.name.startsWith('projects/proj-a/')".into());
     let mut unsupported = yes.clone();
     unsupported.condition = Some("request.time < timestamp('2030-01-01T00:00:00Z')".into());
     let p = Policy::validate(3, &[yes]).expect("valid");
-    assert!(is_allowed(&[&p], &ksa("ns1", "ksa1"), SA_GET_ACCESS_TOKEN, &CTX));
+    assert!(is_allowed(
+        &[&p],
+        &ksa("ns1", "ksa1"),
+        SA_GET_ACCESS_TOKEN,
+        &CTX
+    ));
     let p = Policy::validate(3, &[unsupported]).expect("valid: kept, never holds");
-    assert!(!is_allowed(&[&p], &ksa("ns1", "ksa1"), SA_GET_ACCESS_TOKEN, &CTX));
+    assert!(!is_allowed(
+        &[&p],
+        &ksa("ns1", "ksa1"),
+        SA_GET_ACCESS_TOKEN,
+        &CTX
+    ));
 }
 
 fn arb_name() -> impl Strategy<Value = String> {

@@ -16,12 +16,18 @@ use crate::error::ApiError;
 fn render(row: &ClusterRow) -> Cluster {
     let pool = names::gke_pool(&row.project_id);
     let member_format = if row.isolated {
-        format!("serviceAccount:{pool}[{}/{}/NAMESPACE/KSA]", row.location, row.name)
+        format!(
+            "serviceAccount:{pool}[{}/{}/NAMESPACE/KSA]",
+            row.location, row.name
+        )
     } else {
         format!("serviceAccount:{pool}[NAMESPACE/KSA]")
     };
     Cluster {
-        name: format!("projects/{}/locations/{}/clusters/{}", row.project_id, row.location, row.name),
+        name: format!(
+            "projects/{}/locations/{}/clusters/{}",
+            row.project_id, row.location, row.name
+        ),
         cluster_name: row.name.clone(),
         project_id: row.project_id.clone(),
         location: row.location.clone(),
@@ -40,7 +46,14 @@ fn render(row: &ClusterRow) -> Cluster {
 /// A uid shaped like a UUID (8-4-4-4-12 hex).
 fn new_uid() -> String {
     let h = wid_runtime::secrets::random_hex::<16>();
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 impl<S: Store> App<S> {
@@ -52,11 +65,14 @@ impl<S: Store> App<S> {
         request: Cluster,
     ) -> Result<Cluster, ApiError> {
         let owner = self.project(project).await?;
-        self.require(caller, CLUSTER_CREATE, &Resource::Project(&owner)).await?;
-        names::validate_cluster_segment("location", location).map_err(|m| ApiError::invalid("location", m))?;
+        self.require(caller, CLUSTER_CREATE, &Resource::Project(&owner))
+            .await?;
+        names::validate_cluster_segment("location", location)
+            .map_err(|m| ApiError::invalid("location", m))?;
         names::validate_cluster_segment("cluster name", &request.cluster_name)
             .map_err(|m| ApiError::invalid("clusterName", m))?;
-        names::validate_issuer_uri(&request.issuer_uri).map_err(|m| ApiError::invalid("issuerUri", m))?;
+        names::validate_issuer_uri(&request.issuer_uri)
+            .map_err(|m| ApiError::invalid("issuerUri", m))?;
         let jwks_json = match (request.jwks_json.is_empty(), request.discover) {
             (false, false) => {
                 crate::jwks::validate(&request.jwks_json)
@@ -96,7 +112,10 @@ impl<S: Store> App<S> {
         };
         match self.store.create_cluster(&row).await {
             Err(StoreError::AlreadyExists) => {
-                let name = format!("projects/{}/locations/{}/clusters/{}", row.project_id, row.location, row.name);
+                let name = format!(
+                    "projects/{}/locations/{}/clusters/{}",
+                    row.project_id, row.location, row.name
+                );
                 return Err(ApiError::AlreadyExists {
                     message: format!(
                         "Cluster {name} already exists, or another cluster of project {} has issuer {}.",
@@ -112,7 +131,12 @@ impl<S: Store> App<S> {
         Ok(render(&row))
     }
 
-    async fn cluster_row(&self, owner_id: &str, location: &str, name: &str) -> Result<ClusterRow, ApiError> {
+    async fn cluster_row(
+        &self,
+        owner_id: &str,
+        location: &str,
+        name: &str,
+    ) -> Result<ClusterRow, ApiError> {
         match self.store.get_cluster(owner_id, location, name).await {
             Err(StoreError::NotFound) => Err(ApiError::NotFound(format!(
                 "Cluster projects/{owner_id}/locations/{location}/clusters/{name} is not registered."
@@ -121,24 +145,54 @@ impl<S: Store> App<S> {
         }
     }
 
-    pub(crate) async fn get_cluster(&self, caller: &Caller, project: &str, location: &str, name: &str) -> Result<Cluster, ApiError> {
+    pub(crate) async fn get_cluster(
+        &self,
+        caller: &Caller,
+        project: &str,
+        location: &str,
+        name: &str,
+    ) -> Result<Cluster, ApiError> {
         let owner = self.project(project).await?;
-        self.require(caller, CLUSTER_GET, &Resource::Project(&owner)).await?;
-        Ok(render(&self.cluster_row(&owner.project_id, location, name).await?))
+        self.require(caller, CLUSTER_GET, &Resource::Project(&owner))
+            .await?;
+        Ok(render(
+            &self.cluster_row(&owner.project_id, location, name).await?,
+        ))
     }
 
-    pub(crate) async fn list_clusters(&self, caller: &Caller, project: &str, location: &str) -> Result<ListClustersResponse, ApiError> {
+    pub(crate) async fn list_clusters(
+        &self,
+        caller: &Caller,
+        project: &str,
+        location: &str,
+    ) -> Result<ListClustersResponse, ApiError> {
         let owner = self.project(project).await?;
-        self.require(caller, CLUSTER_LIST, &Resource::Project(&owner)).await?;
-        let clusters = self.store.list_clusters(&owner.project_id, location).await?.iter().map(render).collect();
+        self.require(caller, CLUSTER_LIST, &Resource::Project(&owner))
+            .await?;
+        let clusters = self
+            .store
+            .list_clusters(&owner.project_id, location)
+            .await?
+            .iter()
+            .map(render)
+            .collect();
         Ok(ListClustersResponse { clusters })
     }
 
-    pub(crate) async fn delete_cluster(&self, caller: &Caller, project: &str, location: &str, name: &str) -> Result<(), ApiError> {
+    pub(crate) async fn delete_cluster(
+        &self,
+        caller: &Caller,
+        project: &str,
+        location: &str,
+        name: &str,
+    ) -> Result<(), ApiError> {
         let owner = self.project(project).await?;
-        self.require(caller, CLUSTER_DELETE, &Resource::Project(&owner)).await?;
+        self.require(caller, CLUSTER_DELETE, &Resource::Project(&owner))
+            .await?;
         let row = self.cluster_row(&owner.project_id, location, name).await?;
-        self.store.delete_cluster(&row.project_id, &row.location, &row.name).await?;
+        self.store
+            .delete_cluster(&row.project_id, &row.location, &row.name)
+            .await?;
         tracing::info!(caller = %caller, cluster = %row.name, location = %row.location, "cluster deleted");
         Ok(())
     }

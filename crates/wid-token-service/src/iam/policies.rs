@@ -1,8 +1,14 @@
 //! getIamPolicy, setIamPolicy and testIamPermissions, for service accounts and projects.
 
-use wid_api::iam::{Binding, Expr, GetIamPolicyRequest, Policy as WirePolicy, SetIamPolicyRequest, TestIamPermissionsRequest, TestIamPermissionsResponse};
+use wid_api::iam::{
+    Binding, Expr, GetIamPolicyRequest, Policy as WirePolicy, SetIamPolicyRequest,
+    TestIamPermissionsRequest, TestIamPermissionsResponse,
+};
 use wid_iam::policy::{RawBinding, RequestContext};
-use wid_iam::roles::{PROJECT_GET_IAM_POLICY, PROJECT_SET_IAM_POLICY, SA_GET_IAM_POLICY, SA_SET_IAM_POLICY, is_known_permission};
+use wid_iam::roles::{
+    PROJECT_GET_IAM_POLICY, PROJECT_SET_IAM_POLICY, SA_GET_IAM_POLICY, SA_SET_IAM_POLICY,
+    is_known_permission,
+};
 use wid_iam::{Caller, Policy};
 use wid_store::{NO_POLICY_ETAG, PolicyRow, ProjectRow, ServiceAccountRow, Store, StoreError};
 
@@ -64,12 +70,24 @@ fn normalised(policy: &Policy, request: &WirePolicy) -> WirePolicy {
                     .filter_map(|b| b.condition.as_ref())
                     .find(|c| c.expression == expression)
                     .cloned()
-                    .unwrap_or(Expr { expression, ..Expr::default() })
+                    .unwrap_or(Expr {
+                        expression,
+                        ..Expr::default()
+                    })
             });
-            Binding { role: rb.role, members: rb.members, condition }
+            Binding {
+                role: rb.role,
+                members: rb.members,
+                condition,
+            }
         })
         .collect();
-    WirePolicy { version: Some(policy.version), bindings, audit_configs: None, etag: None }
+    WirePolicy {
+        version: Some(policy.version),
+        bindings,
+        audit_configs: None,
+        etag: None,
+    }
 }
 
 /// The subject of a policy call: whose policy, and the permissions that guard it.
@@ -136,14 +154,19 @@ impl<S: Store> App<S> {
                 let from_query = crate::http::query_value(query, "options.requestedPolicyVersion");
                 let requested = match from_query {
                     Some(v) => Some(v.parse::<i64>().map_err(|_| {
-                        ApiError::invalid("options.requestedPolicyVersion", format!("'{v}' is not a policy version."))
+                        ApiError::invalid(
+                            "options.requestedPolicyVersion",
+                            format!("'{v}' is not a policy version."),
+                        )
                     })?),
                     None => request.options.and_then(|o| o.requested_policy_version),
                 };
                 if let Some(v) = requested.filter(|v| ![0, 1, 3].contains(v)) {
                     return Err(ApiError::invalid(
                         "options.requestedPolicyVersion",
-                        format!("Invalid requested policy version {v}: only versions 0, 1 and 3 are supported."),
+                        format!(
+                            "Invalid requested policy version {v}: only versions 0, 1 and 3 are supported."
+                        ),
                     ));
                 }
                 self.require(caller, target.get, &target.resource).await?;
@@ -156,7 +179,10 @@ impl<S: Store> App<S> {
             }
             PolicyVerb::TestIamPermissions => {
                 let request: TestIamPermissionsRequest = crate::http::parse_json(body)?;
-                serde_json::to_value(self.test_permissions(caller, &target.resource, request).await?)
+                serde_json::to_value(
+                    self.test_permissions(caller, &target.resource, request)
+                        .await?,
+                )
             }
         };
         value.map_err(|e| ApiError::Internal(e.to_string()))
@@ -165,20 +191,42 @@ impl<S: Store> App<S> {
     async fn read_policy(&self, key: &str) -> Result<WirePolicy, ApiError> {
         let row = self.store.get_policy(key).await?;
         let stored = match &row {
-            Some(r) => Some(serde_json::from_str::<WirePolicy>(&r.policy_json).map_err(|e| ApiError::Internal(e.to_string()))?),
+            Some(r) => Some(
+                serde_json::from_str::<WirePolicy>(&r.policy_json)
+                    .map_err(|e| ApiError::Internal(e.to_string()))?,
+            ),
             None => None,
         };
         Ok(render(stored.as_ref(), row.map(|r| r.etag)))
     }
 
-    async fn write_policy(&self, caller: &Caller, key: &str, request: SetIamPolicyRequest) -> Result<WirePolicy, ApiError> {
-        let wire = request
-            .policy
-            .ok_or_else(|| ApiError::invalid("policy", "The request has no policy; send {\"policy\": {...}}."))?;
+    async fn write_policy(
+        &self,
+        caller: &Caller,
+        key: &str,
+        request: SetIamPolicyRequest,
+    ) -> Result<WirePolicy, ApiError> {
+        let wire = request.policy.ok_or_else(|| {
+            ApiError::invalid(
+                "policy",
+                "The request has no policy; send {\"policy\": {...}}.",
+            )
+        })?;
         if let Some(mask) = request.update_mask.as_deref() {
             for field in mask.split(',').map(str::trim).filter(|f| !f.is_empty()) {
-                if !["bindings", "etag", "version", "auditConfigs", "audit_configs"].contains(&field) {
-                    return Err(ApiError::invalid("updateMask", format!("updateMask names unknown field '{field}'.")));
+                if ![
+                    "bindings",
+                    "etag",
+                    "version",
+                    "auditConfigs",
+                    "audit_configs",
+                ]
+                .contains(&field)
+                {
+                    return Err(ApiError::invalid(
+                        "updateMask",
+                        format!("updateMask names unknown field '{field}'."),
+                    ));
                 }
             }
         }
@@ -187,13 +235,23 @@ impl<S: Store> App<S> {
         let stored = normalised(&policy, &wire);
         let row = PolicyRow {
             etag: crate::iam::new_etag(),
-            policy_json: serde_json::to_string(&stored).map_err(|e| ApiError::Internal(e.to_string()))?,
+            policy_json: serde_json::to_string(&stored)
+                .map_err(|e| ApiError::Internal(e.to_string()))?,
         };
-        let expected = wire.etag.as_deref().filter(|e| !e.is_empty());
+        let expected = wire
+            .etag
+            .as_deref()
+            .filter(|e| !e.is_empty())
+            .map(crate::iam::canonical_etag);
+        let expected = expected.as_deref();
         match self.store.set_policy(key, expected, &row).await {
             Ok(()) => {}
             Err(StoreError::Aborted) => {
-                let current = self.store.get_policy(key).await?.map_or_else(|| NO_POLICY_ETAG.to_owned(), |r| r.etag);
+                let current = self
+                    .store
+                    .get_policy(key)
+                    .await?
+                    .map_or_else(|| NO_POLICY_ETAG.to_owned(), |r| r.etag);
                 return Err(ApiError::Aborted(format!(
                     "There were concurrent policy changes. Please retry the whole read-modify-write with exponential backoff. The request's ETag '{}' did not match the current policy's ETag '{current}'.",
                     expected.unwrap_or_default()
@@ -219,16 +277,24 @@ impl<S: Store> App<S> {
         }
         for p in &request.permissions {
             if p.contains('*') {
-                return Err(ApiError::invalid("permissions", format!("Permission {p} is invalid: wildcards are not allowed.")));
+                return Err(ApiError::invalid(
+                    "permissions",
+                    format!("Permission {p} is invalid: wildcards are not allowed."),
+                ));
             }
             if !is_known_permission(p) {
-                return Err(ApiError::invalid("permissions", format!("Permission {p} is not valid for this resource.")));
+                return Err(ApiError::invalid(
+                    "permissions",
+                    format!("Permission {p} is not valid for this resource."),
+                ));
             }
         }
         let policies = self.effective_policies(resource).await?;
         let refs: Vec<&Policy> = policies.iter().collect();
         let name = resource_name(resource);
-        let ctx = RequestContext { resource_name: &name };
+        let ctx = RequestContext {
+            resource_name: &name,
+        };
         let permissions = request
             .permissions
             .into_iter()

@@ -5,12 +5,12 @@ use std::collections::BTreeMap;
 
 use wid_api::operation::Operation;
 use wid_api::pool::{
-    ListWorkloadIdentityPoolProvidersResponse, ListWorkloadIdentityPoolsResponse, Oidc, WorkloadIdentityPool,
-    WorkloadIdentityPoolProvider,
+    ListWorkloadIdentityPoolProvidersResponse, ListWorkloadIdentityPoolsResponse, Oidc,
+    WorkloadIdentityPool, WorkloadIdentityPoolProvider,
 };
 use wid_iam::roles::{
-    POOL_CREATE, POOL_DELETE, POOL_GET, POOL_LIST, POOL_UPDATE, PROVIDER_CREATE, PROVIDER_DELETE, PROVIDER_GET,
-    PROVIDER_LIST, PROVIDER_UPDATE,
+    POOL_CREATE, POOL_DELETE, POOL_GET, POOL_LIST, POOL_UPDATE, PROVIDER_CREATE, PROVIDER_DELETE,
+    PROVIDER_GET, PROVIDER_LIST, PROVIDER_UPDATE,
 };
 use wid_iam::{Caller, expr, names};
 use wid_store::{KeySetOwner, PoolRow, ProjectRow, ProviderRow, Store, StoreError};
@@ -43,7 +43,10 @@ fn render_pool(row: &PoolRow) -> WorkloadIdentityPool {
 /// The project's fixed GKE pool, which exists without being created.
 fn gke_pool(project: &ProjectRow) -> WorkloadIdentityPool {
     WorkloadIdentityPool {
-        name: pool_name(&project.project_number, &names::gke_pool(&project.project_id)),
+        name: pool_name(
+            &project.project_number,
+            &names::gke_pool(&project.project_id),
+        ),
         display_name: "GKE workload identity pool".into(),
         description: "Kubernetes service accounts of the project's registered clusters".into(),
         state: "ACTIVE".into(),
@@ -53,7 +56,11 @@ fn gke_pool(project: &ProjectRow) -> WorkloadIdentityPool {
 
 fn render_provider(row: &ProviderRow) -> WorkloadIdentityPoolProvider {
     WorkloadIdentityPoolProvider {
-        name: format!("{}/providers/{}", pool_name(&row.project_number, &row.pool_id), row.provider_id),
+        name: format!(
+            "{}/providers/{}",
+            pool_name(&row.project_number, &row.pool_id),
+            row.provider_id
+        ),
         display_name: row.display_name.clone(),
         description: row.description.clone(),
         state: "ACTIVE".into(),
@@ -62,7 +69,8 @@ fn render_provider(row: &ProviderRow) -> WorkloadIdentityPoolProvider {
         attribute_condition: row.attribute_condition.clone(),
         oidc: Some(Oidc {
             issuer_uri: row.issuer_uri.clone(),
-            allowed_audiences: serde_json::from_str(&row.allowed_audiences_json).unwrap_or_default(),
+            allowed_audiences: serde_json::from_str(&row.allowed_audiences_json)
+                .unwrap_or_default(),
             jwks_json: row.jwks_json.clone().unwrap_or_default(),
         }),
         expire_time: String::new(),
@@ -71,7 +79,10 @@ fn render_provider(row: &ProviderRow) -> WorkloadIdentityPoolProvider {
 
 fn operation(resource_name: &str, type_name: &str, resource: &impl serde::Serialize) -> Operation {
     Operation::done(
-        format!("{resource_name}/operations/{}", wid_runtime::secrets::random_hex::<8>()),
+        format!(
+            "{resource_name}/operations/{}",
+            wid_runtime::secrets::random_hex::<8>()
+        ),
         type_name,
         resource,
     )
@@ -118,7 +129,10 @@ fn provider_mask(mask: &str) -> Result<ProviderMask, ApiError> {
             "oidc.allowedAudiences" | "oidc.allowed_audiences" => m.allowed_audiences = true,
             "oidc.jwksJson" | "oidc.jwks_json" => m.jwks_json = true,
             other => {
-                return Err(ApiError::invalid("updateMask", format!("updateMask names '{other}', which cannot be updated.")));
+                return Err(ApiError::invalid(
+                    "updateMask",
+                    format!("updateMask names '{other}', which cannot be updated."),
+                ));
             }
         }
     }
@@ -128,11 +142,17 @@ fn provider_mask(mask: &str) -> Result<ProviderMask, ApiError> {
 /// Validates an attribute mapping; an empty one becomes `google.subject=assertion.sub`.
 fn check_mapping(mapping: BTreeMap<String, String>) -> Result<BTreeMap<String, String>, ApiError> {
     if mapping.is_empty() {
-        return Ok(BTreeMap::from([("google.subject".to_owned(), "assertion.sub".to_owned())]));
+        return Ok(BTreeMap::from([(
+            "google.subject".to_owned(),
+            "assertion.sub".to_owned(),
+        )]));
     }
     let field = "attributeMapping";
     if !mapping.contains_key("google.subject") {
-        return Err(ApiError::invalid(field, "The attribute mapping must map google.subject."));
+        return Err(ApiError::invalid(
+            field,
+            "The attribute mapping must map google.subject.",
+        ));
     }
     let mut custom = 0;
     for (key, expression) in &mapping {
@@ -141,26 +161,46 @@ fn check_mapping(mapping: BTreeMap<String, String>) -> Result<BTreeMap<String, S
                 custom += 1;
                 let ok = !name.is_empty()
                     && name.len() <= 100
-                    && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
                 if !ok {
-                    return Err(ApiError::invalid(field, format!("Attribute '{key}': custom names are attribute.[a-z0-9_]{{1,100}}.")));
+                    return Err(ApiError::invalid(
+                        field,
+                        format!(
+                            "Attribute '{key}': custom names are attribute.[a-z0-9_]{{1,100}}."
+                        ),
+                    ));
                 }
             }
-            None if ["google.subject", "google.groups", "google.display_name"].contains(&key.as_str()) => {}
+            None if ["google.subject", "google.groups", "google.display_name"]
+                .contains(&key.as_str()) => {}
             None => {
                 return Err(ApiError::invalid(
                     field,
-                    format!("Attribute '{key}' is not supported: use google.subject, google.groups, google.display_name or attribute.NAME."),
+                    format!(
+                        "Attribute '{key}' is not supported: use google.subject, google.groups, google.display_name or attribute.NAME."
+                    ),
                 ));
             }
         }
         if expression.len() > MAX_MAPPING_EXPRESSION {
-            return Err(ApiError::invalid(field, format!("The expression of '{key}' is longer than {MAX_MAPPING_EXPRESSION} characters.")));
+            return Err(ApiError::invalid(
+                field,
+                format!(
+                    "The expression of '{key}' is longer than {MAX_MAPPING_EXPRESSION} characters."
+                ),
+            ));
         }
-        expr::parse(expression).map_err(|e| ApiError::invalid(field, format!("The expression of '{key}' is invalid: {e}.")))?;
+        expr::parse(expression).map_err(|e| {
+            ApiError::invalid(field, format!("The expression of '{key}' is invalid: {e}."))
+        })?;
     }
     if custom > MAX_CUSTOM_ATTRIBUTES {
-        return Err(ApiError::invalid(field, format!("At most {MAX_CUSTOM_ATTRIBUTES} custom attributes may be mapped.")));
+        return Err(ApiError::invalid(
+            field,
+            format!("At most {MAX_CUSTOM_ATTRIBUTES} custom attributes may be mapped."),
+        ));
     }
     Ok(mapping)
 }
@@ -169,18 +209,32 @@ fn check_condition(condition: &str) -> Result<(), ApiError> {
     if condition.is_empty() {
         return Ok(());
     }
-    expr::parse(condition)
-        .map(|_| ())
-        .map_err(|e| ApiError::invalid("attributeCondition", format!("The attribute condition is invalid: {e}.")))
+    expr::parse(condition).map(|_| ()).map_err(|e| {
+        ApiError::invalid(
+            "attributeCondition",
+            format!("The attribute condition is invalid: {e}."),
+        )
+    })
 }
 
 fn check_oidc(oidc: &Oidc) -> Result<(), ApiError> {
-    names::validate_issuer_uri(&oidc.issuer_uri).map_err(|m| ApiError::invalid("oidc.issuerUri", m))?;
+    names::validate_issuer_uri(&oidc.issuer_uri)
+        .map_err(|m| ApiError::invalid("oidc.issuerUri", m))?;
     if oidc.allowed_audiences.len() > MAX_AUDIENCES {
-        return Err(ApiError::invalid("oidc.allowedAudiences", format!("At most {MAX_AUDIENCES} audiences are allowed.")));
+        return Err(ApiError::invalid(
+            "oidc.allowedAudiences",
+            format!("At most {MAX_AUDIENCES} audiences are allowed."),
+        ));
     }
-    if oidc.allowed_audiences.iter().any(|a| a.is_empty() || a.len() > 256) {
-        return Err(ApiError::invalid("oidc.allowedAudiences", "Each audience must be 1 to 256 characters."));
+    if oidc
+        .allowed_audiences
+        .iter()
+        .any(|a| a.is_empty() || a.len() > 256)
+    {
+        return Err(ApiError::invalid(
+            "oidc.allowedAudiences",
+            "Each audience must be 1 to 256 characters.",
+        ));
     }
     if !oidc.jwks_json.is_empty() {
         crate::jwks::validate(&oidc.jwks_json)
@@ -190,10 +244,17 @@ fn check_oidc(oidc: &Oidc) -> Result<(), ApiError> {
 }
 
 impl<S: Store> App<S> {
-    async fn pool_project(&self, caller: &Caller, project: &str, location: &str, permission: &'static str) -> Result<ProjectRow, ApiError> {
+    async fn pool_project(
+        &self,
+        caller: &Caller,
+        project: &str,
+        location: &str,
+        permission: &'static str,
+    ) -> Result<ProjectRow, ApiError> {
         check_location(location)?;
         let owner = self.project(project).await?;
-        self.require(caller, permission, &Resource::Project(&owner)).await?;
+        self.require(caller, permission, &Resource::Project(&owner))
+            .await?;
         Ok(owner)
     }
 
@@ -215,9 +276,12 @@ impl<S: Store> App<S> {
         pool_id: Option<&str>,
         request: WorkloadIdentityPool,
     ) -> Result<Operation, ApiError> {
-        let owner = self.pool_project(caller, project, location, POOL_CREATE).await?;
+        let owner = self
+            .pool_project(caller, project, location, POOL_CREATE)
+            .await?;
         let pool_id = pool_id.unwrap_or_default();
-        names::validate_pool_id("pool", pool_id).map_err(|m| ApiError::invalid("workloadIdentityPoolId", m))?;
+        names::validate_pool_id("pool", pool_id)
+            .map_err(|m| ApiError::invalid("workloadIdentityPoolId", m))?;
         super::check_len("displayName", &request.display_name, 32)?;
         super::check_len("description", &request.description, 256)?;
         let row = PoolRow {
@@ -231,7 +295,10 @@ impl<S: Store> App<S> {
         match self.store.create_pool(&row).await {
             Err(StoreError::AlreadyExists) => {
                 return Err(ApiError::AlreadyExists {
-                    message: format!("Workload identity pool {} already exists.", pool_name(&row.project_number, pool_id)),
+                    message: format!(
+                        "Workload identity pool {} already exists.",
+                        pool_name(&row.project_number, pool_id)
+                    ),
                     resource: pool_name(&row.project_number, pool_id),
                 });
             }
@@ -242,18 +309,42 @@ impl<S: Store> App<S> {
         Ok(operation(&pool.name, POOL_TYPE, &pool))
     }
 
-    pub(crate) async fn get_pool(&self, caller: &Caller, project: &str, location: &str, pool: &str) -> Result<WorkloadIdentityPool, ApiError> {
-        let owner = self.pool_project(caller, project, location, POOL_GET).await?;
+    pub(crate) async fn get_pool(
+        &self,
+        caller: &Caller,
+        project: &str,
+        location: &str,
+        pool: &str,
+    ) -> Result<WorkloadIdentityPool, ApiError> {
+        let owner = self
+            .pool_project(caller, project, location, POOL_GET)
+            .await?;
         if pool == names::gke_pool(&owner.project_id) {
             return Ok(gke_pool(&owner));
         }
         Ok(render_pool(&self.pool_row(&owner, pool).await?))
     }
 
-    pub(crate) async fn list_pools(&self, caller: &Caller, project: &str, location: &str) -> Result<ListWorkloadIdentityPoolsResponse, ApiError> {
-        let owner = self.pool_project(caller, project, location, POOL_LIST).await?;
-        let pools = self.store.list_pools(&owner.project_number).await?.iter().map(render_pool).collect();
-        Ok(ListWorkloadIdentityPoolsResponse { workload_identity_pools: pools, next_page_token: None })
+    pub(crate) async fn list_pools(
+        &self,
+        caller: &Caller,
+        project: &str,
+        location: &str,
+    ) -> Result<ListWorkloadIdentityPoolsResponse, ApiError> {
+        let owner = self
+            .pool_project(caller, project, location, POOL_LIST)
+            .await?;
+        let pools = self
+            .store
+            .list_pools(&owner.project_number)
+            .await?
+            .iter()
+            .map(render_pool)
+            .collect();
+        Ok(ListWorkloadIdentityPoolsResponse {
+            workload_identity_pools: pools,
+            next_page_token: None,
+        })
     }
 
     pub(crate) async fn update_pool(
@@ -265,7 +356,9 @@ impl<S: Store> App<S> {
         update_mask: Option<&str>,
         request: WorkloadIdentityPool,
     ) -> Result<Operation, ApiError> {
-        let owner = self.pool_project(caller, project, location, POOL_UPDATE).await?;
+        let owner = self
+            .pool_project(caller, project, location, POOL_UPDATE)
+            .await?;
         let mut row = self.pool_row(&owner, pool).await?;
         let mask = update_mask.filter(|m| !m.trim().is_empty()).ok_or_else(|| {
             ApiError::invalid("updateMask", "updateMask is required: name the fields to change (displayName, description, disabled).")
@@ -275,7 +368,12 @@ impl<S: Store> App<S> {
                 "displayName" | "display_name" => row.display_name = request.display_name.clone(),
                 "description" => row.description = request.description.clone(),
                 "disabled" => row.disabled = request.disabled,
-                other => return Err(ApiError::invalid("updateMask", format!("updateMask names '{other}', which cannot be updated."))),
+                other => {
+                    return Err(ApiError::invalid(
+                        "updateMask",
+                        format!("updateMask names '{other}', which cannot be updated."),
+                    ));
+                }
             }
         }
         super::check_len("displayName", &row.display_name, 32)?;
@@ -286,19 +384,38 @@ impl<S: Store> App<S> {
         Ok(operation(&rendered.name, POOL_TYPE, &rendered))
     }
 
-    pub(crate) async fn delete_pool(&self, caller: &Caller, project: &str, location: &str, pool: &str) -> Result<Operation, ApiError> {
-        let owner = self.pool_project(caller, project, location, POOL_DELETE).await?;
+    pub(crate) async fn delete_pool(
+        &self,
+        caller: &Caller,
+        project: &str,
+        location: &str,
+        pool: &str,
+    ) -> Result<Operation, ApiError> {
+        let owner = self
+            .pool_project(caller, project, location, POOL_DELETE)
+            .await?;
         let row = self.pool_row(&owner, pool).await?;
-        self.store.delete_pool(&row.project_number, &row.pool_id).await?;
+        self.store
+            .delete_pool(&row.project_number, &row.pool_id)
+            .await?;
         tracing::info!(caller = %caller, pool = %pool_name(&row.project_number, pool), "pool deleted");
         let mut rendered = render_pool(&row);
         rendered.state = "DELETED".into();
         Ok(operation(&rendered.name, POOL_TYPE, &rendered))
     }
 
-    async fn provider_row(&self, owner: &ProjectRow, pool: &str, provider: &str) -> Result<ProviderRow, ApiError> {
+    async fn provider_row(
+        &self,
+        owner: &ProjectRow,
+        pool: &str,
+        provider: &str,
+    ) -> Result<ProviderRow, ApiError> {
         self.pool_row(owner, pool).await?;
-        match self.store.get_provider(&owner.project_number, pool, provider).await {
+        match self
+            .store
+            .get_provider(&owner.project_number, pool, provider)
+            .await
+        {
             Err(StoreError::NotFound) => Err(ApiError::NotFound(format!(
                 "Workload identity pool provider {}/providers/{provider} does not exist.",
                 pool_name(&owner.project_number, pool)
@@ -317,7 +434,9 @@ impl<S: Store> App<S> {
         provider_id: Option<&str>,
         request: WorkloadIdentityPoolProvider,
     ) -> Result<Operation, ApiError> {
-        let owner = self.pool_project(caller, project, location, PROVIDER_CREATE).await?;
+        let owner = self
+            .pool_project(caller, project, location, PROVIDER_CREATE)
+            .await?;
         if pool == names::gke_pool(&owner.project_id) {
             return Err(ApiError::invalid(
                 "parent",
@@ -326,12 +445,16 @@ impl<S: Store> App<S> {
         }
         self.pool_row(&owner, pool).await?;
         let provider_id = provider_id.unwrap_or_default();
-        names::validate_pool_id("provider", provider_id).map_err(|m| ApiError::invalid("workloadIdentityPoolProviderId", m))?;
+        names::validate_pool_id("provider", provider_id)
+            .map_err(|m| ApiError::invalid("workloadIdentityPoolProviderId", m))?;
         super::check_len("displayName", &request.display_name, 32)?;
         super::check_len("description", &request.description, 256)?;
-        let oidc = request
-            .oidc
-            .ok_or_else(|| ApiError::invalid("oidc", "Only OIDC providers are supported: set oidc.issuerUri."))?;
+        let oidc = request.oidc.ok_or_else(|| {
+            ApiError::invalid(
+                "oidc",
+                "Only OIDC providers are supported: set oidc.issuerUri.",
+            )
+        })?;
         check_oidc(&oidc)?;
         let mapping = check_mapping(request.attribute_mapping)?;
         check_condition(&request.attribute_condition)?;
@@ -342,10 +465,12 @@ impl<S: Store> App<S> {
             display_name: request.display_name,
             description: request.description,
             disabled: request.disabled,
-            attribute_mapping_json: serde_json::to_string(&mapping).map_err(|e| ApiError::Internal(e.to_string()))?,
+            attribute_mapping_json: serde_json::to_string(&mapping)
+                .map_err(|e| ApiError::Internal(e.to_string()))?,
             attribute_condition: request.attribute_condition,
             issuer_uri: oidc.issuer_uri.clone(),
-            allowed_audiences_json: serde_json::to_string(&oidc.allowed_audiences).map_err(|e| ApiError::Internal(e.to_string()))?,
+            allowed_audiences_json: serde_json::to_string(&oidc.allowed_audiences)
+                .map_err(|e| ApiError::Internal(e.to_string()))?,
             jwks_json: (!oidc.jwks_json.is_empty()).then_some(oidc.jwks_json),
             discovered_jwks_json: None,
             jwks_fetch_time: None,
@@ -355,7 +480,10 @@ impl<S: Store> App<S> {
         match self.store.create_provider(&row).await {
             Err(StoreError::AlreadyExists) => {
                 return Err(ApiError::AlreadyExists {
-                    message: format!("Workload identity pool provider {} already exists.", rendered.name),
+                    message: format!(
+                        "Workload identity pool provider {} already exists.",
+                        rendered.name
+                    ),
                     resource: rendered.name,
                 });
             }
@@ -382,11 +510,16 @@ impl<S: Store> App<S> {
         tokio::spawn(async move {
             match crate::discovery::fetch_jwks(&http, &issuer).await {
                 Ok(jwks) => {
-                    if let Err(e) = store.set_discovered_jwks(&owner, &jwks, &super::now_rfc3339()).await {
+                    if let Err(e) = store
+                        .set_discovered_jwks(&owner, &jwks, &super::now_rfc3339())
+                        .await
+                    {
                         tracing::warn!(issuer = %issuer, error = %e, "cannot store discovered keys");
                     }
                 }
-                Err(e) => tracing::warn!(issuer = %issuer, error = %e, "key discovery failed; will retry"),
+                Err(e) => {
+                    tracing::warn!(issuer = %issuer, error = %e, "key discovery failed; will retry")
+                }
             }
         });
     }
@@ -399,8 +532,12 @@ impl<S: Store> App<S> {
         pool: &str,
         provider: &str,
     ) -> Result<WorkloadIdentityPoolProvider, ApiError> {
-        let owner = self.pool_project(caller, project, location, PROVIDER_GET).await?;
-        Ok(render_provider(&self.provider_row(&owner, pool, provider).await?))
+        let owner = self
+            .pool_project(caller, project, location, PROVIDER_GET)
+            .await?;
+        Ok(render_provider(
+            &self.provider_row(&owner, pool, provider).await?,
+        ))
     }
 
     pub(crate) async fn list_providers(
@@ -410,10 +547,21 @@ impl<S: Store> App<S> {
         location: &str,
         pool: &str,
     ) -> Result<ListWorkloadIdentityPoolProvidersResponse, ApiError> {
-        let owner = self.pool_project(caller, project, location, PROVIDER_LIST).await?;
+        let owner = self
+            .pool_project(caller, project, location, PROVIDER_LIST)
+            .await?;
         self.pool_row(&owner, pool).await?;
-        let providers = self.store.list_providers(&owner.project_number, pool).await?.iter().map(render_provider).collect();
-        Ok(ListWorkloadIdentityPoolProvidersResponse { workload_identity_pool_providers: providers, next_page_token: None })
+        let providers = self
+            .store
+            .list_providers(&owner.project_number, pool)
+            .await?
+            .iter()
+            .map(render_provider)
+            .collect();
+        Ok(ListWorkloadIdentityPoolProvidersResponse {
+            workload_identity_pool_providers: providers,
+            next_page_token: None,
+        })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -427,11 +575,18 @@ impl<S: Store> App<S> {
         update_mask: Option<&str>,
         request: WorkloadIdentityPoolProvider,
     ) -> Result<Operation, ApiError> {
-        let owner = self.pool_project(caller, project, location, PROVIDER_UPDATE).await?;
+        let owner = self
+            .pool_project(caller, project, location, PROVIDER_UPDATE)
+            .await?;
         let mut row = self.provider_row(&owner, pool, provider).await?;
-        let mask = provider_mask(update_mask.filter(|m| !m.trim().is_empty()).ok_or_else(|| {
-            ApiError::invalid("updateMask", "updateMask is required: name the fields to change.")
-        })?)?;
+        let mask = provider_mask(update_mask.filter(|m| !m.trim().is_empty()).ok_or_else(
+            || {
+                ApiError::invalid(
+                    "updateMask",
+                    "updateMask is required: name the fields to change.",
+                )
+            },
+        )?)?;
         let oidc = request.oidc.unwrap_or_default();
         if mask.display_name {
             row.display_name = request.display_name;
@@ -444,7 +599,8 @@ impl<S: Store> App<S> {
         }
         if mask.attribute_mapping {
             row.attribute_mapping_json =
-                serde_json::to_string(&check_mapping(request.attribute_mapping)?).map_err(|e| ApiError::Internal(e.to_string()))?;
+                serde_json::to_string(&check_mapping(request.attribute_mapping)?)
+                    .map_err(|e| ApiError::Internal(e.to_string()))?;
         }
         if mask.attribute_condition {
             check_condition(&request.attribute_condition)?;
@@ -452,7 +608,8 @@ impl<S: Store> App<S> {
         }
         let mut merged = Oidc {
             issuer_uri: row.issuer_uri.clone(),
-            allowed_audiences: serde_json::from_str(&row.allowed_audiences_json).unwrap_or_default(),
+            allowed_audiences: serde_json::from_str(&row.allowed_audiences_json)
+                .unwrap_or_default(),
             jwks_json: row.jwks_json.clone().unwrap_or_default(),
         };
         if mask.issuer_uri {
@@ -467,9 +624,11 @@ impl<S: Store> App<S> {
         check_oidc(&merged)?;
         super::check_len("displayName", &row.display_name, 32)?;
         super::check_len("description", &row.description, 256)?;
-        let keys_changed = merged.issuer_uri != row.issuer_uri || merged.jwks_json != row.jwks_json.clone().unwrap_or_default();
+        let keys_changed = merged.issuer_uri != row.issuer_uri
+            || merged.jwks_json != row.jwks_json.clone().unwrap_or_default();
         row.issuer_uri = merged.issuer_uri;
-        row.allowed_audiences_json = serde_json::to_string(&merged.allowed_audiences).map_err(|e| ApiError::Internal(e.to_string()))?;
+        row.allowed_audiences_json = serde_json::to_string(&merged.allowed_audiences)
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
         row.jwks_json = (!merged.jwks_json.is_empty()).then_some(merged.jwks_json);
         if keys_changed {
             // Keys fetched for another issuer must not outlive the change.
@@ -493,9 +652,13 @@ impl<S: Store> App<S> {
         pool: &str,
         provider: &str,
     ) -> Result<Operation, ApiError> {
-        let owner = self.pool_project(caller, project, location, PROVIDER_DELETE).await?;
+        let owner = self
+            .pool_project(caller, project, location, PROVIDER_DELETE)
+            .await?;
         let row = self.provider_row(&owner, pool, provider).await?;
-        self.store.delete_provider(&row.project_number, &row.pool_id, &row.provider_id).await?;
+        self.store
+            .delete_provider(&row.project_number, &row.pool_id, &row.provider_id)
+            .await?;
         let mut rendered = render_provider(&row);
         rendered.state = "DELETED".into();
         tracing::info!(caller = %caller, provider = %rendered.name, "provider deleted");

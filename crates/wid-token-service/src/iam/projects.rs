@@ -1,9 +1,9 @@
 //! Projects: an id, a number, and the fixed GKE workload identity pool `P.svc.id.goog`.
 
 use wid_api::project::{ListProjectsResponse, Project};
+use wid_iam::Caller;
 use wid_iam::names;
 use wid_iam::roles::PROJECT_GET;
-use wid_iam::Caller;
 use wid_store::{ProjectRow, Store, StoreError};
 
 use crate::App;
@@ -32,17 +32,28 @@ impl<S: Store> App<S> {
         }
     }
 
-    pub(crate) async fn create_project(&self, caller: &Caller, request: Project) -> Result<Project, ApiError> {
+    pub(crate) async fn create_project(
+        &self,
+        caller: &Caller,
+        request: Project,
+    ) -> Result<Project, ApiError> {
         if *caller != Caller::BootstrapAdmin {
-            return Err(ApiError::PermissionDenied { permission: "resourcemanager.projects.create" });
+            return Err(ApiError::PermissionDenied {
+                permission: "resourcemanager.projects.create",
+            });
         }
-        names::validate_project_id(&request.project_id).map_err(|m| ApiError::invalid("projectId", m))?;
+        names::validate_project_id(&request.project_id)
+            .map_err(|m| ApiError::invalid("projectId", m))?;
         super::check_len("name", &request.name, 100)?;
         if !request.project_number.is_empty() {
             names::validate_project_number(&request.project_number)
                 .map_err(|m| ApiError::invalid("projectNumber", m))?;
         }
-        let display_name = if request.name.is_empty() { request.project_id.clone() } else { request.name };
+        let display_name = if request.name.is_empty() {
+            request.project_id.clone()
+        } else {
+            request.name
+        };
         // An assigned number may collide with an existing one; draw again a few times.
         for _ in 0..5 {
             let number = if request.project_number.is_empty() {
@@ -62,7 +73,9 @@ impl<S: Store> App<S> {
                     return Ok(render(&row));
                 }
                 Err(StoreError::AlreadyExists) => {
-                    if self.store.get_project(&request.project_id).await.is_ok() || !request.project_number.is_empty() {
+                    if self.store.get_project(&request.project_id).await.is_ok()
+                        || !request.project_number.is_empty()
+                    {
                         return Err(ApiError::AlreadyExists {
                             message: format!(
                                 "Project '{}' (or project number {}) already exists.",
@@ -75,22 +88,35 @@ impl<S: Store> App<S> {
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(ApiError::Internal("could not assign a unique project number".into()))
+        Err(ApiError::Internal(
+            "could not assign a unique project number".into(),
+        ))
     }
 
     pub(crate) async fn get_project(&self, caller: &Caller, id: &str) -> Result<Project, ApiError> {
         let row = self.project(id).await?;
-        self.require(caller, PROJECT_GET, &Resource::Project(&row)).await?;
+        self.require(caller, PROJECT_GET, &Resource::Project(&row))
+            .await?;
         Ok(render(&row))
     }
 
-    pub(crate) async fn list_projects(&self, caller: &Caller) -> Result<ListProjectsResponse, ApiError> {
+    pub(crate) async fn list_projects(
+        &self,
+        caller: &Caller,
+    ) -> Result<ListProjectsResponse, ApiError> {
         let mut projects = Vec::new();
         for row in self.store.list_projects().await? {
-            if self.require(caller, PROJECT_GET, &Resource::Project(&row)).await.is_ok() {
+            if self
+                .require(caller, PROJECT_GET, &Resource::Project(&row))
+                .await
+                .is_ok()
+            {
                 projects.push(render(&row));
             }
         }
-        Ok(ListProjectsResponse { projects, next_page_token: None })
+        Ok(ListProjectsResponse {
+            projects,
+            next_page_token: None,
+        })
     }
 }

@@ -1,7 +1,10 @@
 //! Service accounts, as IAM v1 has them.
 
 use base64::Engine;
-use wid_api::iam::{CreateServiceAccountRequest, ListServiceAccountsResponse, PatchServiceAccountRequest, ServiceAccount};
+use wid_api::iam::{
+    CreateServiceAccountRequest, ListServiceAccountsResponse, PatchServiceAccountRequest,
+    ServiceAccount,
+};
 use wid_iam::roles::{SA_CREATE, SA_DELETE, SA_DISABLE, SA_ENABLE, SA_GET, SA_LIST, SA_UPDATE};
 use wid_iam::{Caller, names};
 use wid_store::{ProjectRow, ServiceAccountRow, Store, StoreError};
@@ -44,7 +47,9 @@ fn parse_mask(mask: &str) -> Result<Mask, ApiError> {
             other => {
                 return Err(ApiError::invalid(
                     "updateMask",
-                    format!("updateMask names '{other}', which cannot be updated; use displayName and description."),
+                    format!(
+                        "updateMask names '{other}', which cannot be updated; use displayName and description."
+                    ),
                 ));
             }
         }
@@ -66,7 +71,9 @@ impl<S: Store> App<S> {
             if project == "-" {
                 ApiError::PermissionDenied { permission }
             } else {
-                ApiError::NotFound(format!("Service account projects/{project}/serviceAccounts/{account} does not exist."))
+                ApiError::NotFound(format!(
+                    "Service account projects/{project}/serviceAccounts/{account} does not exist."
+                ))
             }
         };
         let row = match self.store.get_service_account(account).await {
@@ -87,14 +94,27 @@ impl<S: Store> App<S> {
         request: CreateServiceAccountRequest,
     ) -> Result<ServiceAccount, ApiError> {
         if project == "-" {
-            return Err(ApiError::invalid("name", "A service account is created in a named project, not in projects/-."));
+            return Err(ApiError::invalid(
+                "name",
+                "A service account is created in a named project, not in projects/-.",
+            ));
         }
         let owner = self.project(project).await?;
-        self.require(caller, SA_CREATE, &Resource::Project(&owner)).await?;
-        names::validate_account_id(&request.account_id).map_err(|m| ApiError::invalid("accountId", m))?;
+        self.require(caller, SA_CREATE, &Resource::Project(&owner))
+            .await?;
+        names::validate_account_id(&request.account_id)
+            .map_err(|m| ApiError::invalid("accountId", m))?;
         let fields = request.service_account.unwrap_or_default();
-        super::check_len("serviceAccount.displayName", &fields.display_name, MAX_DISPLAY_NAME)?;
-        super::check_len("serviceAccount.description", &fields.description, MAX_DESCRIPTION)?;
+        super::check_len(
+            "serviceAccount.displayName",
+            &fields.display_name,
+            MAX_DISPLAY_NAME,
+        )?;
+        super::check_len(
+            "serviceAccount.description",
+            &fields.description,
+            MAX_DESCRIPTION,
+        )?;
         let email = names::service_account_email(&request.account_id, &owner.project_id);
         let already = || ApiError::AlreadyExists {
             message: format!(
@@ -136,9 +156,15 @@ impl<S: Store> App<S> {
         Err(ApiError::Internal("could not assign a unique id".into()))
     }
 
-    pub(crate) async fn get_service_account(&self, caller: &Caller, project: &str, account: &str) -> Result<ServiceAccount, ApiError> {
+    pub(crate) async fn get_service_account(
+        &self,
+        caller: &Caller,
+        project: &str,
+        account: &str,
+    ) -> Result<ServiceAccount, ApiError> {
         let (owner, row) = self.account(project, account, SA_GET).await?;
-        self.require(caller, SA_GET, &Resource::ServiceAccount(&owner, &row)).await?;
+        self.require(caller, SA_GET, &Resource::ServiceAccount(&owner, &row))
+            .await?;
         Ok(render(&row))
     }
 
@@ -150,15 +176,24 @@ impl<S: Store> App<S> {
         page_token: Option<&str>,
     ) -> Result<ListServiceAccountsResponse, ApiError> {
         if project == "-" {
-            return Err(ApiError::invalid("name", "Listing needs a named project, not projects/-."));
+            return Err(ApiError::invalid(
+                "name",
+                "Listing needs a named project, not projects/-.",
+            ));
         }
         let owner = self.project(project).await?;
-        self.require(caller, SA_LIST, &Resource::Project(&owner)).await?;
+        self.require(caller, SA_LIST, &Resource::Project(&owner))
+            .await?;
         let size = match page_size {
             None | Some("") | Some("0") => MAX_PAGE_SIZE,
             Some(s) => s
                 .parse::<usize>()
-                .map_err(|_| ApiError::invalid("pageSize", format!("pageSize must be a non-negative integer, not '{s}'.")))?
+                .map_err(|_| {
+                    ApiError::invalid(
+                        "pageSize",
+                        format!("pageSize must be a non-negative integer, not '{s}'."),
+                    )
+                })?
                 .min(MAX_PAGE_SIZE),
         };
         // The page token is the last email of the previous page, so pages stay stable while
@@ -174,13 +209,21 @@ impl<S: Store> App<S> {
             ),
         };
         let rows = self.store.list_service_accounts(&owner.project_id).await?;
-        let mut rest = rows.iter().filter(|r| after.as_ref().is_none_or(|a| r.email > *a)).peekable();
+        let mut rest = rows
+            .iter()
+            .filter(|r| after.as_ref().is_none_or(|a| r.email > *a))
+            .peekable();
         let accounts: Vec<ServiceAccount> = rest.by_ref().take(size).map(render).collect();
         let next_page_token = match (rest.peek(), accounts.last()) {
-            (Some(_), Some(last)) => Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&last.email)),
+            (Some(_), Some(last)) => {
+                Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&last.email))
+            }
             _ => None,
         };
-        Ok(ListServiceAccountsResponse { accounts, next_page_token })
+        Ok(ListServiceAccountsResponse {
+            accounts,
+            next_page_token,
+        })
     }
 
     /// PATCH (with an update mask) and PUT (the whole resource) alike.
@@ -193,10 +236,14 @@ impl<S: Store> App<S> {
         whole: bool,
     ) -> Result<ServiceAccount, ApiError> {
         let (owner, row) = self.account(project, account, SA_UPDATE).await?;
-        self.require(caller, SA_UPDATE, &Resource::ServiceAccount(&owner, &row)).await?;
+        self.require(caller, SA_UPDATE, &Resource::ServiceAccount(&owner, &row))
+            .await?;
         let fields = request.service_account.unwrap_or_default();
         let mask = if whole {
-            Mask { display_name: true, description: true }
+            Mask {
+                display_name: true,
+                description: true,
+            }
         } else {
             match request.update_mask.as_deref() {
                 Some(m) if !m.trim().is_empty() => parse_mask(m)?,
@@ -208,9 +255,17 @@ impl<S: Store> App<S> {
                 }
             }
         };
-        super::check_len("serviceAccount.displayName", &fields.display_name, MAX_DISPLAY_NAME)?;
-        super::check_len("serviceAccount.description", &fields.description, MAX_DESCRIPTION)?;
-        if !fields.etag.is_empty() && fields.etag != row.etag {
+        super::check_len(
+            "serviceAccount.displayName",
+            &fields.display_name,
+            MAX_DISPLAY_NAME,
+        )?;
+        super::check_len(
+            "serviceAccount.description",
+            &fields.description,
+            MAX_DESCRIPTION,
+        )?;
+        if !fields.etag.is_empty() && super::canonical_etag(&fields.etag) != row.etag {
             return Err(ApiError::Aborted(format!(
                 "The service account changed since it was read: etag '{}' is not the current '{}'. Read it again and retry.",
                 fields.etag, row.etag
@@ -224,7 +279,9 @@ impl<S: Store> App<S> {
             updated.description = fields.description;
         }
         updated.etag = super::new_etag();
-        self.store.update_service_account(&updated, &row.etag).await?;
+        self.store
+            .update_service_account(&updated, &row.etag)
+            .await?;
         tracing::info!(caller = %caller, account = %row.email, "service account updated");
         Ok(render(&updated))
     }
@@ -238,7 +295,8 @@ impl<S: Store> App<S> {
     ) -> Result<(), ApiError> {
         let permission = if disabled { SA_DISABLE } else { SA_ENABLE };
         let (owner, row) = self.account(project, account, permission).await?;
-        self.require(caller, permission, &Resource::ServiceAccount(&owner, &row)).await?;
+        self.require(caller, permission, &Resource::ServiceAccount(&owner, &row))
+            .await?;
         if row.disabled == disabled {
             return Ok(());
         }
@@ -246,20 +304,30 @@ impl<S: Store> App<S> {
         updated.disabled = disabled;
         updated.etag = super::new_etag();
         // Retry once on a concurrent edit: disabling does not depend on the other fields.
-        if let Err(StoreError::Aborted) = self.store.update_service_account(&updated, &row.etag).await {
+        if let Err(StoreError::Aborted) =
+            self.store.update_service_account(&updated, &row.etag).await
+        {
             let (_, fresh) = self.account(project, account, permission).await?;
             let mut again = fresh.clone();
             again.disabled = disabled;
             again.etag = super::new_etag();
-            self.store.update_service_account(&again, &fresh.etag).await?;
+            self.store
+                .update_service_account(&again, &fresh.etag)
+                .await?;
         }
         tracing::info!(caller = %caller, account = %row.email, disabled, "service account state changed");
         Ok(())
     }
 
-    pub(crate) async fn delete_service_account(&self, caller: &Caller, project: &str, account: &str) -> Result<(), ApiError> {
+    pub(crate) async fn delete_service_account(
+        &self,
+        caller: &Caller,
+        project: &str,
+        account: &str,
+    ) -> Result<(), ApiError> {
         let (owner, row) = self.account(project, account, SA_DELETE).await?;
-        self.require(caller, SA_DELETE, &Resource::ServiceAccount(&owner, &row)).await?;
+        self.require(caller, SA_DELETE, &Resource::ServiceAccount(&owner, &row))
+            .await?;
         self.store.delete_service_account(&row.unique_id).await?;
         tracing::info!(caller = %caller, account = %row.email, "service account deleted");
         Ok(())

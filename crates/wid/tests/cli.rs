@@ -1,0 +1,489 @@
+//! The `wid iam` admin CLI against a real server.
+
+mod support;
+
+use serde_json::Value;
+use support::{Server, WID, wid_cli};
+
+#[track_caller]
+fn ok(result: (bool, String, String)) -> String {
+    assert!(
+        result.0,
+        "command failed:\nstdout: {}\nstderr: {}",
+        result.1, result.2
+    );
+    result.1
+}
+
+#[track_caller]
+fn fails(result: (bool, String, String), needle: &str) {
+    assert!(
+        !result.0,
+        "command succeeded but should not have: {}",
+        result.1
+    );
+    assert!(
+        result.2.contains(needle),
+        "stderr does not say '{needle}': {}",
+        result.2
+    );
+}
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+#[test]
+fn admin_cli_round_trip() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("data"));
+    let run = |args: &[&str]| wid_cli(&server, args);
+
+    let project = json(&ok(run(&[
+        "iam", "projects", "create", "cli-proj", "--format", "json",
+    ])));
+    assert_eq!(project["workloadIdentityPool"], "cli-proj.svc.id.goog");
+    assert_eq!(
+        project["projectNumber"].as_str().map(str::len),
+        Some(12),
+        "a number is assigned"
+    );
+    ok(run(&[
+        "iam",
+        "projects",
+        "create",
+        "cli-proj-2",
+        "--number",
+        "987654321",
+    ]));
+    let table = ok(run(&["iam", "projects", "list"]));
+    assert!(table.starts_with("PROJECT_ID"), "{table}");
+    assert!(table.contains("987654321"), "{table}");
+    fails(
+        run(&["iam", "projects", "create", "cli-proj"]),
+        "already exists",
+    );
+
+    // Service accounts.
+    let email = "cli-robot@cli-proj.iam.gserviceaccount.com";
+    ok(run(&[
+        "iam",
+        "service-accounts",
+        "create",
+        "cli-robot",
+        "--project",
+        "cli-proj",
+        "--display-name",
+        "CLI robot",
+    ]));
+    let yaml = ok(run(&[
+        "iam",
+        "service-accounts",
+        "describe",
+        email,
+        "--format",
+        "yaml",
+    ]));
+    assert!(yaml.contains("displayName: CLI robot"), "{yaml}");
+    ok(run(&[
+        "iam",
+        "service-accounts",
+        "update",
+        email,
+        "--description",
+        "made by a test",
+    ]));
+    ok(run(&["iam", "service-accounts", "disable", email]));
+    let described = json(&ok(run(&[
+        "iam",
+        "service-accounts",
+        "describe",
+        email,
+        "--format",
+        "json",
+    ])));
+    assert_eq!(described["disabled"], true);
+    assert_eq!(described["description"], "made by a test");
+    ok(run(&["iam", "service-accounts", "enable", email]));
+    let table = ok(run(&[
+        "iam",
+        "service-accounts",
+        "list",
+        "--project",
+        "cli-proj",
+    ]));
+    assert!(
+        table.contains("CLI robot") && table.contains(email),
+        "{table}"
+    );
+    fails(
+        run(&[
+            "iam",
+            "service-accounts",
+            "create",
+            "bad",
+            "--project",
+            "cli-proj",
+        ]),
+        "6 to 30",
+    );
+
+    // Bindings.
+    let member = "serviceAccount:cli-proj.svc.id.goog[default/app]";
+    ok(run(&[
+        "iam",
+        "service-accounts",
+        "add-iam-policy-binding",
+        email,
+        "--member",
+        member,
+        "--role",
+        "roles/iam.workloadIdentityUser",
+    ]));
+    ok(run(&[
+        "iam",
+        "service-accounts",
+        "add-iam-policy-binding",
+        email,
+        "--member",
+        "user:alice@example.com",
+        "--role",
+        "roles/iam.serviceAccountTokenCreator",
+        "--condition",
+        "expression=request.time < timestamp('2030-01-01T00:00:00Z'),title=until 2030",
+    ]));
+    let policy = json(&ok(run(&[
+        "iam",
+        "service-accounts",
+        "get-iam-policy",
+        email,
+        "--format",
+        "json",
+    ])));
+    assert_eq!(policy["version"], 3);
+    assert_eq!(policy["bindings"][1]["condition"]["title"], "until 2030");
+    fails(
+        run(&[
+            "iam",
+            "service-accounts",
+            "add-iam-policy-binding",
+            email,
+            "--member",
+            "nobody",
+            "--role",
+            "roles/viewer",
+        ]),
+        "Invalid member",
+    );
+    fails(
+        run(&[
+            "iam",
+            "service-accounts",
+            "add-iam-policy-binding",
+            email,
+            "--member",
+            member,
+            "--role",
+            "roles/nope",
+        ]),
+        "roles/nope",
+    );
+    ok(run(&[
+        "iam",
+        "service-accounts",
+        "remove-iam-policy-binding",
+        email,
+        "--member",
+        member,
+        "--role",
+        "roles/iam.workloadIdentityUser",
+    ]));
+    fails(
+        run(&[
+            "iam",
+            "service-accounts",
+            "remove-iam-policy-binding",
+            email,
+            "--member",
+            member,
+            "--role",
+            "roles/iam.workloadIdentityUser",
+        ]),
+        "not found",
+    );
+    // set-iam-policy from a file, guarded by its etag.
+    let file = dir.path().join("policy.json");
+    let mut edited = json(&ok(run(&[
+        "iam",
+        "service-accounts",
+        "get-iam-policy",
+        email,
+        "--format",
+        "json",
+    ])));
+    edited["bindings"] =
+        serde_json::json!([{"role": "roles/viewer", "members": ["user:carol@example.com"]}]);
+    edited["version"] = serde_json::json!(1);
+    std::fs::write(&file, edited.to_string()).expect("write");
+    ok(run(&[
+        "iam",
+        "service-accounts",
+        "set-iam-policy",
+        email,
+        file.to_str().expect("path"),
+    ]));
+    fails(
+        run(&[
+            "iam",
+            "service-accounts",
+            "set-iam-policy",
+            email,
+            file.to_str().expect("path"),
+        ]),
+        "concurrent policy changes",
+    );
+
+    // Pools and providers.
+    ok(run(&[
+        "iam",
+        "workload-identity-pools",
+        "create",
+        "cli-pool",
+        "--project",
+        "cli-proj",
+        "--display-name",
+        "CLI pool",
+    ]));
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(&jwks, r#"{"keys":[{"kty":"RSA","n":"sXchDaQebHnPiGvyDOAT4saGEUetSyo9MKLOoWFsueri23bOdgWp4Dy1WlUzewbgBHod5pcM9H95GQRV3JDXboIRROSBigeC5yjU1hGzHHyXss8UDprecbAYxknTcQkhslANGRUZmdTOQ5qTRsLAt6BTYuyvVRdhS8exSZEy_c4gs_7svlJJQ4H9_NxsiIoLwAEk7-Q3UXERGYw_75IDrGA84-lA_-Ct4eTlXHBIY2EaV7t7LjJaynVJCpkv4LKjTTAumiGUIuQhrNhZLuF_RJLqHpM2kgWFLU7-VTdL1VbC2tejvcI2BlMkEpk1BzBZI0KQB0GaDWFLN-aEAw3vRw","e":"AQAB","kid":"k1"}]}"#).expect("write");
+    let jwks_arg = jwks.to_str().expect("path");
+    let pool_args = [
+        "--workload-identity-pool",
+        "cli-pool",
+        "--project",
+        "cli-proj",
+    ];
+    let mut create = vec![
+        "iam",
+        "workload-identity-pools",
+        "providers",
+        "create-oidc",
+        "cli-prov",
+    ];
+    create.extend(pool_args);
+    create.extend([
+        "--issuer-uri",
+        "https://k8s.cli.example.com",
+        "--jwk-json-path",
+        jwks_arg,
+        "--attribute-mapping",
+        "google.subject=assertion.sub,attribute.namespace=assertion['kubernetes.io'].namespace",
+        "--attribute-condition",
+        "assertion['kubernetes.io'].namespace != 'kube-system'",
+        "--format",
+        "json",
+    ]);
+    let provider = json(&ok(run(&create)));
+    assert_eq!(
+        provider["attributeMapping"]["attribute.namespace"],
+        "assertion['kubernetes.io'].namespace"
+    );
+    let mut update = vec![
+        "iam",
+        "workload-identity-pools",
+        "providers",
+        "update-oidc",
+        "cli-prov",
+    ];
+    update.extend(pool_args);
+    update.extend([
+        "--allowed-audiences",
+        "a1,a2",
+        "--disabled",
+        "--format",
+        "json",
+    ]);
+    let updated = json(&ok(run(&update)));
+    assert_eq!(
+        updated["oidc"]["allowedAudiences"],
+        serde_json::json!(["a1", "a2"])
+    );
+    assert_eq!(updated["disabled"], true);
+    let mut list = vec!["iam", "workload-identity-pools", "providers", "list"];
+    list.extend(pool_args);
+    assert!(ok(run(&list)).contains("https://k8s.cli.example.com"));
+    let mut delete = vec![
+        "iam",
+        "workload-identity-pools",
+        "providers",
+        "delete",
+        "cli-prov",
+    ];
+    delete.extend(pool_args);
+    ok(run(&delete));
+    ok(run(&[
+        "iam",
+        "workload-identity-pools",
+        "delete",
+        "cli-pool",
+        "--project",
+        "cli-proj",
+    ]));
+    assert!(
+        ok(run(&[
+            "iam",
+            "workload-identity-pools",
+            "list",
+            "--project",
+            "cli-proj"
+        ]))
+        .contains("Listed 0 items.")
+    );
+
+    // Clusters.
+    let register = |name: &str, location: &str, issuer: &str, isolated: bool| {
+        let mut args = vec![
+            "iam",
+            "clusters",
+            "register",
+            name,
+            "--project",
+            "cli-proj",
+            "--location",
+            location,
+        ];
+        args.extend([
+            "--issuer-uri",
+            issuer,
+            "--jwk-json-path",
+            jwks_arg,
+            "--format",
+            "json",
+        ]);
+        if isolated {
+            args.push("--isolated");
+        }
+        run(&args)
+    };
+    let shared = json(&ok(register(
+        "prod",
+        "us-east1",
+        "https://prod.k8s.example.com",
+        false,
+    )));
+    assert_eq!(
+        shared["memberFormat"],
+        "serviceAccount:cli-proj.svc.id.goog[NAMESPACE/KSA]"
+    );
+    let isolated = json(&ok(register(
+        "lab",
+        "us-east1",
+        "https://lab.k8s.example.com",
+        true,
+    )));
+    assert_eq!(
+        isolated["memberFormat"],
+        "serviceAccount:cli-proj.svc.id.goog[us-east1/lab/NAMESPACE/KSA]"
+    );
+    fails(
+        register("prod", "us-east1", "https://other.k8s.example.com", false),
+        "already exists",
+    );
+    let table = ok(run(&["iam", "clusters", "list", "--project", "cli-proj"]));
+    assert!(table.contains("prod") && table.contains("lab"), "{table}");
+    let described = json(&ok(run(&[
+        "iam",
+        "clusters",
+        "describe",
+        "lab",
+        "--project",
+        "cli-proj",
+        "--location",
+        "us-east1",
+        "--format",
+        "json",
+    ])));
+    assert_eq!(described["isolated"], true);
+    ok(run(&[
+        "iam",
+        "clusters",
+        "delete",
+        "lab",
+        "--project",
+        "cli-proj",
+        "--location",
+        "us-east1",
+    ]));
+    fails(
+        run(&[
+            "iam",
+            "clusters",
+            "describe",
+            "lab",
+            "--project",
+            "cli-proj",
+            "--location",
+            "us-east1",
+        ]),
+        "not registered",
+    );
+    // Clap refuses --discover with --jwk-json-path, and neither.
+    fails(
+        run(&[
+            "iam",
+            "clusters",
+            "register",
+            "x",
+            "--project",
+            "cli-proj",
+            "--location",
+            "l",
+            "--issuer-uri",
+            "https://x.example.com",
+        ]),
+        "--discover",
+    );
+}
+
+#[test]
+fn cli_errors_are_clear() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("data"));
+    // A wrong token: 401 in words.
+    let bad_token = dir.path().join("bad-token");
+    std::fs::write(&bad_token, "wrong").expect("write");
+    let out = std::process::Command::new(WID)
+        .args(["iam", "projects", "list"])
+        .env("WID_ENDPOINT", server.base())
+        .env("WID_TOKEN_FILE", &bad_token)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("401"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // No server there.
+    let port = support::free_port();
+    let out = std::process::Command::new(WID)
+        .args(["iam", "projects", "list"])
+        .env("WID_ENDPOINT", format!("http://127.0.0.1:{port}"))
+        .env("WID_TOKEN_FILE", server.token_file())
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the token service"));
+    // No credential at all.
+    let out = std::process::Command::new(WID)
+        .args(["iam", "projects", "list"])
+        .env("WID_ENDPOINT", server.base())
+        .env_remove("WID_TOKEN_FILE")
+        .env("HOME", dir.path())
+        .env_remove("XDG_DATA_HOME")
+        .env_remove("WID_DATA_DIR")
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no credential"));
+}

@@ -1,0 +1,266 @@
+//! Test support: the real `wid` binary on loopback, and a small JSON client for it.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const WID: &str = env!("CARGO_BIN_EXE_wid");
+
+/// A free loopback port. The listener is closed before the server binds it; the window is tiny
+/// and the server reports a clear error if it loses the race.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A `wid iam serve` process with its own data directory.
+pub struct Server {
+    pub child: Child,
+    pub port: u16,
+    pub data_dir: PathBuf,
+    pub log_path: PathBuf,
+}
+
+impl Server {
+    pub fn start(data_dir: &Path) -> Server {
+        Self::start_with(data_dir, &[])
+    }
+
+    pub fn start_with(data_dir: &Path, extra: &[&str]) -> Server {
+        let port = free_port();
+        let log_path = data_dir.with_extension(format!("{port}.log"));
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let child = Command::new(WID)
+            .args([
+                "iam",
+                "serve",
+                "--addr",
+                &format!("127.0.0.1:{port}"),
+                "--data-dir",
+            ])
+            .arg(data_dir)
+            .args(["--log-format", "json"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn wid iam serve");
+        let mut server = Server {
+            child,
+            port,
+            data_dir: data_dir.to_owned(),
+            log_path,
+        };
+        server.wait_ready();
+        server
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "wid iam serve exited with {status} before it was ready; log:\n{}",
+                    self.log()
+                );
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "wid iam serve not ready after 30 s; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn token_file(&self) -> PathBuf {
+        self.data_dir.join("admin-token")
+    }
+
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.token_file())
+            .expect("admin token")
+            .trim()
+            .to_owned()
+    }
+
+    pub fn api(&self) -> Api {
+        Api {
+            base: self.base(),
+            token: Some(self.token()),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill9(mut self) {
+        self.child.kill().expect("kill -9");
+        self.child.wait().expect("wait");
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.child.try_wait().expect("wait").is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "wid iam serve did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A JSON client of the IAM API.
+#[derive(Clone)]
+pub struct Api {
+    pub base: String,
+    pub token: Option<String>,
+    pub http: reqwest::Client,
+}
+
+/// An answer: status and parsed body (Null when not JSON).
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Value,
+    pub headers: reqwest::header::HeaderMap,
+}
+
+impl Answer {
+    /// Asserts a Google-format error with this HTTP status and rpc status.
+    #[track_caller]
+    pub fn expect_error(&self, code: u16, status: &str) -> &str {
+        assert_eq!(self.status, code, "unexpected answer {self:?}");
+        assert_eq!(self.body["error"]["code"], code, "{self:?}");
+        assert_eq!(self.body["error"]["status"], status, "{self:?}");
+        let message = self.body["error"]["message"]
+            .as_str()
+            .expect("error message");
+        assert!(!message.is_empty());
+        message
+    }
+
+    #[track_caller]
+    pub fn ok(&self) -> &Value {
+        assert_eq!(self.status, 200, "unexpected answer {self:?}");
+        &self.body
+    }
+}
+
+impl Api {
+    pub fn without_token(&self) -> Api {
+        Api {
+            token: None,
+            ..self.clone()
+        }
+    }
+
+    pub fn with_token(&self, token: &str) -> Api {
+        Api {
+            token: Some(token.to_owned()),
+            ..self.clone()
+        }
+    }
+
+    pub async fn send(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> Answer {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body);
+        }
+        let response = request.send().await.expect("request reaches the server");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.expect("body");
+        Answer {
+            status,
+            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            headers,
+        }
+    }
+
+    pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Answer {
+        self.send(
+            method,
+            path,
+            body.map(|b| serde_json::to_vec(&b).expect("json")),
+        )
+        .await
+    }
+
+    pub async fn get(&self, path: &str) -> Answer {
+        self.call("GET", path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Answer {
+        self.call("POST", path, Some(body)).await
+    }
+
+    pub async fn create_project(&self, id: &str, number: &str) -> Value {
+        self.post(
+            "/v1/projects",
+            serde_json::json!({"projectId": id, "projectNumber": number}),
+        )
+        .await
+        .ok()
+        .clone()
+    }
+
+    pub async fn create_account(&self, project: &str, account_id: &str) -> Value {
+        self.post(
+            &format!("/v1/projects/{project}/serviceAccounts"),
+            serde_json::json!({"accountId": account_id, "serviceAccount": {"displayName": account_id}}),
+        )
+        .await
+        .ok()
+        .clone()
+    }
+}
+
+/// Runs `wid` with the given arguments against `server`; returns (success, stdout, stderr).
+pub fn wid_cli(server: &Server, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(WID)
+        .args(args)
+        .env("WID_ENDPOINT", server.base())
+        .env("WID_TOKEN_FILE", server.token_file())
+        .env_remove("WID_PROJECT")
+        .output()
+        .expect("run wid");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

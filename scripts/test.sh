@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Runs every check and test of wid, as CI does. Installs what the tests need first, so that it
+# passes on a fresh machine: run it from anywhere.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "prerequisites"
+command -v cargo >/dev/null || { echo "cargo is missing: install Rust (rustup) first" >&2; exit 1; }
+if ! command -v gcloud >/dev/null; then
+    # The gcloud compatibility tests need the Google Cloud SDK; they fail in CI without it and
+    # say they are skipped elsewhere.
+    echo "warning: gcloud is not on PATH; the gcloud compatibility tests cannot run" >&2
+fi
+
+step "format"
+cargo fmt --all --check
+
+step "lint"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "one crypto backend (aws-lc-rs): ring must not be in the tree"
+ring_tree="$(cargo tree --workspace -e normal -i ring --locked 2>/dev/null || true)"
+if grep -q '^ring v' <<<"$ring_tree"; then
+    echo "ring is in the dependency tree:" >&2
+    echo "$ring_tree" >&2
+    exit 1
+fi
+
+step "tests"
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --workspace --locked --no-fail-fast
+else
+    cargo test --workspace --locked --no-fail-fast
+fi
