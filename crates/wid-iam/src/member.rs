@@ -68,6 +68,9 @@ pub enum Member {
         pool: PoolRef,
         selector: PoolSelector,
     },
+    /// `deleted:KIND:EMAIL?uid=ID`: a principal that was deleted. It matches nobody, not even a
+    /// later principal with the same email.
+    Deleted(String),
 }
 
 /// Why a member string was refused.
@@ -95,6 +98,22 @@ impl Member {
         }
         if let Some(rest) = s.strip_prefix(PRINCIPAL_PREFIX) {
             return parse_principal(s, rest);
+        }
+        if let Some(rest) = s.strip_prefix("deleted:") {
+            let (inner, uid) = rest
+                .rsplit_once("?uid=")
+                .ok_or_else(|| err(s, "a deleted principal is deleted:KIND:EMAIL?uid=ID"))?;
+            let kind_ok = matches!(
+                Member::parse(inner)?,
+                Member::User(_) | Member::ServiceAccount(_) | Member::Group(_)
+            );
+            if !kind_ok || uid.is_empty() || !uid.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(err(
+                    s,
+                    "a deleted principal is deleted:user|serviceAccount|group:EMAIL?uid=ID",
+                ));
+            }
+            return Ok(Member::Deleted(s.to_owned()));
         }
         if let Some(rest) = s.strip_prefix(PRINCIPAL_SET_PREFIX) {
             return parse_principal_set(s, rest);
@@ -509,6 +528,17 @@ mod tests {
         ] {
             assert!(Member::parse(bad).is_err(), "{bad:?} should be refused");
         }
+    }
+
+    #[test]
+    fn deleted_principals_match_nobody() {
+        let m = Member::parse("deleted:serviceAccount:a-sa@p.iam.gserviceaccount.com?uid=123")
+            .expect("deleted");
+        assert!(!m.matches(&Caller::ServiceAccount(
+            "a-sa@p.iam.gserviceaccount.com".into()
+        )));
+        assert!(Member::parse("deleted:serviceAccount:a-sa@p.iam.gserviceaccount.com").is_err());
+        assert!(Member::parse("deleted:allUsers?uid=1").is_err());
     }
 
     #[test]

@@ -153,29 +153,41 @@ pub fn is_email(s: &str) -> bool {
         && !domain.contains('@')
 }
 
-/// An issuer URI: an absolute `https://` (or, for loopback development, `http://`) URL without
-/// query or fragment.
+/// An issuer URI: an absolute `https://` URL without query or fragment. Plain `http://` is
+/// accepted only for loopback hosts (development and tests): keys fetched over plain HTTP from
+/// anywhere else could be swapped in transit.
 pub fn validate_issuer_uri(uri: &str) -> Result<(), String> {
-    let rest = uri
-        .strip_prefix("https://")
-        .or_else(|| uri.strip_prefix("http://"));
-    let ok = match rest {
-        Some(rest) => {
-            let host = rest.split('/').next().unwrap_or_default();
-            !host.is_empty()
-                && uri.len() <= 2048
-                && !uri.contains(['?', '#', ' '])
-                && uri.bytes().all(|b| b.is_ascii_graphic())
-        }
-        None => false,
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "Invalid issuer URI '{uri}': it must be an absolute https:// URL without query or fragment."
-        ))
+    let bad = |why: &str| Err(format!("Invalid issuer URI '{uri}': {why}"));
+    if uri.len() > 2048 || uri.contains(['?', '#']) || !uri.bytes().all(|b| b.is_ascii_graphic()) {
+        return bad("it must be an absolute https:// URL without query or fragment.");
     }
+    let (secure, rest) = match (uri.strip_prefix("https://"), uri.strip_prefix("http://")) {
+        (Some(rest), _) => (true, rest),
+        (None, Some(rest)) => (false, rest),
+        (None, None) => {
+            return bad("it must be an absolute https:// URL without query or fragment.");
+        }
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    if authority.is_empty() || authority.contains('@') {
+        return bad("it must name a host.");
+    }
+    if !secure && !is_loopback_authority(authority) {
+        return bad("plain http:// is only accepted for loopback hosts; use https://.");
+    }
+    Ok(())
+}
+
+/// `localhost`, `127.x.y.z` or `[::1]`, with an optional port.
+fn is_loopback_authority(authority: &str) -> bool {
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 #[cfg(test)]
@@ -232,6 +244,11 @@ mod tests {
             .is_ok()
         );
         assert!(validate_issuer_uri("http://127.0.0.1:8080").is_ok());
+        assert!(validate_issuer_uri("http://localhost/x").is_ok());
+        assert!(validate_issuer_uri("http://[::1]:99").is_ok());
+        assert!(validate_issuer_uri("http://k8s.example.com").is_err());
+        assert!(validate_issuer_uri("http://127.0.0.1.evil.com").is_err());
+        assert!(validate_issuer_uri("https://user@host").is_err());
         assert!(validate_issuer_uri("ftp://x").is_err());
         assert!(validate_issuer_uri("https://").is_err());
         assert!(validate_issuer_uri("https://x/?q=1").is_err());

@@ -10,7 +10,9 @@ use std::path::Path;
 pub enum PrivateFileError {
     #[error("{path}: {source}")]
     Io { path: String, source: io::Error },
-    #[error("{path} is accessible by group or others (mode {mode:o}); run `chmod 600 {path}`")]
+    #[error("{path} holds fewer than {min} characters; delete it to have a new secret generated")]
+    Weak { path: String, min: usize },
+    #[error("{path} is accessible by group or others (mode {mode:o}); run `chmod go-rwx {path}`")]
     TooOpen { path: String, mode: u32 },
 }
 
@@ -21,10 +23,15 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> PrivateFileError + '_ {
     }
 }
 
-/// Creates `dir` (and its parents) with mode 0700 if it does not exist.
+/// Secrets shorter than this are refused when read back.
+pub const MIN_SECRET_LEN: usize = 32;
+
+/// Creates `dir` (and its parents) with mode 0700 if it does not exist; an existing one must
+/// not be accessible by group or others. It is not tightened silently: the directory may be
+/// shared with something else, and the operator should decide.
 pub fn ensure_private_dir(dir: &Path) -> Result<(), PrivateFileError> {
     if dir.is_dir() {
-        return Ok(());
+        return check_private(dir);
     }
     fs::DirBuilder::new()
         .recursive(true)
@@ -47,7 +54,7 @@ pub fn ensure_private_file(path: &Path) -> Result<(), PrivateFileError> {
     }
 }
 
-/// Fails when group or others have any access to `path`.
+/// Fails when group or others have any access to `path` (a file or a directory).
 pub fn check_private(path: &Path) -> Result<(), PrivateFileError> {
     let mode = fs::metadata(path)
         .map_err(io_err(path))?
@@ -85,7 +92,16 @@ pub fn read_or_create_secret(
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
             check_private(path)?;
             let text = fs::read_to_string(path).map_err(io_err(path))?;
-            Ok((text.trim().to_owned(), false))
+            let secret = text.trim().to_owned();
+            // An empty file (say, from a crash between create and write) would lock everyone
+            // out without a word; refuse it instead.
+            if secret.len() < MIN_SECRET_LEN {
+                return Err(PrivateFileError::Weak {
+                    path: path.display().to_string(),
+                    min: MIN_SECRET_LEN,
+                });
+            }
+            Ok((secret, false))
         }
         Err(e) => Err(io_err(path)(e)),
     }
@@ -100,7 +116,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("sub/admin-token");
         ensure_private_dir(path.parent().expect("parent")).expect("dir");
-        let (first, created) = read_or_create_secret(&path, || "s3cret".into()).expect("create");
+        let long = "s".repeat(MIN_SECRET_LEN);
+        let (first, created) = read_or_create_secret(&path, || long.clone()).expect("create");
         assert!(created);
         let mode = fs::metadata(&path).expect("meta").permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
@@ -109,6 +126,19 @@ mod tests {
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).expect("chmod");
         assert!(matches!(
             read_or_create_secret(&path, || "x".into()),
+            Err(PrivateFileError::TooOpen { .. })
+        ));
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).expect("chmod");
+        fs::write(&path, "\n").expect("truncate");
+        assert!(matches!(
+            read_or_create_secret(&path, || "x".into()),
+            Err(PrivateFileError::Weak { .. })
+        ));
+        let open_dir = dir.path().join("open");
+        fs::create_dir(&open_dir).expect("mkdir");
+        fs::set_permissions(&open_dir, fs::Permissions::from_mode(0o755)).expect("chmod");
+        assert!(matches!(
+            ensure_private_dir(&open_dir),
             Err(PrivateFileError::TooOpen { .. })
         ));
     }

@@ -106,6 +106,7 @@ pub trait Store: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<PoolRow>> + Send;
     fn list_pools(&self, project_number: &str)
     -> impl Future<Output = Result<Vec<PoolRow>>> + Send;
+    /// Replaces the pool's mutable fields when its stored version is `row.version`, and bumps it.
     fn update_pool(&self, row: &PoolRow) -> impl Future<Output = Result<()>> + Send;
     /// Deletes the pool and its providers.
     fn delete_pool(
@@ -126,7 +127,13 @@ pub trait Store: Clone + Send + Sync + 'static {
         project_number: &str,
         pool_id: &str,
     ) -> impl Future<Output = Result<Vec<ProviderRow>>> + Send;
-    fn update_provider(&self, row: &ProviderRow) -> impl Future<Output = Result<()>> + Send;
+    /// Replaces the provider's mutable fields when its stored version is `row.version`, and bumps
+    /// it. The discovered keys are kept, unless `forget_discovered_keys` (the key source changed).
+    fn update_provider(
+        &self,
+        row: &ProviderRow,
+        forget_discovered_keys: bool,
+    ) -> impl Future<Output = Result<()>> + Send;
     fn delete_provider(
         &self,
         project_number: &str,
@@ -157,12 +164,18 @@ pub trait Store: Clone + Send + Sync + 'static {
 
     /// Providers and clusters without uploaded keys.
     fn list_discovery_targets(&self) -> impl Future<Output = Result<Vec<DiscoveryTarget>>> + Send;
+    /// Stores keys fetched from `issuer_uri`, unless the owner's issuer changed meanwhile or it
+    /// has uploaded keys (then NotFound).
     fn set_discovered_jwks(
         &self,
         owner: &KeySetOwner,
+        issuer_uri: &str,
         jwks_json: &str,
         fetch_time: &str,
     ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Every stored policy, by resource key.
+    fn list_policies(&self) -> impl Future<Output = Result<Vec<(String, PolicyRow)>>> + Send;
 }
 
 /// The etag of a resource whose policy was never set (Google's "ACAB").

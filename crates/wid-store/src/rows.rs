@@ -36,6 +36,8 @@ pub struct PoolRow {
     pub description: String,
     pub disabled: bool,
     pub create_time: String,
+    /// Bumped by every update; an update names the version it read.
+    pub version: i64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,6 +59,8 @@ pub struct ProviderRow {
     pub discovered_jwks_json: Option<String>,
     pub jwks_fetch_time: Option<String>,
     pub create_time: String,
+    /// Bumped by every update; an update names the version it read.
+    pub version: i64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

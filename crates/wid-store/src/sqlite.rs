@@ -80,6 +80,7 @@ fn pool(r: &SqliteRow) -> sqlx::Result<PoolRow> {
         description: r.try_get("description")?,
         disabled: r.try_get("disabled")?,
         create_time: r.try_get("create_time")?,
+        version: r.try_get("version")?,
     })
 }
 
@@ -99,6 +100,7 @@ fn provider(r: &SqliteRow) -> sqlx::Result<ProviderRow> {
         discovered_jwks_json: r.try_get("discovered_jwks_json")?,
         jwks_fetch_time: r.try_get("jwks_fetch_time")?,
         create_time: r.try_get("create_time")?,
+        version: r.try_get("version")?,
     })
 }
 
@@ -180,18 +182,12 @@ impl Store for SqliteStore {
     }
 
     async fn create_service_account(&self, row: &ServiceAccountRow) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        let retired: Option<String> =
-            sqlx::query_scalar("SELECT unique_id FROM retired_unique_ids WHERE unique_id = ?")
-                .bind(&row.unique_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        if retired.is_some() {
-            return Err(StoreError::AlreadyExists);
-        }
-        sqlx::query(
+        // One statement, so that the retired-id check and the insert are atomic without a read
+        // transaction that SQLite could not upgrade under concurrent writers.
+        let result = sqlx::query(
             "INSERT INTO service_accounts (unique_id, project_id, account_id, email, display_name, description, disabled, etag, create_time)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9
+             WHERE NOT EXISTS (SELECT 1 FROM retired_unique_ids WHERE unique_id = ?1)",
         )
         .bind(&row.unique_id)
         .bind(&row.project_id)
@@ -202,10 +198,12 @@ impl Store for SqliteStore {
         .bind(row.disabled)
         .bind(&row.etag)
         .bind(&row.create_time)
-        .execute(&mut *tx)
+        .execute(&self.pool)
         .await
         .map_err(on_unique)?;
-        tx.commit().await?;
+        if result.rows_affected() == 0 {
+            return Err(StoreError::AlreadyExists);
+        }
         Ok(())
     }
 
@@ -372,17 +370,22 @@ impl Store for SqliteStore {
 
     async fn update_pool(&self, row: &PoolRow) -> Result<()> {
         let result = sqlx::query(
-            "UPDATE workload_identity_pools SET display_name = ?, description = ?, disabled = ?
-             WHERE project_number = ? AND pool_id = ?",
+            "UPDATE workload_identity_pools SET display_name = ?, description = ?, disabled = ?, version = version + 1
+             WHERE project_number = ? AND pool_id = ? AND version = ?",
         )
         .bind(&row.display_name)
         .bind(&row.description)
         .bind(row.disabled)
         .bind(&row.project_number)
         .bind(&row.pool_id)
+        .bind(row.version)
         .execute(&self.pool)
         .await?;
-        affected_one(result)
+        if result.rows_affected() == 1 {
+            return Ok(());
+        }
+        self.get_pool(&row.project_number, &row.pool_id).await?;
+        Err(StoreError::Aborted)
     }
 
     async fn delete_pool(&self, project_number: &str, pool_id: &str) -> Result<()> {
@@ -455,12 +458,15 @@ impl Store for SqliteStore {
         all(rows, provider)
     }
 
-    async fn update_provider(&self, row: &ProviderRow) -> Result<()> {
+    async fn update_provider(&self, row: &ProviderRow, forget_discovered_keys: bool) -> Result<()> {
         let result = sqlx::query(
             "UPDATE workload_identity_pool_providers SET display_name = ?, description = ?, disabled = ?,
                  attribute_mapping_json = ?, attribute_condition = ?, issuer_uri = ?, allowed_audiences_json = ?,
-                 jwks_json = ?, discovered_jwks_json = ?, jwks_fetch_time = ?
-             WHERE project_number = ? AND pool_id = ? AND provider_id = ?",
+                 jwks_json = ?,
+                 discovered_jwks_json = CASE WHEN ? THEN NULL ELSE discovered_jwks_json END,
+                 jwks_fetch_time = CASE WHEN ? THEN NULL ELSE jwks_fetch_time END,
+                 version = version + 1
+             WHERE project_number = ? AND pool_id = ? AND provider_id = ? AND version = ?",
         )
         .bind(&row.display_name)
         .bind(&row.description)
@@ -470,14 +476,20 @@ impl Store for SqliteStore {
         .bind(&row.issuer_uri)
         .bind(&row.allowed_audiences_json)
         .bind(&row.jwks_json)
-        .bind(&row.discovered_jwks_json)
-        .bind(&row.jwks_fetch_time)
+        .bind(forget_discovered_keys)
+        .bind(forget_discovered_keys)
         .bind(&row.project_number)
         .bind(&row.pool_id)
         .bind(&row.provider_id)
+        .bind(row.version)
         .execute(&self.pool)
         .await?;
-        affected_one(result)
+        if result.rows_affected() == 1 {
+            return Ok(());
+        }
+        self.get_provider(&row.project_number, &row.pool_id, &row.provider_id)
+            .await?;
+        Err(StoreError::Aborted)
     }
 
     async fn delete_provider(
@@ -599,6 +611,7 @@ impl Store for SqliteStore {
     async fn set_discovered_jwks(
         &self,
         owner: &KeySetOwner,
+        issuer_uri: &str,
         jwks_json: &str,
         fetch_time: &str,
     ) -> Result<()> {
@@ -606,30 +619,50 @@ impl Store for SqliteStore {
             KeySetOwner::Provider { project_number, pool_id, provider_id } => {
                 sqlx::query(
                     "UPDATE workload_identity_pool_providers SET discovered_jwks_json = ?, jwks_fetch_time = ?
-                     WHERE project_number = ? AND pool_id = ? AND provider_id = ? AND jwks_json IS NULL",
+                     WHERE project_number = ? AND pool_id = ? AND provider_id = ? AND jwks_json IS NULL AND issuer_uri = ?",
                 )
                 .bind(jwks_json)
                 .bind(fetch_time)
                 .bind(project_number)
                 .bind(pool_id)
                 .bind(provider_id)
+                .bind(issuer_uri)
                 .execute(&self.pool)
                 .await?
             }
             KeySetOwner::Cluster { project_id, location, name } => {
                 sqlx::query(
                     "UPDATE clusters SET discovered_jwks_json = ?, jwks_fetch_time = ?
-                     WHERE project_id = ? AND location = ? AND name = ? AND jwks_json IS NULL",
+                     WHERE project_id = ? AND location = ? AND name = ? AND jwks_json IS NULL AND issuer_uri = ?",
                 )
                 .bind(jwks_json)
                 .bind(fetch_time)
                 .bind(project_id)
                 .bind(location)
                 .bind(name)
+                .bind(issuer_uri)
                 .execute(&self.pool)
                 .await?
             }
         };
         affected_one(result)
+    }
+
+    async fn list_policies(&self) -> Result<Vec<(String, PolicyRow)>> {
+        let rows =
+            sqlx::query("SELECT resource, etag, policy_json FROM iam_policies ORDER BY resource")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("resource")?,
+                    PolicyRow {
+                        etag: r.try_get("etag")?,
+                        policy_json: r.try_get("policy_json")?,
+                    },
+                ))
+            })
+            .collect()
     }
 }

@@ -170,3 +170,99 @@ async fn writes_survive_reopen() {
         .expect("reopen runs migrations again harmlessly");
     assert_eq!(s.list_projects().await.expect("list").len(), 1);
 }
+
+#[tokio::test]
+async fn concurrent_creates_all_succeed() {
+    let (_dir, s) = store().await;
+    s.create_project(&project_row("proj-a", "100"))
+        .await
+        .expect("project");
+    let mut tasks = Vec::new();
+    for i in 0..24 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            s.create_service_account(&sa_row(&i.to_string(), &format!("sa{i}@x")))
+                .await
+        }));
+    }
+    for t in tasks {
+        t.await
+            .expect("join")
+            .expect("every concurrent create succeeds");
+    }
+    assert_eq!(
+        s.list_service_accounts("proj-a").await.expect("list").len(),
+        24
+    );
+}
+
+#[tokio::test]
+async fn discovered_keys_follow_the_current_issuer() {
+    let (_dir, s) = store().await;
+    s.create_project(&project_row("proj-a", "100"))
+        .await
+        .expect("project");
+    let row = ClusterRow {
+        project_id: "proj-a".into(),
+        location: "l".into(),
+        name: "c".into(),
+        uid: "u".into(),
+        issuer_uri: "https://new.example.com".into(),
+        jwks_json: None,
+        discovered_jwks_json: None,
+        jwks_fetch_time: None,
+        isolated: false,
+        create_time: "t".into(),
+    };
+    s.create_cluster(&row).await.expect("cluster");
+    let owner = KeySetOwner::Cluster {
+        project_id: "proj-a".into(),
+        location: "l".into(),
+        name: "c".into(),
+    };
+    assert!(matches!(
+        s.set_discovered_jwks(&owner, "https://old.example.com", "{}", "t")
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    s.set_discovered_jwks(&owner, "https://new.example.com", "{\"keys\":[]}", "t")
+        .await
+        .expect("current issuer");
+    assert_eq!(
+        s.get_cluster("proj-a", "l", "c")
+            .await
+            .expect("get")
+            .discovered_jwks_json
+            .as_deref(),
+        Some("{\"keys\":[]}")
+    );
+}
+
+#[tokio::test]
+async fn pool_updates_compare_and_swap_on_version() {
+    let (_dir, s) = store().await;
+    s.create_project(&project_row("proj-a", "100"))
+        .await
+        .expect("project");
+    let pool = PoolRow {
+        project_number: "100".into(),
+        pool_id: "pool".into(),
+        display_name: String::new(),
+        description: String::new(),
+        disabled: false,
+        create_time: "t".into(),
+        version: 0,
+    };
+    s.create_pool(&pool).await.expect("create");
+    let mut first = s.get_pool("100", "pool").await.expect("get");
+    let mut second = first.clone();
+    first.description = "first".into();
+    second.description = "second".into();
+    s.update_pool(&first).await.expect("first writer wins");
+    assert!(matches!(
+        s.update_pool(&second).await,
+        Err(StoreError::Aborted)
+    ));
+    let stored = s.get_pool("100", "pool").await.expect("get");
+    assert_eq!((stored.description.as_str(), stored.version), ("first", 1));
+}

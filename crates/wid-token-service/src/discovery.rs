@@ -70,7 +70,7 @@ impl<S: Store> App<S> {
     ) -> Result<(), String> {
         let jwks = fetch_jwks(&self.http, issuer).await?;
         self.store
-            .set_discovered_jwks(owner, &jwks, &crate::iam::now_rfc3339())
+            .set_discovered_jwks(owner, issuer, &jwks, &crate::iam::now_rfc3339())
             .await
             .map_err(|e| e.to_string())
     }

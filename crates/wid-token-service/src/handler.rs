@@ -14,7 +14,7 @@ use wid_store::Store;
 
 use crate::App;
 use crate::error::ApiError;
-use crate::http::{ok, parse_json, parse_query, query_value, read_body};
+use crate::http::{decode_body, ok, parse_json, parse_query, query_value, read_body};
 use crate::routes::{AccountVerb, Route, route};
 
 /// The token service's router: every path goes through [`handle`].
@@ -51,7 +51,21 @@ fn empty(result: Result<(), ApiError>) -> Result<Response, ApiError> {
 
 impl<S: Store> App<S> {
     async fn dispatch(&self, request: Request<Body>) -> Result<Response, ApiError> {
-        let (parts, body) = request.into_parts();
+        let (mut parts, body) = request.into_parts();
+        // Clients whose HTTP stack cannot send PATCH (Google's Java clients) POST with this
+        // header instead, and Google honours it.
+        if parts.method == Method::POST {
+            let overridden = parts
+                .headers
+                .get("x-http-method-override")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| Method::from_bytes(v.trim().to_ascii_uppercase().as_bytes()).ok());
+            if let Some(m) = overridden
+                .filter(|m| [Method::GET, Method::PATCH, Method::PUT, Method::DELETE].contains(m))
+            {
+                parts.method = m;
+            }
+        }
         let route = route(&parts.method, parts.uri.path())?;
         if route == Route::Healthz {
             return Ok(ok(&serde_json::json!({ "status": "ok" })));
@@ -59,7 +73,11 @@ impl<S: Store> App<S> {
         // Authenticate before reading a body, so strangers cannot make us buffer one.
         let caller = self.authenticate(&parts.headers)?;
         let query = parse_query(parts.uri.query())?;
-        let body = read_body(body).await?;
+        let encoding = parts
+            .headers
+            .get(axum::http::header::CONTENT_ENCODING)
+            .and_then(|v| v.to_str().ok());
+        let body = decode_body(encoding, read_body(body).await?)?;
         let q = |name: &str| query_value(&query, name);
         let m = &parts.method;
         match route {

@@ -27,14 +27,77 @@ pub fn ok(value: &impl Serialize) -> Response {
     json_response(StatusCode::OK, value)
 }
 
+/// An oversized body is read and dropped up to this size before the refusal is sent, so that
+/// the client, still sending, gets the answer instead of a reset connection.
+const MAX_DRAINED_BYTES: usize = 16 * MAX_BODY_BYTES;
+
 /// Reads a body of at most [`MAX_BODY_BYTES`].
-pub async fn read_body(body: Body) -> Result<axum::body::Bytes, ApiError> {
-    axum::body::to_bytes(body, MAX_BODY_BYTES)
-        .await
-        .map_err(|_| ApiError::InvalidArgument {
+pub async fn read_body(mut body: Body) -> Result<axum::body::Bytes, ApiError> {
+    use http_body_util::BodyExt;
+    let too_large = || ApiError::InvalidArgument {
+        field: None,
+        message: format!("Request payload size exceeds the limit: {MAX_BODY_BYTES} bytes."),
+    };
+    let mut kept = Vec::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ApiError::InvalidArgument {
             field: None,
-            message: format!("Request payload size exceeds the limit: {MAX_BODY_BYTES} bytes."),
-        })
+            message: format!("Cannot read the request body: {e}"),
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        seen = seen.saturating_add(data.len());
+        if seen > MAX_DRAINED_BYTES {
+            return Err(too_large());
+        }
+        if seen <= MAX_BODY_BYTES {
+            kept.extend_from_slice(&data);
+        }
+    }
+    if seen > MAX_BODY_BYTES {
+        return Err(too_large());
+    }
+    Ok(kept.into())
+}
+
+/// Undoes the request's `Content-Encoding`: Google's Java clients gzip request bodies by
+/// default. The size limit applies to the decoded body.
+pub fn decode_body(
+    encoding: Option<&str>,
+    body: axum::body::Bytes,
+) -> Result<axum::body::Bytes, ApiError> {
+    use std::io::Read;
+    match encoding.map(str::trim).filter(|e| !e.is_empty()) {
+        None | Some("identity") => Ok(body),
+        Some(e) if e.eq_ignore_ascii_case("gzip") || e.eq_ignore_ascii_case("x-gzip") => {
+            let mut out = Vec::new();
+            let limit = u64::try_from(MAX_BODY_BYTES).unwrap_or(u64::MAX) + 1;
+            flate2::read::GzDecoder::new(&body[..])
+                .take(limit)
+                .read_to_end(&mut out)
+                .map_err(|e| ApiError::InvalidArgument {
+                    field: None,
+                    message: format!("Cannot decode the gzip request body: {e}"),
+                })?;
+            if out.len() > MAX_BODY_BYTES {
+                return Err(ApiError::InvalidArgument {
+                    field: None,
+                    message: format!(
+                        "Request payload size exceeds the limit: {MAX_BODY_BYTES} bytes."
+                    ),
+                });
+            }
+            Ok(out.into())
+        }
+        Some(other) => Err(ApiError::InvalidArgument {
+            field: None,
+            message: format!(
+                "Content-Encoding '{other}' is not supported; send the body plain or gzip-compressed."
+            ),
+        }),
+    }
 }
 
 /// Parses a JSON body; an empty body is `{}`, as for gcloud's body-less POSTs. Errors name the

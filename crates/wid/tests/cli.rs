@@ -329,15 +329,19 @@ fn admin_cli_round_trip() {
         "--project",
         "cli-proj",
     ]));
-    assert!(
-        ok(run(&[
-            "iam",
-            "workload-identity-pools",
-            "list",
-            "--project",
-            "cli-proj"
-        ]))
-        .contains("Listed 0 items.")
+    let pools = json(&ok(run(&[
+        "iam",
+        "workload-identity-pools",
+        "list",
+        "--project",
+        "cli-proj",
+        "--format",
+        "json",
+    ])));
+    assert_eq!(
+        pools.as_array().map(Vec::len),
+        Some(1),
+        "only the fixed GKE pool is left: {pools}"
     );
 
     // Clusters.

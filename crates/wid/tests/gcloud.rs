@@ -286,7 +286,7 @@ fn gcloud_and_wid_share_one_iam() {
         ],
     )));
     assert_eq!(
-        pools[0]["name"],
+        pools[1]["name"],
         "projects/424242424242/locations/global/workloadIdentityPools/pool-one"
     );
     let providers = json(&ok(wid_cli(
@@ -322,6 +322,179 @@ fn gcloud_and_wid_share_one_iam() {
     assert_eq!(
         described["attributeMapping"]["google.subject"],
         "assertion.sub"
+    );
+
+    // Updates, state changes and removals through gcloud.
+    ok(gcloud(
+        &server,
+        &config,
+        &[
+            "iam",
+            "service-accounts",
+            "update",
+            email,
+            "--display-name=Renamed",
+            "--description=by gcloud",
+        ],
+    ));
+    ok(gcloud(
+        &server,
+        &config,
+        &["iam", "service-accounts", "disable", email],
+    ));
+    let described = json(&ok(wid_cli(
+        &server,
+        &[
+            "iam",
+            "service-accounts",
+            "describe",
+            email,
+            "--format",
+            "json",
+        ],
+    )));
+    assert_eq!(
+        (
+            described["displayName"].as_str(),
+            described["disabled"].as_bool()
+        ),
+        (Some("Renamed"), Some(true))
+    );
+    ok(gcloud(
+        &server,
+        &config,
+        &["iam", "service-accounts", "enable", email],
+    ));
+    ok(gcloud(
+        &server,
+        &config,
+        &[
+            "iam",
+            "service-accounts",
+            "remove-iam-policy-binding",
+            email,
+            "--role=roles/viewer",
+            "--member=user:bob@example.com",
+        ],
+    ));
+    let after = json(&ok(wid_cli(
+        &server,
+        &[
+            "iam",
+            "service-accounts",
+            "get-iam-policy",
+            email,
+            "--format",
+            "json",
+        ],
+    )));
+    assert_eq!(after["bindings"].as_array().map(Vec::len), Some(1));
+    ok(gcloud(
+        &server,
+        &config,
+        &[
+            "iam",
+            "workload-identity-pools",
+            "providers",
+            "update-oidc",
+            "prov-one",
+            "--workload-identity-pool=pool-one",
+            "--location=global",
+            "--allowed-audiences=aud-1,aud-2",
+            "--attribute-condition=assertion.sub.startsWith('system:serviceaccount:')",
+        ],
+    ));
+    let listed = json(&ok(gcloud(
+        &server,
+        &config,
+        &[
+            "iam",
+            "workload-identity-pools",
+            "providers",
+            "list",
+            "--workload-identity-pool=pool-one",
+            "--location=global",
+            "--format=json",
+        ],
+    )));
+    assert_eq!(
+        listed[0]["oidc"]["allowedAudiences"],
+        serde_json::json!(["aud-1", "aud-2"])
+    );
+    let pools = json(&ok(gcloud(
+        &server,
+        &config,
+        &[
+            "iam",
+            "workload-identity-pools",
+            "list",
+            "--location=global",
+            "--format=json",
+        ],
+    )));
+    let names: Vec<&str> = pools
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert!(
+        names.iter().any(|n| n.ends_with("/gproj.svc.id.goog")),
+        "the GKE pool is listed: {names:?}"
+    );
+    ok(gcloud(
+        &server,
+        &config,
+        &[
+            "iam",
+            "workload-identity-pools",
+            "describe",
+            "pool-one",
+            "--location=global",
+        ],
+    ));
+    ok(gcloud(
+        &server,
+        &config,
+        &[
+            "iam",
+            "workload-identity-pools",
+            "providers",
+            "delete",
+            "prov-one",
+            "--workload-identity-pool=pool-one",
+            "--location=global",
+            "--quiet",
+        ],
+    ));
+    ok(gcloud(
+        &server,
+        &config,
+        &[
+            "iam",
+            "workload-identity-pools",
+            "delete",
+            "pool-one",
+            "--location=global",
+            "--quiet",
+        ],
+    ));
+    let pools = json(&ok(wid_cli(
+        &server,
+        &[
+            "iam",
+            "workload-identity-pools",
+            "list",
+            "--project",
+            "gproj",
+            "--format",
+            "json",
+        ],
+    )));
+    assert_eq!(
+        pools.as_array().map(Vec::len),
+        Some(1),
+        "only the GKE pool is left: {pools}"
     );
 
     // Deletion through gcloud is seen by wid.

@@ -376,6 +376,136 @@ async fn test_iam_permissions() {
     api.post(&path, json!({"permissions": ["bogus.permission"]}))
         .await
         .expect_error(400, "INVALID_ARGUMENT");
+    // A well-formed permission wid does not know is simply not granted.
+    let mixed = json!({"permissions": ["iam.serviceAccountKeys.list", "iam.serviceAccounts.get"]});
+    assert_eq!(
+        api.post(&path, mixed).await.ok(),
+        &json!({"permissions": ["iam.serviceAccounts.get"]})
+    );
+}
+
+#[tokio::test]
+async fn java_client_conventions_method_override_and_gzip() {
+    let (_dir, _server, api) = setup().await;
+    api.create_account("proj-a", "robot-one").await;
+    let gzip = |value: serde_json::Value| {
+        use std::io::Write;
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        encoder
+            .write_all(value.to_string().as_bytes())
+            .expect("gzip");
+        encoder.finish().expect("gzip")
+    };
+    // POST + X-HTTP-Method-Override: PATCH, with a gzip body, as Google's Java clients send it.
+    let response = api
+        .http
+        .post(format!("{}{SA}/{EMAIL}", api.base))
+        .bearer_auth(api.token.as_deref().unwrap_or_default())
+        .header("x-http-method-override", "PATCH")
+        .header("content-type", "application/json; charset=UTF-8")
+        .header("content-encoding", "gzip")
+        .body(gzip(
+            json!({"serviceAccount": {"description": "zipped"}, "updateMask": "description"}),
+        ))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(
+        api.get(&format!("{SA}/{EMAIL}")).await.ok()["description"],
+        "zipped"
+    );
+    // A gzip create.
+    let response = api
+        .http
+        .post(format!("{}{SA}", api.base))
+        .bearer_auth(api.token.as_deref().unwrap_or_default())
+        .header("content-encoding", "gzip")
+        .body(gzip(json!({"accountId": "robot-two"})))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status().as_u16(), 200);
+    // A body that claims gzip and is not, or another encoding: 400, nothing changes.
+    for (encoding, body) in [("gzip", b"not gzip".to_vec()), ("br", b"{}".to_vec())] {
+        let response = api
+            .http
+            .post(format!("{}{SA}", api.base))
+            .bearer_auth(api.token.as_deref().unwrap_or_default())
+            .header("content-encoding", encoding)
+            .body(body)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(response.status().as_u16(), 400, "{encoding}");
+    }
+    // A gzip bomb is cut at the limit.
+    let bomb = gzip(json!({"accountId": "x".repeat(4 * 1024 * 1024)}));
+    let response = api
+        .http
+        .post(format!("{}{SA}", api.base))
+        .bearer_auth(api.token.as_deref().unwrap_or_default())
+        .header("content-encoding", "gzip")
+        .body(bomb)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status().as_u16(), 400);
+    assert_eq!(
+        api.get(SA).await.ok()["accounts"].as_array().map(Vec::len),
+        Some(2)
+    );
+}
+
+#[tokio::test]
+async fn deleting_an_account_retires_its_grants() {
+    let (_dir, _server, api) = setup().await;
+    api.create_account("proj-a", "robot-one").await;
+    let doomed = api.create_account("proj-a", "doomed-sa").await;
+    let doomed_email = "doomed-sa@proj-a.iam.gserviceaccount.com";
+    set_policy(
+        &api,
+        json!({"bindings": [{"role": "roles/iam.serviceAccountTokenCreator", "members": [format!("serviceAccount:{doomed_email}")]}]}),
+    )
+    .await
+    .ok();
+    api.call("DELETE", &format!("{SA}/{doomed_email}"), None)
+        .await
+        .ok();
+    let policy = get_policy(&api, "").await;
+    let expected = format!(
+        "deleted:serviceAccount:{doomed_email}?uid={}",
+        doomed["uniqueId"].as_str().expect("uid")
+    );
+    assert_eq!(policy["bindings"][0]["members"][0], expected.as_str());
+    // A new account with the old email inherits nothing; the deleted form stays valid in policies.
+    api.create_account("proj-a", "doomed-sa").await;
+    let round_trip = set_policy(&api, policy.clone()).await;
+    assert_eq!(
+        round_trip.ok()["bindings"][0]["members"][0],
+        expected.as_str()
+    );
+}
+
+#[tokio::test]
+async fn concurrent_creates_all_succeed() {
+    let (_dir, _server, api) = setup().await;
+    let mut tasks = Vec::new();
+    for i in 0..24 {
+        let api = api.clone();
+        tasks.push(tokio::spawn(async move {
+            api.post(SA, json!({"accountId": format!("robot-{i:03}")}))
+                .await
+                .status
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.expect("join"), 200);
+    }
+    assert_eq!(
+        api.get(SA).await.ok()["accounts"].as_array().map(Vec::len),
+        Some(24)
+    );
 }
 
 #[tokio::test]
@@ -523,6 +653,10 @@ async fn bad_input_gets_google_errors_and_changes_nothing() {
         ),
     ];
     for (method, path, body, code, status) in cases {
+        eprintln!(
+            "case: {method} {path} ({} body bytes)",
+            body.as_ref().map_or(0, Vec::len)
+        );
         let answer = api.send(method, &path, body).await;
         assert!(
             answer

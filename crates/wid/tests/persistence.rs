@@ -208,3 +208,29 @@ async fn concurrent_set_iam_policy_loses_no_update() {
         "an update was lost: {policy} ({conflicts} conflicts seen)"
     );
 }
+
+#[test]
+fn an_open_data_directory_or_an_empty_token_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).expect("mkdir");
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let run = || {
+        std::process::Command::new(support::WID)
+            .args(["iam", "serve", "--addr", "127.0.0.1:0", "--data-dir"])
+            .arg(&data)
+            .output()
+            .expect("run")
+    };
+    let out = run();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("accessible by group or others"));
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let token = data.join("admin-token");
+    std::fs::write(&token, "").expect("write");
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let out = run();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("delete it"));
+}

@@ -112,11 +112,16 @@ async fn pools_crud() {
     let by_number = api
         .get("/v1/projects/111111111111/locations/global/workloadIdentityPools")
         .await;
+    // The project's fixed GKE pool, then the created one.
     assert_eq!(
         by_number.ok()["workloadIdentityPools"]
             .as_array()
             .map(Vec::len),
-        Some(1)
+        Some(2)
+    );
+    assert_eq!(
+        by_number.body["workloadIdentityPools"][0]["name"],
+        "projects/111111111111/locations/global/workloadIdentityPools/proj-a.svc.id.goog"
     );
 
     api.post(
@@ -355,6 +360,40 @@ async fn clusters_with_uploaded_keys() {
             .await
             .expect_error(400, "INVALID_ARGUMENT");
     }
+    // Registered clusters are the (read-only) providers of the GKE pool.
+    let gke = api
+        .get(&format!("{POOLS}/proj-a.svc.id.goog/providers"))
+        .await;
+    let providers = gke.ok()["workloadIdentityPoolProviders"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(providers.len(), 2);
+    assert!(
+        providers
+            .iter()
+            .any(|p| p["oidc"]["issuerUri"] == "https://k8s.prod.example.com")
+    );
+    let uid = cluster["uid"].as_str().expect("uid");
+    let one = api
+        .get(&format!("{POOLS}/proj-a.svc.id.goog/providers/{uid}"))
+        .await;
+    assert_eq!(
+        one.ok()["oidc"]["allowedAudiences"],
+        json!(["proj-a.svc.id.goog"])
+    );
+    api.call("DELETE", &format!("{POOLS}/proj-a.svc.id.goog"), None)
+        .await
+        .expect_error(400, "FAILED_PRECONDITION");
+    // Plain http:// issuers only on loopback.
+    let plain = api
+        .post(CLUSTERS, json!({"clusterName": "plain", "issuerUri": "http://k8s.example.com", "jwksJson": JWKS}))
+        .await;
+    assert!(
+        plain
+            .expect_error(400, "INVALID_ARGUMENT")
+            .contains("loopback")
+    );
     let all = api.get("/v1/projects/proj-a/locations/-/clusters").await;
     assert_eq!(all.ok()["clusters"].as_array().map(Vec::len), Some(2));
     api.call("DELETE", &format!("{CLUSTERS}/lab"), None)

@@ -41,6 +41,8 @@ CREATE TABLE workload_identity_pools (
     description    TEXT NOT NULL,
     disabled       INTEGER NOT NULL DEFAULT 0,
     create_time    TEXT NOT NULL,
+    -- Bumped by every update; updates compare and swap on it.
+    version        INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (project_number, pool_id)
 );
 
@@ -59,6 +61,7 @@ CREATE TABLE workload_identity_pool_providers (
     discovered_jwks_json   TEXT,
     jwks_fetch_time        TEXT,
     create_time            TEXT NOT NULL,
+    version                INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (project_number, pool_id, provider_id),
     FOREIGN KEY (project_number, pool_id)
         REFERENCES workload_identity_pools (project_number, pool_id) ON DELETE CASCADE

@@ -7,7 +7,6 @@ use wid_api::iam::{
 use wid_iam::policy::{RawBinding, RequestContext};
 use wid_iam::roles::{
     PROJECT_GET_IAM_POLICY, PROJECT_SET_IAM_POLICY, SA_GET_IAM_POLICY, SA_SET_IAM_POLICY,
-    is_known_permission,
 };
 use wid_iam::{Caller, Policy};
 use wid_store::{NO_POLICY_ETAG, PolicyRow, ProjectRow, ServiceAccountRow, Store, StoreError};
@@ -88,6 +87,16 @@ fn normalised(policy: &Policy, request: &WirePolicy) -> WirePolicy {
         audit_configs: None,
         etag: None,
     }
+}
+
+/// `service.resource.verb`, each part letters, digits and underscores.
+fn is_well_formed_permission(p: &str) -> bool {
+    let parts: Vec<&str> = p.split('.').collect();
+    parts.len() >= 3
+        && p.len() <= 256
+        && parts
+            .iter()
+            .all(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
 }
 
 /// The subject of a policy call: whose policy, and the permissions that guard it.
@@ -188,6 +197,45 @@ impl<S: Store> App<S> {
         value.map_err(|e| ApiError::Internal(e.to_string()))
     }
 
+    /// After a service account is deleted, rewrites every binding that names it to Google's
+    /// `deleted:serviceAccount:EMAIL?uid=ID` form, so that an account created later with the same
+    /// email does not inherit the old grants.
+    pub(crate) async fn retire_member(&self, email: &str, unique_id: &str) -> Result<(), ApiError> {
+        let old = format!("serviceAccount:{email}");
+        let new = format!("deleted:serviceAccount:{email}?uid={unique_id}");
+        for (key, _) in self.store.list_policies().await? {
+            // A concurrent setIamPolicy may win the compare-and-swap; read again and retry.
+            for _ in 0..10 {
+                let Some(row) = self.store.get_policy(&key).await? else {
+                    break;
+                };
+                let mut wire: WirePolicy = serde_json::from_str(&row.policy_json)
+                    .map_err(|e| ApiError::Internal(e.to_string()))?;
+                let mut changed = false;
+                for member in wire.bindings.iter_mut().flat_map(|b| b.members.iter_mut()) {
+                    if member.eq_ignore_ascii_case(&old) {
+                        member.clone_from(&new);
+                        changed = true;
+                    }
+                }
+                if !changed {
+                    break;
+                }
+                let next = PolicyRow {
+                    etag: crate::iam::new_etag(),
+                    policy_json: serde_json::to_string(&wire)
+                        .map_err(|e| ApiError::Internal(e.to_string()))?,
+                };
+                match self.store.set_policy(&key, Some(&row.etag), &next).await {
+                    Ok(()) => break,
+                    Err(StoreError::Aborted) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(())
+    }
+
     async fn read_policy(&self, key: &str) -> Result<WirePolicy, ApiError> {
         let row = self.store.get_policy(key).await?;
         let stored = match &row {
@@ -275,6 +323,8 @@ impl<S: Store> App<S> {
                 format!("At most {MAX_TESTED_PERMISSIONS} permissions may be tested at once."),
             ));
         }
+        // Permissions wid does not know are simply not granted, as Google answers; only
+        // wildcards and malformed names are refused.
         for p in &request.permissions {
             if p.contains('*') {
                 return Err(ApiError::invalid(
@@ -282,10 +332,12 @@ impl<S: Store> App<S> {
                     format!("Permission {p} is invalid: wildcards are not allowed."),
                 ));
             }
-            if !is_known_permission(p) {
+            if !is_well_formed_permission(p) {
                 return Err(ApiError::invalid(
                     "permissions",
-                    format!("Permission {p} is not valid for this resource."),
+                    format!(
+                        "Permission {p} is invalid: permissions look like service.resource.verb."
+                    ),
                 ));
             }
         }

@@ -88,6 +88,52 @@ fn operation(resource_name: &str, type_name: &str, resource: &impl serde::Serial
     )
 }
 
+/// A concurrent update won the compare-and-swap.
+fn changed_meanwhile(e: StoreError) -> ApiError {
+    match e {
+        StoreError::Aborted => ApiError::Aborted(
+            "The resource changed while this update was applied. Read it again and retry.".into(),
+        ),
+        other => other.into(),
+    }
+}
+
+/// A registered cluster, shown read-only as a provider of the project's GKE pool; its provider
+/// id is the cluster's uid.
+fn cluster_as_provider(
+    project: &ProjectRow,
+    cluster: &wid_store::ClusterRow,
+) -> WorkloadIdentityPoolProvider {
+    WorkloadIdentityPoolProvider {
+        name: format!(
+            "{}/providers/{}",
+            pool_name(
+                &project.project_number,
+                &names::gke_pool(&project.project_id)
+            ),
+            cluster.uid
+        ),
+        display_name: format!("cluster {}/{}", cluster.location, cluster.name),
+        description: format!(
+            "Kubernetes cluster projects/{}/locations/{}/clusters/{}; manage it with `wid iam clusters`.",
+            cluster.project_id, cluster.location, cluster.name
+        ),
+        state: "ACTIVE".into(),
+        disabled: false,
+        attribute_mapping: BTreeMap::from([(
+            "google.subject".to_owned(),
+            "assertion.sub".to_owned(),
+        )]),
+        attribute_condition: String::new(),
+        oidc: Some(Oidc {
+            issuer_uri: cluster.issuer_uri.clone(),
+            allowed_audiences: vec![names::gke_pool(&project.project_id)],
+            jwks_json: cluster.jwks_json.clone().unwrap_or_default(),
+        }),
+        expire_time: String::new(),
+    }
+}
+
 fn check_location(location: &str) -> Result<(), ApiError> {
     if location != "global" {
         return Err(ApiError::invalid(
@@ -258,7 +304,13 @@ impl<S: Store> App<S> {
         Ok(owner)
     }
 
+    /// A pool that can change; the project's fixed GKE pool cannot.
     async fn pool_row(&self, owner: &ProjectRow, pool: &str) -> Result<PoolRow, ApiError> {
+        if pool == names::gke_pool(&owner.project_id) {
+            return Err(ApiError::FailedPrecondition(format!(
+                "{pool} is the project's fixed GKE workload identity pool: it cannot be changed, and its providers are the clusters registered with `wid iam clusters register`."
+            )));
+        }
         match self.store.get_pool(&owner.project_number, pool).await {
             Err(StoreError::NotFound) => Err(ApiError::NotFound(format!(
                 "Workload identity pool {} does not exist.",
@@ -291,6 +343,7 @@ impl<S: Store> App<S> {
             description: request.description,
             disabled: request.disabled,
             create_time: super::now_rfc3339(),
+            version: 0,
         };
         match self.store.create_pool(&row).await {
             Err(StoreError::AlreadyExists) => {
@@ -334,13 +387,14 @@ impl<S: Store> App<S> {
         let owner = self
             .pool_project(caller, project, location, POOL_LIST)
             .await?;
-        let pools = self
-            .store
-            .list_pools(&owner.project_number)
-            .await?
-            .iter()
-            .map(render_pool)
-            .collect();
+        let mut pools = vec![gke_pool(&owner)];
+        pools.extend(
+            self.store
+                .list_pools(&owner.project_number)
+                .await?
+                .iter()
+                .map(render_pool),
+        );
         Ok(ListWorkloadIdentityPoolsResponse {
             workload_identity_pools: pools,
             next_page_token: None,
@@ -378,7 +432,10 @@ impl<S: Store> App<S> {
         }
         super::check_len("displayName", &row.display_name, 32)?;
         super::check_len("description", &row.description, 256)?;
-        self.store.update_pool(&row).await?;
+        self.store
+            .update_pool(&row)
+            .await
+            .map_err(changed_meanwhile)?;
         tracing::info!(caller = %caller, pool = %pool_name(&row.project_number, pool), "pool updated");
         let rendered = render_pool(&row);
         Ok(operation(&rendered.name, POOL_TYPE, &rendered))
@@ -475,6 +532,7 @@ impl<S: Store> App<S> {
             discovered_jwks_json: None,
             jwks_fetch_time: None,
             create_time: super::now_rfc3339(),
+            version: 0,
         };
         let rendered = render_provider(&row);
         match self.store.create_provider(&row).await {
@@ -511,7 +569,7 @@ impl<S: Store> App<S> {
             match crate::discovery::fetch_jwks(&http, &issuer).await {
                 Ok(jwks) => {
                     if let Err(e) = store
-                        .set_discovered_jwks(&owner, &jwks, &super::now_rfc3339())
+                        .set_discovered_jwks(&owner, &issuer, &jwks, &super::now_rfc3339())
                         .await
                     {
                         tracing::warn!(issuer = %issuer, error = %e, "cannot store discovered keys");
@@ -535,6 +593,16 @@ impl<S: Store> App<S> {
         let owner = self
             .pool_project(caller, project, location, PROVIDER_GET)
             .await?;
+        if pool == names::gke_pool(&owner.project_id) {
+            let clusters = self.store.list_clusters(&owner.project_id, "-").await?;
+            return clusters
+                .iter()
+                .find(|c| c.uid == provider)
+                .map(|c| cluster_as_provider(&owner, c))
+                .ok_or_else(|| {
+                    ApiError::NotFound(format!("No registered cluster has the uid {provider}."))
+                });
+        }
         Ok(render_provider(
             &self.provider_row(&owner, pool, provider).await?,
         ))
@@ -550,6 +618,16 @@ impl<S: Store> App<S> {
         let owner = self
             .pool_project(caller, project, location, PROVIDER_LIST)
             .await?;
+        if pool == names::gke_pool(&owner.project_id) {
+            let clusters = self.store.list_clusters(&owner.project_id, "-").await?;
+            return Ok(ListWorkloadIdentityPoolProvidersResponse {
+                workload_identity_pool_providers: clusters
+                    .iter()
+                    .map(|c| cluster_as_provider(&owner, c))
+                    .collect(),
+                next_page_token: None,
+            });
+        }
         self.pool_row(&owner, pool).await?;
         let providers = self
             .store
@@ -630,12 +708,11 @@ impl<S: Store> App<S> {
         row.allowed_audiences_json = serde_json::to_string(&merged.allowed_audiences)
             .map_err(|e| ApiError::Internal(e.to_string()))?;
         row.jwks_json = (!merged.jwks_json.is_empty()).then_some(merged.jwks_json);
-        if keys_changed {
-            // Keys fetched for another issuer must not outlive the change.
-            row.discovered_jwks_json = None;
-            row.jwks_fetch_time = None;
-        }
-        self.store.update_provider(&row).await?;
+        // Keys fetched for another issuer must not outlive the change.
+        self.store
+            .update_provider(&row, keys_changed)
+            .await
+            .map_err(changed_meanwhile)?;
         if keys_changed && row.jwks_json.is_none() {
             self.refresh_in_background(&row);
         }

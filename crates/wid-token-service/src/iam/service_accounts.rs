@@ -329,6 +329,7 @@ impl<S: Store> App<S> {
         self.require(caller, SA_DELETE, &Resource::ServiceAccount(&owner, &row))
             .await?;
         self.store.delete_service_account(&row.unique_id).await?;
+        self.retire_member(&row.email, &row.unique_id).await?;
         tracing::info!(caller = %caller, account = %row.email, "service account deleted");
         Ok(())
     }
