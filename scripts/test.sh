@@ -28,6 +28,10 @@ if grep -q '^ring v' <<<"$ring_tree"; then
     exit 1
 fi
 
+step "fuzz targets compile"
+# Running them needs nightly and cargo-fuzz (see fuzz/README.md); checking them needs neither.
+cargo check --manifest-path fuzz/Cargo.toml --target-dir target/fuzz-check --quiet
+
 step "tests"
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --locked --no-fail-fast

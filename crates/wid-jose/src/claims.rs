@@ -35,10 +35,10 @@ pub fn check_times(claims: &Map<String, Value>, now: i64, rules: TimeRules) -> R
             "the token was issued in the future (iat {iat}, now {now})"
         ));
     }
-    if let Some(nbf) = seconds(claims, "nbf")? {
-        if nbf > now.saturating_add(rules.skew) {
-            return Err(format!("the token is not valid before {nbf} (now {now})"));
-        }
+    if let Some(nbf) = seconds(claims, "nbf")?
+        && nbf > now.saturating_add(rules.skew)
+    {
+        return Err(format!("the token is not valid before {nbf} (now {now})"));
     }
     if exp.saturating_sub(iat) >= rules.max_lifetime {
         return Err(format!(
