@@ -119,10 +119,10 @@ proptest! {
         let mut bytes = token.clone().into_bytes();
         let i = index.index(bytes.len());
         bytes[i] ^= flip;
-        if let Ok(text) = String::from_utf8(bytes) {
-            if text != token {
-                prop_assert!(verify(&text, &[key.public_jwk().clone()]).is_err());
-            }
+        if let Ok(text) = String::from_utf8(bytes)
+            && text != token
+        {
+            prop_assert!(verify(&text, &[key.public_jwk().clone()]).is_err());
         }
     }
 
