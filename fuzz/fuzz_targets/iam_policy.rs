@@ -31,7 +31,7 @@ static CALLERS: LazyLock<Vec<Caller>> = LazyLock::new(|| {
             groups: vec!["admins".into()],
             attributes: BTreeMap::from([("env".to_owned(), "prod".to_owned())]),
             namespace: Some("ns1".into()),
-            cluster: Some("https://issuer.example.com".into()),
+            clusters: vec!["https://issuer.example.com".into()],
             service_account_uid: Some("uid-1".into()),
         }),
         Caller::User("alice@example.com".into()),

@@ -11,11 +11,15 @@
 //! included, because clients such as gcloud send back the whole resource they read.
 
 pub mod cluster;
+pub mod credentials;
 pub mod error;
 pub mod iam;
+pub mod keys;
 pub mod operation;
 pub mod pool;
 pub mod project;
+pub mod sts;
 pub mod time;
+pub mod tokens;
 
 pub use error::{ErrorBody, GoogleError, RpcCode};

@@ -369,8 +369,9 @@ pub struct FederatedCaller {
     pub attributes: BTreeMap<String, String>,
     /// The KSA's namespace, for KSAs of shared clusters only.
     pub namespace: Option<String>,
-    /// The issuer URL of the KSA's cluster.
-    pub cluster: Option<String>,
+    /// The names of the KSA's cluster: its issuer URL and its GKE-style resource URL
+    /// `https://container.googleapis.com/v1/projects/P/locations/L/clusters/C`.
+    pub clusters: Vec<String>,
     /// The KSA's uid, when the token carried it.
     pub service_account_uid: Option<String>,
 }
@@ -435,7 +436,7 @@ impl Member {
                             fc.attributes.get(name).is_some_and(|v| v == value)
                         }
                         PoolSelector::Namespace(ns) => fc.namespace.as_deref() == Some(ns.as_str()),
-                        PoolSelector::Cluster(url) => fc.cluster.as_deref() == Some(url.as_str()),
+                        PoolSelector::Cluster(url) => fc.clusters.iter().any(|c| c == url),
                         PoolSelector::ServiceAccountUid(uid) => {
                             fc.service_account_uid.as_deref() == Some(uid.as_str())
                         }

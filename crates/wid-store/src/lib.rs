@@ -174,6 +174,25 @@ pub trait Store: Clone + Send + Sync + 'static {
         fetch_time: &str,
     ) -> impl Future<Output = Result<()>> + Send;
 
+    /// Every signing key, active and published.
+    fn list_signing_keys(&self) -> impl Future<Output = Result<Vec<SigningKeyRow>>> + Send;
+    /// Adds a key as the active one of its algorithm; AlreadyExists if one is active.
+    fn insert_signing_key(&self, row: &SigningKeyRow) -> impl Future<Output = Result<()>> + Send;
+    /// In one transaction: the active key of `row.algorithm` stops signing at `rotate_time` and
+    /// stays published until `retire_time`, and `row` becomes the active key.
+    fn rotate_signing_key(
+        &self,
+        row: &SigningKeyRow,
+        rotate_time: i64,
+        retire_time: i64,
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// Deletes the keys whose retire time has passed; returns how many.
+    fn delete_retired_signing_keys(&self, now: i64) -> impl Future<Output = Result<u64>> + Send;
+
+    fn append_audit(&self, row: &AuditRow) -> impl Future<Output = Result<()>> + Send;
+    /// The newest `limit` records, newest first.
+    fn list_audit(&self, limit: u32) -> impl Future<Output = Result<Vec<AuditRow>>> + Send;
+
     /// Every stored policy, by resource key.
     fn list_policies(&self) -> impl Future<Output = Result<Vec<(String, PolicyRow)>>> + Send;
 }

@@ -77,3 +77,43 @@ pub struct ClusterRow {
     pub isolated: bool,
     pub create_time: String,
 }
+
+/// A signing key. Times are Unix seconds.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SigningKeyRow {
+    pub kid: String,
+    pub algorithm: String,
+    /// PKCS#8 DER; a secret.
+    pub private_pkcs8: Vec<u8>,
+    pub create_time: i64,
+    /// When it stopped signing; `None` while active.
+    pub rotate_time: Option<i64>,
+    /// When it stops being published.
+    pub retire_time: Option<i64>,
+}
+
+impl std::fmt::Debug for SigningKeyRow {
+    /// Never prints the private key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKeyRow")
+            .field("kid", &self.kid)
+            .field("algorithm", &self.algorithm)
+            .field("create_time", &self.create_time)
+            .field("rotate_time", &self.rotate_time)
+            .field("retire_time", &self.retire_time)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An audit record; never holds a token.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AuditRow {
+    pub time: String,
+    pub action: String,
+    pub caller: String,
+    pub provider: String,
+    pub target: String,
+    pub token_id: String,
+    pub outcome: String,
+    pub reason: String,
+}

@@ -20,13 +20,23 @@ pub struct SqliteStore {
 }
 
 fn migrator() -> Migrator {
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        Cow::Borrowed("iam"),
-        MigrationType::Simple,
-        include_str!("../migrations/sqlite/0001_iam.sql").into_sql_str(),
-        false,
-    )])
+    let migration = |version, name: &'static str, sql: &'static str| {
+        Migration::new(
+            version,
+            Cow::Borrowed(name),
+            MigrationType::Simple,
+            sql.into_sql_str(),
+            false,
+        )
+    };
+    Migrator::with_migrations(vec![
+        migration(1, "iam", include_str!("../migrations/sqlite/0001_iam.sql")),
+        migration(
+            2,
+            "tokens",
+            include_str!("../migrations/sqlite/0002_tokens.sql"),
+        ),
+    ])
 }
 
 /// Turns a uniqueness violation into AlreadyExists and keeps other errors.
@@ -662,6 +672,119 @@ impl Store for SqliteStore {
                         policy_json: r.try_get("policy_json")?,
                     },
                 ))
+            })
+            .collect()
+    }
+
+    async fn list_signing_keys(&self) -> Result<Vec<SigningKeyRow>> {
+        let rows = sqlx::query("SELECT * FROM signing_keys ORDER BY create_time, kid")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(SigningKeyRow {
+                    kid: r.try_get("kid")?,
+                    algorithm: r.try_get("algorithm")?,
+                    private_pkcs8: r.try_get("private_pkcs8")?,
+                    create_time: r.try_get("create_time")?,
+                    rotate_time: r.try_get("rotate_time")?,
+                    retire_time: r.try_get("retire_time")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn insert_signing_key(&self, row: &SigningKeyRow) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO signing_keys (kid, algorithm, private_pkcs8, create_time, rotate_time, retire_time)
+             VALUES (?, ?, ?, ?, NULL, NULL)",
+        )
+        .bind(&row.kid)
+        .bind(&row.algorithm)
+        .bind(&row.private_pkcs8)
+        .bind(row.create_time)
+        .execute(&self.pool)
+        .await
+        .map_err(on_unique)?;
+        Ok(())
+    }
+
+    async fn rotate_signing_key(
+        &self,
+        row: &SigningKeyRow,
+        rotate_time: i64,
+        retire_time: i64,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        // The first statement writes, so the transaction takes the write lock at once.
+        sqlx::query(
+            "UPDATE signing_keys SET rotate_time = ?, retire_time = ? WHERE algorithm = ? AND rotate_time IS NULL",
+        )
+        .bind(rotate_time)
+        .bind(retire_time)
+        .bind(&row.algorithm)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO signing_keys (kid, algorithm, private_pkcs8, create_time, rotate_time, retire_time)
+             VALUES (?, ?, ?, ?, NULL, NULL)",
+        )
+        .bind(&row.kid)
+        .bind(&row.algorithm)
+        .bind(&row.private_pkcs8)
+        .bind(row.create_time)
+        .execute(&mut *tx)
+        .await
+        .map_err(on_unique)?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn delete_retired_signing_keys(&self, now: i64) -> Result<u64> {
+        let result = sqlx::query(
+            "DELETE FROM signing_keys WHERE retire_time IS NOT NULL AND retire_time <= ?",
+        )
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected())
+    }
+
+    async fn append_audit(&self, row: &AuditRow) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO audit_events (time, action, caller, provider, target, token_id, outcome, reason)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&row.time)
+        .bind(&row.action)
+        .bind(&row.caller)
+        .bind(&row.provider)
+        .bind(&row.target)
+        .bind(&row.token_id)
+        .bind(&row.outcome)
+        .bind(&row.reason)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn list_audit(&self, limit: u32) -> Result<Vec<AuditRow>> {
+        let rows = sqlx::query("SELECT * FROM audit_events ORDER BY id DESC LIMIT ?")
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditRow {
+                    time: r.try_get("time")?,
+                    action: r.try_get("action")?,
+                    caller: r.try_get("caller")?,
+                    provider: r.try_get("provider")?,
+                    target: r.try_get("target")?,
+                    token_id: r.try_get("token_id")?,
+                    outcome: r.try_get("outcome")?,
+                    reason: r.try_get("reason")?,
+                })
             })
             .collect()
     }

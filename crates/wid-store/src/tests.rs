@@ -266,3 +266,59 @@ async fn pool_updates_compare_and_swap_on_version() {
     let stored = s.get_pool("100", "pool").await.expect("get");
     assert_eq!((stored.description.as_str(), stored.version), ("first", 1));
 }
+
+#[tokio::test]
+async fn signing_key_rotation() {
+    let (_dir, s) = store().await;
+    let key = |kid: &str| SigningKeyRow {
+        kid: kid.into(),
+        algorithm: "ES256".into(),
+        private_pkcs8: vec![1, 2, 3],
+        create_time: 100,
+        rotate_time: None,
+        retire_time: None,
+    };
+    s.insert_signing_key(&key("k1")).await.expect("first");
+    assert!(
+        matches!(
+            s.insert_signing_key(&key("k2")).await,
+            Err(StoreError::AlreadyExists)
+        ),
+        "one active key"
+    );
+    s.rotate_signing_key(&key("k2"), 200, 300)
+        .await
+        .expect("rotate");
+    let keys = s.list_signing_keys().await.expect("list");
+    assert_eq!(keys.len(), 2);
+    assert_eq!(
+        keys.iter()
+            .find(|k| k.kid == "k1")
+            .map(|k| (k.rotate_time, k.retire_time)),
+        Some((Some(200), Some(300)))
+    );
+    assert_eq!(
+        s.delete_retired_signing_keys(299).await.expect("none yet"),
+        0
+    );
+    assert_eq!(s.delete_retired_signing_keys(300).await.expect("retire"), 1);
+    assert_eq!(s.list_signing_keys().await.expect("list").len(), 1);
+}
+
+#[tokio::test]
+async fn audit_is_newest_first() {
+    let (_dir, s) = store().await;
+    for i in 0..5 {
+        s.append_audit(&AuditRow {
+            action: format!("a{i}"),
+            ..AuditRow::default()
+        })
+        .await
+        .expect("append");
+    }
+    let rows = s.list_audit(2).await.expect("list");
+    assert_eq!(
+        rows.iter().map(|r| r.action.as_str()).collect::<Vec<_>>(),
+        ["a4", "a3"]
+    );
+}

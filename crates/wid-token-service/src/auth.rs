@@ -26,8 +26,9 @@ pub enum Resource<'a> {
 }
 
 impl<S: Store> App<S> {
-    /// The caller named by the request's bearer token.
-    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    /// The caller named by the request's bearer token: the bootstrap admin token, or a wid
+    /// access token (federated or service-account).
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
         let value = headers
             .get(AUTHORIZATION)
             .ok_or(ApiError::MissingCredentials)?;
@@ -39,10 +40,11 @@ impl<S: Store> App<S> {
         if !scheme.eq_ignore_ascii_case("bearer") {
             return Err(ApiError::InvalidCredentials);
         }
-        if constant_time_eq(token.trim().as_bytes(), self.admin_token.as_bytes()) {
+        let token = token.trim();
+        if constant_time_eq(token.as_bytes(), self.admin_token.as_bytes()) {
             return Ok(Caller::BootstrapAdmin);
         }
-        Err(ApiError::InvalidCredentials)
+        Ok(self.caller_of_token(token).await?.0)
     }
 
     /// The validated policy stored under `key`, or an empty one.

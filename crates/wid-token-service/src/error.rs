@@ -35,6 +35,12 @@ pub enum ApiError {
     MethodNotAllowed { message: String, allow: String },
     #[error("internal error: {0}")]
     Internal(String),
+    /// An OAuth-style refusal (STS, tokeninfo): HTTP 400 with `{"error", "error_description"}`.
+    #[error("{error}: {description}")]
+    OAuth {
+        error: &'static str,
+        description: String,
+    },
 }
 
 impl ApiError {
@@ -56,6 +62,7 @@ impl ApiError {
             ApiError::PermissionDenied { .. } => RpcCode::PermissionDenied,
             ApiError::MethodNotAllowed { .. } => RpcCode::Unimplemented,
             ApiError::Internal(_) => RpcCode::Internal,
+            ApiError::OAuth { .. } => RpcCode::InvalidArgument,
         }
     }
 
@@ -130,6 +137,13 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if let ApiError::Internal(detail) = &self {
             tracing::error!(error = %detail, "internal error");
+        }
+        if let ApiError::OAuth { error, description } = &self {
+            let body = wid_api::sts::OAuthError {
+                error: (*error).to_owned(),
+                error_description: description.clone(),
+            };
+            return crate::http::json_response(StatusCode::BAD_REQUEST, &body);
         }
         let body = self.body();
         let status =

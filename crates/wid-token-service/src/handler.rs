@@ -67,12 +67,47 @@ impl<S: Store> App<S> {
             }
         }
         let route = route(&parts.method, parts.uri.path())?;
-        if route == Route::Healthz {
-            return Ok(ok(&serde_json::json!({ "status": "ok" })));
+        let query = parse_query(parts.uri.query())?;
+        let content_type = parts
+            .headers
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        // The endpoints that need no credentials: the OAuth ones and the public documents.
+        match &route {
+            Route::Healthz => return Ok(ok(&serde_json::json!({ "status": "ok" }))),
+            Route::Jwks => return Ok(self.jwks_document()),
+            Route::PemCerts => return Ok(self.pem_document()),
+            Route::OpenIdConfiguration => return Ok(ok(&self.openid_configuration())),
+            Route::AccountKeys { format, account } => {
+                return self.account_keys(format, account).await;
+            }
+            Route::Token | Route::Introspect | Route::TokenInfo => {
+                let encoding = parts
+                    .headers
+                    .get(axum::http::header::CONTENT_ENCODING)
+                    .and_then(|v| v.to_str().ok());
+                let body = decode_body(encoding, read_body(body).await?)?;
+                return match route {
+                    // A Basic client credential (gcloud sends one) is accepted and ignored.
+                    Route::Token => json(self.exchange(content_type.as_deref(), &body).await),
+                    Route::Introspect => json(self.introspect(&body)),
+                    _ => {
+                        let mut params = query.clone();
+                        if parts.method == Method::POST {
+                            params.extend(
+                                serde_urlencoded::from_bytes::<Vec<(String, String)>>(&body)
+                                    .unwrap_or_default(),
+                            );
+                        }
+                        json(self.tokeninfo(&params).await)
+                    }
+                };
+            }
+            _ => {}
         }
         // Authenticate before reading a body, so strangers cannot make us buffer one.
-        let caller = self.authenticate(&parts.headers)?;
-        let query = parse_query(parts.uri.query())?;
+        let caller = self.authenticate(&parts.headers).await?;
         let encoding = parts
             .headers
             .get(axum::http::header::CONTENT_ENCODING)
@@ -81,7 +116,21 @@ impl<S: Store> App<S> {
         let q = |name: &str| query_value(&query, name);
         let m = &parts.method;
         match route {
-            Route::Healthz => Ok(ok(&serde_json::json!({ "status": "ok" }))),
+            Route::Healthz
+            | Route::Jwks
+            | Route::PemCerts
+            | Route::OpenIdConfiguration
+            | Route::AccountKeys { .. }
+            | Route::Token
+            | Route::Introspect
+            | Route::TokenInfo => Err(ApiError::Internal(
+                "public route reached the authenticated dispatch".into(),
+            )),
+            Route::SigningKeys => json(self.list_signing_keys(&caller)),
+            Route::RotateSigningKeys => {
+                json(self.rotate_signing_keys(&caller, parse_json(&body)?).await)
+            }
+            Route::AuditEvents => json(self.list_audit_events(&caller, q("limit")).await),
             Route::Projects if m == Method::POST => {
                 json(self.create_project(&caller, parse_json(&body)?).await)
             }
@@ -152,6 +201,10 @@ impl<S: Store> App<S> {
                         .await,
                     )
                 }
+                AccountVerb::Credentials(verb) => json(
+                    self.credentials_call(&caller, &project, &account, verb, &body)
+                        .await,
+                ),
                 AccountVerb::Policy(verb) => json(
                     self.account_policy(&caller, &project, &account, verb, &query, &body)
                         .await,

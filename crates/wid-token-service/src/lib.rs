@@ -1,7 +1,8 @@
 //! The wid token service: what Google runs as IAM, served from one base URL at Google's paths.
 //!
 //! This crate holds the IAM admin plane (projects, service accounts, IAM policies, workload
-//! identity pools and providers, registered Kubernetes clusters) on a [`Store`].
+//! identity pools and providers, registered Kubernetes clusters) on a [`Store`], and the
+//! token-issuing half: STS token exchange, IAM Credentials, the key documents and tokeninfo.
 //!
 //! Layout:
 //! - [`routes`]: Google's paths parsed into a typed route (pure).
@@ -10,15 +11,24 @@
 //! - `iam/`: the rules of each resource, as methods on [`App`].
 //! - [`discovery`]: fetching issuers' keys through OIDC discovery, and keeping them fresh.
 //! - [`auth`]: who is calling, and whether they may.
+//! - [`sts`]: token exchange and introspection; [`credentials`]: IAM Credentials.
+//! - [`keys`]: the signing keys; [`tokens`]: minting and recognising wid's tokens.
+//! - [`audit`]: the audit trail.
 
+pub mod audit;
 pub mod auth;
+pub mod credentials;
 pub mod discovery;
 pub mod error;
 pub mod handler;
 pub mod http;
 mod iam;
 pub mod jwks;
+pub mod keys;
+mod oauth2;
 pub mod routes;
+pub mod sts;
+pub mod tokens;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -39,6 +49,8 @@ pub struct Config {
     pub jwks_refresh_interval: Duration,
     /// The bound on each discovery request.
     pub discovery_timeout: Duration,
+    /// The issuer of the tokens wid signs (`iss`); default `http://ADDR` as bound.
+    pub issuer: Option<String>,
 }
 
 /// The name of the bootstrap admin token file in the data directory.
@@ -52,6 +64,9 @@ pub struct App<S> {
     admin_token: String,
     http: reqwest::Client,
     config: Config,
+    issuer: String,
+    keys: keys::KeyRing,
+    refetch_gate: sts::RefetchGate,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +82,10 @@ pub enum StartError {
     },
     #[error("cannot build the HTTP client: {0}")]
     HttpClient(#[from] reqwest::Error),
+    #[error("signing keys: {0}")]
+    Keys(#[from] keys::KeyError),
+    #[error("invalid issuer '{0}': it must be an absolute http(s) URL")]
+    Issuer(String),
 }
 
 /// A started token service: its listener is bound, its store open.
@@ -101,11 +120,30 @@ impl TokenService {
                 addr: config.addr,
                 source,
             })?;
+        let bound = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: config.addr,
+            source,
+        })?;
+        let issuer = match &config.issuer {
+            Some(issuer) => {
+                if !(issuer.starts_with("https://") || issuer.starts_with("http://"))
+                    || issuer.contains(['?', '#', ' '])
+                {
+                    return Err(StartError::Issuer(issuer.clone()));
+                }
+                issuer.trim_end_matches('/').to_owned()
+            }
+            None => format!("http://{bound}"),
+        };
+        let keys = keys::KeyRing::open(&store, &issuer, tokens::now()).await?;
         let app = Arc::new(App {
             store,
             admin_token,
             http,
             config,
+            issuer,
+            keys,
+            refetch_gate: sts::RefetchGate::default(),
         });
         Ok(TokenService { app, listener })
     }
@@ -123,10 +161,12 @@ impl TokenService {
         let addr = self.listener.local_addr()?;
         tracing::info!(%addr, data_dir = %self.app.config.data_dir.display(), "token service listening");
         let refresher = tokio::spawn(discovery::refresh_forever(self.app.clone()));
+        let retirer = tokio::spawn(retire_keys_forever(self.app.clone()));
         let result =
             wid_runtime::serve::serve(self.listener, handler::router(self.app.clone()), shutdown)
                 .await;
         refresher.abort();
+        retirer.abort();
         if let Some(store) = Arc::into_inner(self.app).map(|app| app.store) {
             store.close().await;
         }
@@ -137,5 +177,19 @@ impl TokenService {
 impl<S: Store> App<S> {
     pub fn store(&self) -> &S {
         &self.store
+    }
+}
+
+/// Retires rotated-out keys once every token they signed has expired, and picks up keys that
+/// another replica rotated.
+async fn retire_keys_forever<S: Store>(app: Arc<App<S>>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        if let Err(e) = app.keys.retire(&app.store, tokens::now()).await {
+            tracing::warn!(error = %e, "cannot retire signing keys");
+        }
+        if let Err(e) = app.keys.reload(&app.store).await {
+            tracing::warn!(error = %e, "cannot reload signing keys");
+        }
     }
 }

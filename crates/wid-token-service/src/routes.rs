@@ -4,6 +4,7 @@
 
 use axum::http::Method;
 
+use crate::credentials::CredentialsVerb;
 use crate::error::ApiError;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -18,11 +19,36 @@ pub enum AccountVerb {
     Policy(PolicyVerb),
     Disable,
     Enable,
+    /// IAM Credentials: generateAccessToken, generateIdToken, signBlob, signJwt.
+    Credentials(CredentialsVerb),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Route {
     Healthz,
+    /// STS `POST /v1/token`.
+    Token,
+    /// STS `POST /v1/introspect`.
+    Introspect,
+    /// `/tokeninfo`.
+    TokenInfo,
+    /// `/oauth2/v3/certs`.
+    Jwks,
+    /// `/oauth2/v1/certs`.
+    PemCerts,
+    /// `/.well-known/openid-configuration`.
+    OpenIdConfiguration,
+    /// `/service_accounts/v1/metadata/{jwk|x509}/{EMAIL}`.
+    AccountKeys {
+        format: String,
+        account: String,
+    },
+    /// `GET /v1/signingKeys`.
+    SigningKeys,
+    /// `POST /v1/signingKeys:rotate`.
+    RotateSigningKeys,
+    /// `GET /v1/auditEvents`.
+    AuditEvents,
     Projects,
     Project(String),
     ProjectPolicy(String, PolicyVerb),
@@ -77,8 +103,21 @@ impl Route {
         const LIST_CREATE: &[Method] = &[Method::GET, Method::POST];
         const RESOURCE: &[Method] = &[Method::GET, Method::PATCH, Method::DELETE];
         match self {
-            Route::Healthz | Route::Project(_) | Route::Operation(_) => GET,
-            Route::ProjectPolicy(..) | Route::ServiceAccountVerb { .. } => POST,
+            Route::Healthz
+            | Route::Project(_)
+            | Route::Operation(_)
+            | Route::Jwks
+            | Route::PemCerts
+            | Route::OpenIdConfiguration
+            | Route::AccountKeys { .. }
+            | Route::SigningKeys
+            | Route::AuditEvents => GET,
+            Route::TokenInfo => &[Method::GET, Method::POST],
+            Route::ProjectPolicy(..)
+            | Route::ServiceAccountVerb { .. }
+            | Route::Token
+            | Route::Introspect
+            | Route::RotateSigningKeys => POST,
             Route::Projects
             | Route::ServiceAccounts(_)
             | Route::Pools { .. }
@@ -137,8 +176,20 @@ pub fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
 }
 
 fn parse(path: &str) -> Option<Route> {
-    if path == "/healthz" {
-        return Some(Route::Healthz);
+    match path {
+        "/healthz" => return Some(Route::Healthz),
+        "/tokeninfo" | "/oauth2/v3/tokeninfo" => return Some(Route::TokenInfo),
+        "/oauth2/v3/certs" => return Some(Route::Jwks),
+        "/oauth2/v1/certs" => return Some(Route::PemCerts),
+        "/.well-known/openid-configuration" => return Some(Route::OpenIdConfiguration),
+        _ => {}
+    }
+    if let Some(rest) = path.strip_prefix("/service_accounts/v1/metadata/") {
+        let (format, account) = rest.split_once('/')?;
+        return Some(Route::AccountKeys {
+            format: decode(format)?,
+            account: decode(account)?,
+        });
     }
     let raw: Vec<&str> = path.strip_prefix("/v1/")?.split('/').collect();
     // A trailing custom verb belongs to the last segment: `{id}:verb`.
@@ -156,6 +207,11 @@ fn parse(path: &str) -> Option<Route> {
     let s: Vec<&str> = segs.iter().map(String::as_str).collect();
     let o = |x: &str| x.to_owned();
     let route = match (s.as_slice(), verb) {
+        (["token"], None) => Route::Token,
+        (["introspect"], None) => Route::Introspect,
+        (["signingKeys"], None) => Route::SigningKeys,
+        (["signingKeys"], Some("rotate")) => Route::RotateSigningKeys,
+        (["auditEvents"], None) => Route::AuditEvents,
         (["projects"], None) => Route::Projects,
         (["projects", p], None) => Route::Project(o(p)),
         (["projects", p], Some(v)) => Route::ProjectPolicy(o(p), policy_verb(v)?),
@@ -170,6 +226,12 @@ fn parse(path: &str) -> Option<Route> {
             verb: match v {
                 "disable" => AccountVerb::Disable,
                 "enable" => AccountVerb::Enable,
+                "generateAccessToken" => {
+                    AccountVerb::Credentials(CredentialsVerb::GenerateAccessToken)
+                }
+                "generateIdToken" => AccountVerb::Credentials(CredentialsVerb::GenerateIdToken),
+                "signBlob" => AccountVerb::Credentials(CredentialsVerb::SignBlob),
+                "signJwt" => AccountVerb::Credentials(CredentialsVerb::SignJwt),
                 other => AccountVerb::Policy(policy_verb(other)?),
             },
         },

@@ -67,6 +67,10 @@ struct ServeArgs {
     /// Seconds between fetches of keys that come from OIDC discovery.
     #[arg(long, env = "WID_JWKS_REFRESH_SECONDS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
     jwks_refresh_seconds: u64,
+    /// The issuer of the tokens this service signs (the `iss` claim, and the base of its OIDC
+    /// discovery document). Default: http://ADDR as bound.
+    #[arg(long, env = "WID_ISSUER")]
+    issuer: Option<String>,
     /// Seconds each OIDC discovery request may take.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
     discovery_timeout_seconds: u64,
@@ -96,6 +100,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         data_dir: args.data_dir.unwrap_or_else(default_data_dir),
         jwks_refresh_interval: Duration::from_secs(args.jwks_refresh_seconds),
         discovery_timeout: Duration::from_secs(args.discovery_timeout_seconds),
+        issuer: args.issuer,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

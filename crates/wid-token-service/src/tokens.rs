@@ -1,0 +1,228 @@
+//! Minting wid's tokens, and recognising them when they come back as bearer tokens.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use wid_api::tokens::{AccessTokenClaims, FederatedIdentity, IdTokenClaims, TokenKind, WidClaims};
+use wid_iam::{Caller, FederatedCaller};
+use wid_jose::signer::TokenType;
+use wid_store::{ServiceAccountRow, Store};
+
+use crate::App;
+use crate::error::ApiError;
+
+/// Access and federated tokens live an hour, as Google's do.
+pub const ACCESS_TOKEN_LIFETIME_SECS: i64 = 3600;
+/// ID tokens: `exp = iat + 3600`, as Google's.
+pub const ID_TOKEN_LIFETIME_SECS: i64 = 3600;
+/// Tolerated clock difference when checking wid's own tokens.
+const OWN_TOKEN_SKEW_SECS: i64 = 30;
+
+pub fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// A fresh token id: 128 random bits in hex.
+pub fn new_token_id() -> String {
+    wid_runtime::secrets::random_hex::<16>()
+}
+
+/// A minted token with what the audit trail and the answer need.
+pub struct Minted {
+    pub token: String,
+    pub jti: String,
+    pub exp: i64,
+}
+
+/// The `principal://` name of a federated identity.
+pub fn principal_of(identity: &FederatedIdentity) -> String {
+    format!(
+        "principal://iam.googleapis.com/projects/{}/locations/global/workloadIdentityPools/{}/subject/{}",
+        identity.project_number, identity.pool_id, identity.subject
+    )
+}
+
+fn caller_of(identity: FederatedIdentity) -> FederatedCaller {
+    FederatedCaller {
+        project_number: identity.project_number,
+        pool_id: identity.pool_id,
+        subject: identity.subject,
+        groups: identity.groups,
+        attributes: identity.attributes,
+        namespace: identity.namespace,
+        clusters: identity.clusters,
+        service_account_uid: identity.service_account_uid,
+    }
+}
+
+impl<S: Store> App<S> {
+    /// The issuer of everything wid signs.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    fn sign_access(&self, claims: &AccessTokenClaims) -> Result<String, ApiError> {
+        // ES256 signs in microseconds: no need to leave the async worker.
+        self.keys
+            .current()
+            .es256
+            .sign_jwt(TokenType::AccessToken, claims)
+            .map_err(|e| ApiError::Internal(format!("signing: {e}")))
+    }
+
+    /// A federated access token for `identity`.
+    pub fn mint_federated(
+        &self,
+        identity: FederatedIdentity,
+        scope: &str,
+        now: i64,
+    ) -> Result<Minted, ApiError> {
+        let jti = new_token_id();
+        let exp = now + ACCESS_TOKEN_LIFETIME_SECS;
+        let claims = AccessTokenClaims {
+            iss: self.issuer.clone(),
+            sub: principal_of(&identity),
+            aud: self.issuer.clone(),
+            iat: now,
+            exp,
+            jti: jti.clone(),
+            scope: scope.to_owned(),
+            client_id: format!("{}/{}", identity.project_number, identity.pool_id),
+            wid: WidClaims {
+                kind: Some(TokenKind::Federated),
+                federated: Some(identity),
+                ..WidClaims::default()
+            },
+        };
+        Ok(Minted {
+            token: self.sign_access(&claims)?,
+            jti,
+            exp,
+        })
+    }
+
+    /// An access token for a service account, asked for by `actor`.
+    pub fn mint_access(
+        &self,
+        account: &ServiceAccountRow,
+        scopes: &[String],
+        lifetime: i64,
+        actor: &Caller,
+        now: i64,
+    ) -> Result<Minted, ApiError> {
+        let jti = new_token_id();
+        let exp = now + lifetime;
+        let claims = AccessTokenClaims {
+            iss: self.issuer.clone(),
+            sub: account.unique_id.clone(),
+            aud: self.issuer.clone(),
+            iat: now,
+            exp,
+            jti: jti.clone(),
+            scope: scopes.join(" "),
+            client_id: account.unique_id.clone(),
+            wid: WidClaims {
+                kind: Some(TokenKind::ServiceAccount),
+                email: Some(account.email.clone()),
+                act: Some(actor.to_string()),
+                federated: None,
+            },
+        };
+        Ok(Minted {
+            token: self.sign_access(&claims)?,
+            jti,
+            exp,
+        })
+    }
+
+    /// An RS256 ID token for a service account. RSA signing takes a quarter of a millisecond, so
+    /// it runs on the blocking pool to keep a burst from stalling the async workers.
+    pub async fn mint_id_token(
+        &self,
+        account: &ServiceAccountRow,
+        audience: &str,
+        include_email: bool,
+        now: i64,
+    ) -> Result<Minted, ApiError> {
+        let claims = IdTokenClaims {
+            iss: self.issuer.clone(),
+            aud: audience.to_owned(),
+            azp: account.unique_id.clone(),
+            sub: account.unique_id.clone(),
+            iat: now,
+            exp: now + ID_TOKEN_LIFETIME_SECS,
+            email: include_email.then(|| account.email.clone()),
+            email_verified: include_email.then_some(true),
+        };
+        let key = self.keys.current().rs256.clone();
+        let token = tokio::task::spawn_blocking(move || key.sign_jwt(TokenType::Jwt, &claims))
+            .await
+            .map_err(|e| ApiError::Internal(format!("signing task: {e}")))?
+            .map_err(|e| ApiError::Internal(format!("signing: {e}")))?;
+        // An ID token has no jti; the audit names it by its signing key and time.
+        Ok(Minted {
+            token,
+            jti: String::new(),
+            exp: now + ID_TOKEN_LIFETIME_SECS,
+        })
+    }
+
+    /// Checks a wid access token (federated or service-account): signature by a published key,
+    /// issuer, audience and times. Returns its claims.
+    pub fn verify_access_token(&self, token: &str, now: i64) -> Result<AccessTokenClaims, String> {
+        let keys = self.keys.current();
+        let verified = wid_jose::verify(token, &keys.public_jwks()).map_err(|e| e.to_string())?;
+        if verified.header.typ.as_deref() != Some("at+jwt") {
+            return Err("not a wid access token".into());
+        }
+        let claims: AccessTokenClaims =
+            serde_json::from_value(serde_json::Value::Object(verified.claims))
+                .map_err(|e| format!("bad claims: {e}"))?;
+        if claims.iss != self.issuer || claims.aud != self.issuer {
+            return Err("issued by another token service".into());
+        }
+        if now > claims.exp + OWN_TOKEN_SKEW_SECS {
+            return Err("expired".into());
+        }
+        if claims.iat > now + OWN_TOKEN_SKEW_SECS {
+            return Err("issued in the future".into());
+        }
+        Ok(claims)
+    }
+
+    /// The caller a wid access token stands for. A service-account token stops working when
+    /// the account is disabled or deleted.
+    pub async fn caller_of_token(
+        &self,
+        token: &str,
+    ) -> Result<(Caller, AccessTokenClaims), ApiError> {
+        let claims = self
+            .verify_access_token(token, now())
+            .map_err(|_| ApiError::InvalidCredentials)?;
+        let caller = match claims.wid.kind {
+            Some(TokenKind::Federated) => {
+                let identity = claims
+                    .wid
+                    .federated
+                    .clone()
+                    .ok_or(ApiError::InvalidCredentials)?;
+                Caller::Federated(caller_of(identity))
+            }
+            Some(TokenKind::ServiceAccount) => {
+                let account = self
+                    .store
+                    .get_service_account(&claims.sub)
+                    .await
+                    .map_err(|_| ApiError::InvalidCredentials)?;
+                if account.disabled || Some(&account.email) != claims.wid.email.as_ref() {
+                    return Err(ApiError::InvalidCredentials);
+                }
+                Caller::ServiceAccount(account.email)
+            }
+            None => return Err(ApiError::InvalidCredentials),
+        };
+        Ok((caller, claims))
+    }
+}
