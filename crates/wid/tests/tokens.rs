@@ -1,0 +1,776 @@
+//! Token exchange end to end over real HTTP: a cluster's KSA token becomes a federated token at
+//! STS, then access and ID tokens at IAM Credentials, checked by tokeninfo and the key documents.
+
+mod support;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+use support::{Api, Server};
+use wid_jose::signer::{SigningKey, TokenType};
+use wid_jose::{Algorithm, Jwk};
+
+const ISSUER: &str = "https://k8s.prod.example.com";
+const POOL: &str = "proj-a.svc.id.goog";
+const EMAIL: &str = "app-runner@proj-a.iam.gserviceaccount.com";
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// A Kubernetes API server's token signer, as the TokenRequest API uses it.
+struct Cluster {
+    key: SigningKey,
+}
+
+impl Cluster {
+    fn new() -> Cluster {
+        Cluster {
+            key: SigningKey::generate(Algorithm::Rs256).expect("key"),
+        }
+    }
+
+    fn jwks(&self) -> String {
+        json!({ "keys": [self.key.public_jwk()] }).to_string()
+    }
+
+    fn claims(&self, ns: &str, ksa: &str) -> Value {
+        let now = now();
+        json!({
+            "iss": ISSUER,
+            "sub": format!("system:serviceaccount:{ns}:{ksa}"),
+            "aud": [POOL],
+            "iat": now,
+            "nbf": now,
+            "exp": now + 600,
+            "kubernetes.io": {"namespace": ns, "serviceaccount": {"name": ksa, "uid": "5f1d0a0e-1111-4222-8333-444455556666"}},
+        })
+    }
+
+    fn token(&self, claims: &Value) -> String {
+        self.key.sign_jwt(TokenType::Jwt, claims).expect("sign")
+    }
+}
+
+async fn setup() -> (tempfile::TempDir, Server, Api, Cluster) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("data"));
+    let api = server.api();
+    api.create_project("proj-a", "111111111111").await;
+    api.create_account("proj-a", "app-runner").await;
+    let cluster = Cluster::new();
+    api.post(
+        "/v1/projects/proj-a/locations/europe-west1/clusters",
+        json!({"clusterName": "prod", "issuerUri": ISSUER, "jwksJson": cluster.jwks()}),
+    )
+    .await
+    .ok();
+    (dir, server, api, cluster)
+}
+
+fn gke_audience() -> String {
+    format!("identitynamespace:{POOL}:{ISSUER}")
+}
+
+async fn exchange(api: &Api, audience: &str, subject: &str, scope: &str) -> support::Answer {
+    let form = serde_urlencoded::to_string([
+        (
+            "grant_type",
+            "urn:ietf:params:oauth:grant-type:token-exchange",
+        ),
+        ("audience", audience),
+        ("scope", scope),
+        (
+            "requested_token_type",
+            "urn:ietf:params:oauth:token-type:access_token",
+        ),
+        ("subject_token", subject),
+        ("subject_token_type", "urn:ietf:params:oauth:token-type:jwt"),
+    ])
+    .expect("form");
+    let response = api
+        .http
+        .post(format!("{}/v1/token", api.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header(
+            "authorization",
+            "Basic MzI1NTU5NDA1NTkuYXBwcy5nb29nbGV1c2VyY29udGVudC5jb206c2VjcmV0",
+        )
+        .body(form)
+        .send()
+        .await
+        .expect("send");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.json().await.unwrap_or(Value::Null);
+    support::Answer {
+        status,
+        body,
+        headers,
+    }
+}
+
+async fn bind(api: &Api, member: &str, role: &str) {
+    let path = format!("/v1/projects/-/serviceAccounts/{EMAIL}");
+    let policy = api
+        .send("POST", &format!("{path}:getIamPolicy"), None)
+        .await
+        .ok()
+        .clone();
+    let mut bindings = policy["bindings"].as_array().cloned().unwrap_or_default();
+    bindings.push(json!({"role": role, "members": [member]}));
+    api.post(
+        &format!("{path}:setIamPolicy"),
+        json!({"policy": {"etag": policy["etag"], "bindings": bindings}}),
+    )
+    .await
+    .ok();
+}
+
+#[track_caller]
+fn oauth_error(answer: &support::Answer, error: &str) -> String {
+    assert_eq!(answer.status, 400, "{answer:?}");
+    assert_eq!(answer.body["error"], error, "{answer:?}");
+    answer.body["error_description"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn gke_flow_exchange_then_impersonate() {
+    let (_dir, server, api, cluster) = setup().await;
+    bind(
+        &api,
+        "serviceAccount:proj-a.svc.id.goog[ns1/ksa1]",
+        "roles/iam.workloadIdentityUser",
+    )
+    .await;
+
+    // STS: the trailing newline google-auth keeps is trimmed.
+    let subject = format!("{}\n", cluster.token(&cluster.claims("ns1", "ksa1")));
+    let sts = exchange(
+        &api,
+        &gke_audience(),
+        &subject,
+        "https://www.googleapis.com/auth/cloud-platform",
+    )
+    .await;
+    let sts = sts.ok().clone();
+    assert_eq!(sts["token_type"], "Bearer");
+    assert_eq!(
+        sts["issued_token_type"],
+        "urn:ietf:params:oauth:token-type:access_token"
+    );
+    assert!(
+        sts["expires_in"]
+            .as_i64()
+            .is_some_and(|e| (600..=3600).contains(&e)),
+        "{sts}"
+    );
+    let federated = sts["access_token"].as_str().expect("token").to_owned();
+
+    // Introspection names the principal.
+    let introspected = api
+        .http
+        .post(format!("{}/v1/introspect", api.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(serde_urlencoded::to_string([("token", federated.as_str())]).expect("form"))
+        .send()
+        .await
+        .expect("send")
+        .json::<Value>()
+        .await
+        .expect("json");
+    assert_eq!(introspected["active"], true);
+    assert_eq!(
+        introspected["username"],
+        "principal://iam.googleapis.com/projects/111111111111/locations/global/workloadIdentityPools/proj-a.svc.id.goog/subject/ns/ns1/sa/ksa1"
+    );
+
+    // generateAccessToken with the federated token, delegates null as google-auth sends.
+    let as_pod = api.with_token(&federated);
+    let generated = as_pod
+        .post(
+            &format!("/v1/projects/-/serviceAccounts/{EMAIL}:generateAccessToken"),
+            json!({"delegates": null, "scope": ["https://www.googleapis.com/auth/cloud-platform"], "lifetime": "1800s"}),
+        )
+        .await;
+    let generated = generated.ok().clone();
+    let expire_time = generated["expireTime"].as_str().expect("expireTime");
+    assert_eq!(expire_time.len(), 20, "YYYY-MM-DDTHH:MM:SSZ: {expire_time}");
+    assert!(expire_time.ends_with('Z') && !expire_time.contains('.'));
+    let access = generated["accessToken"]
+        .as_str()
+        .expect("accessToken")
+        .to_owned();
+
+    // tokeninfo answers as Google's: strings, the account's unique id and email.
+    let info = api
+        .without_token()
+        .get(&format!("/tokeninfo?access_token={access}"))
+        .await;
+    let info = info.ok().clone();
+    assert_eq!(info["email"], EMAIL);
+    assert_eq!(info["email_verified"], "true");
+    assert!(
+        info["expires_in"]
+            .as_str()
+            .is_some_and(|e| e.parse::<i64>().is_ok_and(|e| e > 1700 && e <= 1800))
+    );
+    assert!(info["exp"].is_string());
+    assert_eq!(
+        info["scope"],
+        "https://www.googleapis.com/auth/cloud-platform"
+    );
+
+    // The access token verifies offline against the JWKS, and is an at+jwt.
+    let jwks: Value = api
+        .without_token()
+        .get("/oauth2/v3/certs")
+        .await
+        .ok()
+        .clone();
+    let keys: Vec<Jwk> = serde_json::from_value(jwks["keys"].clone()).expect("jwks");
+    let verified = wid_jose::verify(&access, &keys).expect("verifies offline");
+    assert_eq!(verified.header.typ.as_deref(), Some("at+jwt"));
+    assert_eq!(verified.alg, Algorithm::Es256);
+
+    // generateIdToken, with and without the email.
+    let id = as_pod
+        .post(
+            &format!("/v1/projects/-/serviceAccounts/{EMAIL}:generateIdToken"),
+            json!({"audience": "https://my-service.example.com", "includeEmail": true, "delegates": null}),
+        )
+        .await;
+    let token = id.ok()["token"].as_str().expect("token").to_owned();
+    let verified = wid_jose::verify(&token, &keys).expect("ID token verifies");
+    assert_eq!(verified.alg, Algorithm::Rs256);
+    assert_eq!(verified.claims["aud"], "https://my-service.example.com");
+    assert_eq!(verified.claims["email"], EMAIL);
+    assert_eq!(verified.claims["email_verified"], true);
+    assert_eq!(verified.claims["sub"], verified.claims["azp"]);
+    assert_eq!(verified.claims["iss"], server.base());
+    assert_eq!(
+        verified.claims["exp"].as_i64().expect("exp")
+            - verified.claims["iat"].as_i64().expect("iat"),
+        3600
+    );
+    let info = api
+        .without_token()
+        .get(&format!("/tokeninfo?id_token={token}"))
+        .await;
+    assert_eq!(info.ok()["email_verified"], "true");
+    assert_eq!(info.body["alg"], "RS256");
+
+    // The discovery document and the PEM map agree with the JWKS.
+    let discovery = api
+        .without_token()
+        .get("/.well-known/openid-configuration")
+        .await;
+    assert_eq!(discovery.ok()["issuer"], server.base());
+    assert_eq!(
+        discovery.body["jwks_uri"],
+        format!("{}/oauth2/v3/certs", server.base())
+    );
+    let pem = api.without_token().get("/oauth2/v1/certs").await;
+    let kid = verified.kid.clone();
+    assert!(
+        pem.ok()[&kid]
+            .as_str()
+            .is_some_and(|c| c.starts_with("-----BEGIN CERTIFICATE-----"))
+    );
+    assert!(pem.headers.get("cache-control").is_some());
+
+    // The audit trail has the exchange and the issuances, with token ids and never tokens.
+    let audit = api.get("/v1/auditEvents?limit=10").await;
+    let events = audit.ok()["events"].as_array().cloned().unwrap_or_default();
+    let actions: Vec<&str> = events.iter().filter_map(|e| e["action"].as_str()).collect();
+    assert!(
+        actions.contains(&"token_exchange")
+            && actions.contains(&"generate_access_token")
+            && actions.contains(&"generate_id_token")
+    );
+    let text = audit.body.to_string();
+    assert!(!text.contains(&federated) && !text.contains(&access) && !text.contains(&token));
+    let log = server.log();
+    assert!(
+        !log.contains(&federated) && !log.contains(&access) && !log.contains(&token),
+        "a token reached the log"
+    );
+}
+
+#[tokio::test]
+async fn unbound_and_forged_subjects_are_refused() {
+    let (_dir, _server, api, cluster) = setup().await;
+    // Exchange works (the KSA is a member of the pool), but the KSA is not bound: 403.
+    let subject = cluster.token(&cluster.claims("ns1", "unbound"));
+    let federated = exchange(&api, &gke_audience(), &subject, "").await.ok()["access_token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let denied = api
+        .with_token(&federated)
+        .post(
+            &format!("/v1/projects/-/serviceAccounts/{EMAIL}:generateAccessToken"),
+            json!({"scope": ["x"]}),
+        )
+        .await;
+    let message = denied.expect_error(403, "PERMISSION_DENIED");
+    assert!(message.contains("iam.serviceAccounts.getAccessToken"));
+    assert_eq!(
+        denied.body["error"]["details"][0]["reason"],
+        "IAM_PERMISSION_DENIED"
+    );
+    assert_eq!(
+        denied.body["error"]["details"][0]["metadata"]["permission"],
+        "iam.serviceAccounts.getAccessToken"
+    );
+    // Unknown account: 404.
+    api.with_token(&federated)
+        .post("/v1/projects/-/serviceAccounts/nobody-here@proj-a.iam.gserviceaccount.com:generateAccessToken", json!({"scope": ["x"]}))
+        .await
+        .expect_error(404, "NOT_FOUND");
+
+    // Forged, expired, wrong audience, wrong issuer, unsigned: invalid_grant.
+    let forger = Cluster::new();
+    let mut expired = cluster.claims("ns1", "ksa1");
+    expired["iat"] = json!(now() - 7200);
+    expired["nbf"] = json!(now() - 7200);
+    expired["exp"] = json!(now() - 3600);
+    let mut wrong_aud = cluster.claims("ns1", "ksa1");
+    wrong_aud["aud"] = json!(["somebody-else"]);
+    let mut wrong_iss = cluster.claims("ns1", "ksa1");
+    wrong_iss["iss"] = json!("https://evil.example.com");
+    let mut not_a_ksa = cluster.claims("ns1", "ksa1");
+    not_a_ksa["sub"] = json!("alice");
+    let good = cluster.token(&cluster.claims("ns1", "ksa1"));
+    let parts: Vec<&str> = good.split('.').collect();
+    let unsigned = format!("{}.{}.", parts[0], parts[1]);
+    let alg_none = format!(
+        "{}.{}.",
+        base64_url(br#"{"alg":"none","kid":"x"}"#),
+        parts[1]
+    );
+    for (what, token) in [
+        ("forged", forger.token(&cluster.claims("ns1", "ksa1"))),
+        ("expired", cluster.token(&expired)),
+        ("wrong audience", cluster.token(&wrong_aud)),
+        ("wrong issuer", cluster.token(&wrong_iss)),
+        ("not a KSA", cluster.token(&not_a_ksa)),
+        ("unsigned", unsigned),
+        ("alg none", alg_none),
+        ("truncated", good[..good.len() / 2].to_owned()),
+        ("garbage", "not-a-jwt".to_owned()),
+        ("oversized", "a".repeat(20_000)),
+    ] {
+        let answer = exchange(&api, &gke_audience(), &token, "").await;
+        let description = oauth_error(&answer, "invalid_grant");
+        assert!(!description.is_empty(), "{what}");
+    }
+
+    // Request shape errors.
+    let answer = exchange(&api, "nonsense", &good, "").await;
+    assert!(oauth_error(&answer, "invalid_request").contains("audience"));
+    let answer = exchange(
+        &api,
+        &format!("identitynamespace:{POOL}:https://unknown.example.com"),
+        &good,
+        "",
+    )
+    .await;
+    oauth_error(&answer, "invalid_target");
+    let answer = exchange(
+        &api,
+        "identitynamespace:nope.svc.id.goog:https://x",
+        &good,
+        "",
+    )
+    .await;
+    oauth_error(&answer, "invalid_target");
+    let missing = api
+        .http
+        .post(format!("{}/v1/token", api.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("audience=x")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(missing.status().as_u16(), 400);
+    let body: Value = missing.json().await.expect("json");
+    assert_eq!(body["error"], "unsupported_grant_type");
+
+    // No bearer token, a bad one: 401.
+    api.without_token()
+        .post(
+            &format!("/v1/projects/-/serviceAccounts/{EMAIL}:generateAccessToken"),
+            json!({"scope": ["x"]}),
+        )
+        .await
+        .expect_error(401, "UNAUTHENTICATED");
+    api.with_token("eyJhbGciOiJub25lIn0.e30.")
+        .post(
+            &format!("/v1/projects/-/serviceAccounts/{EMAIL}:generateAccessToken"),
+            json!({"scope": ["x"]}),
+        )
+        .await
+        .expect_error(401, "UNAUTHENTICATED");
+}
+
+fn base64_url(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+#[tokio::test]
+async fn identity_sameness_and_isolated_clusters() {
+    let (_dir, _server, api, prod) = setup().await;
+    // A second shared cluster and an isolated one.
+    let staging = Cluster::new();
+    let lab = Cluster::new();
+    let register = |name: &str, issuer: &str, jwks: String, isolated: bool| {
+        let api = api.clone();
+        let body = json!({"clusterName": name, "issuerUri": issuer, "jwksJson": jwks, "isolated": isolated});
+        async move {
+            api.post("/v1/projects/proj-a/locations/us-east1/clusters", body)
+                .await
+                .ok()
+                .clone()
+        }
+    };
+    register(
+        "staging",
+        "https://k8s.staging.example.com",
+        staging.jwks(),
+        false,
+    )
+    .await;
+    register("lab", "https://k8s.lab.example.com", lab.jwks(), true).await;
+    bind(
+        &api,
+        "serviceAccount:proj-a.svc.id.goog[ns1/ksa1]",
+        "roles/iam.workloadIdentityUser",
+    )
+    .await;
+
+    let token_for = |cluster: &Cluster, issuer: &str| {
+        let mut claims = cluster.claims("ns1", "ksa1");
+        claims["iss"] = json!(issuer);
+        cluster.token(&claims)
+    };
+    let federated = |answer: support::Answer| {
+        answer.ok()["access_token"]
+            .as_str()
+            .expect("token")
+            .to_owned()
+    };
+    let generate = |token: String| {
+        let api = api.with_token(&token);
+        async move {
+            api.post(
+                &format!("/v1/projects/-/serviceAccounts/{EMAIL}:generateAccessToken"),
+                json!({"scope": ["s"]}),
+            )
+            .await
+            .status
+        }
+    };
+    // ns1/ksa1 in prod and in staging is one member: both get tokens.
+    let from_prod = federated(exchange(&api, &gke_audience(), &token_for(&prod, ISSUER), "").await);
+    let from_staging = federated(
+        exchange(
+            &api,
+            &format!("identitynamespace:{POOL}:https://k8s.staging.example.com"),
+            &token_for(&staging, "https://k8s.staging.example.com"),
+            "",
+        )
+        .await,
+    );
+    assert_eq!(generate(from_prod).await, 200);
+    assert_eq!(generate(from_staging).await, 200);
+    // ns1/ksa1 in the isolated lab cluster is another member: refused until bound in its own form.
+    let from_lab = federated(
+        exchange(
+            &api,
+            &format!("identitynamespace:{POOL}:https://k8s.lab.example.com"),
+            &token_for(&lab, "https://k8s.lab.example.com"),
+            "",
+        )
+        .await,
+    );
+    assert_eq!(generate(from_lab.clone()).await, 403);
+    bind(
+        &api,
+        "serviceAccount:proj-a.svc.id.goog[us-east1/lab/ns1/ksa1]",
+        "roles/iam.workloadIdentityUser",
+    )
+    .await;
+    assert_eq!(generate(from_lab).await, 200);
+}
+
+#[tokio::test]
+async fn delegation_chains_and_sa_tokens() {
+    let (_dir, _server, api, cluster) = setup().await;
+    api.create_account("proj-a", "middle-sa").await;
+    let middle = "middle-sa@proj-a.iam.gserviceaccount.com";
+    // The pod may only act as middle; middle may mint tokens for app-runner.
+    let set = |account: &str, role: &str, member: &str| {
+        let api = api.clone();
+        let path = format!("/v1/projects/-/serviceAccounts/{account}:setIamPolicy");
+        let body = json!({"policy": {"bindings": [{"role": role, "members": [member]}]}});
+        async move { api.post(&path, body).await.ok().clone() }
+    };
+    set(
+        middle,
+        "roles/iam.serviceAccountTokenCreator",
+        "serviceAccount:proj-a.svc.id.goog[ns1/ksa1]",
+    )
+    .await;
+    set(
+        EMAIL,
+        "roles/iam.serviceAccountTokenCreator",
+        &format!("serviceAccount:{middle}"),
+    )
+    .await;
+    let federated = exchange(
+        &api,
+        &gke_audience(),
+        &cluster.token(&cluster.claims("ns1", "ksa1")),
+        "",
+    )
+    .await;
+    let pod = api.with_token(federated.ok()["access_token"].as_str().expect("token"));
+    let path = format!("/v1/projects/-/serviceAccounts/{EMAIL}:generateAccessToken");
+    pod.post(&path, json!({"scope": ["s"]}))
+        .await
+        .expect_error(403, "PERMISSION_DENIED");
+    let through = pod
+        .post(
+            &path,
+            json!({"scope": ["s"], "delegates": [format!("projects/-/serviceAccounts/{middle}")]}),
+        )
+        .await;
+    let sa_token = through.ok()["accessToken"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+
+    // An SA access token authenticates as the account: it can read what its roles allow.
+    let as_sa = api.with_token(&sa_token);
+    as_sa
+        .get(&format!("/v1/projects/-/serviceAccounts/{EMAIL}"))
+        .await
+        .expect_error(403, "PERMISSION_DENIED");
+    // Disabling the account stops its tokens.
+    api.post(
+        &format!("/v1/projects/-/serviceAccounts/{EMAIL}:disable"),
+        json!({}),
+    )
+    .await
+    .ok();
+    as_sa
+        .get(&format!("/v1/projects/-/serviceAccounts/{EMAIL}"))
+        .await
+        .expect_error(401, "UNAUTHENTICATED");
+    let info = api
+        .without_token()
+        .get(&format!("/tokeninfo?access_token={sa_token}"))
+        .await;
+    assert_eq!(info.status, 400);
+    assert_eq!(info.body["error"], "invalid_token");
+    // And no new ones are issued for it.
+    let refused = pod
+        .post(
+            &path,
+            json!({"scope": ["s"], "delegates": [format!("projects/-/serviceAccounts/{middle}")]}),
+        )
+        .await;
+    refused.expect_error(400, "FAILED_PRECONDITION");
+    // Bad requests.
+    api.post(
+        &path.replace("projects/-", "projects/proj-a"),
+        json!({"scope": ["s"]}),
+    )
+    .await
+    .expect_error(400, "INVALID_ARGUMENT");
+}
+
+#[tokio::test]
+async fn sign_blob_and_jwt_and_key_rotation() {
+    let (_dir, _server, api, _cluster) = setup().await;
+    let blob = api
+        .post(
+            &format!("/v1/projects/-/serviceAccounts/{EMAIL}:signBlob"),
+            json!({"payload": "aGVsbG8="}),
+        )
+        .await;
+    let key_id = blob.ok()["keyId"].as_str().expect("keyId").to_owned();
+    assert!(
+        blob.body["signedBlob"]
+            .as_str()
+            .is_some_and(|s| s.len() > 300)
+    );
+    let jwt = api
+        .post(
+            &format!("/v1/projects/-/serviceAccounts/{EMAIL}:signJwt"),
+            json!({"payload": json!({"sub": EMAIL, "exp": now() + 600}).to_string()}),
+        )
+        .await;
+    let signed = jwt.ok()["signedJwt"]
+        .as_str()
+        .expect("signedJwt")
+        .to_owned();
+    let jwks: Value = api
+        .without_token()
+        .get("/oauth2/v3/certs")
+        .await
+        .ok()
+        .clone();
+    let keys: Vec<Jwk> = serde_json::from_value(jwks["keys"].clone()).expect("jwks");
+    assert_eq!(
+        wid_jose::verify(&signed, &keys).expect("verifies").kid,
+        key_id
+    );
+    api.post(
+        &format!("/v1/projects/-/serviceAccounts/{EMAIL}:signJwt"),
+        json!({"payload": json!({"exp": now() + 13 * 3600}).to_string()}),
+    )
+    .await
+    .expect_error(400, "INVALID_ARGUMENT");
+
+    // An ID token signed before a rotation still verifies after it; new ones use the new key.
+    let before = api
+        .post(
+            &format!("/v1/projects/-/serviceAccounts/{EMAIL}:generateIdToken"),
+            json!({"audience": "a"}),
+        )
+        .await
+        .ok()["token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let rotated = api.post("/v1/signingKeys:rotate", json!({})).await;
+    let keys_after = rotated.ok()["keys"].as_array().cloned().unwrap_or_default();
+    assert_eq!(
+        keys_after.iter().filter(|k| k["state"] == "ACTIVE").count(),
+        2
+    );
+    assert_eq!(
+        keys_after
+            .iter()
+            .filter(|k| k["state"] == "PUBLISHED")
+            .count(),
+        2
+    );
+    let after = api
+        .post(
+            &format!("/v1/projects/-/serviceAccounts/{EMAIL}:generateIdToken"),
+            json!({"audience": "a"}),
+        )
+        .await
+        .ok()["token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let jwks: Value = api
+        .without_token()
+        .get("/oauth2/v3/certs")
+        .await
+        .ok()
+        .clone();
+    let keys: Vec<Jwk> = serde_json::from_value(jwks["keys"].clone()).expect("jwks");
+    assert_eq!(keys.len(), 4);
+    let old = wid_jose::verify(&before, &keys).expect("old token still verifies");
+    let new = wid_jose::verify(&after, &keys).expect("new token verifies");
+    assert_ne!(old.kid, new.kid);
+    assert_eq!(
+        api.without_token()
+            .get(&format!("/tokeninfo?id_token={before}"))
+            .await
+            .status,
+        200
+    );
+    // Only the bootstrap admin rotates keys.
+    api.with_token("nope")
+        .post("/v1/signingKeys:rotate", json!({}))
+        .await
+        .expect_error(401, "UNAUTHENTICATED");
+}
+
+#[tokio::test]
+async fn generic_provider_mapping_condition_and_audiences() {
+    let (_dir, _server, api, cluster) = setup().await;
+    api.post("/v1/projects/proj-a/locations/global/workloadIdentityPools?workloadIdentityPoolId=k8s-pool", json!({}))
+        .await
+        .ok();
+    let provider =
+        "projects/111111111111/locations/global/workloadIdentityPools/k8s-pool/providers/prod";
+    let create = |condition: &str, audiences: Value| {
+        json!({
+            "oidc": {"issuerUri": ISSUER, "jwksJson": cluster.jwks(), "allowedAudiences": audiences},
+            "attributeMapping": {
+                "google.subject": "assertion.sub",
+                "attribute.namespace": "assertion['kubernetes.io'].namespace",
+            },
+            "attributeCondition": condition,
+        })
+    };
+    api.post(
+        "/v1/projects/proj-a/locations/global/workloadIdentityPools/k8s-pool/providers?workloadIdentityPoolProviderId=prod",
+        create("attribute.namespace == 'ns1'", json!([])),
+    )
+    .await
+    .ok();
+    let audience = format!("//iam.googleapis.com/{provider}");
+    let mut claims = cluster.claims("ns1", "ksa1");
+    claims["aud"] = json!(audience);
+    let ok_answer = exchange(&api, &audience, &cluster.token(&claims), "").await;
+    let federated = ok_answer.ok()["access_token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+
+    // The attribute selects the principal set.
+    bind(
+        &api,
+        "principalSet://iam.googleapis.com/projects/111111111111/locations/global/workloadIdentityPools/k8s-pool/attribute.namespace/ns1",
+        "roles/iam.workloadIdentityUser",
+    )
+    .await;
+    let generated = api
+        .with_token(&federated)
+        .post(
+            &format!("/v1/projects/-/serviceAccounts/{EMAIL}:generateAccessToken"),
+            json!({"scope": ["s"]}),
+        )
+        .await;
+    assert_eq!(generated.status, 200, "{generated:?}");
+
+    // The condition refuses another namespace.
+    let mut other = cluster.claims("ns2", "ksa1");
+    other["aud"] = json!(audience);
+    let refused = exchange(&api, &audience, &cluster.token(&other), "").await;
+    assert!(oauth_error(&refused, "unauthorized_client").contains("attribute condition"));
+    // Without allowed audiences only the provider's own name is accepted.
+    let pool_aud = exchange(
+        &api,
+        &audience,
+        &cluster.token(&cluster.claims("ns1", "ksa1")),
+        "",
+    )
+    .await;
+    assert!(oauth_error(&pool_aud, "invalid_grant").contains("audience"));
+    // A disabled provider is an invalid target.
+    api.call(
+        "PATCH",
+        &format!("/v1/{provider}?updateMask=disabled"),
+        Some(json!({"disabled": true})),
+    )
+    .await
+    .ok();
+    let disabled = exchange(&api, &audience, &cluster.token(&claims), "").await;
+    oauth_error(&disabled, "invalid_target");
+}
