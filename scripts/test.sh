@@ -14,6 +14,12 @@ if ! command -v gcloud >/dev/null; then
     echo "warning: gcloud is not on PATH; the gcloud compatibility tests cannot run" >&2
 fi
 
+step "python venv for the client tests (.venv, from PyPI)"
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+
 step "format"
 cargo fmt --all --check
 
@@ -38,3 +44,7 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
     cargo test --workspace --locked --no-fail-fast
 fi
+
+step "client compatibility: google-auth and gcloud against the real binary"
+cargo build --locked --bin wid --quiet
+WID_BIN="$PWD/target/debug/wid" .venv/bin/python -m pytest tests/python -q -p no:cacheprovider
