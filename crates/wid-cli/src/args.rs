@@ -48,6 +48,48 @@ pub enum AdminCommand {
     /// Kubernetes clusters registered as providers of the project's GKE pool.
     #[command(subcommand)]
     Clusters(ClustersCommand),
+    /// The token service's signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// The audit trail of exchanges, issuances and denials.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// List the signing keys: the active ones and those still published.
+    List,
+    /// Rotate: new keys sign from now on; old ones stay published until their tokens expire.
+    Rotate {
+        /// RS256 or ES256; both when omitted.
+        #[arg(long)]
+        algorithm: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// The newest audit records, newest first.
+    List {
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+}
+
+/// Exchange a subject token at STS, then impersonate a service account with it.
+#[derive(Args, Debug, Clone)]
+pub struct ImpersonationArgs {
+    /// The service account to get a token for.
+    pub service_account: String,
+    /// File holding the subject token (a Kubernetes service-account token, or any OIDC token of
+    /// a registered provider).
+    #[arg(long)]
+    pub subject_token_file: PathBuf,
+    /// The STS audience: identitynamespace:PROJECT.svc.id.goog:ISSUER, or
+    /// //iam.googleapis.com/projects/N/locations/global/workloadIdentityPools/POOL/providers/P.
+    #[arg(long)]
+    pub audience: String,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -155,6 +197,36 @@ pub enum ServiceAccountsCommand {
     SetIamPolicy {
         service_account: String,
         policy_file: PathBuf,
+    },
+    /// Exchange a subject token, then print an access token for the account. Needs no admin
+    /// credential.
+    #[command(name = "print-access-token")]
+    PrintAccessToken {
+        #[command(flatten)]
+        source: ImpersonationArgs,
+        /// OAuth scopes (comma-separated).
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "https://www.googleapis.com/auth/cloud-platform"
+        )]
+        scopes: Vec<String>,
+        /// Lifetime, e.g. 3600s (at most one hour).
+        #[arg(long)]
+        lifetime: Option<String>,
+    },
+    /// Exchange a subject token, then print an ID token for the account. Needs no admin
+    /// credential.
+    #[command(name = "print-identity-token")]
+    PrintIdentityToken {
+        #[command(flatten)]
+        source: ImpersonationArgs,
+        /// The ID token's audience (gcloud's default when omitted).
+        #[arg(long, default_value = "32555940559.apps.googleusercontent.com")]
+        token_audience: String,
+        /// Add the email and email_verified claims.
+        #[arg(long)]
+        include_email: bool,
     },
 }
 

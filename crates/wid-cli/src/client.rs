@@ -41,14 +41,19 @@ pub fn segment(s: &str) -> String {
 }
 
 impl Client {
-    pub fn new(endpoint: &str, token_file: &Path) -> Result<Client, CallError> {
-        let token = std::fs::read_to_string(token_file).map_err(|e| CallError {
-            status: None,
-            message: format!(
-                "cannot read the credential in {}: {e}",
-                token_file.display()
-            ),
-        })?;
+    /// A client that authenticates with the credential in `token_file`, or with none (for the
+    /// OAuth endpoints, which take no bearer token).
+    pub fn new(endpoint: &str, token_file: Option<&Path>) -> Result<Client, CallError> {
+        let token = match token_file {
+            Some(path) => std::fs::read_to_string(path)
+                .map_err(|e| CallError {
+                    status: None,
+                    message: format!("cannot read the credential in {}: {e}", path.display()),
+                })?
+                .trim()
+                .to_owned(),
+            None => String::new(),
+        };
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(60))
             .user_agent(concat!("wid-cli/", env!("CARGO_PKG_VERSION")))
@@ -59,8 +64,48 @@ impl Client {
             })?;
         Ok(Client {
             base: endpoint.trim_end_matches('/').to_owned(),
-            token: token.trim().to_owned(),
+            token,
             http,
+        })
+    }
+
+    /// The same client with another bearer token.
+    pub fn with_token(&self, token: &str) -> Client {
+        Client {
+            base: self.base.clone(),
+            token: token.to_owned(),
+            http: self.http.clone(),
+        }
+    }
+
+    /// POSTs a form (the STS endpoints); OAuth errors come back as `error: error_description`.
+    pub async fn post_form(&self, path: &str, form: &[(&str, &str)]) -> Result<Value, CallError> {
+        let url = format!("{}{path}", self.base);
+        let response = self
+            .http
+            .post(&url)
+            .form(form)
+            .send()
+            .await
+            .map_err(|e| CallError {
+                status: None,
+                message: format!("cannot reach the token service at {}: {e}", self.base),
+            })?;
+        let status = response.status();
+        let value: Value = response.json().await.unwrap_or(Value::Null);
+        if status.is_success() {
+            return Ok(value);
+        }
+        let message = match (
+            value.get("error").and_then(Value::as_str),
+            value.get("error_description").and_then(Value::as_str),
+        ) {
+            (Some(error), Some(description)) => format!("{error}: {description}"),
+            _ => value.to_string(),
+        };
+        Err(CallError {
+            status: Some(status.as_u16()),
+            message,
         })
     }
 
@@ -73,11 +118,10 @@ impl Client {
         body: Option<&Value>,
     ) -> Result<Value, CallError> {
         let url = format!("{}{path}", self.base);
-        let mut request = self
-            .http
-            .request(method, &url)
-            .bearer_auth(&self.token)
-            .query(query);
+        let mut request = self.http.request(method, &url).query(query);
+        if !self.token.is_empty() {
+            request = request.bearer_auth(&self.token);
+        }
         if let Some(body) = body {
             request = request.json(body);
         }

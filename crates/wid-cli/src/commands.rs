@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{Context, bail};
 use reqwest::Method;
 use serde_json::{Map, Value, json};
 
@@ -10,6 +10,21 @@ use crate::args::*;
 use crate::client::{Client, segment};
 use crate::output::{self, Column};
 
+const KEY_COLUMNS: &[Column] = &[
+    ("KID", "kid"),
+    ("ALGORITHM", "algorithm"),
+    ("STATE", "state"),
+    ("CREATED", "createTime"),
+    ("RETIRES", "retireTime"),
+];
+const AUDIT_COLUMNS: &[Column] = &[
+    ("TIME", "time"),
+    ("ACTION", "action"),
+    ("OUTCOME", "outcome"),
+    ("CALLER", "caller"),
+    ("TARGET", "target"),
+    ("REASON", "reason"),
+];
 const SA_COLUMNS: &[Column] = &[
     ("DISPLAY NAME", "displayName"),
     ("EMAIL", "email"),
@@ -46,10 +61,28 @@ pub async fn run(
     client_args: ClientArgs,
     default_token_file: Option<PathBuf>,
 ) -> anyhow::Result<()> {
-    let token_file = client_args.token_file.clone().or(default_token_file).ok_or_else(|| {
-        anyhow!("no credential: pass --token-file or set WID_TOKEN_FILE (the bootstrap token is DATA_DIR/admin-token)")
-    })?;
-    let client = Client::new(&client_args.endpoint, &token_file)?;
+    // Exchanging a subject token needs no admin credential: the subject token is the credential.
+    let needs_admin = !matches!(
+        command,
+        AdminCommand::ServiceAccounts(
+            ServiceAccountsCommand::PrintAccessToken { .. }
+                | ServiceAccountsCommand::PrintIdentityToken { .. }
+        )
+    );
+    let token_file = client_args.token_file.clone().or(default_token_file);
+    if needs_admin && token_file.is_none() {
+        bail!(
+            "no credential: pass --token-file or set WID_TOKEN_FILE (the bootstrap token is DATA_DIR/admin-token)"
+        );
+    }
+    let client = Client::new(
+        &client_args.endpoint,
+        if needs_admin {
+            token_file.as_deref()
+        } else {
+            None
+        },
+    )?;
     let cli = Cli {
         client,
         format: client_args.format,
@@ -59,6 +92,8 @@ pub async fn run(
         AdminCommand::ServiceAccounts(c) => cli.service_accounts(c).await,
         AdminCommand::WorkloadIdentityPools(c) => cli.pools(c).await,
         AdminCommand::Clusters(c) => cli.clusters(c).await,
+        AdminCommand::Keys(c) => cli.keys(c).await,
+        AdminCommand::Audit(c) => cli.audit(c).await,
     }
 }
 
@@ -76,6 +111,11 @@ fn account_path(account: &str) -> String {
         segment(project),
         segment(account)
     )
+}
+
+/// IAM Credentials names accounts under `projects/-` only.
+fn credentials_path(account: &str) -> String {
+    format!("/v1/projects/-/serviceAccounts/{}", segment(account))
 }
 
 fn pools_path(project: &ProjectArg, location: &LocationArg) -> String {
@@ -327,6 +367,45 @@ impl Cli {
                     .await?;
                 eprintln!("Enabled service account [{service_account}].");
             }
+            C::PrintAccessToken {
+                source,
+                scopes,
+                lifetime,
+            } => {
+                let federated = self.exchange(&source).await?;
+                let mut body = json!({ "scope": scopes });
+                if let Some(l) = lifetime {
+                    body["lifetime"] = json!(l);
+                }
+                let path = format!(
+                    "{}:generateAccessToken",
+                    credentials_path(&source.service_account)
+                );
+                let answer = self
+                    .client
+                    .with_token(&federated)
+                    .call(Method::POST, &path, &[], Some(&body))
+                    .await?;
+                self.print_token(&answer, "accessToken");
+            }
+            C::PrintIdentityToken {
+                source,
+                token_audience,
+                include_email,
+            } => {
+                let federated = self.exchange(&source).await?;
+                let body = json!({ "audience": token_audience, "includeEmail": include_email });
+                let path = format!(
+                    "{}:generateIdToken",
+                    credentials_path(&source.service_account)
+                );
+                let answer = self
+                    .client
+                    .with_token(&federated)
+                    .call(Method::POST, &path, &[], Some(&body))
+                    .await?;
+                self.print_token(&answer, "token");
+            }
             C::GetIamPolicy { service_account } => {
                 self.print(&self.get_policy(&service_account).await?)
             }
@@ -374,6 +453,85 @@ impl Cli {
                 self.print(&set);
             }
         }
+        Ok(())
+    }
+
+    /// The STS exchange of a subject token; returns the federated token.
+    async fn exchange(&self, source: &ImpersonationArgs) -> anyhow::Result<String> {
+        let subject = std::fs::read_to_string(&source.subject_token_file)
+            .with_context(|| format!("reading {}", source.subject_token_file.display()))?;
+        let answer = self
+            .client
+            .post_form(
+                "/v1/token",
+                &[
+                    (
+                        "grant_type",
+                        "urn:ietf:params:oauth:grant-type:token-exchange",
+                    ),
+                    ("audience", &source.audience),
+                    ("scope", "https://www.googleapis.com/auth/iam"),
+                    (
+                        "requested_token_type",
+                        "urn:ietf:params:oauth:token-type:access_token",
+                    ),
+                    ("subject_token", subject.trim()),
+                    ("subject_token_type", "urn:ietf:params:oauth:token-type:jwt"),
+                ],
+            )
+            .await?;
+        answer
+            .get("access_token")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .context("the token service answered without an access_token")
+    }
+
+    /// A token alone on a line (for `$(...)`), or the whole answer in JSON or YAML.
+    fn print_token(&self, answer: &Value, field: &str) {
+        match self.format {
+            Format::Table => println!(
+                "{}",
+                answer
+                    .get(field)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+            ),
+            _ => self.print(answer),
+        }
+    }
+
+    async fn keys(&self, command: KeysCommand) -> anyhow::Result<()> {
+        let answer = match command {
+            KeysCommand::List => self.get("/v1/signingKeys").await?,
+            KeysCommand::Rotate { algorithm } => {
+                let body = json!({ "algorithm": algorithm.unwrap_or_default() });
+                let answer = self
+                    .client
+                    .call(Method::POST, "/v1/signingKeys:rotate", &[], Some(&body))
+                    .await?;
+                eprintln!(
+                    "Rotated the signing keys; the old ones stay published until their tokens expire."
+                );
+                answer
+            }
+        };
+        self.print_list(&items(&answer, "keys"), KEY_COLUMNS);
+        Ok(())
+    }
+
+    async fn audit(&self, command: AuditCommand) -> anyhow::Result<()> {
+        let AuditCommand::List { limit } = command;
+        let answer = self
+            .client
+            .call(
+                Method::GET,
+                "/v1/auditEvents",
+                &[("limit", &limit.to_string())],
+                None,
+            )
+            .await?;
+        self.print_list(&items(&answer, "events"), AUDIT_COLUMNS);
         Ok(())
     }
 

@@ -133,6 +133,12 @@ fn audience_accepted(claims: &Map<String, Value>, accepted: &[String]) -> Result
     }
 }
 
+/// Why an exchange was refused, and whether that was audited already.
+enum Refusal {
+    Early(ApiError),
+    Audited(ApiError),
+}
+
 /// Where a provider's or cluster's keys come from.
 struct KeySource {
     owner: KeySetOwner,
@@ -148,50 +154,81 @@ impl<S: Store> App<S> {
         content_type: Option<&str>,
         body: &[u8],
     ) -> Result<ExchangeResponse, ApiError> {
+        match self.exchange_checked(content_type, body).await {
+            Ok(answer) => Ok(answer),
+            // Refusals of the request itself (before any provider was found) are audited too.
+            Err(Refusal::Early(e)) => {
+                let reason = e.to_string();
+                self.audit(Event {
+                    action: "token_exchange",
+                    caller: "unknown",
+                    provider: "",
+                    target: "",
+                    token_id: "",
+                    outcome: Err(&reason),
+                })
+                .await;
+                Err(e)
+            }
+            Err(Refusal::Audited(e)) => Err(e),
+        }
+    }
+
+    async fn exchange_checked(
+        &self,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> Result<ExchangeResponse, Refusal> {
+        let early = Refusal::Early;
         let request = if content_type.is_some_and(|c| c.starts_with("application/json")) {
-            serde_json::from_slice::<ExchangeRequest>(body).map_err(|e| {
-                oauth(
-                    "invalid_request",
-                    format!("The request body is not valid JSON: {e}"),
-                )
-            })?
+            serde_json::from_slice::<ExchangeRequest>(body)
+                .map_err(|e| {
+                    oauth(
+                        "invalid_request",
+                        format!("The request body is not valid JSON: {e}"),
+                    )
+                })
+                .map_err(early)?
         } else {
-            ExchangeRequest::from_form(body).map_err(|e| oauth("invalid_request", e))?
+            ExchangeRequest::from_form(body)
+                .map_err(|e| oauth("invalid_request", e))
+                .map_err(early)?
         };
         if request.grant_type != GRANT_TYPE_TOKEN_EXCHANGE {
-            return Err(oauth(
+            return Err(early(oauth(
                 "unsupported_grant_type",
                 format!("Invalid value for \"grant_type\": expected {GRANT_TYPE_TOKEN_EXCHANGE}."),
-            ));
+            )));
         }
         if !request.requested_token_type.is_empty()
             && request.requested_token_type != TOKEN_TYPE_ACCESS_TOKEN
         {
-            return Err(oauth(
+            return Err(early(oauth(
                 "invalid_request",
                 format!(
                     "Invalid value for \"requested_token_type\": expected {TOKEN_TYPE_ACCESS_TOKEN}."
                 ),
-            ));
+            )));
         }
         if ![TOKEN_TYPE_JWT, TOKEN_TYPE_ID_TOKEN].contains(&request.subject_token_type.as_str()) {
-            return Err(oauth(
+            return Err(early(oauth(
                 "invalid_request",
                 format!(
                     "Invalid value for \"subject_token_type\": expected {TOKEN_TYPE_JWT} or {TOKEN_TYPE_ID_TOKEN}."
                 ),
-            ));
+            )));
         }
         // google-auth sends the token file's content as read, trailing newline included.
         let subject_token = request.subject_token.trim();
         if subject_token.is_empty() {
-            return Err(oauth(
+            return Err(early(oauth(
                 "invalid_request",
                 "The \"subject_token\" parameter is missing.",
-            ));
+            )));
         }
         let audience = parse_audience(request.audience.trim())
-            .ok_or_else(|| oauth("invalid_request", AUDIENCE_HELP))?;
+            .ok_or_else(|| oauth("invalid_request", AUDIENCE_HELP))
+            .map_err(early)?;
         let scope = if request.scope.trim().is_empty() {
             DEFAULT_SCOPE.to_owned()
         } else {
@@ -223,11 +260,13 @@ impl<S: Store> App<S> {
                     outcome: Err(&reason),
                 })
                 .await;
-                return Err(e);
+                return Err(Refusal::Audited(e));
             }
         };
         let principal = principal_of(&identity);
-        let Minted { token, jti, exp } = self.mint_federated(identity, &scope, now())?;
+        let Minted { token, jti, exp } = self
+            .mint_federated(identity, &scope, now())
+            .map_err(early)?;
         self.audit(Event {
             action: "token_exchange",
             caller: &principal,

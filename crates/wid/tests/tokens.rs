@@ -774,3 +774,139 @@ async fn generic_provider_mapping_condition_and_audiences() {
     let disabled = exchange(&api, &audience, &cluster.token(&claims), "").await;
     oauth_error(&disabled, "invalid_target");
 }
+
+#[tokio::test]
+async fn cli_helpers_keys_and_audit() {
+    let (dir, server, api, cluster) = setup().await;
+    bind(
+        &api,
+        "serviceAccount:proj-a.svc.id.goog[ns1/ksa1]",
+        "roles/iam.workloadIdentityUser",
+    )
+    .await;
+    let subject = dir.path().join("ksa-token");
+    std::fs::write(
+        &subject,
+        format!("{}\n", cluster.token(&cluster.claims("ns1", "ksa1"))),
+    )
+    .expect("write");
+    let subject = subject.to_str().expect("path").to_owned();
+    let audience = gke_audience();
+    let run = |args: Vec<&str>| {
+        let out = std::process::Command::new(support::WID)
+            .args(&args)
+            .env("WID_ENDPOINT", server.base())
+            .env("WID_TOKEN_FILE", server.token_file())
+            .output()
+            .expect("run wid");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    // Exchange then impersonate; no admin credential is needed for it.
+    let out = std::process::Command::new(support::WID)
+        .args([
+            "iam",
+            "service-accounts",
+            "print-access-token",
+            EMAIL,
+            "--subject-token-file",
+            &subject,
+            "--audience",
+            &audience,
+        ])
+        .env("WID_ENDPOINT", server.base())
+        .env_remove("WID_TOKEN_FILE")
+        .env("HOME", dir.path())
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let access = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let info = api
+        .without_token()
+        .get(&format!("/tokeninfo?access_token={access}"))
+        .await;
+    assert_eq!(info.ok()["email"], EMAIL);
+
+    bind(
+        &api,
+        "serviceAccount:proj-a.svc.id.goog[ns1/ksa1]",
+        "roles/iam.serviceAccountOpenIdTokenCreator",
+    )
+    .await;
+    let id = run(vec![
+        "iam",
+        "service-accounts",
+        "print-identity-token",
+        EMAIL,
+        "--subject-token-file",
+        &subject,
+        "--audience",
+        &audience,
+        "--token-audience",
+        "https://svc.example.com",
+        "--include-email",
+    ]);
+    let info = api
+        .without_token()
+        .get(&format!("/tokeninfo?id_token={id}"))
+        .await;
+    assert_eq!(info.ok()["aud"], "https://svc.example.com");
+    assert_eq!(info.body["email"], EMAIL);
+
+    // A refusal is one clear line.
+    let out = std::process::Command::new(support::WID)
+        .args([
+            "iam",
+            "service-accounts",
+            "print-access-token",
+            EMAIL,
+            "--subject-token-file",
+            &subject,
+            "--audience",
+            "nonsense",
+        ])
+        .env("WID_ENDPOINT", server.base())
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid_request"));
+
+    // Keys and audit.
+    let keys: Value =
+        serde_json::from_str(&run(vec!["iam", "keys", "list", "--format", "json"])).expect("json");
+    assert_eq!(keys.as_array().map(Vec::len), Some(2));
+    run(vec!["iam", "keys", "rotate", "--algorithm", "ES256"]);
+    let keys: Value =
+        serde_json::from_str(&run(vec!["iam", "keys", "list", "--format", "json"])).expect("json");
+    assert_eq!(keys.as_array().map(Vec::len), Some(3));
+    let table = run(vec!["iam", "keys", "list"]);
+    assert!(
+        table.contains("PUBLISHED") && table.contains("ACTIVE"),
+        "{table}"
+    );
+    let audit: Value = serde_json::from_str(&run(vec![
+        "iam", "audit", "list", "--limit", "5", "--format", "json",
+    ]))
+    .expect("json");
+    let events = audit.as_array().cloned().unwrap_or_default();
+    assert!(!events.is_empty() && events.len() <= 5);
+    assert!(
+        events
+            .iter()
+            .any(|e| e["action"] == "generate_id_token" && e["outcome"] == "GRANTED")
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["action"] == "token_exchange" && e["outcome"] == "DENIED")
+    );
+    assert!(!audit.to_string().contains(&access));
+}
