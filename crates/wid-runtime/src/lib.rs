@@ -4,6 +4,7 @@
 //! Only binaries read flags and the environment; this crate takes resolved values.
 
 pub mod logging;
+pub mod memo;
 pub mod private_files;
 pub mod secrets;
 pub mod serve;

@@ -9,11 +9,13 @@
 //! Durability: an acknowledged write has been committed with `synchronous=FULL` in WAL mode, so
 //! it survives a kill -9 of the process (and a power loss).
 
+mod cached;
 mod rows;
 mod sqlite;
 
 use std::future::Future;
 
+pub use cached::CachedStore;
 pub use rows::*;
 pub use sqlite::SqliteStore;
 
@@ -190,6 +192,8 @@ pub trait Store: Clone + Send + Sync + 'static {
     fn delete_retired_signing_keys(&self, now: i64) -> impl Future<Output = Result<u64>> + Send;
 
     fn append_audit(&self, row: &AuditRow) -> impl Future<Output = Result<()>> + Send;
+    /// Appends several records in one transaction (one disk sync).
+    fn append_audit_batch(&self, rows: &[AuditRow]) -> impl Future<Output = Result<()>> + Send;
     /// The newest `limit` records, newest first.
     fn list_audit(&self, limit: u32) -> impl Future<Output = Result<Vec<AuditRow>>> + Send;
 

@@ -768,6 +768,28 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn append_audit_batch(&self, rows: &[AuditRow]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for row in rows {
+            sqlx::query(
+                "INSERT INTO audit_events (time, action, caller, provider, target, token_id, outcome, reason)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&row.time)
+            .bind(&row.action)
+            .bind(&row.caller)
+            .bind(&row.provider)
+            .bind(&row.target)
+            .bind(&row.token_id)
+            .bind(&row.outcome)
+            .bind(&row.reason)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn list_audit(&self, limit: u32) -> Result<Vec<AuditRow>> {
         let rows = sqlx::query("SELECT * FROM audit_events ORDER BY id DESC LIMIT ?")
             .bind(i64::from(limit))

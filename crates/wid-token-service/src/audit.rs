@@ -1,5 +1,9 @@
 //! The audit trail: every exchange, issuance and denial, in the store and as a JSON log line
 //! (target `wid::audit`). Records name tokens by their id, never by their value.
+//!
+//! The log line is written at once; the store gets records in batches from one writer task, so
+//! that a burst of issuances costs one disk sync per batch rather than one per token. Reading
+//! the trail flushes first, so a reader sees every record of requests already answered.
 
 use wid_store::{AuditRow, Store};
 
@@ -45,8 +49,8 @@ impl<S: Store> App<S> {
             reason = %row.reason,
             "audit"
         );
-        if let Err(e) = self.store.append_audit(&row).await {
-            tracing::error!(error = %e, "cannot store an audit record");
+        if self.audit_tx.send(AuditMessage::Record(row)).await.is_err() {
+            tracing::error!("the audit writer is gone; a record was only logged");
         }
     }
 }
@@ -58,6 +62,7 @@ impl<S: Store> App<S> {
         limit: Option<&str>,
     ) -> Result<wid_api::keys::ListAuditEventsResponse, crate::error::ApiError> {
         Self::require_service_admin(caller, "wid.auditEvents.list")?;
+        self.flush_audit().await;
         let limit = match limit {
             None | Some("") => 100,
             Some(text) => text
@@ -88,5 +93,57 @@ impl<S: Store> App<S> {
             })
             .collect();
         Ok(wid_api::keys::ListAuditEventsResponse { events })
+    }
+}
+
+/// What the audit writer receives.
+pub enum AuditMessage {
+    Record(AuditRow),
+    /// Answered once every record sent before it is stored.
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
+/// Records queued before senders wait.
+pub const AUDIT_QUEUE: usize = 10_000;
+/// The most records in one transaction.
+const AUDIT_BATCH: usize = 512;
+
+impl<S: Store> App<S> {
+    /// Waits until every record sent so far is stored.
+    pub async fn flush_audit(&self) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.audit_tx.send(AuditMessage::Flush(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+/// The writer task: stores records in batches until every sender is gone.
+pub async fn write_audit_forever<S: Store>(
+    store: S,
+    mut rx: tokio::sync::mpsc::Receiver<AuditMessage>,
+) {
+    let mut batch: Vec<AuditRow> = Vec::with_capacity(AUDIT_BATCH);
+    let mut waiting: Vec<tokio::sync::oneshot::Sender<()>> = Vec::new();
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        while let Some(message) = next.take() {
+            match message {
+                AuditMessage::Record(row) => batch.push(row),
+                AuditMessage::Flush(done) => waiting.push(done),
+            }
+            if batch.len() < AUDIT_BATCH {
+                next = rx.try_recv().ok();
+            }
+        }
+        if !batch.is_empty() {
+            if let Err(e) = store.append_audit_batch(&batch).await {
+                tracing::error!(error = %e, records = batch.len(), "cannot store audit records; they are in the log");
+            }
+            batch.clear();
+        }
+        for done in waiting.drain(..) {
+            let _ = done.send(());
+        }
     }
 }

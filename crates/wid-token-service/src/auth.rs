@@ -55,10 +55,16 @@ impl<S: Store> App<S> {
         let Some(row) = self.store.get_policy(key).await? else {
             return Ok((Policy::default(), None));
         };
+        // Etags are unique per stored version, so a parse is good for as long as the etag is.
+        if let Some(policy) = self.parsed_policies.get(&row.etag) {
+            return Ok(((*policy).clone(), Some(row.etag)));
+        }
         let policy = crate::iam::policies::decode_stored(&row.policy_json).unwrap_or_else(|e| {
             tracing::error!(resource = key, error = %e, "stored policy does not validate; treating it as empty");
             Policy::default()
         });
+        self.parsed_policies
+            .put(row.etag.clone(), std::sync::Arc::new(policy.clone()));
         Ok((policy, Some(row.etag)))
     }
 

@@ -37,7 +37,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use wid_runtime::private_files;
-use wid_store::{SqliteStore, Store};
+use wid_store::{CachedStore, SqliteStore, Store};
 
 /// The resolved settings of the token service.
 #[derive(Clone, Debug)]
@@ -67,6 +67,11 @@ pub struct App<S> {
     issuer: String,
     keys: keys::KeyRing,
     refetch_gate: sts::RefetchGate,
+    audit_tx: tokio::sync::mpsc::Sender<audit::AuditMessage>,
+    /// Access tokens whose signature verified, by value.
+    verified_tokens: wid_runtime::memo::Memo<String, wid_api::tokens::AccessTokenClaims>,
+    /// Validated policies, by etag.
+    parsed_policies: wid_runtime::memo::Memo<String, Arc<wid_iam::Policy>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,7 +95,7 @@ pub enum StartError {
 
 /// A started token service: its listener is bound, its store open.
 pub struct TokenService {
-    app: Arc<App<SqliteStore>>,
+    app: Arc<App<CachedStore<SqliteStore>>>,
     listener: TcpListener,
 }
 
@@ -107,7 +112,7 @@ impl TokenService {
         if created {
             tracing::info!(path = %token_path.display(), "wrote a new bootstrap admin token");
         }
-        let store = SqliteStore::open(&db_path).await?;
+        let store = CachedStore::new(SqliteStore::open(&db_path).await?);
         let http = reqwest::Client::builder()
             .timeout(config.discovery_timeout)
             .connect_timeout(config.discovery_timeout)
@@ -136,6 +141,8 @@ impl TokenService {
             None => format!("http://{bound}"),
         };
         let keys = keys::KeyRing::open(&store, &issuer, tokens::now()).await?;
+        let (audit_tx, audit_rx) = tokio::sync::mpsc::channel(audit::AUDIT_QUEUE);
+        tokio::spawn(audit::write_audit_forever(store.clone(), audit_rx));
         let app = Arc::new(App {
             store,
             admin_token,
@@ -144,6 +151,9 @@ impl TokenService {
             issuer,
             keys,
             refetch_gate: sts::RefetchGate::default(),
+            audit_tx,
+            verified_tokens: wid_runtime::memo::Memo::new(10_000),
+            parsed_policies: wid_runtime::memo::Memo::new(10_000),
         });
         Ok(TokenService { app, listener })
     }
@@ -167,8 +177,9 @@ impl TokenService {
                 .await;
         refresher.abort();
         retirer.abort();
+        self.app.flush_audit().await;
         if let Some(store) = Arc::into_inner(self.app).map(|app| app.store) {
-            store.close().await;
+            store.inner().close().await;
         }
         result
     }

@@ -172,6 +172,26 @@ impl<S: Store> App<S> {
     /// Checks a wid access token (federated or service-account): signature by a published key,
     /// issuer, audience and times. Returns its claims.
     pub fn verify_access_token(&self, token: &str, now: i64) -> Result<AccessTokenClaims, String> {
+        // Clients present one token for up to an hour: verify its signature once.
+        let claims = match self.verified_tokens.get(&token.to_owned()) {
+            Some(claims) => claims,
+            None => {
+                let claims = self.verify_access_signature(token)?;
+                self.verified_tokens.put(token.to_owned(), claims.clone());
+                claims
+            }
+        };
+        if now > claims.exp + OWN_TOKEN_SKEW_SECS {
+            return Err("expired".into());
+        }
+        if claims.iat > now + OWN_TOKEN_SKEW_SECS {
+            return Err("issued in the future".into());
+        }
+        Ok(claims)
+    }
+
+    /// The signature, type, issuer and audience checks of a wid access token.
+    fn verify_access_signature(&self, token: &str) -> Result<AccessTokenClaims, String> {
         let keys = self.keys.current();
         let verified = wid_jose::verify(token, &keys.public_jwks()).map_err(|e| e.to_string())?;
         if verified.header.typ.as_deref() != Some("at+jwt") {
@@ -182,12 +202,6 @@ impl<S: Store> App<S> {
                 .map_err(|e| format!("bad claims: {e}"))?;
         if claims.iss != self.issuer || claims.aud != self.issuer {
             return Err("issued by another token service".into());
-        }
-        if now > claims.exp + OWN_TOKEN_SKEW_SECS {
-            return Err("expired".into());
-        }
-        if claims.iat > now + OWN_TOKEN_SKEW_SECS {
-            return Err("issued in the future".into());
         }
         Ok(claims)
     }
