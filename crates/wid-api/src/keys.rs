@@ -6,6 +6,8 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "camelCase")]
 pub struct SigningKeyInfo {
     pub kid: String,
+    /// `id_token`, `access_token` or `account_signing`.
+    pub purpose: String,
     pub algorithm: String,
     /// `ACTIVE` (signs new tokens) or `PUBLISHED` (rotated out, verifying until it retires).
     pub state: String,
@@ -26,7 +28,8 @@ pub struct ListSigningKeysResponse {
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RotateSigningKeysRequest {
-    /// `RS256`, `ES256`, or empty for both.
+    /// `RS256` (the ID-token and account-signing keys), `ES256` (the access-token key), a
+    /// purpose (`id_token`, `access_token`, `account_signing`), or empty for all.
     #[serde(default)]
     pub algorithm: String,
 }

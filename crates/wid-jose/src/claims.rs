@@ -11,14 +11,17 @@ pub struct TimeRules {
     pub max_lifetime: i64,
 }
 
+/// A NumericDate claim as whole seconds. Fractions are accepted (RFC 7519 allows them) when
+/// they fit; anything else is refused rather than saturated.
 fn seconds(claims: &Map<String, Value>, name: &str) -> Result<Option<i64>, String> {
+    const LIMIT: f64 = 1e15;
     match claims.get(name) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => n
-            .as_i64()
-            .or_else(|| n.as_f64().filter(|f| f.is_finite()).map(|f| f as i64))
-            .map(Some)
-            .ok_or_else(|| format!("the '{name}' claim is not a time")),
+        Some(Value::Number(n)) => match (n.as_i64(), n.as_f64()) {
+            (Some(i), _) if i.abs() < LIMIT as i64 => Ok(Some(i)),
+            (None, Some(f)) if f.is_finite() && f.abs() < LIMIT => Ok(Some(f.trunc() as i64)),
+            _ => Err(format!("the '{name}' claim is not a time")),
+        },
         Some(_) => Err(format!("the '{name}' claim is not a number")),
     }
 }
@@ -28,7 +31,10 @@ pub fn check_times(claims: &Map<String, Value>, now: i64, rules: TimeRules) -> R
     let exp = seconds(claims, "exp")?.ok_or("the token has no 'exp' claim")?;
     let iat = seconds(claims, "iat")?.ok_or("the token has no 'iat' claim")?;
     if now > exp.saturating_add(rules.skew) {
-        return Err(format!("the token expired at {exp}, {} s ago", now - exp));
+        return Err(format!(
+            "the token expired at {exp}, {} s ago",
+            now.saturating_sub(exp)
+        ));
     }
     if iat > now.saturating_add(rules.skew) {
         return Err(format!(

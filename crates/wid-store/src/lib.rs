@@ -178,9 +178,9 @@ pub trait Store: Clone + Send + Sync + 'static {
 
     /// Every signing key, active and published.
     fn list_signing_keys(&self) -> impl Future<Output = Result<Vec<SigningKeyRow>>> + Send;
-    /// Adds a key as the active one of its algorithm; AlreadyExists if one is active.
+    /// Adds a key as the active one of its purpose; AlreadyExists if one is active.
     fn insert_signing_key(&self, row: &SigningKeyRow) -> impl Future<Output = Result<()>> + Send;
-    /// In one transaction: the active key of `row.algorithm` stops signing at `rotate_time` and
+    /// In one transaction: the active key of `row.purpose` stops signing at `rotate_time` and
     /// stays published until `retire_time`, and `row` becomes the active key.
     fn rotate_signing_key(
         &self,

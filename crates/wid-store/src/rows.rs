@@ -82,6 +82,8 @@ pub struct ClusterRow {
 #[derive(Clone, PartialEq, Eq)]
 pub struct SigningKeyRow {
     pub kid: String,
+    /// What the key signs: `id_token`, `access_token` or `account_signing`.
+    pub purpose: String,
     pub algorithm: String,
     /// PKCS#8 DER; a secret.
     pub private_pkcs8: Vec<u8>,
@@ -97,6 +99,7 @@ impl std::fmt::Debug for SigningKeyRow {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SigningKeyRow")
             .field("kid", &self.kid)
+            .field("purpose", &self.purpose)
             .field("algorithm", &self.algorithm)
             .field("create_time", &self.create_time)
             .field("rotate_time", &self.rotate_time)

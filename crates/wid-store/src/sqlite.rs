@@ -684,6 +684,7 @@ impl Store for SqliteStore {
             .map(|r| {
                 Ok(SigningKeyRow {
                     kid: r.try_get("kid")?,
+                    purpose: r.try_get("purpose")?,
                     algorithm: r.try_get("algorithm")?,
                     private_pkcs8: r.try_get("private_pkcs8")?,
                     create_time: r.try_get("create_time")?,
@@ -696,10 +697,11 @@ impl Store for SqliteStore {
 
     async fn insert_signing_key(&self, row: &SigningKeyRow) -> Result<()> {
         sqlx::query(
-            "INSERT INTO signing_keys (kid, algorithm, private_pkcs8, create_time, rotate_time, retire_time)
-             VALUES (?, ?, ?, ?, NULL, NULL)",
+            "INSERT INTO signing_keys (kid, purpose, algorithm, private_pkcs8, create_time, rotate_time, retire_time)
+             VALUES (?, ?, ?, ?, ?, NULL, NULL)",
         )
         .bind(&row.kid)
+        .bind(&row.purpose)
         .bind(&row.algorithm)
         .bind(&row.private_pkcs8)
         .bind(row.create_time)
@@ -718,18 +720,19 @@ impl Store for SqliteStore {
         let mut tx = self.pool.begin().await?;
         // The first statement writes, so the transaction takes the write lock at once.
         sqlx::query(
-            "UPDATE signing_keys SET rotate_time = ?, retire_time = ? WHERE algorithm = ? AND rotate_time IS NULL",
+            "UPDATE signing_keys SET rotate_time = ?, retire_time = ? WHERE purpose = ? AND rotate_time IS NULL",
         )
         .bind(rotate_time)
         .bind(retire_time)
-        .bind(&row.algorithm)
+        .bind(&row.purpose)
         .execute(&mut *tx)
         .await?;
         sqlx::query(
-            "INSERT INTO signing_keys (kid, algorithm, private_pkcs8, create_time, rotate_time, retire_time)
-             VALUES (?, ?, ?, ?, NULL, NULL)",
+            "INSERT INTO signing_keys (kid, purpose, algorithm, private_pkcs8, create_time, rotate_time, retire_time)
+             VALUES (?, ?, ?, ?, ?, NULL, NULL)",
         )
         .bind(&row.kid)
+        .bind(&row.purpose)
         .bind(&row.algorithm)
         .bind(&row.private_pkcs8)
         .bind(row.create_time)

@@ -272,6 +272,7 @@ async fn signing_key_rotation() {
     let (_dir, s) = store().await;
     let key = |kid: &str| SigningKeyRow {
         kid: kid.into(),
+        purpose: "access_token".into(),
         algorithm: "ES256".into(),
         private_pkcs8: vec![1, 2, 3],
         create_time: 100,

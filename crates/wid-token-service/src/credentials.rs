@@ -159,6 +159,25 @@ impl<S: Store> App<S> {
         .await
     }
 
+    /// Records a credentials call refused before its caller was known.
+    pub(crate) async fn audit_unauthenticated(
+        &self,
+        verb: CredentialsVerb,
+        account: &str,
+        error: &ApiError,
+    ) {
+        let reason = error.to_string();
+        self.audit(Event {
+            action: verb.action(),
+            caller: "unauthenticated",
+            provider: "",
+            target: account,
+            token_id: "",
+            outcome: Err(&reason),
+        })
+        .await;
+    }
+
     pub(crate) async fn credentials_call(
         &self,
         caller: &Caller,
@@ -240,7 +259,7 @@ impl<S: Store> App<S> {
                         )
                     })?,
                 };
-                let (owner, target) = self.live_target(account).await?;
+                let (owner, target) = self.credentials_target(account).await?;
                 self.authorize_chain(
                     caller,
                     &request.delegates.unwrap_or_default(),
@@ -248,6 +267,7 @@ impl<S: Store> App<S> {
                     verb.permission(),
                 )
                 .await?;
+                Self::check_enabled(&target)?;
                 let now = now();
                 let Minted { token, jti, exp } =
                     self.mint_access(&target, &scopes, lifetime, caller, now)?;
@@ -262,7 +282,7 @@ impl<S: Store> App<S> {
                 if request.audience.trim().is_empty() {
                     return Err(ApiError::invalid("audience", "The audience is required."));
                 }
-                let (owner, target) = self.live_target(account).await?;
+                let (owner, target) = self.credentials_target(account).await?;
                 self.authorize_chain(
                     caller,
                     &request.delegates.unwrap_or_default(),
@@ -270,13 +290,20 @@ impl<S: Store> App<S> {
                     verb.permission(),
                 )
                 .await?;
+                Self::check_enabled(&target)?;
                 let minted = self
-                    .mint_id_token(&target, &request.audience, request.include_email, now())
+                    .mint_id_token(
+                        &target,
+                        &request.audience,
+                        request.include_email,
+                        request.use_email_azp,
+                        now(),
+                    )
                     .await?;
                 let answer = GenerateIdTokenResponse {
                     token: minted.token,
                 };
-                let id = format!("id:{}:{}", self.keys.current().rs256.kid(), minted.exp);
+                let id = minted.jti;
                 Ok((to_value(serde_json::to_value(answer))?, id, target.email))
             }
             CredentialsVerb::SignBlob => {
@@ -286,7 +313,7 @@ impl<S: Store> App<S> {
                     .map_err(|_| {
                         ApiError::invalid("payload", "The payload must be standard base64.")
                     })?;
-                let (owner, target) = self.live_target(account).await?;
+                let (owner, target) = self.credentials_target(account).await?;
                 self.authorize_chain(
                     caller,
                     &request.delegates.unwrap_or_default(),
@@ -294,7 +321,8 @@ impl<S: Store> App<S> {
                     verb.permission(),
                 )
                 .await?;
-                let key = self.keys.current().rs256.clone();
+                Self::check_enabled(&target)?;
+                let key = self.keys.current().account.clone();
                 let kid = key.kid().to_owned();
                 let signature = tokio::task::spawn_blocking(move || key.sign(&payload))
                     .await
@@ -333,7 +361,7 @@ impl<S: Store> App<S> {
                         ));
                     }
                 }
-                let (owner, target) = self.live_target(account).await?;
+                let (owner, target) = self.credentials_target(account).await?;
                 self.authorize_chain(
                     caller,
                     &request.delegates.unwrap_or_default(),
@@ -341,7 +369,8 @@ impl<S: Store> App<S> {
                     verb.permission(),
                 )
                 .await?;
-                let key = self.keys.current().rs256.clone();
+                Self::check_enabled(&target)?;
+                let key = self.keys.current().account.clone();
                 let kid = key.kid().to_owned();
                 let payload = request.payload.into_bytes();
                 let jwt = tokio::task::spawn_blocking(move || {
@@ -363,19 +392,16 @@ impl<S: Store> App<S> {
         }
     }
 
-    /// The target, which must exist and be enabled.
-    async fn live_target(
-        &self,
-        account: &str,
-    ) -> Result<(ProjectRow, ServiceAccountRow), ApiError> {
-        let (owner, target) = self.credentials_target(account).await?;
+    /// Refuses a disabled target; called after authorisation, so that only callers allowed on
+    /// the account learn its state.
+    fn check_enabled(target: &ServiceAccountRow) -> Result<(), ApiError> {
         if target.disabled {
             return Err(ApiError::FailedPrecondition(format!(
                 "The service account projects/-/serviceAccounts/{} is disabled.",
                 target.email
             )));
         }
-        Ok((owner, target))
+        Ok(())
     }
 }
 

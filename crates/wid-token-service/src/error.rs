@@ -28,6 +28,9 @@ pub enum ApiError {
     MissingCredentials,
     #[error("invalid credentials")]
     InvalidCredentials,
+    /// A valid token whose scopes do not reach IAM.
+    #[error("insufficient scopes")]
+    InsufficientScope,
     /// The caller lacks `permission` on the resource (or it may not exist).
     #[error("permission {permission} denied")]
     PermissionDenied { permission: &'static str },
@@ -41,6 +44,27 @@ pub enum ApiError {
         error: &'static str,
         description: String,
     },
+    /// An OAuth-style server failure: HTTP 500 with `{"error": "server_error", …}`.
+    #[error("server_error: {0}")]
+    OAuthServer(String),
+}
+
+impl ApiError {
+    /// The same failure in the OAuth shape, for the endpoints whose clients expect it (STS).
+    pub fn oauth_shaped(self) -> ApiError {
+        match self {
+            e @ (ApiError::OAuth { .. } | ApiError::OAuthServer(_)) => e,
+            ApiError::Internal(detail) => ApiError::OAuthServer(detail),
+            ApiError::MethodNotAllowed { message, .. } => ApiError::OAuth {
+                error: "invalid_request",
+                description: message,
+            },
+            other => ApiError::OAuth {
+                error: "invalid_request",
+                description: other.to_string(),
+            },
+        }
+    }
 }
 
 impl ApiError {
@@ -59,10 +83,13 @@ impl ApiError {
             ApiError::AlreadyExists { .. } => RpcCode::AlreadyExists,
             ApiError::Aborted(_) => RpcCode::Aborted,
             ApiError::MissingCredentials | ApiError::InvalidCredentials => RpcCode::Unauthenticated,
-            ApiError::PermissionDenied { .. } => RpcCode::PermissionDenied,
+            ApiError::PermissionDenied { .. } | ApiError::InsufficientScope => {
+                RpcCode::PermissionDenied
+            }
             ApiError::MethodNotAllowed { .. } => RpcCode::Unimplemented,
             ApiError::Internal(_) => RpcCode::Internal,
             ApiError::OAuth { .. } => RpcCode::InvalidArgument,
+            ApiError::OAuthServer(_) => RpcCode::Internal,
         }
     }
 
@@ -92,6 +119,15 @@ impl ApiError {
                     "ACCESS_TOKEN_TYPE_UNSUPPORTED",
                     "googleapis.com",
                     serde_json::json!({}),
+                )],
+            ),
+            ApiError::InsufficientScope => GoogleError::new(
+                code,
+                "Request had insufficient authentication scopes.",
+                vec![error_info(
+                    "ACCESS_TOKEN_SCOPE_INSUFFICIENT",
+                    "googleapis.com",
+                    serde_json::json!({ "service": "iamcredentials.googleapis.com" }),
                 )],
             ),
             ApiError::PermissionDenied { permission } => GoogleError::new(
@@ -137,6 +173,14 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if let ApiError::Internal(detail) = &self {
             tracing::error!(error = %detail, "internal error");
+        }
+        if let ApiError::OAuthServer(detail) = &self {
+            tracing::error!(error = %detail, "internal error");
+            let body = wid_api::sts::OAuthError {
+                error: "server_error".into(),
+                error_description: "Internal error encountered.".into(),
+            };
+            return crate::http::json_response(StatusCode::INTERNAL_SERVER_ERROR, &body);
         }
         if let ApiError::OAuth { error, description } = &self {
             let body = wid_api::sts::OAuthError {

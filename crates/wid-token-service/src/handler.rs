@@ -66,7 +66,15 @@ impl<S: Store> App<S> {
                 parts.method = m;
             }
         }
-        let route = route(&parts.method, parts.uri.path())?;
+        let path = parts.uri.path();
+        let route = match route(&parts.method, path) {
+            Ok(route) => route,
+            // STS clients parse OAuth errors only.
+            Err(e) if path == "/v1/token" || path == "/v1/introspect" => {
+                return Err(e.oauth_shaped());
+            }
+            Err(e) => return Err(e),
+        };
         let query = parse_query(parts.uri.query())?;
         let content_type = parts
             .headers
@@ -87,11 +95,14 @@ impl<S: Store> App<S> {
                     .headers
                     .get(axum::http::header::CONTENT_ENCODING)
                     .and_then(|v| v.to_str().ok());
-                let body = decode_body(encoding, read_body(body).await?)?;
-                return match route {
+                let body = match read_body(body).await.and_then(|b| decode_body(encoding, b)) {
+                    Ok(body) => body,
+                    Err(e) => return Err(e.oauth_shaped()),
+                };
+                let answer = match route {
                     // A Basic client credential (gcloud sends one) is accepted and ignored.
                     Route::Token => json(self.exchange(content_type.as_deref(), &body).await),
-                    Route::Introspect => json(self.introspect(&body)),
+                    Route::Introspect => json(self.introspect(&body).await),
                     _ => {
                         let mut params = query.clone();
                         if parts.method == Method::POST {
@@ -103,11 +114,26 @@ impl<S: Store> App<S> {
                         json(self.tokeninfo(&params).await)
                     }
                 };
+                return answer.map_err(ApiError::oauth_shaped);
             }
             _ => {}
         }
         // Authenticate before reading a body, so strangers cannot make us buffer one.
-        let caller = self.authenticate(&parts.headers).await?;
+        let caller = match self.authenticate(&parts.headers).await {
+            Ok(caller) => caller,
+            Err(e) => {
+                // A refused attempt at a credential is a denial the audit trail must show.
+                if let Route::ServiceAccountVerb {
+                    account,
+                    verb: AccountVerb::Credentials(verb),
+                    ..
+                } = &route
+                {
+                    self.audit_unauthenticated(*verb, account, &e).await;
+                }
+                return Err(e);
+            }
+        };
         let encoding = parts
             .headers
             .get(axum::http::header::CONTENT_ENCODING)

@@ -1,6 +1,6 @@
-//! The signing keys: one active RS256 key (ID tokens, signBlob, signJwt) and one active ES256
-//! key (access and federated tokens), plus rotated-out keys that stay published until every
-//! token they signed has expired.
+//! The signing keys: one active key per purpose (RS256 ID tokens, ES256 access and federated
+//! tokens, RS256 signBlob/signJwt), plus rotated-out keys that stay published until every token
+//! they signed has expired.
 //!
 //! Keys live in the store (the database file is private to the service's user) and are parsed
 //! once into a [`KeySet`] snapshot that requests read without waiting; a rotation or retirement
@@ -21,30 +21,68 @@ pub const MAX_SIGNED_LIFETIME_SECS: i64 = 12 * 3600;
 /// verifiers' caches.
 pub const RETIRE_MARGIN_SECS: i64 = 15 * 60;
 
-/// An immutable view of the keys.
-pub struct KeySet {
-    pub rs256: Arc<SigningKey>,
-    pub es256: Arc<SigningKey>,
-    /// Every published key (active and rotated-out), for verification and the key documents.
-    pub published: Vec<Arc<SigningKey>>,
-    pub rows: Vec<SigningKeyRow>,
-    /// `/oauth2/v3/certs`, rendered once.
-    pub jwks_json: Vec<u8>,
-    /// `/oauth2/v1/certs`, rendered once: kid → X.509 PEM, RS256 keys only.
-    pub pem_map_json: Vec<u8>,
+/// What a key signs. Keys of different purposes never verify each other's tokens, so a
+/// signature obtained for one kind (signBlob, say) can never pass as another (an ID token).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Purpose {
+    /// RS256 ID tokens; published at `/oauth2/v3/certs` and `/oauth2/v1/certs`.
+    IdToken,
+    /// ES256 access and federated tokens; published there too, for offline verification.
+    AccessToken,
+    /// RS256 signatures of signBlob and signJwt; published only per account, at
+    /// `/service_accounts/v1/metadata/{jwk,x509}/EMAIL`.
+    AccountSigning,
 }
 
-impl KeySet {
-    pub fn public_jwks(&self) -> Vec<Jwk> {
-        self.published
-            .iter()
-            .map(|k| k.public_jwk().clone())
-            .collect()
+impl Purpose {
+    pub const ALL: [Purpose; 3] = [
+        Purpose::IdToken,
+        Purpose::AccessToken,
+        Purpose::AccountSigning,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Purpose::IdToken => "id_token",
+            Purpose::AccessToken => "access_token",
+            Purpose::AccountSigning => "account_signing",
+        }
     }
 
-    pub fn find(&self, kid: &str) -> Option<&Arc<SigningKey>> {
-        self.published.iter().find(|k| k.kid() == kid)
+    pub fn algorithm(self) -> Algorithm {
+        match self {
+            Purpose::IdToken | Purpose::AccountSigning => Algorithm::Rs256,
+            Purpose::AccessToken => Algorithm::Es256,
+        }
     }
+
+    fn parse(name: &str) -> Option<Purpose> {
+        Purpose::ALL.into_iter().find(|p| p.name() == name)
+    }
+}
+
+/// The published keys of one purpose, and their documents rendered once.
+pub struct Published {
+    pub keys: Vec<Arc<SigningKey>>,
+    pub jwks: Vec<Jwk>,
+}
+
+/// An immutable view of the keys.
+pub struct KeySet {
+    pub id: Arc<SigningKey>,
+    pub access: Arc<SigningKey>,
+    pub account: Arc<SigningKey>,
+    pub id_keys: Published,
+    pub access_keys: Published,
+    pub account_keys: Published,
+    pub rows: Vec<SigningKeyRow>,
+    /// `/oauth2/v3/certs`: ID-token and access-token keys.
+    pub jwks_json: Vec<u8>,
+    /// `/oauth2/v1/certs`: the same kids, as X.509 PEM.
+    pub pem_map_json: Vec<u8>,
+    /// The per-account documents: account-signing keys only.
+    pub account_jwks_json: Vec<u8>,
+    pub account_pem_map_json: Vec<u8>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -60,10 +98,6 @@ pub enum KeyError {
     NoActiveKey(&'static str),
 }
 
-fn algorithm(name: &str) -> Option<Algorithm> {
-    Algorithm::parse(name)
-}
-
 /// The keys, shared by all requests.
 pub struct KeyRing {
     current: RwLock<Arc<KeySet>>,
@@ -72,21 +106,21 @@ pub struct KeyRing {
 }
 
 impl KeyRing {
-    /// Loads the keys, generating an active key of each algorithm that has none.
+    /// Loads the keys, generating an active key of each purpose that has none.
     pub async fn open<S: Store>(store: &S, issuer: &str, now: i64) -> Result<KeyRing, KeyError> {
-        for alg in [Algorithm::Rs256, Algorithm::Es256] {
+        for purpose in Purpose::ALL {
             let rows = store.list_signing_keys().await?;
             let has_active = rows
                 .iter()
-                .any(|r| r.algorithm == alg.name() && r.rotate_time.is_none());
+                .any(|r| r.purpose == purpose.name() && r.rotate_time.is_none());
             if !has_active {
-                let row = new_row(alg, now)?;
+                let row = new_row(purpose, now)?;
                 match store.insert_signing_key(&row).await {
                     // Another replica made one meanwhile.
                     Ok(()) | Err(StoreError::AlreadyExists) => {}
                     Err(e) => return Err(e.into()),
                 }
-                tracing::info!(kid = %row.kid, algorithm = alg.name(), "generated a signing key");
+                tracing::info!(kid = %row.kid, purpose = purpose.name(), "generated a signing key");
             }
         }
         let set = build(store.list_signing_keys().await?, issuer)?;
@@ -114,16 +148,16 @@ impl KeyRing {
         Ok(())
     }
 
-    /// Rotates the keys of `algorithms`: new keys sign from now on; the old ones stay published
+    /// Rotates the keys of `purposes`: new keys sign from now on; the old ones stay published
     /// until every token they signed has expired.
     pub async fn rotate<S: Store>(
         &self,
         store: &S,
-        algorithms: &[Algorithm],
+        purposes: &[Purpose],
         now: i64,
     ) -> Result<(), KeyError> {
-        for alg in algorithms {
-            let row = new_row(*alg, now)?;
+        for purpose in purposes {
+            let row = new_row(*purpose, now)?;
             store
                 .rotate_signing_key(
                     &row,
@@ -131,7 +165,7 @@ impl KeyRing {
                     now + MAX_SIGNED_LIFETIME_SECS + RETIRE_MARGIN_SECS,
                 )
                 .await?;
-            tracing::info!(kid = %row.kid, algorithm = alg.name(), "rotated the signing key");
+            tracing::info!(kid = %row.kid, purpose = purpose.name(), "rotated the signing key");
         }
         self.reload(store).await
     }
@@ -147,13 +181,15 @@ impl KeyRing {
     }
 }
 
-fn new_row(alg: Algorithm, now: i64) -> Result<SigningKeyRow, KeyError> {
+fn new_row(purpose: Purpose, now: i64) -> Result<SigningKeyRow, KeyError> {
+    let alg = purpose.algorithm();
     let key = SigningKey::generate(alg).map_err(|source| KeyError::Key {
         kid: "new".into(),
         source,
     })?;
     Ok(SigningKeyRow {
         kid: key.kid().to_owned(),
+        purpose: purpose.name().to_owned(),
         algorithm: alg.name().to_owned(),
         private_pkcs8: key.pkcs8().to_vec(),
         create_time: now,
@@ -163,49 +199,79 @@ fn new_row(alg: Algorithm, now: i64) -> Result<SigningKeyRow, KeyError> {
 }
 
 fn build(rows: Vec<SigningKeyRow>, issuer: &str) -> Result<KeySet, KeyError> {
-    let mut published = Vec::new();
-    let (mut rs256, mut es256) = (None, None);
-    let mut pem_map = BTreeMap::new();
+    let mut by_purpose: [Vec<(Arc<SigningKey>, &SigningKeyRow)>; 3] =
+        [Vec::new(), Vec::new(), Vec::new()];
     for row in &rows {
-        let Some(alg) = algorithm(&row.algorithm) else {
-            tracing::warn!(kid = %row.kid, algorithm = %row.algorithm, "skipping a key of an unknown algorithm");
+        let (Some(purpose), Some(alg)) = (
+            Purpose::parse(&row.purpose),
+            Algorithm::parse(&row.algorithm),
+        ) else {
+            tracing::warn!(kid = %row.kid, purpose = %row.purpose, "skipping a key of an unknown purpose or algorithm");
             continue;
         };
-        let key = Arc::new(
+        let key =
             SigningKey::from_pkcs8(alg, &row.private_pkcs8).map_err(|source| KeyError::Key {
                 kid: row.kid.clone(),
                 source,
-            })?,
-        );
-        if alg == Algorithm::Rs256 {
-            // The certificate's validity covers the key's whole published life.
+            })?;
+        by_purpose[purpose as usize].push((Arc::new(key), row));
+    }
+    let active = |i: usize, name: &'static str| {
+        by_purpose[i]
+            .iter()
+            .find(|(_, row)| row.rotate_time.is_none())
+            .map(|(k, _)| k.clone())
+            .ok_or(KeyError::NoActiveKey(name))
+    };
+    let published = |i: usize| Published {
+        keys: by_purpose[i].iter().map(|(k, _)| k.clone()).collect(),
+        jwks: by_purpose[i]
+            .iter()
+            .map(|(k, _)| k.public_jwk().clone())
+            .collect(),
+    };
+    // A certificate's validity covers its key's whole published life.
+    let pem = |entries: &[&(Arc<SigningKey>, &SigningKeyRow)]| -> Result<Vec<u8>, KeyError> {
+        let mut map = BTreeMap::new();
+        for (key, row) in entries {
             let not_after = row
                 .retire_time
                 .unwrap_or(row.create_time + 10 * 365 * 86_400);
-            let pem = key
+            let cert = key
                 .certificate_pem(issuer, row.create_time - 3600, not_after)
                 .map_err(|source| KeyError::Key {
                     kid: row.kid.clone(),
                     source,
                 })?;
-            pem_map.insert(key.kid().to_owned(), pem);
+            map.insert(key.kid().to_owned(), cert);
         }
-        if row.rotate_time.is_none() {
-            match alg {
-                Algorithm::Rs256 => rs256 = Some(key.clone()),
-                Algorithm::Es256 => es256 = Some(key.clone()),
-            }
-        }
-        published.push(key);
-    }
-    let jwks = json!({ "keys": published.iter().map(|k| k.public_jwk()).collect::<Vec<_>>() });
+        Ok(serde_json::to_vec(&map).unwrap_or_default())
+    };
+    let public: Vec<&(Arc<SigningKey>, &SigningKeyRow)> = by_purpose[Purpose::IdToken as usize]
+        .iter()
+        .chain(&by_purpose[Purpose::AccessToken as usize])
+        .collect();
+    let account: Vec<&(Arc<SigningKey>, &SigningKeyRow)> = by_purpose
+        [Purpose::AccountSigning as usize]
+        .iter()
+        .collect();
+    let jwks_of = |entries: &[&(Arc<SigningKey>, &SigningKeyRow)]| {
+        json!({ "keys": entries.iter().map(|(k, _)| k.public_jwk()).collect::<Vec<_>>() })
+            .to_string()
+            .into_bytes()
+    };
     Ok(KeySet {
-        rs256: rs256.ok_or(KeyError::NoActiveKey("RS256"))?,
-        es256: es256.ok_or(KeyError::NoActiveKey("ES256"))?,
-        published,
+        id: active(Purpose::IdToken as usize, "ID-token")?,
+        access: active(Purpose::AccessToken as usize, "access-token")?,
+        account: active(Purpose::AccountSigning as usize, "account-signing")?,
+        jwks_json: jwks_of(&public),
+        pem_map_json: pem(&public)?,
+        account_jwks_json: jwks_of(&account),
+        account_pem_map_json: pem(&account)?,
+        id_keys: published(Purpose::IdToken as usize),
+        access_keys: published(Purpose::AccessToken as usize),
+        account_keys: published(Purpose::AccountSigning as usize),
         rows,
-        jwks_json: jwks.to_string().into_bytes(),
-        pem_map_json: serde_json::to_vec(&pem_map).unwrap_or_default(),
     })
 }
 
@@ -214,6 +280,7 @@ pub fn info(row: &SigningKeyRow) -> SigningKeyInfo {
     let time = |t: i64| wid_api::time::rfc3339(t);
     SigningKeyInfo {
         kid: row.kid.clone(),
+        purpose: row.purpose.clone(),
         algorithm: row.algorithm.clone(),
         state: if row.rotate_time.is_none() {
             "ACTIVE"
@@ -255,17 +322,19 @@ impl<S: Store> crate::App<S> {
         request: wid_api::keys::RotateSigningKeysRequest,
     ) -> Result<wid_api::keys::ListSigningKeysResponse, crate::error::ApiError> {
         Self::require_service_admin(caller, "wid.signingKeys.rotate")?;
-        let algorithms = match request.algorithm.as_str() {
-            "" => vec![Algorithm::Rs256, Algorithm::Es256],
-            name => vec![Algorithm::parse(name).ok_or_else(|| {
+        let purposes = match request.algorithm.as_str() {
+            "" => Purpose::ALL.to_vec(),
+            "RS256" => vec![Purpose::IdToken, Purpose::AccountSigning],
+            "ES256" => vec![Purpose::AccessToken],
+            name => vec![Purpose::parse(name).ok_or_else(|| {
                 crate::error::ApiError::invalid(
                     "algorithm",
-                    format!("Unknown algorithm '{name}': use RS256 or ES256."),
+                    format!("Unknown key kind '{name}': use RS256, ES256, id_token, access_token or account_signing."),
                 )
             })?],
         };
         self.keys
-            .rotate(&self.store, &algorithms, crate::tokens::now())
+            .rotate(&self.store, &purposes, crate::tokens::now())
             .await
             .map_err(|e| crate::error::ApiError::Internal(e.to_string()))?;
         self.list_signing_keys(caller)

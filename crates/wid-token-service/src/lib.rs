@@ -57,6 +57,8 @@ pub struct Config {
 pub const ADMIN_TOKEN_FILE: &str = "admin-token";
 /// The name of the SQLite database in the data directory.
 pub const DATABASE_FILE: &str = "wid.db";
+/// Held (flock) by the process that serves the data directory.
+pub const LOCK_FILE: &str = "lock";
 
 /// The token service's state, shared by every request.
 pub struct App<S> {
@@ -89,6 +91,13 @@ pub enum StartError {
     HttpClient(#[from] reqwest::Error),
     #[error("signing keys: {0}")]
     Keys(#[from] keys::KeyError),
+    #[error("cannot open {path}: {source}")]
+    Lock {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("another wid process serves the data directory {0}; stop it first")]
+    Locked(String),
     #[error("invalid issuer '{0}': it must be an absolute http(s) URL")]
     Issuer(String),
 }
@@ -96,6 +105,8 @@ pub enum StartError {
 /// A started token service: its listener is bound, its store open.
 pub struct TokenService {
     app: Arc<App<CachedStore<SqliteStore>>>,
+    /// Holds the data directory's lock for as long as the service lives.
+    _lock: std::fs::File,
     listener: TcpListener,
 }
 
@@ -104,6 +115,20 @@ impl TokenService {
     /// bootstrap admin token (written on first start, mode 0600), and binds the listener.
     pub async fn start(config: Config) -> Result<TokenService, StartError> {
         private_files::ensure_private_dir(&config.data_dir)?;
+        // One process per data directory: the store's cache is coherent only with one writer.
+        let lock_path = config.data_dir.join(LOCK_FILE);
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|source| StartError::Lock {
+                path: lock_path.display().to_string(),
+                source,
+            })?;
+        if lock.try_lock().is_err() {
+            return Err(StartError::Locked(config.data_dir.display().to_string()));
+        }
         let db_path = config.data_dir.join(DATABASE_FILE);
         private_files::ensure_private_file(&db_path)?;
         let token_path = config.data_dir.join(ADMIN_TOKEN_FILE);
@@ -155,7 +180,11 @@ impl TokenService {
             verified_tokens: wid_runtime::memo::Memo::new(10_000),
             parsed_policies: wid_runtime::memo::Memo::new(10_000),
         });
-        Ok(TokenService { app, listener })
+        Ok(TokenService {
+            app,
+            listener,
+            _lock: lock,
+        })
     }
 
     /// The bound address (useful with port 0).

@@ -74,8 +74,9 @@ impl<S: Store> App<S> {
         })
     }
 
-    /// The keys that sign for an account, as Google's per-account metadata serves them; every
-    /// existing account signs with the service's published keys.
+    /// The keys that sign for an account (signBlob, signJwt), as Google's per-account metadata
+    /// serves them. They are not in the `/oauth2` documents: a signature made by signBlob must
+    /// never pass as an ID or access token.
     pub(crate) async fn account_keys(
         &self,
         format: &str,
@@ -91,8 +92,8 @@ impl<S: Store> App<S> {
         };
         let keys = self.keys.current();
         Ok(match format {
-            "jwk" => keys_response(keys.jwks_json.clone()),
-            "x509" => keys_response(keys.pem_map_json.clone()),
+            "jwk" => keys_response(keys.account_jwks_json.clone()),
+            "x509" => keys_response(keys.account_pem_map_json.clone()),
             other => {
                 return Err(ApiError::NotFound(format!(
                     "No key format '{other}'; use jwk or x509."
@@ -114,6 +115,9 @@ impl<S: Store> App<S> {
             let claims = self
                 .verify_access_token(&token, now)
                 .map_err(|_| invalid_token())?;
+            if !self.token_is_live(&claims).await {
+                return Err(invalid_token());
+            }
             let expires_in = (claims.exp - now).max(0);
             let mut out = json!({
                 "azp": claims.client_id,
@@ -140,8 +144,15 @@ impl<S: Store> App<S> {
         }
         if let Some(token) = get("id_token") {
             let keys = self.keys.current();
+            // Only ID-token keys, RS256, typ JWT and a string audience: access tokens and
+            // signJwt output are not ID tokens.
             let verified =
-                wid_jose::verify(&token, &keys.public_jwks()).map_err(|_| invalid_token())?;
+                wid_jose::verify(&token, &keys.id_keys.jwks).map_err(|_| invalid_token())?;
+            let typ_ok = verified.header.typ.as_deref().is_none_or(|t| t == "JWT");
+            let aud_ok = verified.claims.get("aud").is_some_and(Value::is_string);
+            if verified.alg != wid_jose::Algorithm::Rs256 || !typ_ok || !aud_ok {
+                return Err(invalid_token());
+            }
             let exp = verified
                 .claims
                 .get("exp")

@@ -604,7 +604,7 @@ impl<S: Store> App<S> {
     }
 
     /// `POST /v1/introspect`: whether a wid access token is active, and whose it is.
-    pub(crate) fn introspect(&self, body: &[u8]) -> Result<IntrospectResponse, ApiError> {
+    pub(crate) async fn introspect(&self, body: &[u8]) -> Result<IntrospectResponse, ApiError> {
         let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body).map_err(|e| {
             oauth(
                 "invalid_request",
@@ -616,11 +616,14 @@ impl<S: Store> App<S> {
             .find(|(k, _)| k == "token")
             .map(|(_, v)| v.trim().to_owned())
             .ok_or_else(|| oauth("invalid_request", "The \"token\" parameter is missing."))?;
-        let Ok(claims) = self.verify_access_token(&token, now()) else {
-            return Ok(IntrospectResponse {
-                active: false,
-                ..IntrospectResponse::default()
-            });
+        let claims = match self.verify_access_token(&token, now()) {
+            Ok(claims) if self.token_is_live(&claims).await => claims,
+            _ => {
+                return Ok(IntrospectResponse {
+                    active: false,
+                    ..IntrospectResponse::default()
+                });
+            }
         };
         let username = match (&claims.wid.federated, &claims.wid.email) {
             (Some(identity), _) => principal_of(identity),

@@ -14,6 +14,12 @@ use crate::error::ApiError;
 pub const ACCESS_TOKEN_LIFETIME_SECS: i64 = 3600;
 /// ID tokens: `exp = iat + 3600`, as Google's.
 pub const ID_TOKEN_LIFETIME_SECS: i64 = 3600;
+/// The scopes that let a token call IAM (spec 3.1).
+const IAM_SCOPES: [&str; 2] = [
+    "https://www.googleapis.com/auth/iam",
+    "https://www.googleapis.com/auth/cloud-platform",
+];
+
 /// Tolerated clock difference when checking wid's own tokens.
 const OWN_TOKEN_SKEW_SECS: i64 = 30;
 
@@ -67,7 +73,7 @@ impl<S: Store> App<S> {
         // ES256 signs in microseconds: no need to leave the async worker.
         self.keys
             .current()
-            .es256
+            .access
             .sign_jwt(TokenType::AccessToken, claims)
             .map_err(|e| ApiError::Internal(format!("signing: {e}")))
     }
@@ -144,27 +150,32 @@ impl<S: Store> App<S> {
         account: &ServiceAccountRow,
         audience: &str,
         include_email: bool,
+        email_azp: bool,
         now: i64,
     ) -> Result<Minted, ApiError> {
         let claims = IdTokenClaims {
             iss: self.issuer.clone(),
             aud: audience.to_owned(),
-            azp: account.unique_id.clone(),
+            azp: if email_azp {
+                account.email.clone()
+            } else {
+                account.unique_id.clone()
+            },
             sub: account.unique_id.clone(),
             iat: now,
             exp: now + ID_TOKEN_LIFETIME_SECS,
             email: include_email.then(|| account.email.clone()),
             email_verified: include_email.then_some(true),
         };
-        let key = self.keys.current().rs256.clone();
+        let key = self.keys.current().id.clone();
         let token = tokio::task::spawn_blocking(move || key.sign_jwt(TokenType::Jwt, &claims))
             .await
             .map_err(|e| ApiError::Internal(format!("signing task: {e}")))?
             .map_err(|e| ApiError::Internal(format!("signing: {e}")))?;
-        // An ID token has no jti; the audit names it by its signing key and time.
+        // Google's ID tokens carry no jti; the audit names this one by an id of its own.
         Ok(Minted {
             token,
-            jti: String::new(),
+            jti: new_token_id(),
             exp: now + ID_TOKEN_LIFETIME_SECS,
         })
     }
@@ -193,8 +204,13 @@ impl<S: Store> App<S> {
     /// The signature, type, issuer and audience checks of a wid access token.
     fn verify_access_signature(&self, token: &str) -> Result<AccessTokenClaims, String> {
         let keys = self.keys.current();
-        let verified = wid_jose::verify(token, &keys.public_jwks()).map_err(|e| e.to_string())?;
-        if verified.header.typ.as_deref() != Some("at+jwt") {
+        // Only access-token keys: a signature by any other key (an ID-token key, or the
+        // signBlob key a caller can drive) never makes an access token.
+        let verified =
+            wid_jose::verify(token, &keys.access_keys.jwks).map_err(|e| e.to_string())?;
+        if verified.alg != wid_jose::Algorithm::Es256
+            || verified.header.typ.as_deref() != Some("at+jwt")
+        {
             return Err("not a wid access token".into());
         }
         let claims: AccessTokenClaims =
@@ -206,8 +222,63 @@ impl<S: Store> App<S> {
         Ok(claims)
     }
 
-    /// The caller a wid access token stands for. A service-account token stops working when
-    /// the account is disabled or deleted.
+    /// Whether what vouched for a token still stands: a service-account token dies with its
+    /// account (deleted or disabled); a federated token with its pool, provider or cluster.
+    pub async fn token_is_live(&self, claims: &AccessTokenClaims) -> bool {
+        match claims.wid.kind {
+            Some(TokenKind::ServiceAccount) => {
+                match self.store.get_service_account(&claims.sub).await {
+                    Ok(account) => {
+                        !account.disabled && Some(&account.email) == claims.wid.email.as_ref()
+                    }
+                    Err(_) => false,
+                }
+            }
+            Some(TokenKind::Federated) => match &claims.wid.federated {
+                Some(identity) => self.provider_is_live(&identity.provider).await,
+                None => false,
+            },
+            None => false,
+        }
+    }
+
+    /// `projects/P/locations/L/clusters/C` or `projects/N/locations/global/workloadIdentityPools/POOL/providers/P`.
+    async fn provider_is_live(&self, provider: &str) -> bool {
+        let parts: Vec<&str> = provider.split('/').collect();
+        match parts.as_slice() {
+            ["projects", project, "locations", location, "clusters", name] => self
+                .store
+                .list_clusters(project, location)
+                .await
+                .is_ok_and(|clusters| clusters.iter().any(|c| c.name == *name)),
+            [
+                "projects",
+                number,
+                "locations",
+                "global",
+                "workloadIdentityPools",
+                pool,
+                "providers",
+                id,
+            ] => {
+                let pool_live = self
+                    .store
+                    .get_pool(number, pool)
+                    .await
+                    .is_ok_and(|p| !p.disabled);
+                pool_live
+                    && self
+                        .store
+                        .get_provider(number, pool, id)
+                        .await
+                        .is_ok_and(|p| !p.disabled)
+            }
+            _ => false,
+        }
+    }
+
+    /// The caller a wid access token stands for, if the token is live and carries a scope that
+    /// reaches IAM (`iam` or `cloud-platform`).
     pub async fn caller_of_token(
         &self,
         token: &str,
@@ -215,27 +286,21 @@ impl<S: Store> App<S> {
         let claims = self
             .verify_access_token(token, now())
             .map_err(|_| ApiError::InvalidCredentials)?;
-        let caller = match claims.wid.kind {
-            Some(TokenKind::Federated) => {
-                let identity = claims
-                    .wid
-                    .federated
-                    .clone()
-                    .ok_or(ApiError::InvalidCredentials)?;
-                Caller::Federated(caller_of(identity))
+        if !self.token_is_live(&claims).await {
+            return Err(ApiError::InvalidCredentials);
+        }
+        let reaches_iam = claims.scope.split(' ').any(|s| IAM_SCOPES.contains(&s));
+        if !reaches_iam {
+            return Err(ApiError::InsufficientScope);
+        }
+        let caller = match (&claims.wid.kind, &claims.wid.federated, &claims.wid.email) {
+            (Some(TokenKind::Federated), Some(identity), _) => {
+                Caller::Federated(caller_of(identity.clone()))
             }
-            Some(TokenKind::ServiceAccount) => {
-                let account = self
-                    .store
-                    .get_service_account(&claims.sub)
-                    .await
-                    .map_err(|_| ApiError::InvalidCredentials)?;
-                if account.disabled || Some(&account.email) != claims.wid.email.as_ref() {
-                    return Err(ApiError::InvalidCredentials);
-                }
-                Caller::ServiceAccount(account.email)
+            (Some(TokenKind::ServiceAccount), _, Some(email)) => {
+                Caller::ServiceAccount(email.clone())
             }
-            None => return Err(ApiError::InvalidCredentials),
+            _ => return Err(ApiError::InvalidCredentials),
         };
         Ok((caller, claims))
     }

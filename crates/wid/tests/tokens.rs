@@ -623,17 +623,43 @@ async fn sign_blob_and_jwt_and_key_rotation() {
         .as_str()
         .expect("signedJwt")
         .to_owned();
-    let jwks: Value = api
+    // signBlob and signJwt keys are published per account only, never with the ID-token keys.
+    let account_keys: Value = api
+        .without_token()
+        .get(&format!("/service_accounts/v1/metadata/jwk/{EMAIL}"))
+        .await
+        .ok()
+        .clone();
+    let keys: Vec<Jwk> = serde_json::from_value(account_keys["keys"].clone()).expect("jwks");
+    assert_eq!(
+        wid_jose::verify(&signed, &keys).expect("verifies").kid,
+        key_id
+    );
+    let public: Value = api
         .without_token()
         .get("/oauth2/v3/certs")
         .await
         .ok()
         .clone();
-    let keys: Vec<Jwk> = serde_json::from_value(jwks["keys"].clone()).expect("jwks");
-    assert_eq!(
-        wid_jose::verify(&signed, &keys).expect("verifies").kid,
-        key_id
+    let public: Vec<Jwk> = serde_json::from_value(public["keys"].clone()).expect("jwks");
+    assert!(
+        wid_jose::verify(&signed, &public).is_err(),
+        "a signJwt token must not pass as an ID token"
     );
+    let pem: Value = api
+        .without_token()
+        .get("/oauth2/v1/certs")
+        .await
+        .ok()
+        .clone();
+    let mut pem_kids: Vec<&str> = pem
+        .as_object()
+        .map(|m| m.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    let mut jwks_kids: Vec<&str> = public.iter().filter_map(|k| k.kid.as_deref()).collect();
+    pem_kids.sort_unstable();
+    jwks_kids.sort_unstable();
+    assert_eq!(pem_kids, jwks_kids, "v1 and v3 certs publish the same kids");
     api.post(
         &format!("/v1/projects/-/serviceAccounts/{EMAIL}:signJwt"),
         json!({"payload": json!({"exp": now() + 13 * 3600}).to_string()}),
@@ -656,14 +682,14 @@ async fn sign_blob_and_jwt_and_key_rotation() {
     let keys_after = rotated.ok()["keys"].as_array().cloned().unwrap_or_default();
     assert_eq!(
         keys_after.iter().filter(|k| k["state"] == "ACTIVE").count(),
-        2
+        3
     );
     assert_eq!(
         keys_after
             .iter()
             .filter(|k| k["state"] == "PUBLISHED")
             .count(),
-        2
+        3
     );
     let after = api
         .post(
@@ -882,11 +908,15 @@ async fn cli_helpers_keys_and_audit() {
     // Keys and audit.
     let keys: Value =
         serde_json::from_str(&run(vec!["iam", "keys", "list", "--format", "json"])).expect("json");
-    assert_eq!(keys.as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        keys.as_array().map(Vec::len),
+        Some(3),
+        "an ID-token, an access-token and an account-signing key"
+    );
     run(vec!["iam", "keys", "rotate", "--algorithm", "ES256"]);
     let keys: Value =
         serde_json::from_str(&run(vec!["iam", "keys", "list", "--format", "json"])).expect("json");
-    assert_eq!(keys.as_array().map(Vec::len), Some(3));
+    assert_eq!(keys.as_array().map(Vec::len), Some(4));
     let table = run(vec!["iam", "keys", "list"]);
     assert!(
         table.contains("PUBLISHED") && table.contains("ACTIVE"),
@@ -909,4 +939,225 @@ async fn cli_helpers_keys_and_audit() {
             .any(|e| e["action"] == "token_exchange" && e["outcome"] == "DENIED")
     );
     assert!(!audit.to_string().contains(&access));
+}
+
+/// The escalation a shared key would allow: signBlob and signJwt output presented as wid's own
+/// access or ID tokens.
+#[tokio::test]
+async fn signing_apis_cannot_forge_wid_tokens() {
+    let (_dir, _server, api, _cluster) = setup().await;
+    let keys = api.get("/v1/signingKeys").await.ok().clone();
+    let account_kid = keys["keys"]
+        .as_array()
+        .and_then(|k| k.iter().find(|k| k["purpose"] == "account_signing"))
+        .and_then(|k| k["kid"].as_str())
+        .expect("account-signing key")
+        .to_owned();
+    let iss = api.base.clone();
+    // A federated "access token" for an identity nobody vouched for, signed by signBlob.
+    let header = base64_url(
+        json!({"alg": "RS256", "kid": account_kid, "typ": "at+jwt"})
+            .to_string()
+            .as_bytes(),
+    );
+    let claims = json!({
+        "iss": iss, "aud": iss, "sub": "x", "iat": now(), "exp": now() + 600, "jti": "j", "scope": "https://www.googleapis.com/auth/cloud-platform",
+        "client_id": "c", "wid": {"kind": "federated", "federated": {"project_number": "111111111111", "pool_id": POOL,
+        "provider": "projects/proj-a/locations/europe-west1/clusters/prod", "subject": "ns/ns1/sa/ksa1"}}
+    });
+    let payload = base64_url(claims.to_string().as_bytes());
+    let signing_input = format!("{header}.{payload}");
+    let encoded = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(signing_input.as_bytes())
+    };
+    let blob = api
+        .post(
+            &format!("/v1/projects/-/serviceAccounts/{EMAIL}:signBlob"),
+            json!({ "payload": encoded }),
+        )
+        .await;
+    let signature = {
+        use base64::Engine;
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(blob.ok()["signedBlob"].as_str().expect("signedBlob"))
+            .expect("base64");
+        base64_url(&raw)
+    };
+    let forged = format!("{signing_input}.{signature}");
+    api.with_token(&forged)
+        .post(
+            &format!("/v1/projects/-/serviceAccounts/{EMAIL}:generateAccessToken"),
+            json!({"scope": ["s"]}),
+        )
+        .await
+        .expect_error(401, "UNAUTHENTICATED");
+    let info = api
+        .without_token()
+        .get(&format!("/tokeninfo?access_token={forged}"))
+        .await;
+    assert_eq!(info.status, 400);
+
+    // A signJwt "ID token" for the account.
+    let jwt = api
+        .post(
+            &format!("/v1/projects/-/serviceAccounts/{EMAIL}:signJwt"),
+            json!({"payload": json!({"iss": iss, "aud": "svc", "sub": "1", "iat": now(), "exp": now() + 600}).to_string()}),
+        )
+        .await;
+    let signed = jwt.ok()["signedJwt"]
+        .as_str()
+        .expect("signedJwt")
+        .to_owned();
+    assert_eq!(
+        api.without_token()
+            .get(&format!("/tokeninfo?id_token={signed}"))
+            .await
+            .status,
+        400
+    );
+    // And an access token is no ID token.
+    let access = api
+        .post(
+            &format!("/v1/projects/-/serviceAccounts/{EMAIL}:generateAccessToken"),
+            json!({"scope": ["https://www.googleapis.com/auth/cloud-platform"]}),
+        )
+        .await
+        .ok()["accessToken"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    assert_eq!(
+        api.without_token()
+            .get(&format!("/tokeninfo?id_token={access}"))
+            .await
+            .status,
+        400
+    );
+}
+
+#[tokio::test]
+async fn federated_tokens_die_with_their_provider_and_need_iam_scopes() {
+    let (_dir, _server, api, cluster) = setup().await;
+    bind(
+        &api,
+        "serviceAccount:proj-a.svc.id.goog[ns1/ksa1]",
+        "roles/iam.workloadIdentityUser",
+    )
+    .await;
+    let subject = cluster.token(&cluster.claims("ns1", "ksa1"));
+    let path = format!("/v1/projects/-/serviceAccounts/{EMAIL}:generateAccessToken");
+
+    // A token without the iam or cloud-platform scope cannot call IAM.
+    let narrow = exchange(
+        &api,
+        &gke_audience(),
+        &subject,
+        "https://www.googleapis.com/auth/devstorage.read_only",
+    )
+    .await;
+    let narrow = narrow.ok()["access_token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let answer = api
+        .with_token(&narrow)
+        .post(&path, json!({"scope": ["s"]}))
+        .await;
+    answer.expect_error(403, "PERMISSION_DENIED");
+    assert_eq!(
+        answer.body["error"]["details"][0]["reason"],
+        "ACCESS_TOKEN_SCOPE_INSUFFICIENT"
+    );
+
+    let federated = exchange(&api, &gke_audience(), &subject, "").await.ok()["access_token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    assert_eq!(
+        api.with_token(&federated)
+            .post(&path, json!({"scope": ["s"]}))
+            .await
+            .status,
+        200
+    );
+    // Unregister the cluster: its federated tokens stop at once.
+    api.call(
+        "DELETE",
+        "/v1/projects/proj-a/locations/europe-west1/clusters/prod",
+        None,
+    )
+    .await
+    .ok();
+    api.with_token(&federated)
+        .post(&path, json!({"scope": ["s"]}))
+        .await
+        .expect_error(401, "UNAUTHENTICATED");
+    let introspected = api
+        .http
+        .post(format!("{}/v1/introspect", api.base))
+        .form(&[("token", federated.as_str())])
+        .send()
+        .await
+        .expect("send")
+        .json::<Value>()
+        .await
+        .expect("json");
+    assert_eq!(introspected, json!({"active": false}));
+    // The refusal of a bad bearer token at IAM Credentials is audited.
+    let audit = api.get("/v1/auditEvents?limit=5").await;
+    let first = &audit.ok()["events"][0];
+    assert_eq!(first["caller"], "unauthenticated");
+    assert_eq!(first["outcome"], "DENIED");
+}
+
+#[tokio::test]
+async fn id_token_requests_as_node_and_python_send_them() {
+    let (_dir, _server, api, _cluster) = setup().await;
+    let path = format!("/v1/projects/-/serviceAccounts/{EMAIL}:generateIdToken");
+    // Node's google-auth-library: useEmailAzp.
+    let node = api
+        .post(
+            &path,
+            json!({"delegates": [], "audience": "a", "includeEmail": true, "useEmailAzp": true}),
+        )
+        .await;
+    let token = node.ok()["token"].as_str().expect("token").to_owned();
+    let info = api
+        .without_token()
+        .get(&format!("/tokeninfo?id_token={token}"))
+        .await;
+    assert_eq!(info.ok()["azp"], EMAIL);
+    // Python's _client: booleans as strings.
+    let python = api
+        .post(
+            &path,
+            json!({"audience": "a", "includeEmail": "true", "useEmailAzp": "true"}),
+        )
+        .await;
+    assert_eq!(python.status, 200, "{python:?}");
+    // STS errors stay in the OAuth shape, even for a wrong method or an oversized body.
+    let wrong = api
+        .http
+        .get(format!("{}/v1/token", api.base))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(
+        wrong.status().as_u16(),
+        400,
+        "OAuth errors are 400 (RFC 6749 5.2)"
+    );
+    let body: Value = wrong.json().await.expect("json");
+    assert_eq!(body["error"], "invalid_request");
+    let big = api
+        .http
+        .post(format!("{}/v1/token", api.base))
+        .body(vec![b'a'; 2 * 1024 * 1024])
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(big.status().as_u16(), 400);
+    let body: Value = big.json().await.expect("json");
+    assert_eq!(body["error"], "invalid_request");
 }
