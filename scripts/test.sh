@@ -20,6 +20,13 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 
+step "node packages for the client tests (tests/node, from npm)"
+if command -v npm >/dev/null; then
+    (cd tests/node && npm install --no-package-lock --no-audit --no-fund --silent)
+else
+    echo "warning: npm is not on PATH; the Node client test cannot run" >&2
+fi
+
 step "format"
 cargo fmt --all --check
 
