@@ -194,6 +194,12 @@ impl<S: Store> App<S> {
                 .map_err(|e| oauth("invalid_request", e))
                 .map_err(early)?
         };
+        if request.grant_type.is_empty() {
+            return Err(early(oauth(
+                "invalid_request",
+                "The \"grant_type\" parameter is missing.",
+            )));
+        }
         if request.grant_type != GRANT_TYPE_TOKEN_EXCHANGE {
             return Err(early(oauth(
                 "unsupported_grant_type",

@@ -401,6 +401,18 @@ async fn unbound_and_forged_subjects_are_refused() {
         .expect("send");
     assert_eq!(missing.status().as_u16(), 400);
     let body: Value = missing.json().await.expect("json");
+    assert_eq!(
+        body["error"], "invalid_request",
+        "a missing grant_type is an invalid request"
+    );
+    let wrong = api
+        .http
+        .post(format!("{}/v1/token", api.base))
+        .form(&[("grant_type", "password"), ("audience", "x")])
+        .send()
+        .await
+        .expect("send");
+    let body: Value = wrong.json().await.expect("json");
     assert_eq!(body["error"], "unsupported_grant_type");
 
     // No bearer token, a bad one: 401.
