@@ -1,0 +1,164 @@
+//! The GCE metadata protocol, as the GKE metadata server speaks it to pods, with no I/O.
+//!
+//! [`answer`] takes a request (method, path, query, the few headers that matter) and the
+//! caller's [`View`] of the metadata tree, and decides: a finished [`Reply`], or a token or
+//! identity to mint (the agent's job), or a reply to hold for a long-poll. Every rule of
+//! `metadata-api.md` that can be decided from the request alone lives here, so it is tested
+//! without sockets: the request header rules (section 2), the response headers and formats
+//! (section 3), the tree and its concealment (section 4), directory semantics (section 5), the
+//! long-poll parameters (section 6) and the parameters of `token` and `identity` (sections 7, 8).
+
+mod query;
+mod tree;
+
+use std::time::Duration;
+
+pub use query::Query;
+pub use tree::{Account, View};
+
+/// `Content-Type` of text values and listings (GCE's own, odd as it is).
+pub const TEXT: &str = "application/text";
+/// `Content-Type` of JSON values; Python parses JSON only under exactly this type.
+pub const JSON: &str = "application/json";
+/// The longest a long-poll is held without `timeout_sec`, and the most `timeout_sec` can ask.
+pub const MAX_WAIT: Duration = Duration::from_secs(3600);
+
+/// A request, reduced to what the protocol looks at.
+#[derive(Clone, Copy, Debug)]
+pub struct Request<'a> {
+    pub method: &'a str,
+    /// The path, still percent-encoded.
+    pub path: &'a str,
+    /// The query string without `?` (empty when there is none).
+    pub query: &'a str,
+    /// The `Host` header, for absolute redirects.
+    pub host: &'a str,
+    /// The `Metadata-Flavor` header's value.
+    pub flavor: Option<&'a str>,
+    /// Whether an `X-Forwarded-For` header came with the request.
+    pub forwarded: bool,
+}
+
+/// A finished answer. `Metadata-Flavor: Google` and `Server` go on every response; the agent
+/// adds them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+    pub etag: Option<String>,
+    /// `Location` of a 301.
+    pub location: Option<String>,
+    /// `Allow` of a 405.
+    pub allow: Option<&'static str>,
+}
+
+impl Reply {
+    fn text(status: u16, body: impl Into<Vec<u8>>) -> Reply {
+        Reply {
+            status,
+            content_type: TEXT,
+            body: body.into(),
+            etag: None,
+            location: None,
+            allow: None,
+        }
+    }
+
+    /// A value or listing, with its ETag.
+    fn value(content_type: &'static str, body: Vec<u8>) -> Reply {
+        let etag = Some(etag(&body));
+        Reply {
+            status: 200,
+            content_type,
+            body,
+            etag,
+            location: None,
+            allow: None,
+        }
+    }
+}
+
+/// `format` of an identity token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IdFormat {
+    Standard,
+    Full,
+}
+
+/// What to do with a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Reply(Reply),
+    /// Mint (or serve from cache) an access token for the view's account `account`.
+    Token {
+        account: usize,
+        scopes: Vec<String>,
+    },
+    /// Mint (or serve from cache) an ID token.
+    Identity {
+        account: usize,
+        audience: String,
+        format: IdFormat,
+        licenses: bool,
+    },
+    /// A long-poll whose content has not changed: answer `reply` after `wait`.
+    Hold {
+        reply: Reply,
+        wait: Duration,
+    },
+}
+
+/// A stable 16-hex-digit ETag of a body (FNV-1a, 64 bits).
+pub fn etag(body: &[u8]) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in body {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}
+
+fn bad_request(message: &str) -> Outcome {
+    Outcome::Reply(Reply::text(400, format!("{message}\n")))
+}
+
+fn not_found() -> Outcome {
+    Outcome::Reply(Reply::text(404, "Not Found\n"))
+}
+
+/// Decides what to answer.
+pub fn answer(request: &Request<'_>, view: &View) -> Outcome {
+    if request.method != "GET" && request.method != "HEAD" {
+        return Outcome::Reply(Reply {
+            allow: Some("GET, HEAD"),
+            ..Reply::text(405, "Method Not Allowed\n")
+        });
+    }
+    if request.forwarded {
+        return Outcome::Reply(Reply::text(
+            403,
+            "Calls with X-Forwarded-For header are not allowed by the metadata server\n",
+        ));
+    }
+    // `/` answers without the header: Go's OnGCE probes it bare.
+    if request.path == "/" {
+        return Outcome::Reply(Reply::value(TEXT, b"computeMetadata/\n".to_vec()));
+    }
+    if request.flavor != Some("Google") {
+        return Outcome::Reply(Reply::text(
+            403,
+            "Missing required header \"Metadata-Flavor\": \"Google\"\n",
+        ));
+    }
+    let Some(query) = Query::parse(request.query) else {
+        return bad_request("malformed query string");
+    };
+    let Some((segments, trailing_slash)) = tree::segments(request.path) else {
+        return not_found();
+    };
+    tree::resolve(request, view, &segments, trailing_slash, &query)
+}
+
+#[cfg(test)]
+mod tests;
