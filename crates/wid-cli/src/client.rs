@@ -45,13 +45,22 @@ impl Client {
     /// OAuth endpoints, which take no bearer token).
     pub fn new(endpoint: &str, token_file: Option<&Path>) -> Result<Client, CallError> {
         let token = match token_file {
-            Some(path) => std::fs::read_to_string(path)
-                .map_err(|e| CallError {
-                    status: None,
-                    message: format!("cannot read the credential in {}: {e}", path.display()),
-                })?
-                .trim()
-                .to_owned(),
+            Some(path) => {
+                let token = std::fs::read_to_string(path)
+                    .map_err(|e| CallError {
+                        status: None,
+                        message: format!("cannot read the credential in {}: {e}", path.display()),
+                    })?
+                    .trim()
+                    .to_owned();
+                if token.is_empty() {
+                    return Err(CallError {
+                        status: None,
+                        message: format!("the credential file {} is empty", path.display()),
+                    });
+                }
+                token
+            }
             None => String::new(),
         };
         let http = reqwest::Client::builder()

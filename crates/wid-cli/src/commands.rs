@@ -12,6 +12,7 @@ use crate::output::{self, Column};
 
 const KEY_COLUMNS: &[Column] = &[
     ("KID", "kid"),
+    ("PURPOSE", "purpose"),
     ("ALGORITHM", "algorithm"),
     ("STATE", "state"),
     ("CREATED", "createTime"),

@@ -114,6 +114,13 @@ impl TokenService {
     /// Prepares the data directory (mode 0700), the database (mode 0600, migrated) and the
     /// bootstrap admin token (written on first start, mode 0600), and binds the listener.
     pub async fn start(config: Config) -> Result<TokenService, StartError> {
+        // Bind first: a taken port should fail before anything is written to the data directory.
+        let listener = TcpListener::bind(config.addr)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: config.addr,
+                source,
+            })?;
         private_files::ensure_private_dir(&config.data_dir)?;
         // One process per data directory: the store's cache is coherent only with one writer.
         let lock_path = config.data_dir.join(LOCK_FILE);
@@ -144,12 +151,7 @@ impl TokenService {
             .redirect(reqwest::redirect::Policy::limited(3))
             .user_agent(concat!("wid/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        let listener = TcpListener::bind(config.addr)
-            .await
-            .map_err(|source| StartError::Bind {
-                addr: config.addr,
-                source,
-            })?;
+
         let bound = listener.local_addr().map_err(|source| StartError::Bind {
             addr: config.addr,
             source,

@@ -72,7 +72,7 @@ struct ServeArgs {
     #[arg(long, env = "WID_ISSUER")]
     issuer: Option<String>,
     /// Seconds each OIDC discovery request may take.
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
+    #[arg(long, env = "WID_DISCOVERY_TIMEOUT_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
     discovery_timeout_seconds: u64,
 }
 
@@ -116,7 +116,6 @@ fn serve(args: ServeArgs) -> ExitCode {
         let service = match wid_token_service::TokenService::start(config).await {
             Ok(s) => s,
             Err(e) => {
-                tracing::error!(error = %e, "cannot start the token service");
                 eprintln!("ERROR: {e}");
                 return ExitCode::FAILURE;
             }

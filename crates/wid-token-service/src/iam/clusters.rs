@@ -116,11 +116,21 @@ impl<S: Store> App<S> {
                     "projects/{}/locations/{}/clusters/{}",
                     row.project_id, row.location, row.name
                 );
-                return Err(ApiError::AlreadyExists {
-                    message: format!(
-                        "Cluster {name} already exists, or another cluster of project {} has issuer {}.",
+                let message = if self
+                    .store
+                    .get_cluster(&row.project_id, &row.location, &row.name)
+                    .await
+                    .is_ok()
+                {
+                    format!("Cluster {name} already exists.")
+                } else {
+                    format!(
+                        "Another cluster of project {} has the issuer {}; each cluster needs its own (kube-apiserver --service-account-issuer).",
                         row.project_id, row.issuer_uri
-                    ),
+                    )
+                };
+                return Err(ApiError::AlreadyExists {
+                    message,
                     resource: name,
                 });
             }

@@ -73,17 +73,22 @@ impl<S: Store> App<S> {
                     return Ok(render(&row));
                 }
                 Err(StoreError::AlreadyExists) => {
-                    if self.store.get_project(&request.project_id).await.is_ok()
-                        || !request.project_number.is_empty()
-                    {
+                    if self.store.get_project(&request.project_id).await.is_ok() {
                         return Err(ApiError::AlreadyExists {
-                            message: format!(
-                                "Project '{}' (or project number {}) already exists.",
-                                request.project_id, row.project_number
-                            ),
+                            message: format!("Project '{}' already exists.", request.project_id),
                             resource: format!("projects/{}", request.project_id),
                         });
                     }
+                    if !request.project_number.is_empty() {
+                        return Err(ApiError::AlreadyExists {
+                            message: format!(
+                                "Project number {} is taken by another project.",
+                                row.project_number
+                            ),
+                            resource: format!("projects/{}", row.project_number),
+                        });
+                    }
+                    // A drawn number collided: draw again.
                 }
                 Err(e) => return Err(e.into()),
             }

@@ -32,18 +32,15 @@ impl Server {
         Self::start_with(data_dir, &[])
     }
 
+    /// Starts on port 0 and learns the port from the service's "listening" log line, so that
+    /// parallel tests can never race for a port.
     pub fn start_with(data_dir: &Path, extra: &[&str]) -> Server {
-        let port = free_port();
-        let log_path = data_dir.with_extension(format!("{port}.log"));
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let log_path = data_dir.with_extension(format!("{}.{n}.log", std::process::id()));
         let log = std::fs::File::create(&log_path).expect("log file");
         let child = Command::new(WID)
-            .args([
-                "iam",
-                "serve",
-                "--addr",
-                &format!("127.0.0.1:{port}"),
-                "--data-dir",
-            ])
+            .args(["iam", "serve", "--addr", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(["--log-format", "json"])
             .args(extra)
@@ -53,7 +50,7 @@ impl Server {
             .expect("spawn wid iam serve");
         let mut server = Server {
             child,
-            port,
+            port: 0,
             data_dir: data_dir.to_owned(),
             log_path,
         };
@@ -70,7 +67,16 @@ impl Server {
                     self.log()
                 );
             }
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            let listening = self.log().lines().find_map(|line| {
+                let v: Value = serde_json::from_str(line).ok()?;
+                (v["message"] == "token service listening")
+                    .then(|| v["addr"].as_str().map(str::to_owned))?
+            });
+            if let Some(addr) = listening {
+                self.port = addr
+                    .rsplit_once(':')
+                    .and_then(|(_, p)| p.parse().ok())
+                    .expect("port in the log");
                 return;
             }
             assert!(
