@@ -127,29 +127,38 @@ fn not_found() -> Outcome {
     Outcome::Reply(Reply::text(404, "Not Found\n"))
 }
 
-/// Decides what to answer.
-pub fn answer(request: &Request<'_>, view: &View) -> Outcome {
+/// The answers that need no caller: wrong methods, forwarded requests, `/`, a missing header.
+/// The agent asks this before it looks up who is calling.
+pub fn precheck(request: &Request<'_>) -> Option<Reply> {
     if request.method != "GET" && request.method != "HEAD" {
-        return Outcome::Reply(Reply {
+        return Some(Reply {
             allow: Some("GET, HEAD"),
             ..Reply::text(405, "Method Not Allowed\n")
         });
     }
     if request.forwarded {
-        return Outcome::Reply(Reply::text(
+        return Some(Reply::text(
             403,
             "Calls with X-Forwarded-For header are not allowed by the metadata server\n",
         ));
     }
     // `/` answers without the header: Go's OnGCE probes it bare.
     if request.path == "/" {
-        return Outcome::Reply(Reply::value(TEXT, b"computeMetadata/\n".to_vec()));
+        return Some(Reply::value(TEXT, b"computeMetadata/\n".to_vec()));
     }
     if request.flavor != Some("Google") {
-        return Outcome::Reply(Reply::text(
+        return Some(Reply::text(
             403,
             "Missing required header \"Metadata-Flavor\": \"Google\"\n",
         ));
+    }
+    None
+}
+
+/// Decides what to answer.
+pub fn answer(request: &Request<'_>, view: &View) -> Outcome {
+    if let Some(reply) = precheck(request) {
+        return Outcome::Reply(reply);
     }
     let Some(query) = Query::parse(request.query) else {
         return bad_request("malformed query string");

@@ -10,6 +10,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use wid_runtime::logging::{self, LogFormat};
 
+mod node;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "wid",
@@ -25,6 +27,18 @@ struct Cli {
 enum Command {
     /// The token service and its admin CLI, shaped like `gcloud iam`.
     Iam(IamArgs),
+    /// The node agent: the GKE metadata server.
+    #[command(subcommand)]
+    Metadata(MetadataCommand),
+    /// The token service and the metadata server in one process on loopback, bootstrapped for
+    /// a laptop or CI; prints the lines to paste for Google's clients.
+    Dev(node::DevArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum MetadataCommand {
+    /// Run the metadata server for the pods of this node.
+    Serve(node::MetadataServeArgs),
 }
 
 #[derive(Args, Debug)]
@@ -158,9 +172,47 @@ fn admin(command: wid_cli::AdminCommand, client: wid_cli::ClientArgs) -> ExitCod
     }
 }
 
+/// Runs an async command on a multi-threaded runtime, printing its error.
+fn run_async<F: std::future::Future<Output = anyhow::Result<ExitCode>>>(
+    f: impl FnOnce() -> F,
+) -> ExitCode {
+    logging::init(
+        LogFormat::Text,
+        &std::env::var("WID_LOG").unwrap_or_else(|_| "info".into()),
+    );
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ERROR: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(f()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("ERROR: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Metadata(MetadataCommand::Serve(args)) => run_async(|| async {
+            node::metadata_serve(args).await?;
+            Ok(ExitCode::SUCCESS)
+        }),
+        Command::Dev(args) => {
+            let data_dir = args
+                .data_dir
+                .clone()
+                .unwrap_or_else(|| default_data_dir().join("dev"));
+            run_async(|| node::dev(args, data_dir))
+        }
         Command::Iam(IamArgs {
             command: IamCommand::Serve(args),
             ..

@@ -1,0 +1,440 @@
+//! The wid node agent: the GKE metadata server for any node.
+//!
+//! It answers the GCE metadata API ([`wid_gce`] decides every protocol rule), finds the calling
+//! pod by the request's source address ([`pods`]), and hands the pod tokens of the IAM service
+//! account its KSA is annotated with, through the token flow of [`upstream`] and the cache of
+//! [`cache`]. It holds no key of the token service and no database: the token service is the
+//! only minting authority. The one key it holds is the cluster's own KSA issuer key (this
+//! issue's stand-in for the Kubernetes TokenRequest API).
+//!
+//! Errors follow GKE's metadata server: IAM's status with its message shape, 503 when the
+//! upstream cannot be reached, 403 for a caller that is no known pod, never a 500 for a known
+//! condition.
+
+pub mod cache;
+pub mod pods;
+pub mod upstream;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::Response;
+use tokio::net::TcpListener;
+use wid_gce::{Account, Outcome, Reply, View};
+
+use crate::cache::TokenCache;
+use crate::pods::{Pod, Resolver};
+use crate::upstream::{KsaIssuer, Minted, Upstream, UpstreamError, now};
+
+/// The resolved settings of the agent.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub addr: SocketAddr,
+    pub project_id: String,
+    pub project_number: String,
+    pub cluster_name: String,
+    pub cluster_location: String,
+    pub cluster_uid: String,
+    /// The node's zone, and its name and numeric id as `instance/*` reports them.
+    pub zone: String,
+    pub hostname: String,
+    pub instance_id: String,
+    pub sts_url: String,
+    pub iamcredentials_url: String,
+    /// The bound on every upstream call.
+    pub upstream_timeout: Duration,
+}
+
+impl Config {
+    fn pool(&self) -> String {
+        format!("{}.svc.id.goog", self.project_id)
+    }
+}
+
+/// The scopes a token has when the caller names none.
+pub const DEFAULT_SCOPES: [&str; 2] = [
+    "https://www.googleapis.com/auth/cloud-platform",
+    "https://www.googleapis.com/auth/userinfo.email",
+];
+
+struct Agent {
+    config: Config,
+    resolver: Arc<dyn Resolver>,
+    issuer: KsaIssuer,
+    upstream: Upstream,
+    access_tokens: TokenCache,
+    id_tokens: TokenCache,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot build the HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+}
+
+/// A started agent: its listener is bound.
+pub struct MetadataServer {
+    agent: Arc<Agent>,
+    listener: TcpListener,
+}
+
+impl MetadataServer {
+    pub async fn start(
+        config: Config,
+        resolver: Arc<dyn Resolver>,
+        issuer: KsaIssuer,
+    ) -> Result<MetadataServer, StartError> {
+        let listener = TcpListener::bind(config.addr)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: config.addr,
+                source,
+            })?;
+        let upstream = Upstream::new(
+            &config.sts_url,
+            &config.iamcredentials_url,
+            config.upstream_timeout,
+        )?;
+        let agent = Arc::new(Agent {
+            config,
+            resolver,
+            issuer,
+            upstream,
+            access_tokens: TokenCache::default(),
+            id_tokens: TokenCache::default(),
+        });
+        Ok(MetadataServer { agent, listener })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Forgets the tokens of pods no longer present (call after a resolver reload).
+    pub fn retain_pods(&self, uids: &[String]) {
+        self.agent.access_tokens.retain_owners(uids);
+        self.agent.id_tokens.retain_owners(uids);
+    }
+
+    /// A handle that can forget departed pods' tokens from another task.
+    pub fn pod_forgetter(&self) -> impl Fn(&[String]) + Send + Sync + 'static {
+        let agent = self.agent.clone();
+        move |uids: &[String]| {
+            agent.access_tokens.retain_owners(uids);
+            agent.id_tokens.retain_owners(uids);
+        }
+    }
+
+    pub async fn serve(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let addr = self.listener.local_addr()?;
+        tracing::info!(%addr, "metadata server listening");
+        let router = Router::new().fallback(handle).with_state(self.agent);
+        wid_runtime::serve::serve(self.listener, router, shutdown).await
+    }
+}
+
+fn response(reply: Reply) -> Response {
+    let mut response = Response::new(Body::from(reply.body));
+    *response.status_mut() =
+        StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let headers = response.headers_mut();
+    // On every response, errors included: Node's gcp-metadata rejects answers without it.
+    headers.insert("metadata-flavor", HeaderValue::from_static("Google"));
+    headers.insert(
+        header::SERVER,
+        HeaderValue::from_static("GKE Metadata Server"),
+    );
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(reply.content_type),
+    );
+    if let Some(etag) = reply.etag.and_then(|e| HeaderValue::from_str(&e).ok()) {
+        headers.insert(header::ETAG, etag);
+    }
+    if let Some(location) = reply.location.and_then(|l| HeaderValue::from_str(&l).ok()) {
+        headers.insert(header::LOCATION, location);
+    }
+    if let Some(allow) = reply.allow {
+        headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+    }
+    if reply.status >= 400 {
+        headers.insert(
+            "x-content-type-options",
+            HeaderValue::from_static("nosniff"),
+        );
+    }
+    response
+}
+
+fn text(status: u16, body: String) -> Response {
+    response(Reply {
+        status,
+        content_type: wid_gce::TEXT,
+        body: body.into_bytes(),
+        etag: None,
+        location: None,
+        allow: None,
+    })
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+async fn handle(
+    State(agent): State<Arc<Agent>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+) -> Response {
+    let (parts, _) = request.into_parts();
+    let gce = wid_gce::Request {
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        query: parts.uri.query().unwrap_or_default(),
+        host: header_str(&parts.headers, "host").unwrap_or("metadata.google.internal"),
+        flavor: header_str(&parts.headers, "metadata-flavor"),
+        forwarded: parts.headers.contains_key("x-forwarded-for"),
+    };
+    if let Some(reply) = wid_gce::precheck(&gce) {
+        return response(reply);
+    }
+    let ip = canonical(peer.ip());
+    let Some(pod) = agent.resolver.resolve(ip) else {
+        tracing::info!(%ip, "request from an address that is no known pod");
+        return text(
+            403,
+            format!(
+                "The metadata server knows no pod at {ip}: it answers only the pods of its node, each with its own identity.\n"
+            ),
+        );
+    };
+    let view = agent.view(&pod);
+    match wid_gce::answer(&gce, &view) {
+        Outcome::Reply(reply) => response(reply),
+        // The tree of a pod does not change while it lives: hold, then answer the same.
+        Outcome::Hold { reply, wait } => {
+            tokio::time::sleep(wait).await;
+            response(reply)
+        }
+        Outcome::Token { scopes, .. } => agent.token(&pod, scopes).await,
+        Outcome::Identity {
+            audience, format, ..
+        } => agent.identity(&pod, audience, format).await,
+    }
+}
+
+/// IPv4 callers can arrive as IPv4-mapped IPv6 addresses on a dual-stack listener.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// The message GKE appends to IAM's refusals, pointing at the binding.
+const BINDING_HINT: &str = "This error could be caused by a missing IAM policy binding on the target IAM service account.\nFor more information, refer to the Workload Identity documentation:\n\thttps://cloud.google.com/kubernetes-engine/docs/how-to/workload-identity#authenticating_to\n";
+
+fn upstream_error(what: &str, e: UpstreamError) -> Response {
+    match e {
+        UpstreamError::Refused {
+            service,
+            status,
+            reason,
+            message,
+        } => {
+            let mut body = format!("{what}; {service} returned {status} {reason}: {message}\n");
+            if status == 403 {
+                body.push_str(BINDING_HINT);
+            }
+            // IAM's and STS's refusals pass through; anything else is our upstream being wrong.
+            let status = if matches!(status, 400 | 401 | 403 | 404 | 429) {
+                status
+            } else {
+                502
+            };
+            text(status, body)
+        }
+        UpstreamError::Unavailable(reason) => text(
+            503,
+            format!("{what}: the token service is unavailable ({reason}); retry\n"),
+        ),
+    }
+}
+
+impl Agent {
+    fn principal(&self, pod: &Pod) -> String {
+        format!(
+            "principal://iam.googleapis.com/projects/{}/locations/global/workloadIdentityPools/{}/subject/ns/{}/sa/{}",
+            self.config.project_number,
+            self.config.pool(),
+            pod.namespace,
+            pod.service_account_name
+        )
+    }
+
+    fn view(&self, pod: &Pod) -> View {
+        let c = &self.config;
+        let email = match pod.gsa() {
+            Some(gsa) => gsa.to_owned(),
+            None if pod.principal_as_email() => self.principal(pod),
+            None => c.pool(),
+        };
+        View {
+            project_id: c.project_id.clone(),
+            project_number: c.project_number.clone(),
+            zone: c.zone.clone(),
+            hostname: c.hostname.clone(),
+            instance_id: c.instance_id.clone(),
+            cluster_name: c.cluster_name.clone(),
+            cluster_location: c.cluster_location.clone(),
+            cluster_uid: c.cluster_uid.clone(),
+            account: Account {
+                email,
+                scopes: DEFAULT_SCOPES.iter().map(|s| (*s).to_owned()).collect(),
+            },
+        }
+    }
+
+    /// The STS audience of this cluster's KSAs, GKE's form.
+    fn sts_audience(&self) -> String {
+        format!(
+            "identitynamespace:{}:{}",
+            self.config.pool(),
+            self.issuer.issuer
+        )
+    }
+
+    /// A federated token for the pod's KSA.
+    async fn federated(&self, pod: &Pod, scopes: &[String]) -> Result<Minted, UpstreamError> {
+        let ksa_token = self
+            .issuer
+            .token(pod, &self.config.pool())
+            .map_err(|e| UpstreamError::Unavailable(format!("cannot sign the KSA token: {e}")))?;
+        self.upstream
+            .exchange(&self.sts_audience(), &ksa_token, scopes)
+            .await
+    }
+
+    async fn token(self: &Arc<Self>, pod: &Arc<Pod>, scopes: Vec<String>) -> Response {
+        let scopes = if scopes.is_empty() {
+            DEFAULT_SCOPES.iter().map(|s| (*s).to_owned()).collect()
+        } else {
+            scopes
+        };
+        let gsa = pod.gsa().map(str::to_owned);
+        let key = format!(
+            "{}|{}/{}|{}|{}",
+            pod.uid,
+            pod.namespace,
+            pod.service_account_name,
+            gsa.as_deref().unwrap_or(""),
+            scopes.join(" ")
+        );
+        let (agent, pod_for_fetch, scopes_for_fetch) = (self.clone(), pod.clone(), scopes.clone());
+        let fetch = move || {
+            let (agent, pod, scopes, gsa) = (
+                agent.clone(),
+                pod_for_fetch.clone(),
+                scopes_for_fetch.clone(),
+                gsa.clone(),
+            );
+            async move {
+                match gsa {
+                    // GKE's impersonation: exchange with the IAM scope, then generateAccessToken.
+                    Some(gsa) => {
+                        let federated = agent
+                            .federated(&pod, &["https://www.googleapis.com/auth/iam".to_owned()])
+                            .await?;
+                        agent
+                            .upstream
+                            .access_token(&federated.token, &gsa, &scopes)
+                            .await
+                    }
+                    // Workload Identity Federation for GKE: the federated token itself.
+                    None => agent.federated(&pod, &scopes).await,
+                }
+            }
+        };
+        match self.access_tokens.get(&key, &pod.uid, fetch).await {
+            Ok((minted, _)) => {
+                let body = serde_json::json!({
+                    "access_token": minted.token,
+                    "expires_in": (minted.expires_at - now()).max(1),
+                    "token_type": "Bearer",
+                });
+                response(Reply {
+                    status: 200,
+                    content_type: wid_gce::JSON,
+                    body: body.to_string().into_bytes(),
+                    etag: None,
+                    location: None,
+                    allow: None,
+                })
+            }
+            Err(e) => upstream_error("Unable to generate access token", e),
+        }
+    }
+
+    async fn identity(
+        self: &Arc<Self>,
+        pod: &Arc<Pod>,
+        audience: String,
+        format: wid_gce::IdFormat,
+    ) -> Response {
+        let Some(gsa) = pod.gsa().map(str::to_owned) else {
+            return text(
+                404,
+                format!(
+                    "Your Kubernetes service account ({}/{}) is not annotated with a target Google service account, which is a requirement for retrieving Identity Tokens using Workload Identity.\nPlease add the iam.gke.io/gcp-service-account=[GSA_NAME]@[PROJECT_ID] annotation to your Kubernetes service account.\nRefer to https://cloud.google.com/kubernetes-engine/docs/how-to/workload-identity\n",
+                    pod.namespace, pod.service_account_name
+                ),
+            );
+        };
+        let key = format!(
+            "{}|{}/{}|{gsa}|{audience}|{format:?}",
+            pod.uid, pod.namespace, pod.service_account_name
+        );
+        let (agent, pod_for_fetch) = (self.clone(), pod.clone());
+        let fetch = move || {
+            let (agent, pod, gsa, audience) = (
+                agent.clone(),
+                pod_for_fetch.clone(),
+                gsa.clone(),
+                audience.clone(),
+            );
+            async move {
+                let federated = agent
+                    .federated(&pod, &["https://www.googleapis.com/auth/iam".to_owned()])
+                    .await?;
+                agent
+                    .upstream
+                    .id_token(&federated.token, &gsa, &audience)
+                    .await
+            }
+        };
+        match self.id_tokens.get(&key, &pod.uid, fetch).await {
+            Ok((minted, _)) => response(Reply {
+                status: 200,
+                content_type: wid_gce::TEXT,
+                body: minted.token.into_bytes(),
+                etag: None,
+                location: None,
+                allow: None,
+            }),
+            Err(e) => upstream_error("Failed to generate identity token", e),
+        }
+    }
+}

@@ -1,0 +1,263 @@
+//! Who is calling: a pod, found by the request's source address.
+//!
+//! [`Resolver`] is the seam: this issue ships the static resolver (a pods file, reloaded when it
+//! changes) and the fixed one of `wid dev`; the Kubernetes watch resolver follows behind the same
+//! trait. An address no pod has is refused: never a silent fallback to another identity.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use serde::Deserialize;
+
+/// The annotation that names a KSA's IAM service account.
+pub const GSA_ANNOTATION: &str = "iam.gke.io/gcp-service-account";
+/// The annotation that makes `email` return the principal identifier.
+pub const PRINCIPAL_EMAIL_ANNOTATION: &str = "iam.gke.io/return-principal-id-as-email";
+
+/// A pod as the agent needs it.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Pod {
+    pub ip: IpAddr,
+    pub namespace: String,
+    pub name: String,
+    #[serde(default)]
+    pub uid: String,
+    #[serde(default = "default_ksa")]
+    pub service_account_name: String,
+    /// The KSA's annotations.
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+}
+
+fn default_ksa() -> String {
+    "default".to_owned()
+}
+
+impl Pod {
+    /// The annotated IAM service account, if any.
+    pub fn gsa(&self) -> Option<&str> {
+        self.annotations
+            .get(GSA_ANNOTATION)
+            .map(String::as_str)
+            .filter(|s| !s.is_empty())
+    }
+
+    pub fn principal_as_email(&self) -> bool {
+        self.annotations
+            .get(PRINCIPAL_EMAIL_ANNOTATION)
+            .is_some_and(|v| v == "true")
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PodsFile {
+    pods: Vec<Pod>,
+}
+
+type PodsByIp = HashMap<IpAddr, Arc<Pod>>;
+
+/// Finds the pod behind a source address.
+pub trait Resolver: Send + Sync + 'static {
+    fn resolve(&self, ip: IpAddr) -> Option<Arc<Pod>>;
+}
+
+/// One pod for every caller from one address (`wid dev`'s loopback pod).
+pub struct FixedResolver {
+    pub pod: Arc<Pod>,
+}
+
+impl Resolver for FixedResolver {
+    fn resolve(&self, ip: IpAddr) -> Option<Arc<Pod>> {
+        (ip == self.pod.ip).then(|| self.pod.clone())
+    }
+}
+
+/// Pods from a JSON file (`{"pods": [{"ip", "namespace", "name", "uid", "serviceAccountName",
+/// "annotations"}]}`), read again when its modification time changes. A file that does not
+/// parse leaves the previous pods in place, and says so in the log.
+pub struct StaticResolver {
+    path: PathBuf,
+    /// The file's modification time when last read, and the pods it held.
+    state: RwLock<(Option<SystemTime>, Arc<PodsByIp>)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PodsError {
+    #[error("{path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a pods file: {source}")]
+    Parse {
+        path: String,
+        source: serde_json::Error,
+    },
+    #[error("{path}: two pods have the address {ip}")]
+    Duplicate { path: String, ip: IpAddr },
+}
+
+fn load(path: &Path) -> Result<HashMap<IpAddr, Arc<Pod>>, PodsError> {
+    let text = std::fs::read_to_string(path).map_err(|source| PodsError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let file: PodsFile = serde_json::from_str(&text).map_err(|source| PodsError::Parse {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let mut pods = HashMap::new();
+    for pod in file.pods {
+        let ip = pod.ip;
+        // Two pods with one address cannot be told apart: refuse the file rather than guess.
+        if pods.insert(ip, Arc::new(pod)).is_some() {
+            return Err(PodsError::Duplicate {
+                path: path.display().to_string(),
+                ip,
+            });
+        }
+    }
+    Ok(pods)
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+impl StaticResolver {
+    /// Loads the file; it must parse at start.
+    pub fn open(path: &Path) -> Result<Arc<StaticResolver>, PodsError> {
+        let pods = load(path)?;
+        Ok(Arc::new(StaticResolver {
+            path: path.to_owned(),
+            state: RwLock::new((modified(path), Arc::new(pods))),
+        }))
+    }
+
+    /// Reads the file again if it changed; returns whether the pods changed.
+    pub fn reload_if_changed(&self) -> bool {
+        let now = modified(&self.path);
+        let seen = self
+            .state
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .0;
+        if now == seen {
+            return false;
+        }
+        match load(&self.path) {
+            Ok(pods) => {
+                tracing::info!(path = %self.path.display(), pods = pods.len(), "pods file reloaded");
+                *self
+                    .state
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = (now, Arc::new(pods));
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "pods file not reloaded; keeping the previous pods");
+                self.state
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .0 = now;
+                false
+            }
+        }
+    }
+
+    /// The uids of the pods now known.
+    pub fn uids(&self) -> Vec<String> {
+        self.state
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .1
+            .values()
+            .map(|p| p.uid.clone())
+            .collect()
+    }
+
+    /// Watches the file, polling its modification time; calls `on_change` after a reload.
+    pub async fn watch(self: Arc<Self>, on_change: impl Fn(&StaticResolver) + Send + 'static) {
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if self.reload_if_changed() {
+                on_change(&self);
+            }
+        }
+    }
+}
+
+impl Resolver for StaticResolver {
+    fn resolve(&self, ip: IpAddr) -> Option<Arc<Pod>> {
+        self.state
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .1
+            .get(&ip)
+            .cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pods_files_load_and_reload() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("pods.json");
+        let pods = |gsa: &str| {
+            format!(
+                r#"{{"pods": [{{"ip": "127.0.0.2", "namespace": "ns1", "name": "p1", "uid": "u1", "serviceAccountName": "ksa1", "annotations": {{"iam.gke.io/gcp-service-account": "{gsa}"}}}}]}}"#
+            )
+        };
+        std::fs::write(&path, pods("a@p.iam.gserviceaccount.com")).expect("write");
+        let resolver = StaticResolver::open(&path).expect("open");
+        let ip: IpAddr = "127.0.0.2".parse().expect("ip");
+        assert_eq!(
+            resolver
+                .resolve(ip)
+                .and_then(|p| p.gsa().map(str::to_owned))
+                .as_deref(),
+            Some("a@p.iam.gserviceaccount.com")
+        );
+        assert!(resolver.resolve("127.0.0.3".parse().expect("ip")).is_none());
+        // A later modification time is a change.
+        std::fs::write(&path, pods("b@p.iam.gserviceaccount.com")).expect("write");
+        let later = SystemTime::now() + Duration::from_secs(5);
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_modified(later))
+            .expect("touch");
+        assert!(resolver.reload_if_changed());
+        assert_eq!(
+            resolver
+                .resolve(ip)
+                .and_then(|p| p.gsa().map(str::to_owned))
+                .as_deref(),
+            Some("b@p.iam.gserviceaccount.com")
+        );
+        // A broken file keeps the old pods.
+        std::fs::write(&path, "{not json").expect("write");
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_modified(later + Duration::from_secs(5)))
+            .expect("touch");
+        assert!(!resolver.reload_if_changed());
+        assert!(resolver.resolve(ip).is_some());
+        // Two pods on one address are refused.
+        let dup = r#"{"pods": [{"ip": "127.0.0.2", "namespace": "a", "name": "a"}, {"ip": "127.0.0.2", "namespace": "b", "name": "b"}]}"#;
+        std::fs::write(&path, dup).expect("write");
+        assert!(matches!(
+            StaticResolver::open(&path),
+            Err(PodsError::Duplicate { .. })
+        ));
+    }
+}

@@ -1,0 +1,261 @@
+//! The token flow, as GKE's metadata server runs it: a Kubernetes service-account token for the
+//! caller's KSA, exchanged at STS for a federated token, then, for an annotated KSA, an access or
+//! ID token of its IAM service account from IAM Credentials.
+//!
+//! The KSA token comes from a [`KsaIssuer`]: in this issue a cluster issuer key the agent holds
+//! (the token service trusts its JWKS through `wid iam clusters register`); the Kubernetes
+//! TokenRequest source follows behind the same shape.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+use wid_jose::Algorithm;
+use wid_jose::signer::{SigningKey, TokenType};
+
+use crate::pods::Pod;
+
+pub fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// A token and when it expires (Unix seconds).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Minted {
+    pub token: String,
+    pub expires_at: i64,
+}
+
+/// Why the upstream refused or could not be reached; rendered as GKE renders it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UpstreamError {
+    /// The upstream answered with an error: its status, reason phrase and message.
+    Refused {
+        service: &'static str,
+        status: u16,
+        reason: String,
+        message: String,
+    },
+    /// It could not be reached or answered nonsense.
+    Unavailable(String),
+}
+
+/// Issues KSA tokens as the cluster's API server would, with a key the agent holds.
+pub struct KsaIssuer {
+    key: SigningKey,
+    pub issuer: String,
+}
+
+impl KsaIssuer {
+    pub fn new(key: SigningKey, issuer: String) -> KsaIssuer {
+        KsaIssuer { key, issuer }
+    }
+
+    /// A fresh RS256 key.
+    pub fn generate_key() -> Result<SigningKey, wid_jose::JoseError> {
+        SigningKey::generate(Algorithm::Rs256)
+    }
+
+    /// The JWKS the token service needs to trust this issuer.
+    pub fn jwks_json(&self) -> String {
+        json!({ "keys": [self.key.public_jwk()] }).to_string()
+    }
+
+    /// A ten-minute token for the pod's KSA with audience `audience` (the pool).
+    pub fn token(&self, pod: &Pod, audience: &str) -> Result<String, wid_jose::JoseError> {
+        let now = now();
+        let claims = json!({
+            "iss": self.issuer,
+            "sub": format!("system:serviceaccount:{}:{}", pod.namespace, pod.service_account_name),
+            "aud": [audience],
+            "iat": now,
+            "nbf": now,
+            "exp": now + 600,
+            "kubernetes.io": {
+                "namespace": pod.namespace,
+                "pod": {"name": pod.name, "uid": pod.uid},
+                "serviceaccount": {"name": pod.service_account_name},
+            },
+        });
+        self.key.sign_jwt(TokenType::Jwt, &claims)
+    }
+}
+
+/// The HTTP client of STS and IAM Credentials.
+pub struct Upstream {
+    http: reqwest::Client,
+    sts_url: String,
+    iamcredentials_url: String,
+}
+
+fn reason(status: u16) -> String {
+    reqwest::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+impl Upstream {
+    pub fn new(
+        sts_url: &str,
+        iamcredentials_url: &str,
+        timeout: Duration,
+    ) -> Result<Upstream, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .user_agent(concat!("wid-agent/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Upstream {
+            http,
+            sts_url: sts_url.trim_end_matches('/').to_owned(),
+            iamcredentials_url: iamcredentials_url.trim_end_matches('/').to_owned(),
+        })
+    }
+
+    async fn send(
+        &self,
+        service: &'static str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<Value, UpstreamError> {
+        let response = request
+            .send()
+            .await
+            .map_err(|e| UpstreamError::Unavailable(format!("{service} unreachable: {e}")))?;
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        if (200..300).contains(&status) {
+            return Ok(body);
+        }
+        if status >= 500 {
+            return Err(UpstreamError::Unavailable(format!(
+                "{service} answered {status}"
+            )));
+        }
+        let message = body["error"]["message"]
+            .as_str()
+            .map(str::to_owned)
+            .or_else(|| {
+                let (e, d) = (
+                    body["error"].as_str()?,
+                    body["error_description"].as_str().unwrap_or_default(),
+                );
+                Some(format!("{e}: {d}"))
+            })
+            .unwrap_or_else(|| body.to_string());
+        Err(UpstreamError::Refused {
+            service,
+            status,
+            reason: reason(status),
+            message,
+        })
+    }
+
+    /// RFC 8693 exchange of a KSA token for a federated token.
+    pub async fn exchange(
+        &self,
+        audience: &str,
+        subject_token: &str,
+        scopes: &[String],
+    ) -> Result<Minted, UpstreamError> {
+        let scope = scopes.join(" ");
+        let form = [
+            (
+                "grant_type",
+                "urn:ietf:params:oauth:grant-type:token-exchange",
+            ),
+            ("audience", audience),
+            ("scope", scope.as_str()),
+            (
+                "requested_token_type",
+                "urn:ietf:params:oauth:token-type:access_token",
+            ),
+            ("subject_token", subject_token),
+            ("subject_token_type", "urn:ietf:params:oauth:token-type:jwt"),
+        ];
+        let body = self
+            .send(
+                "STS",
+                self.http
+                    .post(format!("{}/v1/token", self.sts_url))
+                    .form(&form),
+            )
+            .await?;
+        let token = body["access_token"]
+            .as_str()
+            .ok_or_else(|| UpstreamError::Unavailable("STS answered without a token".into()))?;
+        let expires_in = body["expires_in"].as_i64().unwrap_or(3600);
+        Ok(Minted {
+            token: token.to_owned(),
+            expires_at: now() + expires_in,
+        })
+    }
+
+    /// generateAccessToken for `email` with the federated token.
+    pub async fn access_token(
+        &self,
+        federated: &str,
+        email: &str,
+        scopes: &[String],
+    ) -> Result<Minted, UpstreamError> {
+        let url = format!(
+            "{}/v1/projects/-/serviceAccounts/{email}:generateAccessToken",
+            self.iamcredentials_url
+        );
+        let body = json!({ "scope": scopes, "lifetime": "3600s" });
+        let answer = self
+            .send(
+                "IAM",
+                self.http.post(url).bearer_auth(federated).json(&body),
+            )
+            .await?;
+        let token = answer["accessToken"]
+            .as_str()
+            .ok_or_else(|| UpstreamError::Unavailable("IAM answered without a token".into()))?;
+        let expires_at = answer["expireTime"]
+            .as_str()
+            .and_then(wid_api::time::parse_rfc3339)
+            .ok_or_else(|| {
+                UpstreamError::Unavailable("IAM answered without a valid expireTime".into())
+            })?;
+        Ok(Minted {
+            token: token.to_owned(),
+            expires_at,
+        })
+    }
+
+    /// generateIdToken for `email` with the federated token.
+    pub async fn id_token(
+        &self,
+        federated: &str,
+        email: &str,
+        audience: &str,
+    ) -> Result<Minted, UpstreamError> {
+        let url = format!(
+            "{}/v1/projects/-/serviceAccounts/{email}:generateIdToken",
+            self.iamcredentials_url
+        );
+        let body = json!({ "audience": audience, "includeEmail": true });
+        let answer = self
+            .send(
+                "IAM",
+                self.http.post(url).bearer_auth(federated).json(&body),
+            )
+            .await?;
+        let token = answer["token"]
+            .as_str()
+            .ok_or_else(|| UpstreamError::Unavailable("IAM answered without a token".into()))?;
+        let exp = wid_jose::jws::parse(token)
+            .ok()
+            .and_then(|p| p.claims.get("exp").and_then(Value::as_i64))
+            .ok_or_else(|| {
+                UpstreamError::Unavailable("IAM answered an ID token without exp".into())
+            })?;
+        Ok(Minted {
+            token: token.to_owned(),
+            expires_at: exp,
+        })
+    }
+}

@@ -1,0 +1,386 @@
+//! `wid metadata serve` and `wid dev`: flags resolved into the agent's settings, and the dev
+//! bootstrap (a project, a cluster with the agent's issuer, a KSA bound to a service account).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use serde_json::{Value, json};
+use wid_agent::pods::{FixedResolver, GSA_ANNOTATION, Pod, Resolver, StaticResolver};
+use wid_agent::upstream::KsaIssuer;
+use wid_agent::{Config, MetadataServer};
+use wid_jose::Algorithm;
+use wid_jose::signer::SigningKey;
+
+/// Where the agent is and what it reports about its node and cluster.
+#[derive(Args, Debug)]
+pub struct NodeArgs {
+    /// Project id of the cluster.
+    #[arg(long, env = "WID_PROJECT")]
+    pub project: Option<String>,
+    /// Its numeric project number.
+    #[arg(long, env = "WID_PROJECT_NUMBER")]
+    pub project_number: Option<String>,
+    #[arg(long, env = "WID_CLUSTER_NAME", default_value = "dev")]
+    pub cluster_name: String,
+    #[arg(long, env = "WID_CLUSTER_LOCATION", default_value = "local")]
+    pub cluster_location: String,
+    #[arg(long, env = "WID_CLUSTER_UID", default_value = "")]
+    pub cluster_uid: String,
+    /// The node's zone (instance/zone).
+    #[arg(long, env = "WID_ZONE", default_value = "local-a")]
+    pub zone: String,
+    /// The node's host name (instance/hostname); default the machine's.
+    #[arg(long, env = "WID_HOSTNAME")]
+    pub hostname: Option<String>,
+    /// The node's numeric id (instance/id).
+    #[arg(long, env = "WID_INSTANCE_ID", default_value = "1000000000000000001")]
+    pub instance_id: String,
+    /// Seconds each upstream call may take.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=120))]
+    pub upstream_timeout_seconds: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct MetadataServeArgs {
+    /// Address to listen on (where the node's 169.254.169.254:80 traffic is redirected).
+    #[arg(long, env = "WID_METADATA_ADDR", default_value = "127.0.0.1:8988")]
+    pub addr: SocketAddr,
+    /// The pods of this node: a JSON file, reloaded when it changes.
+    #[arg(long, env = "WID_PODS")]
+    pub pods: PathBuf,
+    /// The token service's STS base URL (Google's: https://sts.googleapis.com).
+    #[arg(long, env = "WID_STS_URL", default_value = "http://127.0.0.1:8080")]
+    pub sts_url: String,
+    /// The IAM Credentials base URL (Google's: https://iamcredentials.googleapis.com).
+    #[arg(
+        long,
+        env = "WID_IAMCREDENTIALS_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub iamcredentials_url: String,
+    /// The cluster issuer's private key (PKCS#8 DER, mode 0600), made on first start.
+    #[arg(long, env = "WID_ISSUER_KEY")]
+    pub issuer_key: PathBuf,
+    /// The issuer URL of the KSA tokens the agent makes.
+    #[arg(long, env = "WID_ISSUER_URI")]
+    pub issuer_uri: String,
+    /// Writes the issuer's JWKS here, for `wid iam clusters register --jwk-json-path`.
+    #[arg(long)]
+    pub jwks_out: Option<PathBuf>,
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct DevArgs {
+    /// Where the metadata server listens.
+    #[arg(long, default_value = "127.0.0.1:8988")]
+    pub metadata_addr: SocketAddr,
+    /// Where the token service listens.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub iam_addr: SocketAddr,
+    /// The token service's data directory.
+    #[arg(long, env = "WID_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Pods other than the default loopback one: a JSON file, reloaded when it changes.
+    #[arg(long)]
+    pub pods: Option<PathBuf>,
+    /// The dev project.
+    #[arg(long, default_value = "wid-dev")]
+    pub project: String,
+}
+
+/// Reads the issuer key, or makes one (mode 0600).
+fn issuer_key(path: &Path) -> anyhow::Result<SigningKey> {
+    // The key file is private (0600); its directory is the operator's choice.
+    if let Some(dir) = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+    {
+        wid_runtime::private_files::ensure_private_dir(dir)?;
+    }
+    if path.exists() {
+        wid_runtime::private_files::check_private(path)?;
+        let der = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        return SigningKey::from_pkcs8(Algorithm::Rs256, &der)
+            .with_context(|| format!("{} is not an RS256 PKCS#8 key", path.display()));
+    }
+    let key = KsaIssuer::generate_key()?;
+    wid_runtime::private_files::ensure_private_file(path)?;
+    std::fs::write(path, key.pkcs8()).with_context(|| format!("writing {}", path.display()))?;
+    Ok(key)
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+fn agent_config(
+    addr: SocketAddr,
+    sts: &str,
+    iam: &str,
+    node: &NodeArgs,
+    project: &str,
+    number: &str,
+) -> Config {
+    Config {
+        addr,
+        project_id: project.to_owned(),
+        project_number: number.to_owned(),
+        cluster_name: node.cluster_name.clone(),
+        cluster_location: node.cluster_location.clone(),
+        cluster_uid: node.cluster_uid.clone(),
+        zone: node.zone.clone(),
+        hostname: node.hostname.clone().unwrap_or_else(hostname),
+        instance_id: node.instance_id.clone(),
+        sts_url: sts.to_owned(),
+        iamcredentials_url: iam.to_owned(),
+        upstream_timeout: Duration::from_secs(node.upstream_timeout_seconds),
+    }
+}
+
+pub async fn metadata_serve(args: MetadataServeArgs) -> anyhow::Result<()> {
+    let project = args
+        .node
+        .project
+        .clone()
+        .context("--project (or WID_PROJECT) is required")?;
+    let number = args
+        .node
+        .project_number
+        .clone()
+        .context("--project-number (or WID_PROJECT_NUMBER) is required")?;
+    let issuer = KsaIssuer::new(issuer_key(&args.issuer_key)?, args.issuer_uri.clone());
+    if let Some(out) = &args.jwks_out {
+        std::fs::write(out, issuer.jwks_json())
+            .with_context(|| format!("writing {}", out.display()))?;
+    }
+    let pods = StaticResolver::open(&args.pods)?;
+    let config = agent_config(
+        args.addr,
+        &args.sts_url,
+        &args.iamcredentials_url,
+        &args.node,
+        &project,
+        &number,
+    );
+    let server = MetadataServer::start(config, pods.clone(), issuer).await?;
+    let forget = server.pod_forgetter();
+    tokio::spawn(pods.watch(move |p| forget(&p.uids())));
+    server.serve(wid_runtime::serve::shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Calls the dev token service as its admin; `ok_codes` are statuses taken as success.
+async fn admin(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Value,
+    ok_codes: &[u16],
+) -> anyhow::Result<Value> {
+    let response = http
+        .request(method, format!("{base}{path}"))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await?;
+    let status = response.status().as_u16();
+    let value: Value = response.json().await.unwrap_or(Value::Null);
+    if (200..300).contains(&status) || ok_codes.contains(&status) {
+        return Ok(value);
+    }
+    bail!("{path}: {status} {value}")
+}
+
+pub async fn dev(args: DevArgs, data_dir: PathBuf) -> anyhow::Result<ExitCode> {
+    let service = wid_token_service::TokenService::start(wid_token_service::Config {
+        addr: args.iam_addr,
+        data_dir: data_dir.clone(),
+        jwks_refresh_interval: Duration::from_secs(3600),
+        discovery_timeout: Duration::from_secs(10),
+        issuer: None,
+    })
+    .await?;
+    let iam_addr = service.local_addr()?;
+    let base = format!("http://{iam_addr}");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut stop_iam = stop_rx.clone();
+    let iam_task = tokio::spawn(service.serve(async move {
+        let _ = stop_iam.changed().await;
+    }));
+
+    // Bootstrap, idempotently: a restart finds everything in place.
+    let token = std::fs::read_to_string(data_dir.join(wid_token_service::ADMIN_TOKEN_FILE))?
+        .trim()
+        .to_owned();
+    let http = reqwest::Client::new();
+    let project = args.project.clone();
+    admin(
+        &http,
+        &base,
+        &token,
+        reqwest::Method::POST,
+        "/v1/projects",
+        json!({"projectId": project}),
+        &[409],
+    )
+    .await?;
+    let number = admin(
+        &http,
+        &base,
+        &token,
+        reqwest::Method::GET,
+        &format!("/v1/projects/{project}"),
+        Value::Null,
+        &[],
+    )
+    .await?["projectNumber"]
+        .as_str()
+        .context("no project number")?
+        .to_owned();
+    let account = "dev-runner";
+    let email = format!("{account}@{project}.iam.gserviceaccount.com");
+    admin(
+        &http,
+        &base,
+        &token,
+        reqwest::Method::POST,
+        &format!("/v1/projects/{project}/serviceAccounts"),
+        json!({"accountId": account, "serviceAccount": {"displayName": "wid dev workloads"}}),
+        &[409],
+    )
+    .await?;
+    let issuer_uri = format!("https://kubernetes.{project}.wid.local");
+    let issuer = KsaIssuer::new(
+        issuer_key(&data_dir.join("agent-issuer.pk8"))?,
+        issuer_uri.clone(),
+    );
+    let clusters = format!("/v1/projects/{project}/locations/local/clusters");
+    // The cluster's keys are the agent's: register them again if the key changed.
+    admin(
+        &http,
+        &base,
+        &token,
+        reqwest::Method::DELETE,
+        &format!("{clusters}/dev"),
+        Value::Null,
+        &[404],
+    )
+    .await?;
+    admin(
+        &http,
+        &base,
+        &token,
+        reqwest::Method::POST,
+        &clusters,
+        json!({"clusterName": "dev", "issuerUri": issuer_uri, "jwksJson": issuer.jwks_json()}),
+        &[],
+    )
+    .await?;
+    let member = format!("serviceAccount:{project}.svc.id.goog[default/default]");
+    let policy_path = format!("/v1/projects/-/serviceAccounts/{email}");
+    let policy = admin(
+        &http,
+        &base,
+        &token,
+        reqwest::Method::POST,
+        &format!("{policy_path}:getIamPolicy"),
+        json!({}),
+        &[],
+    )
+    .await?;
+    let bound = policy["bindings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|b| {
+            b["role"] == "roles/iam.workloadIdentityUser"
+                && b["members"]
+                    .as_array()
+                    .is_some_and(|m| m.iter().any(|x| x == &json!(member)))
+        });
+    if !bound {
+        let mut bindings = policy["bindings"].as_array().cloned().unwrap_or_default();
+        bindings.push(json!({"role": "roles/iam.workloadIdentityUser", "members": [member]}));
+        admin(
+            &http,
+            &base,
+            &token,
+            reqwest::Method::POST,
+            &format!("{policy_path}:setIamPolicy"),
+            json!({"policy": {"etag": policy["etag"], "bindings": bindings}}),
+            &[],
+        )
+        .await?;
+    }
+
+    let node = NodeArgs {
+        project: Some(project.clone()),
+        project_number: Some(number.clone()),
+        cluster_name: "dev".into(),
+        cluster_location: "local".into(),
+        cluster_uid: String::new(),
+        zone: "local-a".into(),
+        hostname: None,
+        instance_id: "1000000000000000001".into(),
+        upstream_timeout_seconds: 10,
+    };
+    let config = agent_config(args.metadata_addr, &base, &base, &node, &project, &number);
+    let (resolver, watched): (Arc<dyn Resolver>, Option<Arc<StaticResolver>>) = match &args.pods {
+        Some(path) => {
+            let pods = StaticResolver::open(path)?;
+            (pods.clone(), Some(pods))
+        }
+        None => {
+            let pod = Pod {
+                ip: "127.0.0.1".parse()?,
+                namespace: "default".into(),
+                name: "wid-dev".into(),
+                uid: "00000000-0000-4000-8000-000000000001".into(),
+                service_account_name: "default".into(),
+                annotations: [(GSA_ANNOTATION.to_owned(), email.clone())]
+                    .into_iter()
+                    .collect(),
+            };
+            (Arc::new(FixedResolver { pod: Arc::new(pod) }), None)
+        }
+    };
+    let server = MetadataServer::start(config, resolver, issuer).await?;
+    if let Some(pods) = watched {
+        let forget = server.pod_forgetter();
+        tokio::spawn(pods.watch(move |p| forget(&p.uids())));
+    }
+    let md = server.local_addr()?;
+    println!("# wid dev: the token service is at {base}, the metadata server at http://{md}");
+    println!("# Callers from 127.0.0.1 are the pod default/default, bound to {email}.");
+    println!(
+        "export GCE_METADATA_HOST={md} GCE_METADATA_IP={md} GCE_METADATA_ROOT={md} GOOGLE_CLOUD_PROJECT={project}"
+    );
+    println!("# To reshape bindings with `wid iam ...`:");
+    println!(
+        "export WID_ENDPOINT={base} WID_TOKEN_FILE={}",
+        data_dir.join(wid_token_service::ADMIN_TOKEN_FILE).display()
+    );
+    let mut stop_md = stop_rx.clone();
+    let md_task = tokio::spawn(server.serve(async move {
+        let _ = stop_md.changed().await;
+    }));
+    wid_runtime::serve::shutdown_signal().await;
+    let _ = stop_tx.send(true);
+    let (iam, md) = tokio::join!(iam_task, md_task);
+    iam??;
+    md??;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,295 @@
+//! The metadata server (`wid metadata serve`) with a pods file, against the real token service:
+//! pods told apart by their source address, unknown callers refused, the file reloaded.
+
+mod support;
+
+use std::net::IpAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::{Api, Server};
+
+struct Agent {
+    child: Child,
+    base: String,
+    log: std::path::PathBuf,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn pods_file(path: &std::path::Path, second_gsa: &str) {
+    let pods = json!({"pods": [
+        {"ip": "127.0.0.2", "namespace": "team-a", "name": "a-1", "uid": "uid-a", "serviceAccountName": "app",
+         "annotations": {"iam.gke.io/gcp-service-account": "sa-a-runner@proj-a.iam.gserviceaccount.com"}},
+        {"ip": "127.0.0.3", "namespace": "team-b", "name": "b-1", "uid": "uid-b", "serviceAccountName": "app",
+         "annotations": {"iam.gke.io/gcp-service-account": second_gsa}},
+        {"ip": "127.0.0.4", "namespace": "team-c", "name": "c-1", "uid": "uid-c", "serviceAccountName": "plain"},
+    ]});
+    // Write then rename, so the agent never reads a half-written file.
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, pods.to_string()).expect("write pods");
+    std::fs::rename(&tmp, path).expect("rename pods");
+}
+
+async fn start_agent(dir: &std::path::Path, server: &Server) -> Agent {
+    let port = support::free_port();
+    let log = dir.join("agent.log");
+    let child = Command::new(support::WID)
+        .args([
+            "metadata",
+            "serve",
+            "--addr",
+            &format!("127.0.0.1:{port}"),
+            "--pods",
+        ])
+        .arg(dir.join("pods.json"))
+        .args([
+            "--sts-url",
+            &server.base(),
+            "--iamcredentials-url",
+            &server.base(),
+        ])
+        .args([
+            "--project",
+            "proj-a",
+            "--project-number",
+            "111111111111",
+            "--issuer-uri",
+            "https://k8s.node-test.example.com",
+        ])
+        .arg("--issuer-key")
+        .arg(dir.join("issuer.pk8"))
+        .arg("--jwks-out")
+        .arg(dir.join("jwks.json"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("spawn agent");
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while reqwest::get(format!("{base}/")).await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "agent not ready: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Agent { child, base, log }
+}
+
+/// A client whose connections come from `ip`, as a pod's would.
+fn pod_client(ip: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(ip.parse::<IpAddr>().ok())
+        .build()
+        .expect("client")
+}
+
+async fn md(client: &reqwest::Client, base: &str, path: &str) -> (u16, String) {
+    let response = client
+        .get(format!("{base}/computeMetadata/v1/{path}"))
+        .header("Metadata-Flavor", "Google")
+        .send()
+        .await
+        .expect("send");
+    let status = response.status().as_u16();
+    assert_eq!(
+        response
+            .headers()
+            .get("metadata-flavor")
+            .and_then(|v| v.to_str().ok()),
+        Some("Google")
+    );
+    (status, response.text().await.expect("body"))
+}
+
+async fn setup(api: &Api, jwks: &str) {
+    api.create_project("proj-a", "111111111111").await;
+    for account in ["sa-a-runner", "sa-b-runner", "sa-b2-runner"] {
+        api.create_account("proj-a", account).await;
+    }
+    api.post(
+        "/v1/projects/proj-a/locations/local/clusters",
+        json!({"clusterName": "node-test", "issuerUri": "https://k8s.node-test.example.com", "jwksJson": jwks}),
+    )
+    .await
+    .ok();
+    for (account, ksa) in [
+        ("sa-a-runner", "team-a/app"),
+        ("sa-b-runner", "team-b/app"),
+        ("sa-b2-runner", "team-b/app"),
+    ] {
+        api.post(
+            &format!("/v1/projects/-/serviceAccounts/{account}@proj-a.iam.gserviceaccount.com:setIamPolicy"),
+            json!({"policy": {"bindings": [{"role": "roles/iam.workloadIdentityUser", "members": [format!("serviceAccount:proj-a.svc.id.goog[{ksa}]")]}]}}),
+        )
+        .await
+        .ok();
+    }
+}
+
+#[tokio::test]
+async fn pods_are_told_apart_by_source_address() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("data"));
+    let api = server.api();
+    pods_file(
+        &dir.path().join("pods.json"),
+        "sa-b-runner@proj-a.iam.gserviceaccount.com",
+    );
+    let agent = start_agent(dir.path(), &server).await;
+    let jwks = std::fs::read_to_string(dir.path().join("jwks.json")).expect("jwks");
+    setup(&api, &jwks).await;
+
+    let (a, b, c, stranger) = (
+        pod_client("127.0.0.2"),
+        pod_client("127.0.0.3"),
+        pod_client("127.0.0.4"),
+        pod_client("127.0.0.9"),
+    );
+    assert_eq!(
+        md(&a, &agent.base, "instance/service-accounts/default/email")
+            .await
+            .1,
+        "sa-a-runner@proj-a.iam.gserviceaccount.com"
+    );
+    assert_eq!(
+        md(&b, &agent.base, "instance/service-accounts/default/email")
+            .await
+            .1,
+        "sa-b-runner@proj-a.iam.gserviceaccount.com"
+    );
+    // Unannotated: the pool name, and the federated token itself.
+    assert_eq!(
+        md(&c, &agent.base, "instance/service-accounts/default/email")
+            .await
+            .1,
+        "proj-a.svc.id.goog"
+    );
+
+    let token_of = |body: &str| {
+        serde_json::from_str::<Value>(body).expect("json")["access_token"]
+            .as_str()
+            .expect("token")
+            .to_owned()
+    };
+    let (status, body) = md(&a, &agent.base, "instance/service-accounts/default/token").await;
+    assert_eq!(status, 200, "{body}");
+    let info = api
+        .without_token()
+        .get(&format!("/tokeninfo?access_token={}", token_of(&body)))
+        .await;
+    assert_eq!(
+        info.ok()["email"],
+        "sa-a-runner@proj-a.iam.gserviceaccount.com"
+    );
+    let (status, body) = md(&b, &agent.base, "instance/service-accounts/default/token").await;
+    assert_eq!(status, 200, "{body}");
+    let info = api
+        .without_token()
+        .get(&format!("/tokeninfo?access_token={}", token_of(&body)))
+        .await;
+    assert_eq!(
+        info.ok()["email"],
+        "sa-b-runner@proj-a.iam.gserviceaccount.com"
+    );
+    let (status, body) = md(&c, &agent.base, "instance/service-accounts/default/token").await;
+    assert_eq!(status, 200, "{body}");
+    let introspected = api
+        .http
+        .post(format!("{}/v1/introspect", api.base))
+        .form(&[("token", token_of(&body))])
+        .send()
+        .await
+        .expect("send")
+        .json::<Value>()
+        .await
+        .expect("json");
+    assert!(
+        introspected["username"]
+            .as_str()
+            .is_some_and(|u| u.ends_with("/subject/ns/team-c/sa/plain"))
+    );
+    let (status, body) = md(
+        &c,
+        &agent.base,
+        "instance/service-accounts/default/identity?audience=x",
+    )
+    .await;
+    assert_eq!(status, 404);
+    assert!(body.contains("(team-c/plain) is not annotated"), "{body}");
+
+    // A stranger is refused, never given another pod's identity.
+    let (status, body) = md(
+        &stranger,
+        &agent.base,
+        "instance/service-accounts/default/token",
+    )
+    .await;
+    assert_eq!(status, 403);
+    assert!(body.contains("127.0.0.9"), "{body}");
+
+    // The pods file changes: pod b's next token is for its new account.
+    pods_file(
+        &dir.path().join("pods.json"),
+        "sa-b2-runner@proj-a.iam.gserviceaccount.com",
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if md(&b, &agent.base, "instance/service-accounts/default/email")
+            .await
+            .1
+            == "sa-b2-runner@proj-a.iam.gserviceaccount.com"
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the pods file was not reloaded: {}",
+            std::fs::read_to_string(&agent.log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, body) = md(&b, &agent.base, "instance/service-accounts/default/token").await;
+    let info = api
+        .without_token()
+        .get(&format!("/tokeninfo?access_token={}", token_of(&body)))
+        .await;
+    assert_eq!(
+        info.ok()["email"],
+        "sa-b2-runner@proj-a.iam.gserviceaccount.com"
+    );
+
+    // IAM's refusal passes through in GKE's shape: unbind pod a, and a new scope set misses the cache.
+    api.post(
+        "/v1/projects/-/serviceAccounts/sa-a-runner@proj-a.iam.gserviceaccount.com:setIamPolicy",
+        json!({"policy": {"bindings": []}}),
+    )
+    .await
+    .ok();
+    let (status, body) = md(&a, &agent.base, "instance/service-accounts/default/token?scopes=https://www.googleapis.com/auth/devstorage.read_only").await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.starts_with("Unable to generate access token; IAM returned 403 Forbidden: Permission 'iam.serviceAccounts.getAccessToken' denied"), "{body}");
+
+    // The upstream stops: cached tokens are still served; a new one is a 503, never a 500.
+    drop(server);
+    let (status, _) = md(&b, &agent.base, "instance/service-accounts/default/token").await;
+    assert_eq!(
+        status, 200,
+        "the cached token is served with the upstream down"
+    );
+    let (status, body) = md(
+        &b,
+        &agent.base,
+        "instance/service-accounts/default/identity?audience=new",
+    )
+    .await;
+    assert_eq!(status, 503, "{body}");
+}
