@@ -12,6 +12,7 @@
 //! condition.
 
 pub mod cache;
+pub mod metrics;
 pub mod pods;
 pub mod upstream;
 
@@ -48,6 +49,12 @@ pub struct Config {
     pub iamcredentials_url: String,
     /// The bound on every upstream call.
     pub upstream_timeout: Duration,
+    /// The admin listener (`/healthz`, `/readyz`, `/metrics`), if any.
+    pub admin_addr: Option<SocketAddr>,
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// A connection that sends no full request head in this time is closed.
+    pub header_read_timeout: Duration,
 }
 
 impl Config {
@@ -69,6 +76,7 @@ struct Agent {
     upstream: Upstream,
     access_tokens: TokenCache,
     id_tokens: TokenCache,
+    metrics: metrics::Metrics,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +120,7 @@ impl MetadataServer {
             upstream,
             access_tokens: TokenCache::default(),
             id_tokens: TokenCache::default(),
+            metrics: metrics::Metrics::default(),
         });
         Ok(MetadataServer { agent, listener })
     }
@@ -140,9 +149,30 @@ impl MetadataServer {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let addr = self.listener.local_addr()?;
-        tracing::info!(%addr, "metadata server listening");
+        let config = &self.agent.config;
+        let limits = wid_runtime::serve::Limits {
+            max_connections: config.max_connections,
+            header_read_timeout: config.header_read_timeout,
+        };
+        if let Some(admin_addr) = config.admin_addr {
+            let admin = TcpListener::bind(admin_addr).await?;
+            tracing::info!(addr = %admin.local_addr()?, "metadata admin listener (healthz, readyz, metrics)");
+            let router = Router::new()
+                .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+                .route("/readyz", axum::routing::get(|| async { "ok\n" }))
+                .route("/metrics", axum::routing::get(render_metrics))
+                .with_state(self.agent.clone());
+            tokio::spawn(async move {
+                if let Err(e) =
+                    wid_runtime::serve::serve(admin, router, std::future::pending()).await
+                {
+                    tracing::error!(error = %e, "the admin listener stopped");
+                }
+            });
+        }
+        tracing::info!(%addr, max_connections = limits.max_connections, "metadata server listening");
         let router = Router::new().fallback(handle).with_state(self.agent);
-        wid_runtime::serve::serve(self.listener, router, shutdown).await
+        wid_runtime::serve::serve_limited(self.listener, router, limits, shutdown).await
     }
 }
 
@@ -190,6 +220,15 @@ fn text(status: u16, body: String) -> Response {
     })
 }
 
+async fn render_metrics(State(agent): State<Arc<Agent>>) -> Response {
+    let mut response = Response::new(Body::from(agent.metrics.encode()));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    response
+}
+
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
@@ -199,6 +238,29 @@ async fn handle(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     request: Request,
 ) -> Response {
+    let started = std::time::Instant::now();
+    let endpoint = endpoint_class(request.uri().path());
+    let response = answer(&agent, peer, request).await;
+    agent
+        .metrics
+        .request(endpoint, response.status().as_u16(), started.elapsed());
+    response
+}
+
+/// The class of a path, for metrics: a small fixed set.
+fn endpoint_class(path: &str) -> &'static str {
+    if path == "/" {
+        "root"
+    } else if path.ends_with("/token") {
+        "token"
+    } else if path.ends_with("/identity") {
+        "identity"
+    } else {
+        "metadata"
+    }
+}
+
+async fn answer(agent: &Arc<Agent>, peer: SocketAddr, request: Request) -> Response {
     let (parts, _) = request.into_parts();
     let gce = wid_gce::Request {
         method: parts.method.as_str(),
@@ -317,15 +379,33 @@ impl Agent {
         )
     }
 
+    /// Times an upstream call and counts its outcome.
+    async fn timed(
+        &self,
+        call: impl std::future::Future<Output = Result<Minted, UpstreamError>>,
+    ) -> Result<Minted, UpstreamError> {
+        let started = std::time::Instant::now();
+        let result = call.await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(UpstreamError::Refused { .. }) => "refused",
+            Err(UpstreamError::Unavailable(_)) => "unavailable",
+        };
+        self.metrics.upstream(outcome, started.elapsed());
+        result
+    }
+
     /// A federated token for the pod's KSA.
     async fn federated(&self, pod: &Pod, scopes: &[String]) -> Result<Minted, UpstreamError> {
         let ksa_token = self
             .issuer
             .token(pod, &self.config.pool())
             .map_err(|e| UpstreamError::Unavailable(format!("cannot sign the KSA token: {e}")))?;
-        self.upstream
-            .exchange(&self.sts_audience(), &ksa_token, scopes)
-            .await
+        self.timed(
+            self.upstream
+                .exchange(&self.sts_audience(), &ksa_token, scopes),
+        )
+        .await
     }
 
     async fn token(self: &Arc<Self>, pod: &Arc<Pod>, scopes: Vec<String>) -> Response {
@@ -359,8 +439,7 @@ impl Agent {
                             .federated(&pod, &["https://www.googleapis.com/auth/iam".to_owned()])
                             .await?;
                         agent
-                            .upstream
-                            .access_token(&federated.token, &gsa, &scopes)
+                            .timed(agent.upstream.access_token(&federated.token, &gsa, &scopes))
                             .await
                     }
                     // Workload Identity Federation for GKE: the federated token itself.
@@ -369,7 +448,8 @@ impl Agent {
             }
         };
         match self.access_tokens.get(&key, &pod.uid, fetch).await {
-            Ok((minted, _)) => {
+            Ok((minted, source)) => {
+                self.metrics.cache(source);
                 let body = serde_json::json!({
                     "access_token": minted.token,
                     "expires_in": (minted.expires_at - now()).max(1),
@@ -420,20 +500,22 @@ impl Agent {
                     .federated(&pod, &["https://www.googleapis.com/auth/iam".to_owned()])
                     .await?;
                 agent
-                    .upstream
-                    .id_token(&federated.token, &gsa, &audience)
+                    .timed(agent.upstream.id_token(&federated.token, &gsa, &audience))
                     .await
             }
         };
         match self.id_tokens.get(&key, &pod.uid, fetch).await {
-            Ok((minted, _)) => response(Reply {
-                status: 200,
-                content_type: wid_gce::TEXT,
-                body: minted.token.into_bytes(),
-                etag: None,
-                location: None,
-                allow: None,
-            }),
+            Ok((minted, source)) => {
+                self.metrics.cache(source);
+                response(Reply {
+                    status: 200,
+                    content_type: wid_gce::TEXT,
+                    body: minted.token.into_bytes(),
+                    etag: None,
+                    location: None,
+                    allow: None,
+                })
+            }
             Err(e) => upstream_error("Failed to generate identity token", e),
         }
     }

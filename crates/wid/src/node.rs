@@ -43,6 +43,12 @@ pub struct NodeArgs {
     /// Seconds each upstream call may take.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=120))]
     pub upstream_timeout_seconds: u64,
+    /// The admin listener: /healthz, /readyz and Prometheus /metrics.
+    #[arg(long, env = "WID_METADATA_ADMIN_ADDR")]
+    pub admin_addr: Option<SocketAddr>,
+    /// Connections served at once (more wait in the listen backlog).
+    #[arg(long, default_value_t = 16_384)]
+    pub max_connections: usize,
 }
 
 #[derive(Args, Debug)]
@@ -145,10 +151,22 @@ fn agent_config(
         sts_url: sts.to_owned(),
         iamcredentials_url: iam.to_owned(),
         upstream_timeout: Duration::from_secs(node.upstream_timeout_seconds),
+        admin_addr: node.admin_addr,
+        max_connections: node.max_connections.max(1),
+        header_read_timeout: Duration::from_secs(10),
+    }
+}
+
+/// Raises the open-files limit for thousands of connections, and says what it got.
+fn raise_open_files() {
+    match wid_runtime::serve::raise_open_files_limit() {
+        Ok(limit) => tracing::info!(limit, "open files limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open files limit"),
     }
 }
 
 pub async fn metadata_serve(args: MetadataServeArgs) -> anyhow::Result<()> {
+    raise_open_files();
     let project = args
         .node
         .project
@@ -205,6 +223,7 @@ async fn admin(
 }
 
 pub async fn dev(args: DevArgs, data_dir: PathBuf) -> anyhow::Result<ExitCode> {
+    raise_open_files();
     let service = wid_token_service::TokenService::start(wid_token_service::Config {
         addr: args.iam_addr,
         data_dir: data_dir.clone(),
@@ -336,6 +355,8 @@ pub async fn dev(args: DevArgs, data_dir: PathBuf) -> anyhow::Result<ExitCode> {
         hostname: None,
         instance_id: "1000000000000000001".into(),
         upstream_timeout_seconds: 10,
+        admin_addr: None,
+        max_connections: 16_384,
     };
     let config = agent_config(args.metadata_addr, &base, &base, &node, &project, &number);
     let (resolver, watched): (Arc<dyn Resolver>, Option<Arc<StaticResolver>>) = match &args.pods {

@@ -13,6 +13,7 @@ use support::{Api, Server};
 struct Agent {
     child: Child,
     base: String,
+    admin: String,
     log: std::path::PathBuf,
 }
 
@@ -39,6 +40,7 @@ fn pods_file(path: &std::path::Path, second_gsa: &str) {
 
 async fn start_agent(dir: &std::path::Path, server: &Server) -> Agent {
     let port = support::free_port();
+    let admin_port = support::free_port();
     let log = dir.join("agent.log");
     let child = Command::new(support::WID)
         .args([
@@ -67,6 +69,7 @@ async fn start_agent(dir: &std::path::Path, server: &Server) -> Agent {
         .arg(dir.join("issuer.pk8"))
         .arg("--jwks-out")
         .arg(dir.join("jwks.json"))
+        .args(["--admin-addr", &format!("127.0.0.1:{admin_port}")])
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).expect("log"))
         .spawn()
@@ -81,7 +84,12 @@ async fn start_agent(dir: &std::path::Path, server: &Server) -> Agent {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Agent { child, base, log }
+    Agent {
+        child,
+        base,
+        admin: format!("http://127.0.0.1:{admin_port}"),
+        log,
+    }
 }
 
 /// A client whose connections come from `ip`, as a pod's would.
@@ -277,6 +285,46 @@ async fn pods_are_told_apart_by_source_address() {
     let (status, body) = md(&a, &agent.base, "instance/service-accounts/default/token?scopes=https://www.googleapis.com/auth/devstorage.read_only").await;
     assert_eq!(status, 403, "{body}");
     assert!(body.starts_with("Unable to generate access token; IAM returned 403 Forbidden: Permission 'iam.serviceAccounts.getAccessToken' denied"), "{body}");
+
+    // The admin listener: health, readiness and metrics without per-pod labels.
+    assert_eq!(
+        reqwest::get(format!("{}/healthz", agent.admin))
+            .await
+            .expect("healthz")
+            .status()
+            .as_u16(),
+        200
+    );
+    assert_eq!(
+        reqwest::get(format!("{}/readyz", agent.admin))
+            .await
+            .expect("readyz")
+            .status()
+            .as_u16(),
+        200
+    );
+    let metrics = reqwest::get(format!("{}/metrics", agent.admin))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("wid_metadata_requests_total{endpoint=\"token\",status=\"200\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("wid_metadata_token_cache_total{result=\"miss\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("wid_metadata_upstream_calls_total{outcome=\"refused\"}"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("127.0.0.2") && !metrics.contains("team-a"),
+        "no per-pod labels"
+    );
 
     // The upstream stops: cached tokens are still served; a new one is a 503, never a 500.
     drop(server);
