@@ -232,6 +232,37 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn tokens_near_expiry_are_refreshed_in_the_background() {
+        let cache = TokenCache::default();
+        // 600 s left: served at once, and a refresh starts behind it.
+        cache
+            .get("k", "pod", || async { Ok(minted(1, 600)) })
+            .await
+            .expect("first");
+        let (served, source) = cache
+            .get("k", "pod", || async { Ok(minted(2, 3600)) })
+            .await
+            .expect("second");
+        assert_eq!((served.token.as_str(), source), ("t1", Source::Hit));
+        // Bounded wait for the background refresh to land.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let (now_served, _) = cache
+                .get("k", "pod", || async { Ok(minted(3, 3600)) })
+                .await
+                .expect("third");
+            if now_served.token == "t2" {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the background refresh never landed"
+            );
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
     async fn departed_pods_are_forgotten() {
         let cache = TokenCache::default();
         cache

@@ -12,6 +12,7 @@
 //! condition.
 
 pub mod cache;
+pub mod limits;
 pub mod metrics;
 pub mod pods;
 pub mod upstream;
@@ -55,6 +56,10 @@ pub struct Config {
     pub max_connections: usize,
     /// A connection that sends no full request head in this time is closed.
     pub header_read_timeout: Duration,
+    /// Requests of one pod in flight at once (fairness between pods).
+    pub max_requests_per_pod: usize,
+    /// Upstream calls per second, node-wide (bursts of ten times as many).
+    pub upstream_per_second: f64,
 }
 
 impl Config {
@@ -77,6 +82,8 @@ struct Agent {
     access_tokens: TokenCache,
     id_tokens: TokenCache,
     metrics: metrics::Metrics,
+    per_pod: limits::PerPod,
+    budget: limits::Budget,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +120,11 @@ impl MetadataServer {
             &config.iamcredentials_url,
             config.upstream_timeout,
         )?;
+        let per_pod = limits::PerPod::new(config.max_requests_per_pod.max(1));
+        let budget = limits::Budget::new(
+            config.upstream_per_second.max(0.1),
+            (config.upstream_per_second * 10.0).max(1.0),
+        );
         let agent = Arc::new(Agent {
             config,
             resolver,
@@ -121,6 +133,8 @@ impl MetadataServer {
             access_tokens: TokenCache::default(),
             id_tokens: TokenCache::default(),
             metrics: metrics::Metrics::default(),
+            per_pod,
+            budget,
         });
         Ok(MetadataServer { agent, listener })
     }
@@ -283,6 +297,13 @@ async fn answer(agent: &Arc<Agent>, peer: SocketAddr, request: Request) -> Respo
             ),
         );
     };
+    // Fairness: one pod's flood is refused without touching the others' slots.
+    let Some(_slot) = agent.per_pod.try_acquire(ip) else {
+        return text(
+            429,
+            format!("Too many concurrent requests from {ip}; retry with backoff.\n"),
+        );
+    };
     let view = agent.view(&pod);
     match wid_gce::answer(&gce, &view) {
         Outcome::Reply(reply) => response(reply),
@@ -384,6 +405,14 @@ impl Agent {
         &self,
         call: impl std::future::Future<Output = Result<Minted, UpstreamError>>,
     ) -> Result<Minted, UpstreamError> {
+        // The node-wide budget: wait for a turn, but never longer than a call may take.
+        let wait = self.budget.reserve();
+        if wait > self.config.upstream_timeout {
+            return Err(UpstreamError::Unavailable(
+                "the node's budget of upstream calls is exhausted".into(),
+            ));
+        }
+        tokio::time::sleep(wait).await;
         let started = std::time::Instant::now();
         let result = call.await;
         let outcome = match &result {

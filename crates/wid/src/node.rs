@@ -49,6 +49,12 @@ pub struct NodeArgs {
     /// Connections served at once (more wait in the listen backlog).
     #[arg(long, default_value_t = 16_384)]
     pub max_connections: usize,
+    /// Requests of one pod in flight at once; more get a 429.
+    #[arg(long, default_value_t = 1024)]
+    pub max_requests_per_pod: usize,
+    /// Upstream calls per second, node-wide.
+    #[arg(long, default_value_t = 100.0)]
+    pub upstream_per_second: f64,
 }
 
 #[derive(Args, Debug)]
@@ -154,6 +160,8 @@ fn agent_config(
         admin_addr: node.admin_addr,
         max_connections: node.max_connections.max(1),
         header_read_timeout: Duration::from_secs(10),
+        max_requests_per_pod: node.max_requests_per_pod,
+        upstream_per_second: node.upstream_per_second,
     }
 }
 
@@ -357,6 +365,8 @@ pub async fn dev(args: DevArgs, data_dir: PathBuf) -> anyhow::Result<ExitCode> {
         upstream_timeout_seconds: 10,
         admin_addr: None,
         max_connections: 16_384,
+        max_requests_per_pod: 1024,
+        upstream_per_second: 100.0,
     };
     let config = agent_config(args.metadata_addr, &base, &base, &node, &project, &number);
     let (resolver, watched): (Arc<dyn Resolver>, Option<Arc<StaticResolver>>) = match &args.pods {
