@@ -304,6 +304,12 @@ async fn answer(agent: &Arc<Agent>, peer: SocketAddr, request: Request) -> Respo
             format!("Too many concurrent requests from {ip}; retry with backoff.\n"),
         );
     };
+    // The hot path: a token, decided without building the pod's tree.
+    if let Some(wid_gce::Outcome::Token { scopes, .. }) =
+        wid_gce::token_fast_path(&gce, agent.email(&pod).as_ref())
+    {
+        return agent.token(&pod, scopes).await;
+    }
     let view = agent.view(&pod);
     match wid_gce::answer(&gce, &view) {
         Outcome::Reply(reply) => response(reply),
@@ -368,13 +374,18 @@ impl Agent {
         )
     }
 
+    /// What `email` reports for the pod.
+    fn email<'a>(&self, pod: &'a Pod) -> std::borrow::Cow<'a, str> {
+        match pod.gsa() {
+            Some(gsa) => std::borrow::Cow::Borrowed(gsa),
+            None if pod.principal_as_email() => std::borrow::Cow::Owned(self.principal(pod)),
+            None => std::borrow::Cow::Owned(self.config.pool()),
+        }
+    }
+
     fn view(&self, pod: &Pod) -> View {
         let c = &self.config;
-        let email = match pod.gsa() {
-            Some(gsa) => gsa.to_owned(),
-            None if pod.principal_as_email() => self.principal(pod),
-            None => c.pool(),
-        };
+        let email = self.email(pod).into_owned();
         View {
             project_id: c.project_id.clone(),
             project_number: c.project_number.clone(),
@@ -479,15 +490,16 @@ impl Agent {
         match self.access_tokens.get(&key, &pod.uid, fetch).await {
             Ok((minted, source)) => {
                 self.metrics.cache(source);
-                let body = serde_json::json!({
-                    "access_token": minted.token,
-                    "expires_in": (minted.expires_at - now()).max(1),
-                    "token_type": "Bearer",
-                });
+                // Tokens are base64url and dots: nothing to escape, so format, don't build a tree.
+                let body = format!(
+                    "{{\"access_token\":\"{}\",\"expires_in\":{},\"token_type\":\"Bearer\"}}",
+                    minted.token,
+                    (minted.expires_at - now()).max(1)
+                );
                 response(Reply {
                     status: 200,
                     content_type: wid_gce::JSON,
-                    body: body.to_string().into_bytes(),
+                    body: body.into_bytes(),
                     etag: None,
                     location: None,
                     allow: None,

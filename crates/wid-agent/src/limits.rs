@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -11,29 +11,38 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// Requests of one pod in flight at once; the next ones get a 429 at once.
 pub struct PerPod {
     max: usize,
-    slots: Mutex<HashMap<IpAddr, Arc<Semaphore>>>,
+    slots: RwLock<HashMap<IpAddr, Arc<Semaphore>>>,
 }
 
 impl PerPod {
     pub fn new(max: usize) -> PerPod {
         PerPod {
             max,
-            slots: Mutex::new(HashMap::new()),
+            slots: RwLock::new(HashMap::new()),
         }
     }
 
     /// A slot for a request of the pod at `ip`, if it has one free.
     pub fn try_acquire(&self, ip: IpAddr) -> Option<OwnedSemaphorePermit> {
-        let semaphore = {
-            let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
-            // Forget idle pods now and then, so the map follows the node's pods.
-            if slots.len() > 4096 {
-                slots.retain(|_, s| s.available_permits() < self.max);
+        let known = self
+            .slots
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&ip)
+            .cloned();
+        let semaphore = match known {
+            Some(s) => s,
+            None => {
+                let mut slots = self.slots.write().unwrap_or_else(PoisonError::into_inner);
+                // Forget idle pods now and then, so the map follows the node's pods.
+                if slots.len() > 4096 {
+                    slots.retain(|_, s| s.available_permits() < self.max);
+                }
+                slots
+                    .entry(ip)
+                    .or_insert_with(|| Arc::new(Semaphore::new(self.max)))
+                    .clone()
             }
-            slots
-                .entry(ip)
-                .or_insert_with(|| Arc::new(Semaphore::new(self.max)))
-                .clone()
         };
         semaphore.try_acquire_owned().ok()
     }

@@ -155,6 +155,34 @@ pub fn precheck(request: &Request<'_>) -> Option<Reply> {
     None
 }
 
+/// The hot path: a token request of the default account (or of `email`), decided without
+/// building the caller's tree. `None` for anything else, which [`answer`] then decides; the
+/// outcome is the same as [`answer`]'s.
+pub fn token_fast_path(request: &Request<'_>, email: &str) -> Option<Outcome> {
+    let account = request
+        .path
+        .strip_prefix("/computeMetadata/v1/instance/service-accounts/")?
+        .strip_suffix("/token")?;
+    if account != "default" && account != email {
+        return None;
+    }
+    precheck(request).is_none().then_some(())?;
+    let query = Query::parse(request.query)?;
+    if query.flag("wait_for_change") || query.get("alt").is_some() {
+        return None;
+    }
+    let scopes = query
+        .get("scopes")
+        .map(|s| {
+            s.split([',', ' '])
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    Some(Outcome::Token { account: 0, scopes })
+}
+
 /// Decides what to answer.
 pub fn answer(request: &Request<'_>, view: &View) -> Outcome {
     if let Some(reply) = precheck(request) {

@@ -399,3 +399,41 @@ fn long_polls() {
         400
     );
 }
+
+#[test]
+fn the_fast_path_agrees_with_the_full_answer() {
+    for path in [
+        "/computeMetadata/v1/instance/service-accounts/default/token",
+        "/computeMetadata/v1/instance/service-accounts/default/token?scopes=a,b",
+        "/computeMetadata/v1/instance/service-accounts/app@my-proj.iam.gserviceaccount.com/token?x=1",
+        "/computeMetadata/v1/instance/service-accounts/default/token?wait_for_change=true",
+        "/computeMetadata/v1/instance/service-accounts/other@x.iam.gserviceaccount.com/token",
+        "/computeMetadata/v1/instance/service-accounts/default/token/",
+    ] {
+        let (p, q) = path.split_once('?').unwrap_or((path, ""));
+        let request = Request {
+            method: "GET",
+            path: p,
+            query: q,
+            host: "h",
+            flavor: Some("Google"),
+            forwarded: false,
+        };
+        if let Some(fast) = token_fast_path(&request, GSA) {
+            assert_eq!(fast, answer(&request, &view(GSA)), "{path}");
+        }
+    }
+    let bare = Request {
+        method: "GET",
+        path: "/computeMetadata/v1/instance/service-accounts/default/token",
+        query: "",
+        host: "h",
+        flavor: None,
+        forwarded: false,
+    };
+    assert_eq!(
+        token_fast_path(&bare, GSA),
+        None,
+        "the header rules still apply"
+    );
+}
