@@ -132,3 +132,18 @@ def test_gcloud_against_dev(dev_env, tmp_path):
     assert identity.returncode == 0 and identity.stdout.strip().count(".") == 2, identity.stderr
     config = run("config", "list")
     assert "dev-runner@wid-dev.iam.gserviceaccount.com" in config.stdout and "wid-dev" in config.stdout, config.stdout
+
+
+def test_node_clients_against_dev(dev_env):
+    from test_node import NODE_DIR, node_or_skip
+
+    node = node_or_skip()
+    env = dict(os.environ, **dev_env)
+    env.pop("GOOGLE_APPLICATION_CREDENTIALS", None)
+    run = subprocess.run([node, str(NODE_DIR / "metadata.js")], env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    out = __import__("json").loads(run.stdout)
+    assert out["available"] is True
+    assert out["project"] == "wid-dev"
+    assert out["token"] and out["idToken"].count(".") == 2
+    assert out["email"] == "dev-runner@wid-dev.iam.gserviceaccount.com"
