@@ -298,7 +298,7 @@ async fn answer(agent: &Arc<Agent>, peer: SocketAddr, request: Request) -> Respo
         );
     };
     // Fairness: one pod's flood is refused without touching the others' slots.
-    let Some(_slot) = agent.per_pod.try_acquire(ip) else {
+    let Some(slot) = agent.per_pod.try_acquire(ip) else {
         return text(
             429,
             format!("Too many concurrent requests from {ip}; retry with backoff.\n"),
@@ -315,6 +315,8 @@ async fn answer(agent: &Arc<Agent>, peer: SocketAddr, request: Request) -> Respo
         Outcome::Reply(reply) => response(reply),
         // The tree of a pod does not change while it lives: hold, then answer the same.
         Outcome::Hold { reply, wait } => {
+            // A held long-poll does not count against the pod's request slots.
+            drop(slot);
             tokio::time::sleep(wait).await;
             response(reply)
         }
