@@ -89,6 +89,18 @@ impl TokenCache {
         self.len() == 0
     }
 
+    /// A cached token that is fresh enough to serve as it is (more than [`REFRESH_AHEAD`] left),
+    /// without touching the fetch machinery: the hot path.
+    pub fn fresh(&self, key: &str) -> Option<Minted> {
+        let slot = self
+            .slots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+            .map(|(_, s)| s.clone())?;
+        slot.read().filter(|m| m.expires_at - now() > REFRESH_AHEAD)
+    }
+
     /// The token for `key`, from the cache or from `fetch`.
     pub async fn get<F, Fut>(
         &self,

@@ -450,12 +450,25 @@ impl Agent {
         .await
     }
 
+    /// The answer of the token endpoint for a minted token.
+    fn token_answer(minted: &Minted) -> Response {
+        // Tokens are base64url and dots: nothing to escape, so format, don't build a tree.
+        let body = format!(
+            "{{\"access_token\":\"{}\",\"expires_in\":{},\"token_type\":\"Bearer\"}}",
+            minted.token,
+            (minted.expires_at - now()).max(1)
+        );
+        response(Reply {
+            status: 200,
+            content_type: wid_gce::JSON,
+            body: body.into_bytes(),
+            etag: None,
+            location: None,
+            allow: None,
+        })
+    }
+
     async fn token(self: &Arc<Self>, pod: &Arc<Pod>, scopes: Vec<String>) -> Response {
-        let scopes = if scopes.is_empty() {
-            DEFAULT_SCOPES.iter().map(|s| (*s).to_owned()).collect()
-        } else {
-            scopes
-        };
         let gsa = pod.gsa().map(str::to_owned);
         let key = format!(
             "{}|{}/{}|{}|{}",
@@ -463,8 +476,22 @@ impl Agent {
             pod.namespace,
             pod.service_account_name,
             gsa.as_deref().unwrap_or(""),
-            scopes.join(" ")
+            if scopes.is_empty() {
+                DEFAULT_SCOPES.join(" ")
+            } else {
+                scopes.join(" ")
+            }
         );
+        // The hot path: a fresh token, one lookup, no fetch machinery.
+        if let Some(minted) = self.access_tokens.fresh(&key) {
+            self.metrics.cache(cache::Source::Hit);
+            return Self::token_answer(&minted);
+        }
+        let scopes = if scopes.is_empty() {
+            DEFAULT_SCOPES.iter().map(|s| (*s).to_owned()).collect()
+        } else {
+            scopes
+        };
         let (agent, pod_for_fetch, scopes_for_fetch) = (self.clone(), pod.clone(), scopes.clone());
         let fetch = move || {
             let (agent, pod, scopes, gsa) = (
@@ -492,20 +519,7 @@ impl Agent {
         match self.access_tokens.get(&key, &pod.uid, fetch).await {
             Ok((minted, source)) => {
                 self.metrics.cache(source);
-                // Tokens are base64url and dots: nothing to escape, so format, don't build a tree.
-                let body = format!(
-                    "{{\"access_token\":\"{}\",\"expires_in\":{},\"token_type\":\"Bearer\"}}",
-                    minted.token,
-                    (minted.expires_at - now()).max(1)
-                );
-                response(Reply {
-                    status: 200,
-                    content_type: wid_gce::JSON,
-                    body: body.into_bytes(),
-                    etag: None,
-                    location: None,
-                    allow: None,
-                })
+                Self::token_answer(&minted)
             }
             Err(e) => upstream_error("Unable to generate access token", e),
         }
