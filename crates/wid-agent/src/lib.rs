@@ -143,12 +143,6 @@ impl MetadataServer {
         self.listener.local_addr()
     }
 
-    /// Forgets the tokens of pods no longer present (call after a resolver reload).
-    pub fn retain_pods(&self, uids: &[String]) {
-        self.agent.access_tokens.retain_owners(uids);
-        self.agent.id_tokens.retain_owners(uids);
-    }
-
     /// A handle that can forget departed pods' tokens from another task.
     pub fn pod_forgetter(&self) -> impl Fn(&[String]) + Send + Sync + 'static {
         let agent = self.agent.clone();
@@ -224,14 +218,7 @@ fn response(reply: Reply) -> Response {
 }
 
 fn text(status: u16, body: String) -> Response {
-    response(Reply {
-        status,
-        content_type: wid_gce::TEXT,
-        body: body.into_bytes(),
-        etag: None,
-        location: None,
-        allow: None,
-    })
+    response(Reply::text(status, body))
 }
 
 async fn render_metrics(State(agent): State<Arc<Agent>>) -> Response {
@@ -367,13 +354,8 @@ fn upstream_error(what: &str, e: UpstreamError) -> Response {
 
 impl Agent {
     fn principal(&self, pod: &Pod) -> String {
-        format!(
-            "principal://iam.googleapis.com/projects/{}/locations/global/workloadIdentityPools/{}/subject/ns/{}/sa/{}",
-            self.config.project_number,
-            self.config.pool(),
-            pod.namespace,
-            pod.service_account_name
-        )
+        let subject = wid_iam::member::gke_subject(&pod.namespace, &pod.service_account_name);
+        wid_iam::member::principal_name(&self.config.project_number, &self.config.pool(), &subject)
     }
 
     /// What `email` reports for the pod.
@@ -458,14 +440,7 @@ impl Agent {
             minted.token,
             (minted.expires_at - now()).max(1)
         );
-        response(Reply {
-            status: 200,
-            content_type: wid_gce::JSON,
-            body: body.into_bytes(),
-            etag: None,
-            location: None,
-            allow: None,
-        })
+        response(Reply::json(body))
     }
 
     async fn token(self: &Arc<Self>, pod: &Arc<Pod>, scopes: Vec<String>) -> Response {
@@ -564,14 +539,7 @@ impl Agent {
         match self.id_tokens.get(&key, &pod.uid, fetch).await {
             Ok((minted, source)) => {
                 self.metrics.cache(source);
-                response(Reply {
-                    status: 200,
-                    content_type: wid_gce::TEXT,
-                    body: minted.token.into_bytes(),
-                    etag: None,
-                    location: None,
-                    allow: None,
-                })
+                response(Reply::text(200, minted.token))
             }
             Err(e) => upstream_error("Failed to generate identity token", e),
         }

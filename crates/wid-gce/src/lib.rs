@@ -54,7 +54,8 @@ pub struct Reply {
 }
 
 impl Reply {
-    fn text(status: u16, body: impl Into<Vec<u8>>) -> Reply {
+    /// A plain-text answer without an ETag: errors, and the ID token.
+    pub fn text(status: u16, body: impl Into<Vec<u8>>) -> Reply {
         Reply {
             status,
             content_type: TEXT,
@@ -62,6 +63,14 @@ impl Reply {
             etag: None,
             location: None,
             allow: None,
+        }
+    }
+
+    /// A JSON answer without an ETag: the access token.
+    pub fn json(body: impl Into<Vec<u8>>) -> Reply {
+        Reply {
+            content_type: JSON,
+            ..Reply::text(200, body)
         }
     }
 

@@ -219,6 +219,13 @@ fn ksa_subject(
     })
 }
 
+/// The `principal://` identifier of one identity of a pool.
+pub fn principal_name(project_number: &str, pool_id: &str, subject: &str) -> String {
+    format!(
+        "{PRINCIPAL_PREFIX}projects/{project_number}/locations/global/workloadIdentityPools/{pool_id}/subject/{subject}"
+    )
+}
+
 /// The `google.subject` of a KSA of a shared cluster: `ns/NS/sa/KSA`.
 pub fn gke_subject(namespace: &str, ksa: &str) -> String {
     format!("ns/{namespace}/sa/{ksa}")
@@ -393,11 +400,11 @@ impl fmt::Display for Caller {
             Caller::BootstrapAdmin => f.write_str("bootstrap-admin"),
             Caller::User(email) => write!(f, "user:{email}"),
             Caller::ServiceAccount(email) => write!(f, "serviceAccount:{email}"),
-            Caller::Federated(fc) => write!(
-                f,
-                "{PRINCIPAL_PREFIX}projects/{}/locations/global/workloadIdentityPools/{}/subject/{}",
-                fc.project_number, fc.pool_id, fc.subject
-            ),
+            Caller::Federated(fc) => f.write_str(&principal_name(
+                &fc.project_number,
+                &fc.pool_id,
+                &fc.subject,
+            )),
         }
     }
 }

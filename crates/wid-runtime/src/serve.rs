@@ -1,7 +1,5 @@
 //! Serving a router on a listener until the process is asked to stop.
 
-use std::net::SocketAddr;
-
 use axum::Router;
 use tokio::net::TcpListener;
 
@@ -26,28 +24,32 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves, then drains open requests. The
+/// Serves `router` on `listener` until `shutdown` resolves, with the default [`Limits`]; the
 /// peer address is available to handlers as `ConnectInfo<SocketAddr>`.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    serve_limited(listener, router, Limits::default(), shutdown).await
 }
 
-/// Bounds of a connection-heavy listener.
+/// Bounds of a listener.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
     /// Connections served at once; the next ones wait in the kernel's backlog, not rejected.
     pub max_connections: usize,
     /// A connection that has not sent a full request head by then is closed (slowloris).
     pub header_read_timeout: std::time::Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 4096,
+            header_read_timeout: std::time::Duration::from_secs(10),
+        }
+    }
 }
 
 /// Serves `router` on `listener` with our own accept loop: TCP_NODELAY on every connection, a

@@ -285,9 +285,6 @@ impl<S: Store> Store for CachedStore<S> {
     async fn delete_retired_signing_keys(&self, now: i64) -> Result<u64> {
         self.inner.delete_retired_signing_keys(now).await
     }
-    async fn append_audit(&self, row: &AuditRow) -> Result<()> {
-        self.inner.append_audit(row).await
-    }
     async fn append_audit_batch(&self, rows: &[AuditRow]) -> Result<()> {
         self.inner.append_audit_batch(rows).await
     }

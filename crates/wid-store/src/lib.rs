@@ -191,7 +191,6 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// Deletes the keys whose retire time has passed; returns how many.
     fn delete_retired_signing_keys(&self, now: i64) -> impl Future<Output = Result<u64>> + Send;
 
-    fn append_audit(&self, row: &AuditRow) -> impl Future<Output = Result<()>> + Send;
     /// Appends several records in one transaction (one disk sync).
     fn append_audit_batch(&self, rows: &[AuditRow]) -> impl Future<Output = Result<()>> + Send;
     /// The newest `limit` records, newest first.

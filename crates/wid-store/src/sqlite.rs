@@ -753,24 +753,6 @@ impl Store for SqliteStore {
         Ok(result.rows_affected())
     }
 
-    async fn append_audit(&self, row: &AuditRow) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO audit_events (time, action, caller, provider, target, token_id, outcome, reason)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&row.time)
-        .bind(&row.action)
-        .bind(&row.caller)
-        .bind(&row.provider)
-        .bind(&row.target)
-        .bind(&row.token_id)
-        .bind(&row.outcome)
-        .bind(&row.reason)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
     async fn append_audit_batch(&self, rows: &[AuditRow]) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         for row in rows {

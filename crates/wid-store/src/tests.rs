@@ -310,10 +310,10 @@ async fn signing_key_rotation() {
 async fn audit_is_newest_first() {
     let (_dir, s) = store().await;
     for i in 0..5 {
-        s.append_audit(&AuditRow {
+        s.append_audit_batch(&[AuditRow {
             action: format!("a{i}"),
             ..AuditRow::default()
-        })
+        }])
         .await
         .expect("append");
     }

@@ -259,15 +259,14 @@ impl<S: Store> App<S> {
                         )
                     })?,
                 };
-                let (owner, target) = self.credentials_target(account).await?;
-                self.authorize_chain(
-                    caller,
-                    &request.delegates.unwrap_or_default(),
-                    (&owner, &target),
-                    verb.permission(),
-                )
-                .await?;
-                Self::check_enabled(&target)?;
+                let target = self
+                    .authorized_target(
+                        caller,
+                        account,
+                        request.delegates.as_deref(),
+                        verb.permission(),
+                    )
+                    .await?;
                 let now = now();
                 let Minted { token, jti, exp } =
                     self.mint_access(&target, &scopes, lifetime, caller, now)?;
@@ -282,15 +281,14 @@ impl<S: Store> App<S> {
                 if request.audience.trim().is_empty() {
                     return Err(ApiError::invalid("audience", "The audience is required."));
                 }
-                let (owner, target) = self.credentials_target(account).await?;
-                self.authorize_chain(
-                    caller,
-                    &request.delegates.unwrap_or_default(),
-                    (&owner, &target),
-                    verb.permission(),
-                )
-                .await?;
-                Self::check_enabled(&target)?;
+                let target = self
+                    .authorized_target(
+                        caller,
+                        account,
+                        request.delegates.as_deref(),
+                        verb.permission(),
+                    )
+                    .await?;
                 let minted = self
                     .mint_id_token(
                         &target,
@@ -313,21 +311,17 @@ impl<S: Store> App<S> {
                     .map_err(|_| {
                         ApiError::invalid("payload", "The payload must be standard base64.")
                     })?;
-                let (owner, target) = self.credentials_target(account).await?;
-                self.authorize_chain(
-                    caller,
-                    &request.delegates.unwrap_or_default(),
-                    (&owner, &target),
-                    verb.permission(),
-                )
-                .await?;
-                Self::check_enabled(&target)?;
+                let target = self
+                    .authorized_target(
+                        caller,
+                        account,
+                        request.delegates.as_deref(),
+                        verb.permission(),
+                    )
+                    .await?;
                 let key = self.keys.current().account.clone();
                 let kid = key.kid().to_owned();
-                let signature = tokio::task::spawn_blocking(move || key.sign(&payload))
-                    .await
-                    .map_err(|e| ApiError::Internal(e.to_string()))?
-                    .map_err(|e| ApiError::Internal(e.to_string()))?;
+                let signature = crate::tokens::sign_off_thread(move || key.sign(&payload)).await?;
                 let answer = SignBlobResponse {
                     key_id: kid.clone(),
                     signed_blob: base64::engine::general_purpose::STANDARD.encode(signature),
@@ -361,24 +355,21 @@ impl<S: Store> App<S> {
                         ));
                     }
                 }
-                let (owner, target) = self.credentials_target(account).await?;
-                self.authorize_chain(
-                    caller,
-                    &request.delegates.unwrap_or_default(),
-                    (&owner, &target),
-                    verb.permission(),
-                )
-                .await?;
-                Self::check_enabled(&target)?;
+                let target = self
+                    .authorized_target(
+                        caller,
+                        account,
+                        request.delegates.as_deref(),
+                        verb.permission(),
+                    )
+                    .await?;
                 let key = self.keys.current().account.clone();
                 let kid = key.kid().to_owned();
                 let payload = request.payload.into_bytes();
-                let jwt = tokio::task::spawn_blocking(move || {
+                let jwt = crate::tokens::sign_off_thread(move || {
                     key.sign_jws_payload(TokenType::Jwt, &payload)
                 })
-                .await
-                .map_err(|e| ApiError::Internal(e.to_string()))?
-                .map_err(|e| ApiError::Internal(e.to_string()))?;
+                .await?;
                 let answer = SignJwtResponse {
                     key_id: kid.clone(),
                     signed_jwt: jwt,
@@ -390,6 +381,27 @@ impl<S: Store> App<S> {
                 ))
             }
         }
+    }
+
+    /// The target account once the caller may act on it: it exists (404 otherwise), the
+    /// delegation chain holds, and, told only to callers that passed, it is enabled.
+    async fn authorized_target(
+        &self,
+        caller: &Caller,
+        account: &str,
+        delegates: Option<&[String]>,
+        permission: &'static str,
+    ) -> Result<ServiceAccountRow, ApiError> {
+        let (owner, target) = self.credentials_target(account).await?;
+        self.authorize_chain(
+            caller,
+            delegates.unwrap_or_default(),
+            (&owner, &target),
+            permission,
+        )
+        .await?;
+        Self::check_enabled(&target)?;
+        Ok(target)
     }
 
     /// Refuses a disabled target; called after authorisation, so that only callers allowed on

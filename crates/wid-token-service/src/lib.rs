@@ -216,22 +216,13 @@ impl TokenService {
     }
 }
 
-impl<S: Store> App<S> {
-    pub fn store(&self) -> &S {
-        &self.store
-    }
-}
-
-/// Retires rotated-out keys once every token they signed has expired, and picks up keys that
-/// another replica rotated.
+/// Retires rotated-out keys once every token they signed has expired. (Nothing else changes the
+/// keys behind this process's back: it holds the data directory's lock.)
 async fn retire_keys_forever<S: Store>(app: Arc<App<S>>) {
     loop {
         tokio::time::sleep(Duration::from_secs(60)).await;
         if let Err(e) = app.keys.retire(&app.store, tokens::now()).await {
             tracing::warn!(error = %e, "cannot retire signing keys");
-        }
-        if let Err(e) = app.keys.reload(&app.store).await {
-            tracing::warn!(error = %e, "cannot reload signing keys");
         }
     }
 }
