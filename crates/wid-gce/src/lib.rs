@@ -180,16 +180,10 @@ pub fn token_fast_path(request: &Request<'_>, email: &str) -> Option<Outcome> {
     if query.flag("wait_for_change") || query.get("alt").is_some() {
         return None;
     }
-    let scopes = query
-        .get("scopes")
-        .map(|s| {
-            s.split([',', ' '])
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect()
-        })
-        .unwrap_or_default();
-    Some(Outcome::Token { account: 0, scopes })
+    Some(Outcome::Token {
+        account: 0,
+        scopes: query.scopes(),
+    })
 }
 
 /// Decides what to answer.

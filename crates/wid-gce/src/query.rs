@@ -21,6 +21,19 @@ impl Query {
             .map(|(_, v)| v.as_str())
     }
 
+    /// The `scopes` parameter: a comma- or space-separated list (clients send either);
+    /// empty when absent.
+    pub fn scopes(&self) -> Vec<String> {
+        self.get("scopes")
+            .map(|s| {
+                s.split([',', ' '])
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// A boolean parameter: `true`, `1`, `yes`, `on` (any case), or present without a value.
     pub fn flag(&self, name: &str) -> bool {
         self.get(name).is_some_and(|v| {
@@ -47,6 +60,11 @@ mod tests {
             .expect("parses");
         assert!(q.flag("recursive"));
         assert_eq!(q.get("audience"), Some("https://x.example/p?q=1"));
+        assert_eq!(
+            Query::parse("scopes=a,b%20c,,").expect("parses").scopes(),
+            ["a", "b", "c"]
+        );
+        assert!(Query::parse("").expect("parses").scopes().is_empty());
         assert!(
             !Query::parse("recursive=false")
                 .expect("parses")

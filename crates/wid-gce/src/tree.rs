@@ -363,16 +363,10 @@ pub(crate) fn resolve(
             if query.flag("wait_for_change") {
                 return bad_request("wait_for_change is not supported on a token");
             }
-            let scopes = query
-                .get("scopes")
-                .map(|s| {
-                    s.split([',', ' '])
-                        .filter(|s| !s.is_empty())
-                        .map(str::to_owned)
-                        .collect()
-                })
-                .unwrap_or_default();
-            Outcome::Token { account: 0, scopes }
+            Outcome::Token {
+                account: 0,
+                scopes: query.scopes(),
+            }
         }
         Node::Identity => {
             if query.flag("wait_for_change") {
