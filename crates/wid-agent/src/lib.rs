@@ -444,13 +444,12 @@ impl Agent {
     }
 
     async fn token(self: &Arc<Self>, pod: &Arc<Pod>, scopes: Vec<String>) -> Response {
-        let gsa = pod.gsa().map(str::to_owned);
         let key = format!(
             "{}|{}/{}|{}|{}",
             pod.uid,
             pod.namespace,
             pod.service_account_name,
-            gsa.as_deref().unwrap_or(""),
+            pod.gsa().unwrap_or(""),
             if scopes.is_empty() {
                 DEFAULT_SCOPES.join(" ")
             } else {
@@ -467,6 +466,7 @@ impl Agent {
         } else {
             scopes
         };
+        let gsa = pod.gsa().map(str::to_owned);
         let (agent, pod_for_fetch, scopes_for_fetch) = (self.clone(), pod.clone(), scopes.clone());
         let fetch = move || {
             let (agent, pod, scopes, gsa) = (
