@@ -12,6 +12,7 @@
 //! condition.
 
 pub mod cache;
+mod conn;
 pub mod limits;
 pub mod metrics;
 pub mod pods;
@@ -23,8 +24,8 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::State;
+use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use tokio::net::TcpListener;
 use wid_gce::{Account, Outcome, Reply, View};
@@ -60,6 +61,8 @@ pub struct Config {
     pub max_requests_per_pod: usize,
     /// Upstream calls per second, node-wide (bursts of ten times as many).
     pub upstream_per_second: f64,
+    /// Threads serving the metadata port, each with its own socket and runtime.
+    pub serve_threads: usize,
 }
 
 impl Config {
@@ -100,7 +103,7 @@ pub enum StartError {
 /// A started agent: its listener is bound.
 pub struct MetadataServer {
     agent: Arc<Agent>,
-    listener: TcpListener,
+    listeners: wid_runtime::serve::ReusePortListeners,
 }
 
 impl MetadataServer {
@@ -109,12 +112,12 @@ impl MetadataServer {
         resolver: Arc<dyn Resolver>,
         issuer: KsaIssuer,
     ) -> Result<MetadataServer, StartError> {
-        let listener = TcpListener::bind(config.addr)
-            .await
-            .map_err(|source| StartError::Bind {
-                addr: config.addr,
-                source,
-            })?;
+        let listeners =
+            wid_runtime::serve::ReusePortListeners::bind(config.addr, config.serve_threads)
+                .map_err(|source| StartError::Bind {
+                    addr: config.addr,
+                    source,
+                })?;
         let upstream = Upstream::new(
             &config.sts_url,
             &config.iamcredentials_url,
@@ -136,11 +139,11 @@ impl MetadataServer {
             per_pod,
             budget,
         });
-        Ok(MetadataServer { agent, listener })
+        Ok(MetadataServer { agent, listeners })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
+        Ok(self.listeners.local_addr())
     }
 
     /// A handle that can forget departed pods' tokens from another task.
@@ -156,7 +159,7 @@ impl MetadataServer {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let addr = self.listener.local_addr()?;
+        let addr = self.listeners.local_addr();
         let config = &self.agent.config;
         let limits = wid_runtime::serve::Limits {
             max_connections: config.max_connections,
@@ -178,47 +181,19 @@ impl MetadataServer {
                 }
             });
         }
-        tracing::info!(%addr, max_connections = limits.max_connections, "metadata server listening");
-        let router = Router::new().fallback(handle).with_state(self.agent);
-        wid_runtime::serve::serve_limited(self.listener, router, limits, shutdown).await
+        tracing::info!(%addr, max_connections = limits.max_connections, threads = config.serve_threads, "metadata server listening");
+        let connections = conn::MetadataConnections {
+            agent: self.agent,
+            head_timeout: limits.header_read_timeout,
+        };
+        self.listeners
+            .serve(connections, limits.max_connections, shutdown)
+            .await
     }
 }
 
-fn response(reply: Reply) -> Response {
-    let mut response = Response::new(Body::from(reply.body));
-    *response.status_mut() =
-        StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let headers = response.headers_mut();
-    // On every response, errors included: Node's gcp-metadata rejects answers without it.
-    headers.insert("metadata-flavor", HeaderValue::from_static("Google"));
-    headers.insert(
-        header::SERVER,
-        HeaderValue::from_static("GKE Metadata Server"),
-    );
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(reply.content_type),
-    );
-    if let Some(etag) = reply.etag.and_then(|e| HeaderValue::from_str(&e).ok()) {
-        headers.insert(header::ETAG, etag);
-    }
-    if let Some(location) = reply.location.and_then(|l| HeaderValue::from_str(&l).ok()) {
-        headers.insert(header::LOCATION, location);
-    }
-    if let Some(allow) = reply.allow {
-        headers.insert(header::ALLOW, HeaderValue::from_static(allow));
-    }
-    if reply.status >= 400 {
-        headers.insert(
-            "x-content-type-options",
-            HeaderValue::from_static("nosniff"),
-        );
-    }
-    response
-}
-
-fn text(status: u16, body: String) -> Response {
-    response(Reply::text(status, body))
+fn text(status: u16, body: String) -> Reply {
+    Reply::text(status, body)
 }
 
 async fn render_metrics(State(agent): State<Arc<Agent>>) -> Response {
@@ -230,87 +205,73 @@ async fn render_metrics(State(agent): State<Arc<Agent>>) -> Response {
     response
 }
 
-fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).and_then(|v| v.to_str().ok())
+/// An answer decided at once, or one that waits (upstream calls, long-polls). The waiting kinds
+/// are boxed so that the future of every request stays small: hyper moves it into place per
+/// request, and the hot path (a cached token) never waits.
+enum Answer {
+    Now(Reply),
+    Later(std::pin::Pin<Box<dyn std::future::Future<Output = Reply> + Send>>),
 }
 
-async fn handle(
-    State(agent): State<Arc<Agent>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    request: Request,
-) -> Response {
-    let started = std::time::Instant::now();
-    let endpoint = endpoint_class(request.uri().path());
-    let response = answer(&agent, peer, request).await;
-    agent
-        .metrics
-        .request(endpoint, response.status().as_u16(), started.elapsed());
-    response
-}
-
-/// The class of a path, for metrics: a small fixed set.
-fn endpoint_class(path: &str) -> &'static str {
-    if path == "/" {
-        "root"
-    } else if path.ends_with("/token") {
-        "token"
-    } else if path.ends_with("/identity") {
-        "identity"
-    } else {
-        "metadata"
-    }
-}
-
-async fn answer(agent: &Arc<Agent>, peer: SocketAddr, request: Request) -> Response {
-    let (parts, _) = request.into_parts();
-    let gce = wid_gce::Request {
-        method: parts.method.as_str(),
-        path: parts.uri.path(),
-        query: parts.uri.query().unwrap_or_default(),
-        host: header_str(&parts.headers, "host").unwrap_or("metadata.google.internal"),
-        flavor: header_str(&parts.headers, "metadata-flavor"),
-        forwarded: parts.headers.contains_key("x-forwarded-for"),
-    };
-    if let Some(reply) = wid_gce::precheck(&gce) {
-        return response(reply);
+fn answer(agent: &Arc<Agent>, peer: SocketAddr, gce: &wid_gce::Request<'_>) -> Answer {
+    if let Some(reply) = wid_gce::precheck(gce) {
+        return Answer::Now(reply);
     }
     let ip = canonical(peer.ip());
     let Some(pod) = agent.resolver.resolve(ip) else {
         tracing::info!(%ip, "request from an address that is no known pod");
-        return text(
+        return Answer::Now(text(
             403,
             format!(
                 "The metadata server knows no pod at {ip}: it answers only the pods of its node, each with its own identity.\n"
             ),
-        );
+        ));
     };
-    // Fairness: one pod's flood is refused without touching the others' slots.
+    // Fairness: one pod's flood is refused without touching the others' slots. The slot is held
+    // until the answer is complete.
     let Some(slot) = agent.per_pod.try_acquire(ip) else {
-        return text(
+        return Answer::Now(text(
             429,
             format!("Too many concurrent requests from {ip}; retry with backoff.\n"),
-        );
+        ));
     };
     // The hot path: a token, decided without building the pod's tree.
-    if let Some(wid_gce::Outcome::Token { scopes, .. }) =
-        wid_gce::token_fast_path(&gce, agent.email(&pod).as_ref())
-    {
-        return agent.token(&pod, scopes).await;
-    }
-    let view = agent.view(&pod);
-    match wid_gce::answer(&gce, &view) {
-        Outcome::Reply(reply) => response(reply),
+    let outcome = match wid_gce::token_fast_path(gce, agent.email(&pod).as_ref()) {
+        Some(token) => token,
+        None => wid_gce::answer(gce, &agent.view(&pod)),
+    };
+    let agent = agent.clone();
+    match outcome {
+        Outcome::Reply(reply) => Answer::Now(reply),
+        Outcome::Token { scopes, .. } => {
+            let key = agent.access_key(&pod, &scopes);
+            // One lookup, no fetch machinery.
+            if let Some(minted) = agent.access_tokens.fresh(&key) {
+                agent.metrics.cache(cache::Source::Hit);
+                return Answer::Now(Agent::token_answer(&minted));
+            }
+            Answer::Later(Box::pin(async move {
+                let response = agent.token(&pod, key, scopes).await;
+                drop(slot);
+                response
+            }))
+        }
         // The tree of a pod does not change while it lives: hold, then answer the same.
         Outcome::Hold { reply, wait } => {
             // A held long-poll does not count against the pod's request slots.
             drop(slot);
-            tokio::time::sleep(wait).await;
-            response(reply)
+            Answer::Later(Box::pin(async move {
+                tokio::time::sleep(wait).await;
+                reply
+            }))
         }
-        Outcome::Token { scopes, .. } => agent.token(&pod, scopes).await,
         Outcome::Identity {
             audience, format, ..
-        } => agent.identity(&pod, audience, format).await,
+        } => Answer::Later(Box::pin(async move {
+            let response = agent.identity(&pod, audience, format).await;
+            drop(slot);
+            response
+        })),
     }
 }
 
@@ -325,7 +286,7 @@ fn canonical(ip: IpAddr) -> IpAddr {
 /// The message GKE appends to IAM's refusals, pointing at the binding.
 const BINDING_HINT: &str = "This error could be caused by a missing IAM policy binding on the target IAM service account.\nFor more information, refer to the Workload Identity documentation:\n\thttps://cloud.google.com/kubernetes-engine/docs/how-to/workload-identity#authenticating_to\n";
 
-fn upstream_error(what: &str, e: UpstreamError) -> Response {
+fn upstream_error(what: &str, e: UpstreamError) -> Reply {
     match e {
         UpstreamError::Refused {
             service,
@@ -433,34 +394,34 @@ impl Agent {
     }
 
     /// The answer of the token endpoint for a minted token.
-    fn token_answer(minted: &Minted) -> Response {
+    fn token_answer(minted: &Minted) -> Reply {
         // Tokens are base64url and dots: nothing to escape, so format, don't build a tree.
         let body = format!(
             "{{\"access_token\":\"{}\",\"expires_in\":{},\"token_type\":\"Bearer\"}}",
             minted.token,
             (minted.expires_at - now()).max(1)
         );
-        response(Reply::json(body))
+        Reply::json(body)
     }
 
-    async fn token(self: &Arc<Self>, pod: &Arc<Pod>, scopes: Vec<String>) -> Response {
-        let key = format!(
-            "{}|{}/{}|{}|{}",
+    /// The cache key of a pod's access token: the pod (its uid, so that a reused address never
+    /// finds a departed pod's token), its KSA and service account, and the scopes.
+    fn access_key(&self, pod: &Pod, scopes: &[String]) -> String {
+        let scopes = if scopes.is_empty() {
+            DEFAULT_SCOPES.join(" ")
+        } else {
+            scopes.join(" ")
+        };
+        format!(
+            "{}|{}/{}|{}|{scopes}",
             pod.uid,
             pod.namespace,
             pod.service_account_name,
             pod.gsa().unwrap_or(""),
-            if scopes.is_empty() {
-                DEFAULT_SCOPES.join(" ")
-            } else {
-                scopes.join(" ")
-            }
-        );
-        // The hot path: a fresh token, one lookup, no fetch machinery.
-        if let Some(minted) = self.access_tokens.fresh(&key) {
-            self.metrics.cache(cache::Source::Hit);
-            return Self::token_answer(&minted);
-        }
+        )
+    }
+
+    async fn token(self: &Arc<Self>, pod: &Arc<Pod>, key: String, scopes: Vec<String>) -> Reply {
         let scopes = if scopes.is_empty() {
             DEFAULT_SCOPES.iter().map(|s| (*s).to_owned()).collect()
         } else {
@@ -505,7 +466,7 @@ impl Agent {
         pod: &Arc<Pod>,
         audience: String,
         format: wid_gce::IdFormat,
-    ) -> Response {
+    ) -> Reply {
         let Some(gsa) = pod.gsa().map(str::to_owned) else {
             return text(
                 404,
@@ -539,7 +500,7 @@ impl Agent {
         match self.id_tokens.get(&key, &pod.uid, fetch).await {
             Ok((minted, source)) => {
                 self.metrics.cache(source);
-                response(Reply::text(200, minted.token))
+                Reply::text(200, minted.token)
             }
             Err(e) => upstream_error("Failed to generate identity token", e),
         }

@@ -35,16 +35,66 @@ pub struct UpstreamLabels {
     pub outcome: &'static str,
 }
 
+fn cache_result(source: Source) -> &'static str {
+    match source {
+        Source::Hit => "hit",
+        Source::Miss => "miss",
+        Source::Stale => "stale",
+    }
+}
+
 fn latency_histogram() -> Histogram {
     // 50 µs to about 26 s.
     Histogram::new(exponential_buckets(0.000_05, 2.0, 20))
 }
 
+/// The class of a request's path: a small fixed set, so a label that never grows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    Root,
+    Token,
+    Identity,
+    Metadata,
+}
+
+impl Endpoint {
+    const ALL: [Endpoint; 4] = [
+        Endpoint::Root,
+        Endpoint::Token,
+        Endpoint::Identity,
+        Endpoint::Metadata,
+    ];
+
+    pub fn of_path(path: &str) -> Endpoint {
+        if path == "/" {
+            Endpoint::Root
+        } else if path.ends_with("/token") {
+            Endpoint::Token
+        } else if path.ends_with("/identity") {
+            Endpoint::Identity
+        } else {
+            Endpoint::Metadata
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Endpoint::Root => "root",
+            Endpoint::Token => "token",
+            Endpoint::Identity => "identity",
+            Endpoint::Metadata => "metadata",
+        }
+    }
+}
+
 pub struct Metrics {
     pub registry: Registry,
     requests: Family<RequestLabels, Counter>,
-    latency: Family<EndpointLabels, Histogram, fn() -> Histogram>,
-    cache: Family<CacheLabels, Counter>,
+    /// Handles resolved once, so that the hot path takes no family lookup: the 200s and the
+    /// latency of each endpoint class, and each cache result.
+    ok_by_endpoint: [Counter; 4],
+    latency_by_endpoint: [Histogram; 4],
+    cache_by_result: [Counter; 3],
     upstream: Family<UpstreamLabels, Counter>,
     upstream_latency: Histogram,
 }
@@ -84,11 +134,34 @@ impl Default for Metrics {
             "Time of calls to STS and IAM Credentials",
             upstream_latency.clone(),
         );
+        let ok_by_endpoint = Endpoint::ALL.map(|e| {
+            requests
+                .get_or_create(&RequestLabels {
+                    endpoint: e.as_str(),
+                    status: 200,
+                })
+                .clone()
+        });
+        let latency_by_endpoint = Endpoint::ALL.map(|e| {
+            latency
+                .get_or_create(&EndpointLabels {
+                    endpoint: e.as_str(),
+                })
+                .clone()
+        });
+        let cache_by_result = [Source::Hit, Source::Miss, Source::Stale].map(|source| {
+            cache
+                .get_or_create(&CacheLabels {
+                    result: cache_result(source),
+                })
+                .clone()
+        });
         Metrics {
             registry,
             requests,
-            latency,
-            cache,
+            ok_by_endpoint,
+            latency_by_endpoint,
+            cache_by_result,
             upstream,
             upstream_latency,
         }
@@ -96,22 +169,28 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn request(&self, endpoint: &'static str, status: u16, elapsed: Duration) {
-        self.requests
-            .get_or_create(&RequestLabels { endpoint, status })
-            .inc();
-        self.latency
-            .get_or_create(&EndpointLabels { endpoint })
-            .observe(elapsed.as_secs_f64());
+    pub fn request(&self, endpoint: Endpoint, status: u16, elapsed: Duration) {
+        let index = endpoint as usize;
+        if status == 200 {
+            self.ok_by_endpoint[index].inc();
+        } else {
+            self.requests
+                .get_or_create(&RequestLabels {
+                    endpoint: endpoint.as_str(),
+                    status,
+                })
+                .inc();
+        }
+        self.latency_by_endpoint[index].observe(elapsed.as_secs_f64());
     }
 
     pub fn cache(&self, source: Source) {
-        let result = match source {
-            Source::Hit => "hit",
-            Source::Miss => "miss",
-            Source::Stale => "stale",
+        let index = match source {
+            Source::Hit => 0,
+            Source::Miss => 1,
+            Source::Stale => 2,
         };
-        self.cache.get_or_create(&CacheLabels { result }).inc();
+        self.cache_by_result[index].inc();
     }
 
     pub fn upstream(&self, outcome: &'static str, elapsed: Duration) {

@@ -8,6 +8,7 @@
 //! (section 3), the tree and its concealment (section 4), directory semantics (section 5), the
 //! long-poll parameters (section 6) and the parameters of `token` and `identity` (sections 7, 8).
 
+pub mod http1;
 mod query;
 mod tree;
 

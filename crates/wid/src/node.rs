@@ -55,6 +55,9 @@ pub struct NodeArgs {
     /// Upstream calls per second, node-wide.
     #[arg(long, default_value_t = 100.0)]
     pub upstream_per_second: f64,
+    /// Threads serving the metadata port, each with its own socket; default one per core.
+    #[arg(long, env = "WID_METADATA_THREADS")]
+    pub serve_threads: Option<usize>,
 }
 
 #[derive(Args, Debug)]
@@ -162,6 +165,9 @@ fn agent_config(
         header_read_timeout: Duration::from_secs(10),
         max_requests_per_pod: node.max_requests_per_pod,
         upstream_per_second: node.upstream_per_second,
+        serve_threads: node.serve_threads.filter(|n| *n > 0).unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        }),
     }
 }
 
@@ -367,6 +373,7 @@ pub async fn dev(args: DevArgs, data_dir: PathBuf) -> anyhow::Result<ExitCode> {
         max_connections: 16_384,
         max_requests_per_pod: 1024,
         upstream_per_second: 100.0,
+        serve_threads: None,
     };
     let config = agent_config(args.metadata_addr, &base, &base, &node, &project, &number);
     let (resolver, watched): (Arc<dyn Resolver>, Option<Arc<StaticResolver>>) = match &args.pods {

@@ -1,0 +1,198 @@
+//! One connection of the metadata port: read a request head, answer it, write the reply, until
+//! the client goes, the connection idles out, or the server stops. The framing rules are pure
+//! functions in [`wid_gce::http1`]; this is only their I/O.
+//!
+//! Bounds: an idle keep-alive connection is closed after [`IDLE`]; once a request has begun, its
+//! head must be complete within the head timeout (slowloris), and a reply must be taken by the
+//! client within the same time. A long-poll holds no read and no timer of this loop but its own.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use wid_gce::Reply;
+use wid_gce::http1::{self, Framing};
+use wid_runtime::serve::{Connections, Stop};
+
+use crate::{Agent, Answer, answer, metrics};
+
+/// How long a keep-alive connection may sit idle between requests. Clients pool connections to
+/// the metadata server for the life of the process; closing an idle one costs them a reconnect,
+/// not an error.
+const IDLE: Duration = Duration::from_secs(120);
+
+#[derive(Clone)]
+pub(crate) struct MetadataConnections {
+    pub agent: Arc<Agent>,
+    pub head_timeout: Duration,
+}
+
+impl Connections for MetadataConnections {
+    fn serve(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        stop: Stop,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static + use<> {
+        serve(self.agent.clone(), self.head_timeout, stream, peer, stop)
+    }
+}
+
+/// Why a connection ended, for the debug log.
+#[derive(Clone, Copy, Debug)]
+enum End {
+    /// The client closed it, or asked to (`Connection: close`, HTTP/1.0, a request body).
+    Client,
+    Idle,
+    Stopped,
+    /// A head that did not complete in time, or a reply the client did not take in time.
+    Slow,
+    BadHead,
+    Io,
+}
+
+async fn serve(
+    agent: Arc<Agent>,
+    head_timeout: Duration,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    mut stop: Stop,
+) {
+    let end = run(&agent, head_timeout, &mut stream, peer, &mut stop).await;
+    tracing::debug!(%peer, ?end, "metadata connection ended");
+}
+
+async fn run(
+    agent: &Arc<Agent>,
+    head_timeout: Duration,
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    stop: &mut Stop,
+) -> End {
+    let mut input: Vec<u8> = Vec::with_capacity(1024);
+    let mut output: Vec<u8> = Vec::with_capacity(1024);
+    let mut served_one = false;
+    loop {
+        match http1::parse_head(&input) {
+            Ok(Some(head)) => {
+                let started = std::time::Instant::now();
+                let endpoint = metrics::Endpoint::of_path(head.request.path);
+                let head_only = head.request.method == "HEAD";
+                let keep_alive = head.keep_alive;
+                let len = head.len;
+                let answer = answer(agent, peer, &head.request);
+                // Pipelined requests stay in the buffer; the usual case empties it.
+                if len >= input.len() {
+                    input.clear();
+                } else {
+                    input.drain(..len);
+                }
+                let reply = match answer {
+                    Answer::Now(reply) => reply,
+                    Answer::Later(later) => later.await,
+                };
+                agent
+                    .metrics
+                    .request(endpoint, reply.status, started.elapsed());
+                let close = !keep_alive || stop.is_stopped();
+                if let Err(end) =
+                    respond(stream, &mut output, &reply, head_only, close, head_timeout).await
+                {
+                    return end;
+                }
+                if close {
+                    return if keep_alive {
+                        End::Stopped
+                    } else {
+                        End::Client
+                    };
+                }
+                served_one = true;
+            }
+            Ok(None) => {
+                let read = if input.is_empty() {
+                    // Between requests: idle, until the client's next one or the server stops.
+                    let idle = if served_one { IDLE } else { head_timeout };
+                    tokio::select! {
+                        read = tokio::time::timeout(idle, stream.read_buf(&mut input)) => match read {
+                            Ok(read) => read,
+                            Err(_) => return if served_one { End::Idle } else { End::Slow },
+                        },
+                        () = stop.stopped() => return End::Stopped,
+                    }
+                } else {
+                    match tokio::time::timeout(head_timeout, stream.read_buf(&mut input)).await {
+                        Ok(read) => read,
+                        Err(_) => return End::Slow,
+                    }
+                };
+                match read {
+                    Ok(0) => return End::Client,
+                    Ok(_) => {}
+                    Err(_) => return End::Io,
+                }
+            }
+            Err(e) => {
+                let _ = respond(stream, &mut output, &e.reply(), false, true, head_timeout).await;
+                return End::BadHead;
+            }
+        }
+    }
+}
+
+/// Writes `reply`. The usual reply fits the socket's buffer at once; only a client that does not
+/// read costs a timer.
+async fn respond(
+    stream: &mut TcpStream,
+    output: &mut Vec<u8>,
+    reply: &Reply,
+    head_only: bool,
+    close: bool,
+    timeout: Duration,
+) -> Result<(), End> {
+    output.clear();
+    http_date(|date| {
+        http1::render(
+            reply,
+            Framing {
+                date,
+                head_only,
+                close,
+            },
+            output,
+        )
+    });
+    let written = match stream.try_write(output) {
+        Ok(n) => n,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+        Err(_) => return Err(End::Io),
+    };
+    if written < output.len() {
+        match tokio::time::timeout(timeout, stream.write_all(&output[written..])).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(End::Io),
+            Err(_) => return Err(End::Slow),
+        }
+    }
+    Ok(())
+}
+
+/// Calls `f` with the current `Date` value, formatted once per second per thread.
+fn http_date<T>(f: impl FnOnce(&str) -> T) -> T {
+    use std::cell::RefCell;
+    use std::time::{SystemTime, UNIX_EPOCH};
+    thread_local! {
+        static DATE: RefCell<(u64, String)> = const { RefCell::new((0, String::new())) };
+    }
+    let now = SystemTime::now();
+    let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    DATE.with(|cell| {
+        let mut cached = cell.borrow_mut();
+        if cached.0 != second || cached.1.is_empty() {
+            *cached = (second, httpdate::fmt_http_date(now));
+        }
+        f(&cached.1)
+    })
+}
