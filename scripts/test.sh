@@ -52,6 +52,9 @@ else
     cargo test --workspace --locked --no-fail-fast
 fi
 
-step "client compatibility: google-auth and gcloud against the real binary"
+step "client compatibility: google-auth, gcloud, Node and Rust clients against the real binary"
 cargo build --locked --bin wid --quiet
-WID_BIN="$PWD/target/debug/wid" .venv/bin/python -m pytest tests/python -q -p no:cacheprovider
+# Google's Rust auth library, in a workspace of its own (tests/rust-clients).
+cargo build --locked --quiet --manifest-path tests/rust-clients/Cargo.toml --target-dir target/rust-clients
+WID_BIN="$PWD/target/debug/wid" WID_RUST_CLIENT="$PWD/target/rust-clients/debug/wid-rust-clients" \
+    .venv/bin/python -m pytest tests/python -q -p no:cacheprovider

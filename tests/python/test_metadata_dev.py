@@ -147,3 +147,33 @@ def test_node_clients_against_dev(dev_env):
     assert out["project"] == "wid-dev"
     assert out["token"] and out["idToken"].count(".") == 2
     assert out["email"] == "dev-runner@wid-dev.iam.gserviceaccount.com"
+
+
+def test_rust_google_cloud_auth_against_dev(dev_env, tmp_path):
+    # Google's Rust library (google-cloud-auth, tests/rust-clients), built by the test script.
+    client = os.environ.get("WID_RUST_CLIENT")
+    if not client:
+        if os.environ.get("CI"):
+            pytest.fail("WID_RUST_CLIENT is not set: scripts/test.sh builds tests/rust-clients")
+        pytest.skip("WID_RUST_CLIENT is not set")
+    # No gcloud ADC file in HOME, no key file: ADC must fall back to the metadata server.
+    env = dict(os.environ, **dev_env, HOME=str(tmp_path))
+    env.pop("GOOGLE_APPLICATION_CREDENTIALS", None)
+    env.pop("CLOUDSDK_CONFIG", None)
+    run = subprocess.run([client, "https://svc.example.com"], env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    out = dict(line.split("=", 1) for line in run.stdout.splitlines())
+
+    import google.auth.jwt
+    from google.auth.transport.requests import Request
+    from google.oauth2 import id_token
+
+    for name in ("id_token", "id_token_full"):
+        token = out[name]
+        issuer = google.auth.jwt.decode(token, verify=False)["iss"].rstrip("/")
+        claims = id_token.verify_token(token, Request(), audience="https://svc.example.com", certs_url=issuer + "/oauth2/v1/certs")
+        assert claims["email"] == "dev-runner@wid-dev.iam.gserviceaccount.com", claims
+    info = requests.get(issuer + "/tokeninfo", params={"access_token": out["adc_access_token"]}, timeout=10).json()
+    assert info["email"] == "dev-runner@wid-dev.iam.gserviceaccount.com", info
+    scoped = requests.get(issuer + "/tokeninfo", params={"access_token": out["mds_scoped_access_token"]}, timeout=10).json()
+    assert scoped["scope"] == "https://www.googleapis.com/auth/cloud-platform.read-only", scoped
