@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wid_gce::http1::{self, Framing};
+use wid_gce::http1::{self, Connection, Framing};
 use wid_gce::{Account, Outcome, Reply, View};
 
 fuzz_target!(|data: &[u8]| {
@@ -50,7 +50,7 @@ fn render(reply: &Reply) {
     let framing = Framing {
         date: "Sun, 29 Nov 2026 20:00:00 GMT",
         head_only: false,
-        close: false,
+        connection: Connection::Persistent,
     };
     http1::render(reply, framing, &mut out);
     assert!(out.starts_with(b"HTTP/1.1 "));

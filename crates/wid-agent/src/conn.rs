@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use wid_gce::Reply;
-use wid_gce::http1::{self, Framing};
+use wid_gce::http1::{self, Connection, Framing};
 use wid_runtime::serve::{Connections, Stop};
 
 use crate::{Agent, Answer, answer, metrics};
@@ -81,6 +81,7 @@ async fn run(
                 let endpoint = metrics::Endpoint::of_path(head.request.path);
                 let head_only = head.request.method == "HEAD";
                 let keep_alive = head.keep_alive;
+                let connection = Connection::after(&head, stop.is_stopped());
                 let len = head.len;
                 let answer = answer(agent, peer, &head.request);
                 // Pipelined requests stay in the buffer; the usual case empties it.
@@ -96,13 +97,19 @@ async fn run(
                 agent
                     .metrics
                     .request(endpoint, reply.status, started.elapsed());
-                let close = !keep_alive || stop.is_stopped();
-                if let Err(end) =
-                    respond(stream, &mut output, &reply, head_only, close, head_timeout).await
+                if let Err(end) = respond(
+                    stream,
+                    &mut output,
+                    &reply,
+                    head_only,
+                    connection,
+                    head_timeout,
+                )
+                .await
                 {
                     return end;
                 }
-                if close {
+                if connection == Connection::Close {
                     return if keep_alive {
                         End::Stopped
                     } else {
@@ -135,7 +142,15 @@ async fn run(
                 }
             }
             Err(e) => {
-                let _ = respond(stream, &mut output, &e.reply(), false, true, head_timeout).await;
+                let _ = respond(
+                    stream,
+                    &mut output,
+                    &e.reply(),
+                    false,
+                    Connection::Close,
+                    head_timeout,
+                )
+                .await;
                 return End::BadHead;
             }
         }
@@ -149,7 +164,7 @@ async fn respond(
     output: &mut Vec<u8>,
     reply: &Reply,
     head_only: bool,
-    close: bool,
+    connection: Connection,
     timeout: Duration,
 ) -> Result<(), End> {
     output.clear();
@@ -159,7 +174,7 @@ async fn respond(
             Framing {
                 date,
                 head_only,
-                close,
+                connection,
             },
             output,
         )

@@ -77,6 +77,54 @@ impl Resolver for FixedResolver {
     }
 }
 
+/// Host-network callers, whose source address is the node's own: they get the node identity (a
+/// KSA the operator names, with the annotations the operator gives it) only when one is
+/// configured; without it they are refused like any address that is no pod. A pod that has the
+/// address itself (listed in the pods file) comes first.
+pub struct WithNodeIdentity<R> {
+    pub pods: R,
+    /// The node's addresses.
+    pub addresses: Vec<IpAddr>,
+    /// The identity host-network callers get; its `ip` is the first address.
+    pub node: Arc<Pod>,
+}
+
+impl<R> WithNodeIdentity<R> {
+    /// The node identity's pod: `namespace/ksa`, named `host-network`, with a uid of its own so
+    /// that its tokens are cached apart from every pod's.
+    pub fn node_pod(
+        address: IpAddr,
+        namespace: &str,
+        service_account_name: &str,
+        gsa: Option<&str>,
+    ) -> Pod {
+        Pod {
+            ip: address,
+            namespace: namespace.to_owned(),
+            name: "host-network".to_owned(),
+            uid: format!("node:{namespace}/{service_account_name}"),
+            service_account_name: service_account_name.to_owned(),
+            annotations: gsa
+                .map(|gsa| BTreeMap::from([(GSA_ANNOTATION.to_owned(), gsa.to_owned())]))
+                .unwrap_or_default(),
+        }
+    }
+}
+
+impl<R: Resolver> Resolver for WithNodeIdentity<R> {
+    fn resolve(&self, ip: IpAddr) -> Option<Arc<Pod>> {
+        self.pods
+            .resolve(ip)
+            .or_else(|| self.addresses.contains(&ip).then(|| self.node.clone()))
+    }
+}
+
+impl<R: Resolver + ?Sized> Resolver for Arc<R> {
+    fn resolve(&self, ip: IpAddr) -> Option<Arc<Pod>> {
+        (**self).resolve(ip)
+    }
+}
+
 /// Pods from a JSON file (`{"pods": [{"ip", "namespace", "name", "uid", "serviceAccountName",
 /// "annotations"}]}`), read again when its modification time changes. A file that does not
 /// parse leaves the previous pods in place, and says so in the log.
@@ -206,6 +254,51 @@ impl Resolver for StaticResolver {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_network_callers_get_the_node_identity_only_when_configured() {
+        let pod = Arc::new(Pod {
+            ip: "10.0.0.5".parse().expect("ip"),
+            namespace: "team".into(),
+            name: "p".into(),
+            uid: "u".into(),
+            service_account_name: "app".into(),
+            annotations: BTreeMap::new(),
+        });
+        let node_ip: IpAddr = "10.0.0.1".parse().expect("ip");
+        let without = FixedResolver { pod: pod.clone() };
+        assert!(
+            without.resolve(node_ip).is_none(),
+            "no node identity configured"
+        );
+        let node = WithNodeIdentity::<FixedResolver>::node_pod(
+            node_ip,
+            "kube-system",
+            "node-agent",
+            Some("node@p.iam.gserviceaccount.com"),
+        );
+        let with = WithNodeIdentity {
+            pods: FixedResolver { pod: pod.clone() },
+            addresses: vec![node_ip],
+            node: Arc::new(node),
+        };
+        let got = with.resolve(node_ip).expect("the node identity");
+        assert_eq!(
+            (
+                got.namespace.as_str(),
+                got.service_account_name.as_str(),
+                got.gsa()
+            ),
+            (
+                "kube-system",
+                "node-agent",
+                Some("node@p.iam.gserviceaccount.com")
+            )
+        );
+        assert_ne!(got.uid, pod.uid, "cached apart from every pod");
+        assert_eq!(with.resolve(pod.ip), Some(pod), "pods are still themselves");
+        assert!(with.resolve("10.0.0.9".parse().expect("ip")).is_none());
+    }
 
     #[test]
     fn pods_files_load_and_reload() {

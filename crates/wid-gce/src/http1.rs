@@ -22,6 +22,8 @@ pub struct Head<'a> {
     pub len: usize,
     /// Whether the connection may carry another request after this one's answer.
     pub keep_alive: bool,
+    /// An HTTP/1.0 request: a connection kept open must be announced as such.
+    pub http10: bool,
 }
 
 /// Why a head cannot be served; the connection is answered with [`HeadError::reply`] and closed.
@@ -108,6 +110,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Head<'_>>, HeadError> {
         },
         len,
         keep_alive,
+        http10: version == 0,
     }))
 }
 
@@ -154,8 +157,31 @@ pub struct Framing<'a> {
     pub date: &'a str,
     /// A HEAD request: the headers of GET, no body.
     pub head_only: bool,
-    /// The connection closes after this reply (`Connection: close`).
-    pub close: bool,
+    pub connection: Connection,
+}
+
+/// What becomes of the connection after a reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Connection {
+    /// Kept open, HTTP/1.1's default: nothing to say.
+    Persistent,
+    /// Kept open for an HTTP/1.0 client, which needs `Connection: keep-alive` to know it.
+    KeepAlive,
+    /// Closed after this reply (`Connection: close`).
+    Close,
+}
+
+impl Connection {
+    /// The fate of a connection after answering `head`; a stopping server closes every one.
+    pub fn after(head: &Head<'_>, stopping: bool) -> Connection {
+        if !head.keep_alive || stopping {
+            Connection::Close
+        } else if head.http10 {
+            Connection::KeepAlive
+        } else {
+            Connection::Persistent
+        }
+    }
 }
 
 /// Appends the response for `reply` to `out`. `Metadata-Flavor: Google` goes on every response,
@@ -192,8 +218,10 @@ pub fn render(reply: &Reply, framing: Framing<'_>, out: &mut Vec<u8>) {
     if reply.status >= 400 {
         header("X-Content-Type-Options", "nosniff");
     }
-    if framing.close {
-        header("Connection", "close");
+    match framing.connection {
+        Connection::Persistent => {}
+        Connection::KeepAlive => header("Connection", "keep-alive"),
+        Connection::Close => header("Connection", "close"),
     }
     out.extend_from_slice(b"\r\n");
     if !framing.head_only {
@@ -258,7 +286,13 @@ mod tests {
         assert!(!head("GET / HTTP/1.1\r\nConnection: close\r\n\r\n").keep_alive);
         assert!(!head("GET / HTTP/1.1\r\nConnection: TE, Close\r\n\r\n").keep_alive);
         assert!(!head("GET / HTTP/1.0\r\n\r\n").keep_alive);
-        assert!(head("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").keep_alive);
+        let kept = head("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+        assert!(kept.keep_alive);
+        // An HTTP/1.0 client is told its connection stays open; a stopping server closes it.
+        assert_eq!(Connection::after(&kept, false), Connection::KeepAlive);
+        assert_eq!(Connection::after(&kept, true), Connection::Close);
+        let v11 = head("GET / HTTP/1.1\r\n\r\n");
+        assert_eq!(Connection::after(&v11, false), Connection::Persistent);
         // A body is never read: the connection ends after the answer.
         assert!(!head("POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello").keep_alive);
         assert!(!head("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n").keep_alive);
@@ -299,7 +333,7 @@ mod tests {
         let framing = Framing {
             date: "Sun, 29 Nov 2026 20:00:00 GMT",
             head_only: false,
-            close: false,
+            connection: Connection::Persistent,
         };
         render(&reply, framing, &mut out);
         let text = String::from_utf8(out).expect("utf-8");
@@ -317,7 +351,7 @@ mod tests {
             &refused,
             Framing {
                 head_only: true,
-                close: true,
+                connection: Connection::Close,
                 ..framing
             },
             &mut out,
@@ -350,7 +384,7 @@ mod tests {
             Framing {
                 date: "d",
                 head_only: false,
-                close: false,
+                connection: Connection::Persistent,
             },
             &mut out,
         );

@@ -10,7 +10,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Args;
 use serde_json::{Value, json};
-use wid_agent::pods::{FixedResolver, GSA_ANNOTATION, Pod, Resolver, StaticResolver};
+use wid_agent::pods::{
+    FixedResolver, GSA_ANNOTATION, Pod, Resolver, StaticResolver, WithNodeIdentity,
+};
 use wid_agent::upstream::KsaIssuer;
 use wid_agent::{Config, MetadataServer};
 use wid_jose::Algorithm;
@@ -78,6 +80,19 @@ pub struct MetadataServeArgs {
         default_value = "http://127.0.0.1:8080"
     )]
     pub iamcredentials_url: String,
+    /// The node's own addresses: where host-network pods' requests come from.
+    #[arg(
+        long = "node-address",
+        env = "WID_NODE_ADDRESSES",
+        value_delimiter = ','
+    )]
+    pub node_addresses: Vec<std::net::IpAddr>,
+    /// The identity of host-network callers, as NAMESPACE/KSA; without it they are refused.
+    #[arg(long, env = "WID_NODE_IDENTITY", requires = "node_addresses")]
+    pub node_identity: Option<String>,
+    /// The IAM service account the node identity's KSA is annotated with.
+    #[arg(long, env = "WID_NODE_GCP_SERVICE_ACCOUNT", requires = "node_identity")]
+    pub node_gcp_service_account: Option<String>,
     /// The cluster issuer's private key (PKCS#8 DER, mode 0600), made on first start.
     #[arg(long, env = "WID_ISSUER_KEY")]
     pub issuer_key: PathBuf,
@@ -197,6 +212,32 @@ pub async fn metadata_serve(args: MetadataServeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("writing {}", out.display()))?;
     }
     let pods = StaticResolver::open(&args.pods)?;
+    let node = match &args.node_identity {
+        Some(identity) => {
+            let Some((namespace, ksa)) = identity
+                .split_once('/')
+                .filter(|(ns, ksa)| !ns.is_empty() && !ksa.is_empty() && !ksa.contains('/'))
+            else {
+                bail!("--node-identity must be NAMESPACE/KSA, not {identity:?}");
+            };
+            Some(Arc::new(WithNodeIdentity::<StaticResolver>::node_pod(
+                args.node_addresses[0],
+                namespace,
+                ksa,
+                args.node_gcp_service_account.as_deref(),
+            )))
+        }
+        None => None,
+    };
+    let resolver: Arc<dyn Resolver> = match &node {
+        Some(node) => Arc::new(WithNodeIdentity {
+            pods: pods.clone(),
+            addresses: args.node_addresses.clone(),
+            node: node.clone(),
+        }),
+        None => pods.clone(),
+    };
+    let node_uid = node.map(|n| n.uid.clone());
     let config = agent_config(
         args.addr,
         &args.sts_url,
@@ -205,9 +246,13 @@ pub async fn metadata_serve(args: MetadataServeArgs) -> anyhow::Result<()> {
         &project,
         &number,
     );
-    let server = MetadataServer::start(config, pods.clone(), issuer).await?;
+    let server = MetadataServer::start(config, resolver, issuer).await?;
     let forget = server.pod_forgetter();
-    tokio::spawn(pods.watch(move |p| forget(&p.uids())));
+    tokio::spawn(pods.watch(move |p| {
+        let mut live = p.uids();
+        live.extend(node_uid.clone());
+        forget(&live)
+    }));
     server.serve(wid_runtime::serve::shutdown_signal()).await?;
     Ok(())
 }

@@ -70,6 +70,13 @@ async fn start_agent(dir: &std::path::Path, server: &Server) -> Agent {
         .arg("--jwks-out")
         .arg(dir.join("jwks.json"))
         .args(["--admin-addr", &format!("127.0.0.1:{admin_port}")])
+        // Host-network callers come from the node's address, 127.0.0.7 here.
+        .args([
+            "--node-address",
+            "127.0.0.7",
+            "--node-identity",
+            "kube-system/host-net",
+        ])
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).expect("log"))
         .spawn()
@@ -243,6 +250,43 @@ async fn pods_are_told_apart_by_source_address() {
     .await;
     assert_eq!(status, 403);
     assert!(body.contains("127.0.0.9"), "{body}");
+
+    // A host-network caller (the node's address) gets the configured node identity, which is
+    // unannotated here: the pool name, and a federated token for kube-system/host-net.
+    let node = pod_client("127.0.0.7");
+    assert_eq!(
+        md(
+            &node,
+            &agent.base,
+            "instance/service-accounts/default/email"
+        )
+        .await
+        .1,
+        "proj-a.svc.id.goog"
+    );
+    let (status, body) = md(
+        &node,
+        &agent.base,
+        "instance/service-accounts/default/token",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let introspected = api
+        .http
+        .post(format!("{}/v1/introspect", api.base))
+        .form(&[("token", token_of(&body))])
+        .send()
+        .await
+        .expect("send")
+        .json::<Value>()
+        .await
+        .expect("json");
+    assert!(
+        introspected["username"]
+            .as_str()
+            .is_some_and(|u| u.ends_with("/subject/ns/kube-system/sa/host-net")),
+        "{introspected}"
+    );
 
     // The pods file changes: pod b's next token is for its new account.
     pods_file(

@@ -1782,6 +1782,8 @@ async fn framing_requests_that_share_a_connection() {
     let token = conn.response(false).await;
     token.expect(200);
     assert!(token.body().contains("\"access_token\""), "{token:?}");
+    // An HTTP/1.0 client reads to the end of the connection unless told it stays open.
+    assert_eq!(token.header("connection"), Some("keep-alive"), "{token:?}");
     conn.send(raw_get("/computeMetadata/v1/project/project-id", ""))
         .await;
     assert_eq!(conn.response(false).await.expect(200), PROJECT);
