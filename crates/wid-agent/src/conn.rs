@@ -83,7 +83,11 @@ async fn run(
                 let keep_alive = head.keep_alive;
                 let connection = Connection::after(&head, stop.is_stopped());
                 let len = head.len;
-                let answer = answer(agent, peer, &head.request);
+                let mut answer = answer(agent, peer, &head.request, true);
+                if let Answer::WaitForPod(ip) = answer {
+                    agent.wait_for_pod(ip).await;
+                    answer = crate::answer(agent, peer, &head.request, false);
+                }
                 // Pipelined requests stay in the buffer; the usual case empties it.
                 if len >= input.len() {
                     input.clear();
@@ -93,6 +97,10 @@ async fn run(
                 let reply = match answer {
                     Answer::Now(reply) => reply,
                     Answer::Later(later) => later.await,
+                    // Asked not to wait, `answer` never says so.
+                    Answer::WaitForPod(_) => {
+                        Reply::text(503, "Unable to identify the caller; retry.\n")
+                    }
                 };
                 agent
                     .metrics

@@ -13,8 +13,10 @@
 
 pub mod cache;
 mod conn;
+pub mod kubernetes;
 pub mod limits;
 pub mod metrics;
+pub mod pod_index;
 pub mod pods;
 pub mod upstream;
 
@@ -31,8 +33,8 @@ use tokio::net::TcpListener;
 use wid_gce::{Account, Outcome, Reply, View};
 
 use crate::cache::TokenCache;
-use crate::pods::{Pod, Resolver};
-use crate::upstream::{KsaIssuer, Minted, Upstream, UpstreamError, now};
+use crate::pods::{Caller, Pod, Resolver};
+use crate::upstream::{KsaTokens, Minted, Upstream, UpstreamError, now};
 
 /// The resolved settings of the agent.
 #[derive(Clone, Debug)]
@@ -63,6 +65,8 @@ pub struct Config {
     pub upstream_per_second: f64,
     /// Threads serving the metadata port, each with its own socket and runtime.
     pub serve_threads: usize,
+    /// How long a request from an address no pod has yet is held for the pod to appear.
+    pub pod_wait: Duration,
 }
 
 impl Config {
@@ -80,7 +84,7 @@ pub const DEFAULT_SCOPES: [&str; 2] = [
 struct Agent {
     config: Config,
     resolver: Arc<dyn Resolver>,
-    issuer: KsaIssuer,
+    ksa: KsaTokens,
     upstream: Upstream,
     access_tokens: TokenCache,
     id_tokens: TokenCache,
@@ -110,7 +114,7 @@ impl MetadataServer {
     pub async fn start(
         config: Config,
         resolver: Arc<dyn Resolver>,
-        issuer: KsaIssuer,
+        ksa: KsaTokens,
     ) -> Result<MetadataServer, StartError> {
         let listeners =
             wid_runtime::serve::ReusePortListeners::bind(config.addr, config.serve_threads)
@@ -131,7 +135,7 @@ impl MetadataServer {
         let agent = Arc::new(Agent {
             config,
             resolver,
-            issuer,
+            ksa,
             upstream,
             access_tokens: TokenCache::default(),
             id_tokens: TokenCache::default(),
@@ -152,6 +156,7 @@ impl MetadataServer {
         move |uids: &[String]| {
             agent.access_tokens.retain_owners(uids);
             agent.id_tokens.retain_owners(uids);
+            agent.ksa.retain_owners(uids);
         }
     }
 
@@ -170,7 +175,7 @@ impl MetadataServer {
             tracing::info!(addr = %admin.local_addr()?, "metadata admin listener (healthz, readyz, metrics)");
             let router = Router::new()
                 .route("/healthz", axum::routing::get(|| async { "ok\n" }))
-                .route("/readyz", axum::routing::get(|| async { "ok\n" }))
+                .route("/readyz", axum::routing::get(readyz))
                 .route("/metrics", axum::routing::get(render_metrics))
                 .with_state(self.agent.clone());
             tokio::spawn(async move {
@@ -196,6 +201,18 @@ fn text(status: u16, body: String) -> Reply {
     Reply::text(status, body)
 }
 
+/// Ready once the resolver knows the node's pods: before, every pod's request would wait.
+async fn readyz(State(agent): State<Arc<Agent>>) -> (axum::http::StatusCode, &'static str) {
+    if agent.resolver.ready() {
+        (axum::http::StatusCode::OK, "ok\n")
+    } else {
+        (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "the pods of this node are not known yet\n",
+        )
+    }
+}
+
 async fn render_metrics(State(agent): State<Arc<Agent>>) -> Response {
     let mut response = Response::new(Body::from(agent.metrics.encode()));
     response.headers_mut().insert(
@@ -211,21 +228,47 @@ async fn render_metrics(State(agent): State<Arc<Agent>>) -> Response {
 enum Answer {
     Now(Reply),
     Later(std::pin::Pin<Box<dyn std::future::Future<Output = Reply> + Send>>),
+    /// No pod has the caller's address yet: wait (bounded) for the resolver to learn of it, as
+    /// it does in a pod's first moments, then answer again.
+    WaitForPod(IpAddr),
 }
 
-fn answer(agent: &Arc<Agent>, peer: SocketAddr, gce: &wid_gce::Request<'_>) -> Answer {
+/// The answer to a request. With `may_wait`, a caller the resolver does not know yet is
+/// [`Answer::WaitForPod`] when the resolver can still learn of it; without, it is refused.
+fn answer(
+    agent: &Arc<Agent>,
+    peer: SocketAddr,
+    gce: &wid_gce::Request<'_>,
+    may_wait: bool,
+) -> Answer {
     if let Some(reply) = wid_gce::precheck(gce) {
         return Answer::Now(reply);
     }
     let ip = canonical(peer.ip());
-    let Some(pod) = agent.resolver.resolve(ip) else {
-        tracing::info!(%ip, "request from an address that is no known pod");
-        return Answer::Now(text(
-            403,
-            format!(
-                "The metadata server knows no pod at {ip}: it answers only the pods of its node, each with its own identity.\n"
-            ),
-        ));
+    let pod = match agent.resolver.resolve(ip) {
+        Caller::Pod(pod) => pod,
+        Caller::Unknown if may_wait && agent.resolver.changes().is_some() => {
+            return Answer::WaitForPod(ip);
+        }
+        Caller::Unknown => {
+            tracing::info!(%ip, "request from an address that is no known pod");
+            return Answer::Now(text(
+                403,
+                format!(
+                    "The metadata server knows no pod at {ip}: it answers only the pods of its node, each with its own identity.\n"
+                ),
+            ));
+        }
+        Caller::Ambiguous(pods) => {
+            tracing::warn!(%ip, pods = ?pods, "two live pods have one address; both refused");
+            return Answer::Now(text(
+                503,
+                format!(
+                    "Unable to identify the caller: the pods {} all have the address {ip}; the metadata server answers none of them until only one does. Retry shortly.\n",
+                    pods.join(", ")
+                ),
+            ));
+        }
     };
     // Fairness: one pod's flood is refused without touching the others' slots. The slot is held
     // until the answer is complete.
@@ -314,6 +357,24 @@ fn upstream_error(what: &str, e: UpstreamError) -> Reply {
 }
 
 impl Agent {
+    /// Waits until the resolver knows something of `ip` (a pod, or that it is ambiguous), or
+    /// until the configured bound: a new pod's first requests are held, not refused, while the
+    /// watch catches up.
+    async fn wait_for_pod(&self, ip: IpAddr) {
+        // Subscribe before looking, so that a change between the two is not missed.
+        let Some(mut changes) = self.resolver.changes() else {
+            return;
+        };
+        self.metrics.pod_wait();
+        let deadline = tokio::time::Instant::now() + self.config.pod_wait;
+        while self.resolver.resolve(ip) == Caller::Unknown {
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => return,
+            }
+        }
+    }
+
     fn principal(&self, pod: &Pod) -> String {
         let subject = wid_iam::member::gke_subject(&pod.namespace, &pod.service_account_name);
         wid_iam::member::principal_name(&self.config.project_number, &self.config.pool(), &subject)
@@ -352,7 +413,7 @@ impl Agent {
         format!(
             "identitynamespace:{}:{}",
             self.config.pool(),
-            self.issuer.issuer
+            self.ksa.issuer()
         )
     }
 
@@ -382,10 +443,7 @@ impl Agent {
 
     /// A federated token for the pod's KSA.
     async fn federated(&self, pod: &Pod, scopes: &[String]) -> Result<Minted, UpstreamError> {
-        let ksa_token = self
-            .issuer
-            .token(pod, &self.config.pool())
-            .map_err(|e| UpstreamError::Unavailable(format!("cannot sign the KSA token: {e}")))?;
+        let ksa_token = self.ksa.token(pod, &self.config.pool()).await?;
         self.timed(
             self.upstream
                 .exchange(&self.sts_audience(), &ksa_token, scopes),

@@ -97,6 +97,7 @@ pub struct Metrics {
     cache_by_result: [Counter; 3],
     upstream: Family<UpstreamLabels, Counter>,
     upstream_latency: Histogram,
+    pod_waits: Counter,
 }
 
 impl Default for Metrics {
@@ -109,6 +110,12 @@ impl Default for Metrics {
         let cache = Family::<CacheLabels, Counter>::default();
         let upstream = Family::<UpstreamLabels, Counter>::default();
         let upstream_latency = latency_histogram();
+        let pod_waits = Counter::default();
+        registry.register(
+            "pod_waits",
+            "Requests held because no pod had their address yet (a pod's first moments)",
+            pod_waits.clone(),
+        );
         registry.register(
             "requests",
             "Requests answered, by endpoint class and status",
@@ -164,6 +171,7 @@ impl Default for Metrics {
             cache_by_result,
             upstream,
             upstream_latency,
+            pod_waits,
         }
     }
 }
@@ -198,6 +206,10 @@ impl Metrics {
             .get_or_create(&UpstreamLabels { outcome })
             .inc();
         self.upstream_latency.observe(elapsed.as_secs_f64());
+    }
+
+    pub fn pod_wait(&self) {
+        self.pod_waits.inc();
     }
 
     /// The text exposition format.

@@ -61,9 +61,46 @@ struct PodsFile {
 
 type PodsByIp = HashMap<IpAddr, Arc<Pod>>;
 
+/// Who is behind a source address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Caller {
+    Pod(Arc<Pod>),
+    /// No pod has the address, or not yet.
+    Unknown,
+    /// More than one live pod has it (`namespace/name` of each): refused until one is gone,
+    /// since answering would hand one pod's identity to the other.
+    Ambiguous(Vec<String>),
+}
+
+impl Caller {
+    pub fn pod(self) -> Option<Arc<Pod>> {
+        match self {
+            Caller::Pod(pod) => Some(pod),
+            Caller::Unknown | Caller::Ambiguous(_) => None,
+        }
+    }
+}
+
+impl From<Option<Arc<Pod>>> for Caller {
+    fn from(pod: Option<Arc<Pod>>) -> Caller {
+        pod.map_or(Caller::Unknown, Caller::Pod)
+    }
+}
+
 /// Finds the pod behind a source address.
 pub trait Resolver: Send + Sync + 'static {
-    fn resolve(&self, ip: IpAddr) -> Option<Arc<Pod>>;
+    fn resolve(&self, ip: IpAddr) -> Caller;
+
+    /// Changes whenever an answer of [`Resolver::resolve`] may have changed, for requests that
+    /// wait for a pod not known yet (a pod's first seconds); `None` when waiting cannot help.
+    fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
+
+    /// Whether the resolver knows the node's pods yet (readiness).
+    fn ready(&self) -> bool {
+        true
+    }
 }
 
 /// One pod for every caller from one address (`wid dev`'s loopback pod).
@@ -72,8 +109,8 @@ pub struct FixedResolver {
 }
 
 impl Resolver for FixedResolver {
-    fn resolve(&self, ip: IpAddr) -> Option<Arc<Pod>> {
-        (ip == self.pod.ip).then(|| self.pod.clone())
+    fn resolve(&self, ip: IpAddr) -> Caller {
+        (ip == self.pod.ip).then(|| self.pod.clone()).into()
     }
 }
 
@@ -112,16 +149,33 @@ impl<R> WithNodeIdentity<R> {
 }
 
 impl<R: Resolver> Resolver for WithNodeIdentity<R> {
-    fn resolve(&self, ip: IpAddr) -> Option<Arc<Pod>> {
-        self.pods
-            .resolve(ip)
-            .or_else(|| self.addresses.contains(&ip).then(|| self.node.clone()))
+    fn resolve(&self, ip: IpAddr) -> Caller {
+        match self.pods.resolve(ip) {
+            Caller::Unknown if self.addresses.contains(&ip) => Caller::Pod(self.node.clone()),
+            caller => caller,
+        }
+    }
+
+    fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.pods.changes()
+    }
+
+    fn ready(&self) -> bool {
+        self.pods.ready()
     }
 }
 
 impl<R: Resolver + ?Sized> Resolver for Arc<R> {
-    fn resolve(&self, ip: IpAddr) -> Option<Arc<Pod>> {
+    fn resolve(&self, ip: IpAddr) -> Caller {
         (**self).resolve(ip)
+    }
+
+    fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        (**self).changes()
+    }
+
+    fn ready(&self) -> bool {
+        (**self).ready()
     }
 }
 
@@ -241,13 +295,14 @@ impl StaticResolver {
 }
 
 impl Resolver for StaticResolver {
-    fn resolve(&self, ip: IpAddr) -> Option<Arc<Pod>> {
+    fn resolve(&self, ip: IpAddr) -> Caller {
         self.state
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .1
             .get(&ip)
             .cloned()
+            .into()
     }
 }
 
@@ -268,7 +323,7 @@ mod tests {
         let node_ip: IpAddr = "10.0.0.1".parse().expect("ip");
         let without = FixedResolver { pod: pod.clone() };
         assert!(
-            without.resolve(node_ip).is_none(),
+            without.resolve(node_ip) == Caller::Unknown,
             "no node identity configured"
         );
         let node = WithNodeIdentity::<FixedResolver>::node_pod(
@@ -282,7 +337,7 @@ mod tests {
             addresses: vec![node_ip],
             node: Arc::new(node),
         };
-        let got = with.resolve(node_ip).expect("the node identity");
+        let got = with.resolve(node_ip).pod().expect("the node identity");
         assert_eq!(
             (
                 got.namespace.as_str(),
@@ -296,8 +351,15 @@ mod tests {
             )
         );
         assert_ne!(got.uid, pod.uid, "cached apart from every pod");
-        assert_eq!(with.resolve(pod.ip), Some(pod), "pods are still themselves");
-        assert!(with.resolve("10.0.0.9".parse().expect("ip")).is_none());
+        assert_eq!(
+            with.resolve(pod.ip),
+            Caller::Pod(pod),
+            "pods are still themselves"
+        );
+        assert_eq!(
+            with.resolve("10.0.0.9".parse().expect("ip")),
+            Caller::Unknown
+        );
     }
 
     #[test]
@@ -315,11 +377,15 @@ mod tests {
         assert_eq!(
             resolver
                 .resolve(ip)
+                .pod()
                 .and_then(|p| p.gsa().map(str::to_owned))
                 .as_deref(),
             Some("a@p.iam.gserviceaccount.com")
         );
-        assert!(resolver.resolve("127.0.0.3".parse().expect("ip")).is_none());
+        assert_eq!(
+            resolver.resolve("127.0.0.3".parse().expect("ip")),
+            Caller::Unknown
+        );
         // A later modification time is a change.
         std::fs::write(&path, pods("b@p.iam.gserviceaccount.com")).expect("write");
         let later = SystemTime::now() + Duration::from_secs(5);
@@ -332,6 +398,7 @@ mod tests {
         assert_eq!(
             resolver
                 .resolve(ip)
+                .pod()
                 .and_then(|p| p.gsa().map(str::to_owned))
                 .as_deref(),
             Some("b@p.iam.gserviceaccount.com")
@@ -344,7 +411,7 @@ mod tests {
             .and_then(|f| f.set_modified(later + Duration::from_secs(5)))
             .expect("touch");
         assert!(!resolver.reload_if_changed());
-        assert!(resolver.resolve(ip).is_some());
+        assert!(resolver.resolve(ip).pod().is_some());
         // Two pods on one address are refused.
         let dup = r#"{"pods": [{"ip": "127.0.0.2", "namespace": "a", "name": "a"}, {"ip": "127.0.0.2", "namespace": "b", "name": "b"}]}"#;
         std::fs::write(&path, dup).expect("write");

@@ -83,6 +83,42 @@ impl KsaIssuer {
     }
 }
 
+/// Where the agent's KSA tokens come from.
+pub enum KsaTokens {
+    /// Signed by the agent with a cluster issuer key it holds (`wid dev`, and clusters whose
+    /// issuer is the agent's).
+    Issuer(Box<KsaIssuer>),
+    /// The Kubernetes TokenRequest API.
+    TokenRequest(crate::kubernetes::TokenRequests),
+}
+
+impl KsaTokens {
+    /// The issuer URL of the KSA tokens.
+    pub fn issuer(&self) -> &str {
+        match self {
+            KsaTokens::Issuer(issuer) => &issuer.issuer,
+            KsaTokens::TokenRequest(requests) => requests.issuer(),
+        }
+    }
+
+    /// A KSA token of the pod for `audience`.
+    pub async fn token(&self, pod: &Pod, audience: &str) -> Result<String, UpstreamError> {
+        match self {
+            KsaTokens::Issuer(issuer) => issuer
+                .token(pod, audience)
+                .map_err(|e| UpstreamError::Unavailable(format!("cannot sign the KSA token: {e}"))),
+            KsaTokens::TokenRequest(requests) => requests.token(pod, audience).await,
+        }
+    }
+
+    /// Forgets what is cached for pods that are gone.
+    pub fn retain_owners(&self, live: &[String]) {
+        if let KsaTokens::TokenRequest(requests) = self {
+            requests.retain_owners(live);
+        }
+    }
+}
+
 /// The HTTP client of STS and IAM Credentials.
 pub struct Upstream {
     http: reqwest::Client,

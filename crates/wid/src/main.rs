@@ -43,7 +43,7 @@ enum Command {
 #[derive(Subcommand, Debug)]
 enum MetadataCommand {
     /// Run the metadata server for the pods of this node.
-    Serve(node::MetadataServeArgs),
+    Serve(Box<node::MetadataServeArgs>),
 }
 
 #[derive(Args, Debug)]

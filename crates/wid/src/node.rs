@@ -10,10 +10,12 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Args;
 use serde_json::{Value, json};
+use wid_agent::kubernetes::{KubeResolver, TokenRequests};
 use wid_agent::pods::{
     FixedResolver, GSA_ANNOTATION, Pod, Resolver, StaticResolver, WithNodeIdentity,
 };
 use wid_agent::upstream::KsaIssuer;
+use wid_agent::upstream::KsaTokens;
 use wid_agent::{Config, MetadataServer};
 use wid_jose::Algorithm;
 use wid_jose::signer::SigningKey;
@@ -57,6 +59,9 @@ pub struct NodeArgs {
     /// Upstream calls per second, node-wide.
     #[arg(long, default_value_t = 100.0)]
     pub upstream_per_second: f64,
+    /// How long a request from an address no pod has yet is held for the pod to appear.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub pod_wait_ms: u64,
     /// Threads serving the metadata port, each with its own socket; default one per core.
     #[arg(long, env = "WID_METADATA_THREADS")]
     pub serve_threads: Option<usize>,
@@ -67,9 +72,17 @@ pub struct MetadataServeArgs {
     /// Address to listen on (where the node's 169.254.169.254:80 traffic is redirected).
     #[arg(long, env = "WID_METADATA_ADDR", default_value = "127.0.0.1:8988")]
     pub addr: SocketAddr,
-    /// The pods of this node: a JSON file, reloaded when it changes.
-    #[arg(long, env = "WID_PODS")]
-    pub pods: PathBuf,
+    /// The pods of this node from a JSON file, reloaded when it changes, instead of from the
+    /// Kubernetes API.
+    #[arg(long, env = "WID_PODS", conflicts_with_all = ["kubeconfig", "node_name"])]
+    pub pods: Option<PathBuf>,
+    /// The Kubernetes API server to watch; default the in-cluster service account, or
+    /// KUBECONFIG.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// This node's name: only its pods are watched (the downward API's spec.nodeName).
+    #[arg(long, env = "WID_NODE_NAME")]
+    pub node_name: Option<String>,
     /// The token service's STS base URL (Google's: https://sts.googleapis.com).
     #[arg(long, env = "WID_STS_URL", default_value = "http://127.0.0.1:8080")]
     pub sts_url: String,
@@ -93,12 +106,14 @@ pub struct MetadataServeArgs {
     /// The IAM service account the node identity's KSA is annotated with.
     #[arg(long, env = "WID_NODE_GCP_SERVICE_ACCOUNT", requires = "node_identity")]
     pub node_gcp_service_account: Option<String>,
-    /// The cluster issuer's private key (PKCS#8 DER, mode 0600), made on first start.
-    #[arg(long, env = "WID_ISSUER_KEY")]
-    pub issuer_key: PathBuf,
-    /// The issuer URL of the KSA tokens the agent makes.
-    #[arg(long, env = "WID_ISSUER_URI")]
-    pub issuer_uri: String,
+    /// With --pods: the cluster issuer's private key the agent signs KSA tokens with (PKCS#8
+    /// DER, mode 0600), made on first start. On Kubernetes, KSA tokens come from the
+    /// TokenRequest API instead.
+    #[arg(long, env = "WID_ISSUER_KEY", requires = "pods")]
+    pub issuer_key: Option<PathBuf>,
+    /// With --pods: the issuer URL of the KSA tokens the agent signs.
+    #[arg(long, env = "WID_ISSUER_URI", requires = "pods")]
+    pub issuer_uri: Option<String>,
     /// Writes the issuer's JWKS here, for `wid iam clusters register --jwk-json-path`.
     #[arg(long)]
     pub jwks_out: Option<PathBuf>,
@@ -180,6 +195,7 @@ fn agent_config(
         header_read_timeout: Duration::from_secs(10),
         max_requests_per_pod: node.max_requests_per_pod,
         upstream_per_second: node.upstream_per_second,
+        pod_wait: Duration::from_millis(node.pod_wait_ms),
         serve_threads: node.serve_threads.filter(|n| *n > 0).unwrap_or_else(|| {
             std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
         }),
@@ -206,12 +222,6 @@ pub async fn metadata_serve(args: MetadataServeArgs) -> anyhow::Result<()> {
         .project_number
         .clone()
         .context("--project-number (or WID_PROJECT_NUMBER) is required")?;
-    let issuer = KsaIssuer::new(issuer_key(&args.issuer_key)?, args.issuer_uri.clone());
-    if let Some(out) = &args.jwks_out {
-        std::fs::write(out, issuer.jwks_json())
-            .with_context(|| format!("writing {}", out.display()))?;
-    }
-    let pods = StaticResolver::open(&args.pods)?;
     let node = match &args.node_identity {
         Some(identity) => {
             let Some((namespace, ksa)) = identity
@@ -229,15 +239,17 @@ pub async fn metadata_serve(args: MetadataServeArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let resolver: Arc<dyn Resolver> = match &node {
-        Some(node) => Arc::new(WithNodeIdentity {
-            pods: pods.clone(),
-            addresses: args.node_addresses.clone(),
-            node: node.clone(),
-        }),
-        None => pods.clone(),
+    let with_node = |pods: Arc<dyn Resolver>| -> Arc<dyn Resolver> {
+        match &node {
+            Some(node) => Arc::new(WithNodeIdentity {
+                pods,
+                addresses: args.node_addresses.clone(),
+                node: node.clone(),
+            }),
+            None => pods,
+        }
     };
-    let node_uid = node.map(|n| n.uid.clone());
+    let node_uid = node.as_ref().map(|n| n.uid.clone());
     let config = agent_config(
         args.addr,
         &args.sts_url,
@@ -246,15 +258,75 @@ pub async fn metadata_serve(args: MetadataServeArgs) -> anyhow::Result<()> {
         &project,
         &number,
     );
-    let server = MetadataServer::start(config, resolver, issuer).await?;
-    let forget = server.pod_forgetter();
-    tokio::spawn(pods.watch(move |p| {
-        let mut live = p.uids();
-        live.extend(node_uid.clone());
-        forget(&live)
-    }));
+    let server = match &args.pods {
+        Some(path) => {
+            let (Some(key), Some(issuer_uri)) = (&args.issuer_key, &args.issuer_uri) else {
+                bail!(
+                    "--pods needs --issuer-key and --issuer-uri: the agent signs the KSA tokens itself"
+                );
+            };
+            let issuer = KsaIssuer::new(issuer_key(key)?, issuer_uri.clone());
+            if let Some(out) = &args.jwks_out {
+                std::fs::write(out, issuer.jwks_json())
+                    .with_context(|| format!("writing {}", out.display()))?;
+            }
+            let pods = StaticResolver::open(path)?;
+            let server = MetadataServer::start(
+                config,
+                with_node(pods.clone()),
+                KsaTokens::Issuer(Box::new(issuer)),
+            )
+            .await?;
+            let forget = server.pod_forgetter();
+            tokio::spawn(pods.watch(move |p| {
+                let mut live = p.uids();
+                live.extend(node_uid.clone());
+                forget(&live)
+            }));
+            server
+        }
+        None => {
+            let node_name = args
+                .node_name
+                .clone()
+                .context("--node-name (or WID_NODE_NAME, from the downward API) is required on Kubernetes; or give --pods FILE")?;
+            let client = kube_client(args.kubeconfig.as_deref()).await?;
+            let issuer = wid_agent::kubernetes::discover_issuer(&client)
+                .await
+                .context("reading the cluster's service-account issuer from the API server's /.well-known/openid-configuration")?;
+            tracing::info!(%issuer, node = %node_name, "watching this node's pods");
+            let resolver = KubeResolver::new();
+            let ksa = KsaTokens::TokenRequest(TokenRequests::new(client.clone(), issuer));
+            let server = MetadataServer::start(config, with_node(resolver.clone()), ksa).await?;
+            let forget = server.pod_forgetter();
+            tokio::spawn(resolver.watch_pods(client, node_name, move |uids| {
+                let mut live = uids.to_vec();
+                live.extend(node_uid.clone());
+                forget(&live)
+            }));
+            server
+        }
+    };
     server.serve(wid_runtime::serve::shutdown_signal()).await?;
     Ok(())
+}
+
+/// A client of the Kubernetes API: from `kubeconfig`, or as `kubectl` finds one (KUBECONFIG,
+/// ~/.kube/config, the in-cluster service account).
+async fn kube_client(kubeconfig: Option<&Path>) -> anyhow::Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading the kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+                .await
+                .with_context(|| format!("the kubeconfig {}", path.display()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("no Kubernetes configuration: give --kubeconfig, or run in a pod")?,
+    };
+    kube::Client::try_from(config).context("building the Kubernetes client")
 }
 
 /// Calls the dev token service as its admin; `ok_codes` are statuses taken as success.
@@ -419,6 +491,7 @@ pub async fn dev(args: DevArgs, data_dir: PathBuf) -> anyhow::Result<ExitCode> {
         max_requests_per_pod: 1024,
         upstream_per_second: 100.0,
         serve_threads: None,
+        pod_wait_ms: 10_000,
     };
     let config = agent_config(args.metadata_addr, &base, &base, &node, &project, &number);
     let (resolver, watched): (Arc<dyn Resolver>, Option<Arc<StaticResolver>>) = match &args.pods {
@@ -440,7 +513,8 @@ pub async fn dev(args: DevArgs, data_dir: PathBuf) -> anyhow::Result<ExitCode> {
             (Arc::new(FixedResolver { pod: Arc::new(pod) }), None)
         }
     };
-    let server = MetadataServer::start(config, resolver, issuer).await?;
+    let server =
+        MetadataServer::start(config, resolver, KsaTokens::Issuer(Box::new(issuer))).await?;
     if let Some(pods) = watched {
         let forget = server.pod_forgetter();
         tokio::spawn(pods.watch(move |p| forget(&p.uids())));

@@ -1,0 +1,341 @@
+//! The agent as a Kubernetes node agent: the pods of its node from one watch (`spec.nodeName`),
+//! the annotations of just the service accounts they use, and KSA tokens from the TokenRequest
+//! API. The rules live in [`crate::pod_index`]; this is their I/O.
+//!
+//! With the API server down, the last known pods keep being answered (the watch retries with
+//! backoff); a request from an address not known yet waits, bounded, for the watch to deliver
+//! its pod (see [`crate::Agent`]'s `wait_for_pod`).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{Pod as KubePod, ServiceAccount};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, Client};
+
+use crate::pod_index::{PodIndex, PodRecord, Snapshot};
+use crate::pods::{Caller, Pod, Resolver};
+use crate::upstream::{UpstreamError, now};
+
+/// How often the annotations of the service accounts in use are read again, so that a changed
+/// `iam.gke.io/gcp-service-account` takes effect without a pod restart.
+const SERVICE_ACCOUNT_REFRESH: Duration = Duration::from_secs(60);
+
+/// Pods of this node by address, from the watch.
+pub struct KubeResolver {
+    index: Mutex<PodIndex>,
+    snapshot: RwLock<Arc<Snapshot>>,
+    changes: tokio::sync::watch::Sender<u64>,
+    ready: AtomicBool,
+    /// Service accounts being read now.
+    fetching: Mutex<HashSet<(String, String)>>,
+}
+
+impl Resolver for KubeResolver {
+    fn resolve(&self, ip: IpAddr) -> Caller {
+        self.snapshot
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&ip)
+            .cloned()
+            .unwrap_or(Caller::Unknown)
+    }
+
+    fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(self.changes.subscribe())
+    }
+
+    fn ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+}
+
+/// What the index keeps of a watched pod; `None` for an object without a name.
+pub fn record(pod: &KubePod) -> Option<PodRecord> {
+    let metadata = &pod.metadata;
+    let spec = pod.spec.as_ref();
+    let status = pod.status.as_ref();
+    let mut ips: Vec<IpAddr> = status
+        .and_then(|s| s.pod_ips.as_ref())
+        .map(|ips| ips.iter().filter_map(|ip| ip.ip.parse().ok()).collect())
+        .unwrap_or_default();
+    if let Some(ip) = status
+        .and_then(|s| s.pod_ip.as_deref())
+        .and_then(|ip| ip.parse().ok())
+        .filter(|ip| !ips.contains(ip))
+    {
+        ips.push(ip);
+    }
+    let phase = status.and_then(|s| s.phase.as_deref()).unwrap_or("Pending");
+    Some(PodRecord {
+        namespace: metadata.namespace.clone()?,
+        name: metadata.name.clone()?,
+        uid: metadata.uid.clone().unwrap_or_default(),
+        service_account_name: spec
+            .and_then(|s| s.service_account_name.clone())
+            .unwrap_or_else(|| "default".to_owned()),
+        ips,
+        host_network: spec.and_then(|s| s.host_network).unwrap_or(false),
+        live: !matches!(phase, "Succeeded" | "Failed"),
+    })
+}
+
+impl KubeResolver {
+    pub fn new() -> Arc<KubeResolver> {
+        let (changes, _) = tokio::sync::watch::channel(0);
+        Arc::new(KubeResolver {
+            index: Mutex::new(PodIndex::default()),
+            snapshot: RwLock::new(Arc::new(Snapshot::new())),
+            changes,
+            ready: AtomicBool::new(false),
+            fetching: Mutex::new(HashSet::new()),
+        })
+    }
+
+    fn index(&self) -> std::sync::MutexGuard<'_, PodIndex> {
+        self.index.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn publish(&self, index: &PodIndex) {
+        *self
+            .snapshot
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Arc::new(index.snapshot());
+        self.changes.send_modify(|version| *version += 1);
+    }
+
+    /// Watches the pods of `node` until the process ends; `forget` is told the uids of the
+    /// node's pods after each change, so that departed pods' tokens are dropped.
+    pub async fn watch_pods(
+        self: Arc<Self>,
+        client: Client,
+        node: String,
+        forget: impl Fn(&[String]) + Send + Sync + 'static,
+    ) {
+        let config = watcher::Config::default()
+            .fields(&format!("spec.nodeName={node}"))
+            // Re-lists may come from the API server's watch cache: one watcher per node must not
+            // turn an API server restart into thousands of quorum reads.
+            .any_semantic();
+        let mut events = watcher::watcher(Api::<KubePod>::all(client.clone()), config)
+            .default_backoff()
+            .boxed();
+        let refresher = tokio::spawn(self.clone().refresh_service_accounts(client.clone()));
+        while let Some(event) = events.next().await {
+            let event = match event {
+                Ok(event) => event,
+                Err(e) => {
+                    tracing::warn!(error = %e, "the pod watch failed; the last known pods are still answered, retrying");
+                    continue;
+                }
+            };
+            let (missing, uids) = {
+                let mut index = self.index();
+                match event {
+                    Event::Init => index.begin_relist(),
+                    Event::InitApply(pod) | Event::Apply(pod) => {
+                        if let Some(record) = record(&pod) {
+                            index.apply(record);
+                        }
+                    }
+                    Event::InitDone => {
+                        index.end_relist();
+                        if !self.ready.swap(true, Ordering::AcqRel) {
+                            tracing::info!(%node, pods = index.len(), "the pods of this node are known");
+                        }
+                    }
+                    Event::Delete(pod) => {
+                        if let (Some(namespace), Some(name)) = (
+                            pod.metadata.namespace.as_deref(),
+                            pod.metadata.name.as_deref(),
+                        ) {
+                            index.delete(namespace, name);
+                        }
+                    }
+                }
+                index.forget_unused_service_accounts();
+                self.publish(&index);
+                (index.missing_service_accounts(), index.uids())
+            };
+            forget(&uids);
+            for (namespace, name) in missing {
+                self.fetch_service_account(client.clone(), namespace, name);
+            }
+        }
+        refresher.abort();
+    }
+
+    /// Reads a service account's annotations in the background, retrying until it succeeds or
+    /// no pod of the node uses it any more; its pods are held until then.
+    fn fetch_service_account(self: &Arc<Self>, client: Client, namespace: String, name: String) {
+        let key = (namespace.clone(), name.clone());
+        if !self
+            .fetching
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key.clone())
+        {
+            return;
+        }
+        let resolver = self.clone();
+        tokio::spawn(async move {
+            let api = Api::<ServiceAccount>::namespaced(client, &namespace);
+            let mut backoff = Duration::from_millis(200);
+            loop {
+                match api.get_opt(&name).await {
+                    Ok(found) => {
+                        if found.is_none() {
+                            tracing::warn!(%namespace, %name, "a pod's service account does not exist; its pods get the federated identity");
+                        }
+                        let annotations = annotations(found.as_ref());
+                        let mut index = resolver.index();
+                        index.set_service_account(&namespace, &name, annotations);
+                        resolver.publish(&index);
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(%namespace, %name, error = %e, "cannot read a service account; retrying");
+                        if !resolver.index().service_accounts_in_use().contains(&key) {
+                            break;
+                        }
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(10));
+                    }
+                }
+            }
+            resolver
+                .fetching
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&key);
+        });
+    }
+
+    async fn refresh_service_accounts(self: Arc<Self>, client: Client) {
+        let mut tick = tokio::time::interval(SERVICE_ACCOUNT_REFRESH);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let in_use = self.index().service_accounts_in_use();
+            for (namespace, name) in in_use {
+                let api = Api::<ServiceAccount>::namespaced(client.clone(), &namespace);
+                if let Ok(found) = api.get_opt(&name).await {
+                    let mut index = self.index();
+                    index.set_service_account(&namespace, &name, annotations(found.as_ref()));
+                    self.publish(&index);
+                }
+            }
+        }
+    }
+}
+
+fn annotations(sa: Option<&ServiceAccount>) -> BTreeMap<String, String> {
+    sa.and_then(|sa| sa.metadata.annotations.clone())
+        .unwrap_or_default()
+}
+
+/// The cluster's service-account token issuer, from the API server's OIDC discovery.
+pub async fn discover_issuer(client: &Client) -> Result<String, kube::Error> {
+    let request = http::Request::get("/.well-known/openid-configuration")
+        .body(Vec::new())
+        .map_err(kube::Error::HttpError)?;
+    let document: serde_json::Value = client.request(request).await?;
+    document["issuer"]
+        .as_str()
+        .filter(|issuer| !issuer.is_empty())
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            kube::Error::Discovery(kube::error::DiscoveryError::MissingResource(
+                "issuer in /.well-known/openid-configuration".into(),
+            ))
+        })
+}
+
+/// KSA tokens from the TokenRequest API: audience the pool, bound to the pod, short-lived, cached
+/// per pod until ten minutes before they expire.
+pub struct TokenRequests {
+    client: Client,
+    issuer: String,
+    /// By pod uid and audience: the token and its expiry (seconds since the epoch).
+    cache: Mutex<HashMap<(String, String), (String, i64)>>,
+}
+
+/// Lifetime asked of the API server (its minimum is ten minutes).
+const KSA_TOKEN_SECONDS: i64 = 3600;
+/// A cached KSA token is used while it has more than this left.
+const KSA_TOKEN_MARGIN: i64 = 600;
+
+impl TokenRequests {
+    pub fn new(client: Client, issuer: String) -> TokenRequests {
+        TokenRequests {
+            client,
+            issuer,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    pub async fn token(&self, pod: &Pod, audience: &str) -> Result<String, UpstreamError> {
+        let key = (pod.uid.clone(), audience.to_owned());
+        if let Some((token, expires)) = self
+            .cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+            && expires - now() > KSA_TOKEN_MARGIN
+        {
+            return Ok(token.clone());
+        }
+        let request = TokenRequest {
+            spec: TokenRequestSpec {
+                audiences: vec![audience.to_owned()],
+                expiration_seconds: Some(KSA_TOKEN_SECONDS),
+                bound_object_ref: Some(BoundObjectReference {
+                    api_version: Some("v1".into()),
+                    kind: Some("Pod".into()),
+                    name: Some(pod.name.clone()),
+                    uid: Some(pod.uid.clone()),
+                }),
+            },
+            ..TokenRequest::default()
+        };
+        let api = Api::<ServiceAccount>::namespaced(self.client.clone(), &pod.namespace);
+        let answer = api
+            .create_token_request(&pod.service_account_name, &Default::default(), &request)
+            .await
+            .map_err(|e| {
+                UpstreamError::Unavailable(format!(
+                    "the Kubernetes API server did not issue a token for {}/{}: {e}",
+                    pod.namespace, pod.service_account_name
+                ))
+            })?;
+        let Some(status) = answer.status else {
+            return Err(UpstreamError::Unavailable(
+                "the Kubernetes API server answered a TokenRequest without a token".into(),
+            ));
+        };
+        let expires = status.expiration_timestamp.0.as_second();
+        self.cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key, (status.token.clone(), expires));
+        Ok(status.token)
+    }
+
+    /// Forgets the tokens of pods that are gone.
+    pub fn retain_owners(&self, live: &[String]) {
+        self.cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|(uid, _), _| live.contains(uid));
+    }
+}

@@ -1,0 +1,390 @@
+//! `wid metadata serve` as a Kubernetes node agent, against the fake API server (the real wire
+//! protocol: list and watch, TokenRequest, OIDC discovery) and the real token service: pods found
+//! by the watch, requests held in a pod's first moments, addresses reused and shared, terminated
+//! pods, watches that expire or drop, and an API server that goes away.
+
+mod support;
+
+use std::net::IpAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::{Api, Server};
+use wid_kube_fake::{FakeApi, PodFixture};
+
+const NODE: &str = "node-a";
+const GSA_A: &str = "sa-a-runner@proj-a.iam.gserviceaccount.com";
+const GSA_B: &str = "sa-b-runner@proj-a.iam.gserviceaccount.com";
+
+struct Agent {
+    child: Child,
+    base: String,
+    admin: String,
+    log: std::path::PathBuf,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Agent {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    async fn metrics(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.admin))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
+    /// The value of a counter on /metrics (0 when absent).
+    async fn counter(&self, name: &str) -> u64 {
+        self.metrics()
+            .await
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+async fn start_agent(dir: &std::path::Path, server: &Server, fake: &FakeApi) -> Agent {
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(&kubeconfig, fake.kubeconfig()).expect("kubeconfig");
+    let port = support::free_port();
+    let admin_port = support::free_port();
+    let log = dir.join("agent.log");
+    let child = Command::new(support::WID)
+        .args(["metadata", "serve", "--addr", &format!("127.0.0.1:{port}")])
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args([
+            "--node-name",
+            NODE,
+            "--project",
+            "proj-a",
+            "--project-number",
+            "111111111111",
+        ])
+        .args([
+            "--cluster-name",
+            "kube-test",
+            "--cluster-location",
+            "europe-west1",
+        ])
+        .args([
+            "--sts-url",
+            &server.base(),
+            "--iamcredentials-url",
+            &server.base(),
+        ])
+        .args(["--admin-addr", &format!("127.0.0.1:{admin_port}")])
+        .args(["--pod-wait-ms", "3000"])
+        .env("WID_LOG", "debug")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("spawn agent");
+    let agent = Agent {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+        admin: format!("http://127.0.0.1:{admin_port}"),
+        log,
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ready = reqwest::get(format!("{}/readyz", agent.admin)).await;
+        if ready.is_ok_and(|r| r.status().as_u16() == 200) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "agent not ready: {}",
+            agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    agent
+}
+
+fn pod_client(ip: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(ip.parse::<IpAddr>().ok())
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("client")
+}
+
+async fn md(client: &reqwest::Client, agent: &Agent, path: &str) -> (u16, String) {
+    let response = client
+        .get(format!("{}/computeMetadata/v1/{path}", agent.base))
+        .header("Metadata-Flavor", "Google")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{path}: {e}\n{}", agent.log()));
+    let status = response.status().as_u16();
+    (status, response.text().await.expect("body"))
+}
+
+async fn email_of_token(api: &Api, body: &str) -> String {
+    let token = serde_json::from_str::<Value>(body).expect("token json")["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_owned();
+    let info = api
+        .without_token()
+        .get(&format!("/tokeninfo?access_token={token}"))
+        .await;
+    info.ok()["email"].as_str().unwrap_or_default().to_owned()
+}
+
+/// The token service trusts the fake cluster through its OIDC discovery, and two KSAs are bound.
+async fn setup(api: &Api, fake: &FakeApi) {
+    api.create_project("proj-a", "111111111111").await;
+    for account in ["sa-a-runner", "sa-b-runner"] {
+        api.create_account("proj-a", account).await;
+    }
+    api.post(
+        "/v1/projects/proj-a/locations/europe-west1/clusters",
+        json!({"clusterName": "kube-test", "issuerUri": fake.issuer(), "discover": true}),
+    )
+    .await
+    .ok();
+    for (account, ksa) in [
+        ("sa-a-runner", "team-a/app"),
+        ("sa-b-runner", "team-b/other"),
+    ] {
+        api.post(
+            &format!("/v1/projects/-/serviceAccounts/{account}@proj-a.iam.gserviceaccount.com:setIamPolicy"),
+            json!({"policy": {"bindings": [{"role": "roles/iam.workloadIdentityUser", "members": [format!("serviceAccount:proj-a.svc.id.goog[{ksa}]")]}]}}),
+        )
+        .await
+        .ok();
+    }
+    fake.put_service_account(
+        "team-a",
+        "app",
+        &[("iam.gke.io/gcp-service-account", GSA_A)],
+    );
+    fake.put_service_account(
+        "team-b",
+        "other",
+        &[("iam.gke.io/gcp-service-account", GSA_B)],
+    );
+    fake.put_service_account("team-c", "plain", &[]);
+}
+
+/// Waits, bounded, until `check` holds.
+async fn eventually<F, Fut>(what: &str, agent: &Agent, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !check().await {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not within 20 s\n{}",
+            agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn pods_from_the_watch_with_tokens_from_token_requests() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fake = FakeApi::new();
+    fake.serve().await.expect("fake API server");
+    let server = Server::start(&dir.path().join("data"));
+    let api = server.api();
+    setup(&api, &fake).await;
+    // One pod on this node before the agent starts, one on another node with a local address.
+    fake.put_pod(
+        PodFixture::new("team-a", "a-1", NODE)
+            .ip("127.0.0.12")
+            .service_account("app"),
+    );
+    fake.put_pod(
+        PodFixture::new("team-b", "elsewhere", "node-b")
+            .ip("127.0.0.13")
+            .service_account("other"),
+    );
+    let agent = start_agent(dir.path(), &server, &fake).await;
+    let requests = fake.requests();
+    assert!(
+        requests.iter().any(|r| r.starts_with("GET /api/v1/pods?")
+            && r.contains("fieldSelector=spec.nodeName%3Dnode-a")),
+        "one watch of this node's pods: {requests:?}"
+    );
+
+    let a = pod_client("127.0.0.12");
+    let (status, email) = md(&a, &agent, "instance/service-accounts/default/email").await;
+    assert_eq!((status, email.as_str()), (200, GSA_A));
+    let (status, body) = md(&a, &agent, "instance/service-accounts/default/token").await;
+    assert_eq!(status, 200, "{body}\n{}", agent.log());
+    assert_eq!(email_of_token(&api, &body).await, GSA_A);
+    assert_eq!(
+        fake.tokens_issued(),
+        1,
+        "the KSA token came from the TokenRequest API"
+    );
+    assert!(
+        fake.requests()
+            .iter()
+            .any(|r| r.starts_with("POST /api/v1/namespaces/team-a/serviceaccounts/app/token")),
+        "{:?}",
+        fake.requests()
+    );
+
+    // A pod of another node is never this node's.
+    let (status, body) = md(
+        &pod_client("127.0.0.13"),
+        &agent,
+        "instance/service-accounts/default/email",
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+
+    // A request in a pod's first moment is held until the watch delivers the pod, then answered.
+    let waits = agent.counter("wid_metadata_pod_waits_total").await;
+    let early = tokio::spawn({
+        let base = agent.base.clone();
+        async move {
+            pod_client("127.0.0.14")
+                .get(format!(
+                    "{base}/computeMetadata/v1/instance/service-accounts/default/token"
+                ))
+                .header("Metadata-Flavor", "Google")
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        }
+    });
+    eventually("the early request is held", &agent, || async {
+        agent.counter("wid_metadata_pod_waits_total").await > waits
+    })
+    .await;
+    fake.put_pod(
+        PodFixture::new("team-c", "c-1", NODE)
+            .ip("127.0.0.14")
+            .service_account("plain")
+            .phase("Pending"),
+    );
+    let status = early.await.expect("join").expect("early request");
+    assert_eq!(status, 200, "held, then answered: {}", agent.log());
+
+    // The address is reused by a new pod with another KSA: the new pod's identity, never the old.
+    assert!(fake.delete_pod("team-a", "a-1"));
+    fake.put_pod(
+        PodFixture::new("team-b", "b-1", NODE)
+            .ip("127.0.0.12")
+            .service_account("other"),
+    );
+    eventually("the reused address is the new pod", &agent, || async {
+        md(&a, &agent, "instance/service-accounts/default/email").await == (200, GSA_B.to_owned())
+    })
+    .await;
+    let (status, body) = md(&a, &agent, "instance/service-accounts/default/token").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(email_of_token(&api, &body).await, GSA_B);
+
+    // Two live pods with one address: refused with a clear 503 until one goes.
+    fake.put_pod(
+        PodFixture::new("team-a", "a-2", NODE)
+            .ip("127.0.0.12")
+            .service_account("app"),
+    );
+    eventually("a shared address is refused", &agent, || async {
+        md(&a, &agent, "instance/service-accounts/default/email")
+            .await
+            .0
+            == 503
+    })
+    .await;
+    let (_, body) = md(&a, &agent, "instance/service-accounts/default/token").await;
+    assert!(
+        body.contains("team-a/a-2") && body.contains("team-b/b-1"),
+        "{body}"
+    );
+    assert!(fake.delete_pod("team-a", "a-2"));
+    eventually("the address is b-1's again", &agent, || async {
+        md(&a, &agent, "instance/service-accounts/default/email").await == (200, GSA_B.to_owned())
+    })
+    .await;
+
+    // A finished pod never resolves: the request waits out the bound, then a 403.
+    fake.put_pod(
+        PodFixture::new("team-c", "c-1", NODE)
+            .ip("127.0.0.14")
+            .service_account("plain")
+            .phase("Succeeded"),
+    );
+    eventually("a finished pod is refused", &agent, || async {
+        md(
+            &pod_client("127.0.0.14"),
+            &agent,
+            "instance/service-accounts/default/email",
+        )
+        .await
+        .0 == 403
+    })
+    .await;
+
+    // The watch expires (410 Gone) while pods change: the re-list brings the agent up to date.
+    fake.compact();
+    fake.drop_watches();
+    fake.put_pod(
+        PodFixture::new("team-a", "a-3", NODE)
+            .ip("127.0.0.15")
+            .service_account("app"),
+    );
+    assert!(fake.delete_pod("team-b", "b-1"));
+    eventually("pods changed during the gap are seen", &agent, || async {
+        md(
+            &pod_client("127.0.0.15"),
+            &agent,
+            "instance/service-accounts/default/email",
+        )
+        .await
+            == (200, GSA_A.to_owned())
+    })
+    .await;
+    eventually("pods deleted during the gap are gone", &agent, || async {
+        md(&a, &agent, "instance/service-accounts/default/email")
+            .await
+            .0
+            == 403
+    })
+    .await;
+
+    // The API server goes away: known pods keep working (their KSA tokens are cached).
+    let (status, _) = md(
+        &pod_client("127.0.0.15"),
+        &agent,
+        "instance/service-accounts/default/token",
+    )
+    .await;
+    assert_eq!(status, 200);
+    fake.set_down(true);
+    let (status, body) = md(
+        &pod_client("127.0.0.15"),
+        &agent,
+        "instance/service-accounts/default/token?scopes=https://www.googleapis.com/auth/devstorage.read_only",
+    )
+    .await;
+    assert_eq!(
+        status,
+        200,
+        "a known pod with the API server down: {body}\n{}",
+        agent.log()
+    );
+    fake.set_down(false);
+}
