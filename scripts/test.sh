@@ -14,6 +14,15 @@ if ! command -v gcloud >/dev/null; then
     echo "warning: gcloud is not on PATH; the gcloud compatibility tests cannot run" >&2
 fi
 
+step "network tools for the multi-node tests (iproute2, iptables, from Debian)"
+if ! command -v ip >/dev/null || ! command -v iptables >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 iptables >/dev/null
+    else
+        echo "warning: ip or iptables is missing and cannot be installed; the network-namespace tests cannot run" >&2
+    fi
+fi
+
 step "python venv for the client tests (.venv, from PyPI)"
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
@@ -52,9 +61,10 @@ else
     cargo test --workspace --locked --no-fail-fast
 fi
 
-step "client compatibility: google-auth, gcloud, Node and Rust clients against the real binary"
-cargo build --locked --bin wid --quiet
+step "client compatibility (google-auth, gcloud, Node, Rust) and multi-node network-namespace tests"
+cargo build --locked --bin wid --bin wid-kube-fake --quiet
 # Google's Rust auth library, in a workspace of its own (tests/rust-clients).
 cargo build --locked --quiet --manifest-path tests/rust-clients/Cargo.toml --target-dir target/rust-clients
-WID_BIN="$PWD/target/debug/wid" WID_RUST_CLIENT="$PWD/target/rust-clients/debug/wid-rust-clients" \
+WID_BIN="$PWD/target/debug/wid" WID_KUBE_FAKE="$PWD/target/debug/wid-kube-fake" \
+    WID_RUST_CLIENT="$PWD/target/rust-clients/debug/wid-rust-clients" \
     .venv/bin/python -m pytest tests/python -q -p no:cacheprovider

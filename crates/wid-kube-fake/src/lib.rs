@@ -156,23 +156,41 @@ impl FakeApi {
 
     /// Serves on `127.0.0.1:0` on the current runtime; the issuer is the base URL.
     pub async fn serve(&self) -> std::io::Result<String> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        self.serve_on("127.0.0.1:0".parse().map_err(std::io::Error::other)?)
+            .await
+    }
+
+    /// Serves on `addr` on the current runtime; the issuer is the base URL unless
+    /// [`FakeApi::set_issuer`] named another.
+    pub async fn serve_on(&self, addr: std::net::SocketAddr) -> std::io::Result<String> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
         let base = format!("http://{}", listener.local_addr()?);
         *self
             .shared
             .base
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = base.clone();
-        self.shared
-            .issuer
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone_from(&base);
+        {
+            let mut issuer = self
+                .shared
+                .issuer
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if issuer.is_empty() {
+                issuer.clone_from(&base);
+            }
+        }
         let router = self.router();
         tokio::spawn(async move {
             let _ = wid_runtime::serve::serve(listener, router, std::future::pending()).await;
         });
         Ok(base)
+    }
+
+    /// Names the service-account issuer something other than the base URL (as clusters whose
+    /// API server is not where their issuer is published).
+    pub fn set_issuer(&self, issuer: &str) {
+        *self.shared.issuer.lock().unwrap_or_else(PoisonError::into_inner) = issuer.to_owned();
     }
 
     pub fn issuer(&self) -> String {
@@ -358,11 +376,14 @@ impl FakeApi {
             )
             .route("/.well-known/openid-configuration", get(discovery))
             .route("/openid/v1/jwks", get(jwks))
+            .merge(control::router())
             .fallback(not_found)
             .layer(axum::middleware::from_fn_with_state(self.clone(), gate))
             .with_state(self.clone())
     }
 }
+
+mod control;
 
 fn status(code: StatusCode, reason: &str, message: &str) -> Response {
     (
@@ -393,7 +414,7 @@ async fn gate(
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    if down {
+    if down && !request.uri().path().starts_with("/_fake/") {
         return status(
             StatusCode::SERVICE_UNAVAILABLE,
             "ServiceUnavailable",
@@ -401,7 +422,9 @@ async fn gate(
         );
     }
     let path = request.uri().path();
-    let public = path == "/.well-known/openid-configuration" || path == "/openid/v1/jwks";
+    let public = path == "/.well-known/openid-configuration"
+        || path == "/openid/v1/jwks"
+        || path.starts_with("/_fake/");
     let bearer = request
         .headers()
         .get(header::AUTHORIZATION)

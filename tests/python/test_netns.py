@@ -1,0 +1,329 @@
+"""Multi-node end-to-end: each node is a network namespace running `wid metadata serve` behind an
+iptables DNAT of 169.254.169.254:80, as GKE does; each pod is a namespace hanging off its node by
+a veth, with `metadata.google.internal` mapped to 169.254.169.254 in its own hosts file. Real,
+unmodified clients run inside the pods with no GCE_* variables at all. The token service and the
+fake Kubernetes API server (`wid-kube-fake`) run in the test's namespace on a bridge the test
+makes. Everything the test makes it removes.
+
+Needs root, iproute2 and iptables (scripts/test.sh installs them); WID_KUBE_FAKE names the fake's
+binary."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+PROJECT = "net-proj"
+NUMBER = "555555555555"
+GSA_A = f"app-a-runner@{PROJECT}.iam.gserviceaccount.com"
+GSA_B = f"app-b-runner@{PROJECT}.iam.gserviceaccount.com"
+# Short, unique per run: interface names have at most 15 characters.
+TAG = f"w{os.getpid() % 10000}"
+BRIDGE_IP = "10.98.0.1"
+
+
+def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    run = subprocess.run(list(args), capture_output=True, text=True, timeout=60)
+    if check and run.returncode != 0:
+        raise AssertionError(f"{' '.join(args)}: {run.returncode}\n{run.stderr}")
+    return run
+
+
+def wait_for(what: str, check, timeout: float = 30.0, log=None):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = check()
+            if value:
+                return value
+        except (requests.RequestException, OSError):
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: not within {timeout} s" + (f"\n{log()}" if log else ""))
+        time.sleep(0.05)
+
+
+def tools_or_skip():
+    missing = [tool for tool in ("ip", "iptables") if shutil.which(tool) is None]
+    problem = None
+    if missing:
+        problem = f"missing {', '.join(missing)}"
+    elif os.geteuid() != 0:
+        problem = "needs root for network namespaces"
+    if problem:
+        if os.environ.get("CI"):
+            pytest.fail(problem)
+        pytest.skip(problem)
+
+
+class Network:
+    """The bridge in the test's namespace, and every namespace hung off it; removed at the end."""
+
+    def __init__(self, tmp: Path):
+        self.tmp = tmp
+        self.namespaces: list[str] = []
+        self.links: list[str] = []
+        self.processes: list[subprocess.Popen] = []
+        self.bridge = f"{TAG}br"
+        sh("ip", "link", "add", self.bridge, "type", "bridge")
+        self.links.append(self.bridge)
+        sh("ip", "addr", "add", f"{BRIDGE_IP}/24", "dev", self.bridge)
+        sh("ip", "link", "set", self.bridge, "up")
+
+    def namespace(self, name: str) -> str:
+        full = f"{TAG}-{name}"
+        sh("ip", "netns", "add", full)
+        self.namespaces.append(full)
+        sh("ip", "-n", full, "link", "set", "lo", "up")
+        return full
+
+    def node(self, name: str, index: int) -> "Node":
+        ns = self.namespace(name)
+        up, peer = f"{TAG}n{index}u", f"{TAG}n{index}p"
+        sh("ip", "link", "add", up, "type", "veth", "peer", "name", peer)
+        self.links.append(peer)
+        sh("ip", "link", "set", up, "netns", ns)
+        sh("ip", "link", "set", peer, "master", self.bridge)
+        sh("ip", "link", "set", peer, "up")
+        address = f"10.98.0.{10 + index}"
+        sh("ip", "-n", ns, "addr", "add", f"{address}/24", "dev", up)
+        sh("ip", "-n", ns, "link", "set", up, "up")
+        # The pods' side: a bridge of the node, the pods' gateway.
+        sh("ip", "-n", ns, "link", "add", "pods", "type", "bridge")
+        sh("ip", "-n", ns, "addr", "add", f"10.99.{index}.1/24", "dev", "pods")
+        sh("ip", "-n", ns, "link", "set", "pods", "up")
+        # GKE's interception: the metadata address, to the agent.
+        sh("ip", "netns", "exec", ns, "iptables", "-t", "nat", "-A", "PREROUTING", "-d", "169.254.169.254/32",
+           "-p", "tcp", "--dport", "80", "-j", "DNAT", "--to-destination", f"10.99.{index}.1:8988")
+        return Node(self, name, index, ns, address)
+
+    def spawn(self, args: list[str], log: Path, namespace: str | None = None) -> subprocess.Popen:
+        prefix = ["ip", "netns", "exec", namespace] if namespace else []
+        process = subprocess.Popen(prefix + args, stdout=subprocess.PIPE, stderr=log.open("w"), text=True)
+        self.processes.append(process)
+        return process
+
+    def close(self):
+        for process in self.processes:
+            process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        for ns in self.namespaces:
+            sh("ip", "netns", "del", ns, check=False)
+            shutil.rmtree(f"/etc/netns/{ns}", ignore_errors=True)
+        for link in self.links:
+            sh("ip", "link", "del", link, check=False)
+
+
+class Node:
+    def __init__(self, network: Network, name: str, index: int, ns: str, address: str):
+        self.network, self.name, self.index, self.ns, self.address = network, name, index, ns, address
+        self.pods = 0
+        self.log = network.tmp / f"agent-{name}.log"
+
+    def pod(self, name: str, host: int) -> "PodNet":
+        """A pod's network namespace with its address on this node, and its hosts file."""
+        ns = self.network.namespace(f"{self.name}-{name}")
+        self.pods += 1
+        inside, outside = f"{TAG}p{self.index}{host}", f"{TAG}q{self.index}{host}"
+        sh("ip", "link", "add", inside, "type", "veth", "peer", "name", outside)
+        sh("ip", "link", "set", inside, "netns", ns)
+        sh("ip", "link", "set", outside, "netns", self.ns)
+        sh("ip", "-n", self.ns, "link", "set", outside, "master", "pods")
+        sh("ip", "-n", self.ns, "link", "set", outside, "up")
+        ip = f"10.99.{self.index}.{host}"
+        sh("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", inside)
+        sh("ip", "-n", ns, "link", "set", inside, "up")
+        sh("ip", "-n", ns, "route", "add", "default", "via", f"10.99.{self.index}.1")
+        etc = Path(f"/etc/netns/{ns}")
+        etc.mkdir(parents=True, exist_ok=True)
+        (etc / "hosts").write_text(
+            "127.0.0.1 localhost\n169.254.169.254 metadata.google.internal metadata\n"
+        )
+        return PodNet(ns, ip)
+
+
+class PodNet:
+    def __init__(self, ns: str, ip: str):
+        self.ns, self.ip = ns, ip
+
+    def run(self, args: list[str], env: dict, timeout: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["ip", "netns", "exec", self.ns, *args], env=env, capture_output=True, text=True, timeout=timeout
+        )
+
+
+def client_env(tmp: Path) -> dict:
+    """A pod's environment: no GCE_* variable, no credentials file, no gcloud configuration."""
+    home = tmp / f"home-{time.monotonic_ns()}"
+    home.mkdir()
+    return {"PATH": os.environ["PATH"], "HOME": str(home), "CLOUDSDK_CONFIG": str(home / "gcloud"),
+            "CLOUDSDK_CORE_DISABLE_PROMPTS": "1"}
+
+
+GOOGLE_AUTH = """
+import sys, google.auth, google.auth.jwt
+from google.auth import compute_engine
+from google.auth.transport.requests import Request
+from google.oauth2 import id_token
+credentials, project = google.auth.default()
+assert isinstance(credentials, compute_engine.Credentials), type(credentials)
+credentials.refresh(Request())
+token = id_token.fetch_id_token(Request(), "https://svc.example.com")
+claims = google.auth.jwt.decode(token, verify=False)
+print(project, credentials.service_account_email, claims["email"], claims["aud"])
+"""
+
+
+@pytest.fixture(scope="module")
+def world(wid_bin, tmp_path_factory):
+    tools_or_skip()
+    fake_bin = os.environ.get("WID_KUBE_FAKE")
+    if not fake_bin:
+        pytest.fail("WID_KUBE_FAKE must name the wid-kube-fake binary (scripts/test.sh builds it)")
+    tmp = tmp_path_factory.mktemp("netns")
+    network = Network(tmp)
+    try:
+        yield World(network, wid_bin, fake_bin, tmp)
+    finally:
+        network.close()
+
+
+class World:
+    """The token service and a fake API server on the bridge, and the nodes."""
+
+    def __init__(self, network: Network, wid_bin: str, fake_bin: str, tmp: Path):
+        self.network, self.wid_bin, self.tmp = network, wid_bin, tmp
+        self.iam = f"http://{BRIDGE_IP}:18080"
+        iam_log = tmp / "iam.log"
+        network.spawn([wid_bin, "iam", "serve", "--addr", f"{BRIDGE_IP}:18080", "--data-dir", str(tmp / "data")], iam_log)
+        wait_for("the token service", lambda: requests.get(self.iam + "/healthz", timeout=1).ok, log=iam_log.read_text)
+        self.admin = requests.Session()
+        self.admin.headers["Authorization"] = "Bearer " + (tmp / "data" / "admin-token").read_text().strip()
+        fake_log = tmp / "fake.log"
+        # A cluster whose issuer is published elsewhere than its API server (as GKE's); the token
+        # service gets its keys uploaded.
+        self.issuer = "https://container.example.com/v1/projects/net-proj/locations/europe-west1/clusters/net"
+        fake = network.spawn([fake_bin, "--addr", f"{BRIDGE_IP}:18081", "--issuer", self.issuer], fake_log)
+        line = fake.stdout.readline().strip()
+        assert line.startswith("WID_KUBE_FAKE="), f"{line!r}: {fake_log.read_text()}"
+        self.fake = line.split("=", 1)[1]
+        (tmp / "kubeconfig").write_text(requests.get(self.fake + "/_fake/kubeconfig", timeout=5).text)
+        self.call("POST", "/v1/projects", json={"projectId": PROJECT, "projectNumber": NUMBER})
+        for account in ("app-a-runner", "app-b-runner"):
+            self.call("POST", f"/v1/projects/{PROJECT}/serviceAccounts", json={"accountId": account})
+        jwks = requests.get(self.fake + "/_fake/jwks", timeout=5).text
+        self.call("POST", f"/v1/projects/{PROJECT}/locations/europe-west1/clusters",
+                  json={"clusterName": "net", "issuerUri": self.issuer, "jwksJson": jwks})
+        for gsa, ksa in ((GSA_A, "team-a/app"), (GSA_B, "team-b/other")):
+            self.call("POST", f"/v1/projects/-/serviceAccounts/{gsa}:setIamPolicy", json={"policy": {"bindings": [
+                {"role": "roles/iam.workloadIdentityUser", "members": [f"serviceAccount:{PROJECT}.svc.id.goog[{ksa}]"]}]}})
+        self.service_account("team-a", "app", {"iam.gke.io/gcp-service-account": GSA_A})
+        self.service_account("team-b", "other", {"iam.gke.io/gcp-service-account": GSA_B})
+        self.nodes: dict[str, Node] = {}
+
+    def call(self, method: str, path: str, **kwargs) -> dict:
+        response = self.admin.request(method, self.iam + path, timeout=30, **kwargs)
+        assert response.ok, f"{method} {path}: {response.status_code} {response.text}"
+        return response.json()
+
+    def service_account(self, namespace: str, name: str, annotations: dict):
+        requests.post(self.fake + "/_fake/serviceaccounts", json={"namespace": namespace, "name": name, "annotations": annotations}, timeout=5).raise_for_status()
+
+    def put_pod(self, namespace: str, name: str, node: str, ip: str, ksa: str, phase: str = "Running") -> str:
+        response = requests.post(self.fake + "/_fake/pods", json={"namespace": namespace, "name": name, "node": node, "ip": ip, "serviceAccount": ksa, "phase": phase}, timeout=5)
+        response.raise_for_status()
+        return response.json()["uid"]
+
+    def delete_pod(self, namespace: str, name: str):
+        requests.delete(f"{self.fake}/_fake/pods/{namespace}/{name}", timeout=5).raise_for_status()
+
+    def node(self, name: str) -> Node:
+        if name in self.nodes:
+            return self.nodes[name]
+        node = self.network.node(name, len(self.nodes) + 1)
+        self.network.spawn([
+            self.wid_bin, "metadata", "serve", "--addr", f"10.99.{node.index}.1:8988",
+            "--admin-addr", f"{node.address}:9090", "--kubeconfig", str(self.tmp / "kubeconfig"),
+            "--node-name", name, "--project", PROJECT, "--project-number", NUMBER,
+            "--cluster-name", "net", "--cluster-location", "europe-west1",
+            "--sts-url", self.iam, "--iamcredentials-url", self.iam,
+        ], node.log, namespace=node.ns)
+        wait_for(f"the agent of {name} is ready",
+                 lambda: requests.get(f"http://{node.address}:9090/readyz", timeout=1).status_code == 200,
+                 log=node.log.read_text)
+        self.nodes[name] = node
+        return node
+
+    def pod_waits(self, node: Node) -> int:
+        text = requests.get(f"http://{node.address}:9090/metrics", timeout=5).text
+        for line in text.splitlines():
+            if line.startswith("wid_metadata_pod_waits_total "):
+                return int(float(line.split()[1]))
+        return 0
+
+
+def test_real_clients_in_pods_on_two_nodes(world):
+    node_a, node_b = world.node("node-a"), world.node("node-b")
+    pod_a = node_a.pod("a1", 11)
+    pod_b = node_b.pod("b1", 11)  # the same host number, another node's subnet
+    world.put_pod("team-a", "a1", "node-a", pod_a.ip, "app")
+    world.put_pod("team-b", "b1", "node-b", pod_b.ip, "other")
+
+    for pod, gsa in ((pod_a, GSA_A), (pod_b, GSA_B)):
+        run = pod.run([sys.executable, "-c", GOOGLE_AUTH], client_env(world.tmp))
+        assert run.returncode == 0, f"{run.stderr}\n{node_a.log.read_text()}"
+        project, email, id_email, aud = run.stdout.split()
+        assert (project, email, id_email, aud) == (PROJECT, gsa, gsa, "https://svc.example.com")
+
+    gcloud = shutil.which("gcloud")
+    if gcloud is None:
+        if os.environ.get("CI"):
+            pytest.fail("gcloud is not installed")
+        return
+    run = pod_a.run([gcloud, "auth", "print-access-token"], client_env(world.tmp))
+    assert run.returncode == 0 and run.stdout.strip(), run.stderr
+    info = requests.get(world.iam + "/tokeninfo", params={"access_token": run.stdout.strip()}, timeout=10).json()
+    assert info["email"] == GSA_A, info
+
+
+def test_a_pods_first_request_is_held_then_answered(world):
+    node = world.node("node-a")
+    pod = node.pod("early", 21)
+    waits = world.pod_waits(node)
+    client = subprocess.Popen(
+        ["ip", "netns", "exec", pod.ns, sys.executable, "-c", GOOGLE_AUTH],
+        env=client_env(world.tmp), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    # The client has asked for a token before the API server has the pod: it is held.
+    wait_for("the first request is held", lambda: world.pod_waits(node) > waits, log=node.log.read_text)
+    world.put_pod("team-a", "early", "node-a", pod.ip, "app", phase="Pending")
+    out, err = client.communicate(timeout=60)
+    assert client.returncode == 0, f"{err}\n{node.log.read_text()}"
+    assert out.split()[1] == GSA_A
+
+
+def test_a_reused_address_gets_the_new_pods_identity(world):
+    node = world.node("node-a")
+    pod = node.pod("reuse", 31)
+    world.put_pod("team-a", "old", "node-a", pod.ip, "app")
+    run = pod.run([sys.executable, "-c", GOOGLE_AUTH], client_env(world.tmp))
+    assert run.returncode == 0 and run.stdout.split()[1] == GSA_A, run.stderr
+    world.delete_pod("team-a", "old")
+    world.put_pod("team-b", "new", "node-a", pod.ip, "other")
+
+    def new_identity():
+        run = pod.run([sys.executable, "-c", GOOGLE_AUTH], client_env(world.tmp))
+        assert run.returncode == 0, run.stderr
+        return run.stdout.split()[1] == GSA_B
+
+    wait_for("the new pod's identity", new_identity, log=node.log.read_text)
