@@ -2,9 +2,11 @@
 //! the client goes, the connection idles out, or the server stops. The framing rules are pure
 //! functions in [`wid_gce::http1`]; this is only their I/O.
 //!
-//! Bounds: an idle keep-alive connection is closed after [`IDLE`]; once a request has begun, its
-//! head must be complete within the head timeout (slowloris), and a reply must be taken by the
-//! client within the same time. A long-poll holds no read and no timer of this loop but its own.
+//! Bounds: an idle keep-alive connection is closed after [`IDLE`]; a whole request head must
+//! arrive within the head timeout, counted from accept or from its first byte (slowloris), and a
+//! reply must be taken by the client within the same time. While an answer is made (an upstream
+//! call, a long-poll) the socket is still read, so a client that leaves frees its connection at
+//! once; a stopping server answers held long-polls at once.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,6 +14,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 use wid_gce::Reply;
 use wid_gce::http1::{self, Connection, Framing};
 use wid_runtime::serve::{Connections, Stop};
@@ -73,15 +76,18 @@ async fn run(
 ) -> End {
     let mut input: Vec<u8> = Vec::with_capacity(1024);
     let mut output: Vec<u8> = Vec::with_capacity(1024);
-    let mut served_one = false;
+    // One deadline for a whole head, from accept for the first and from its first byte for the
+    // next ones: a client that trickles a head a byte at a time is cut off all the same.
+    let mut head_deadline = Some(Instant::now() + head_timeout);
     loop {
         match http1::parse_head(&input) {
             Ok(Some(head)) => {
+                head_deadline = None;
                 let started = std::time::Instant::now();
                 let endpoint = metrics::Endpoint::of_path(head.request.path);
                 let head_only = head.request.method == "HEAD";
                 let keep_alive = head.keep_alive;
-                let connection = Connection::after(&head, stop.is_stopped());
+                let mut connection = Connection::after(&head, stop.is_stopped());
                 let len = head.len;
                 let mut answer = answer(agent, peer, &head.request, true);
                 if let Answer::WaitForPod(ip) = answer {
@@ -95,13 +101,34 @@ async fn run(
                     input.drain(..len);
                 }
                 let reply = match answer {
-                    Answer::Now(reply) => reply,
-                    Answer::Later(later) => later.await,
+                    Answer::Now(reply) => Some(reply),
+                    Answer::Later(later) => until_closed(stream, &mut input, later).await,
+                    Answer::Hold { reply, wait, slot } => {
+                        // A stopping server answers held long-polls at once, with what they
+                        // would get at their timeout.
+                        let held = async {
+                            tokio::select! {
+                                () = tokio::time::sleep(wait) => {}
+                                () = stop.stopped() => {}
+                            }
+                            reply
+                        };
+                        let reply = until_closed(stream, &mut input, held).await;
+                        drop(slot);
+                        reply
+                    }
                     // Asked not to wait, `answer` never says so.
                     Answer::WaitForPod(_) => {
-                        Reply::text(503, "Unable to identify the caller; retry.\n")
+                        Some(Reply::text(503, "Unable to identify the caller; retry.\n"))
                     }
                 };
+                // The client went away while its answer was made.
+                let Some(reply) = reply else {
+                    return End::Client;
+                };
+                if stop.is_stopped() {
+                    connection = Connection::Close;
+                }
                 agent
                     .metrics
                     .request(endpoint, reply.status, started.elapsed());
@@ -124,29 +151,32 @@ async fn run(
                         End::Client
                     };
                 }
-                served_one = true;
             }
             Ok(None) => {
-                let read = if input.is_empty() {
+                // Bytes of a head already here (pipelined): its deadline runs from now.
+                if !input.is_empty() && head_deadline.is_none() {
+                    head_deadline = Some(Instant::now() + head_timeout);
+                }
+                let read = match head_deadline {
                     // Between requests: idle, until the client's next one or the server stops.
-                    let idle = if served_one { IDLE } else { head_timeout };
-                    tokio::select! {
-                        read = tokio::time::timeout(idle, stream.read_buf(&mut input)) => match read {
-                            Ok(read) => read,
-                            Err(_) => return if served_one { End::Idle } else { End::Slow },
-                        },
-                        () = stop.stopped() => return End::Stopped,
-                    }
-                } else {
-                    match tokio::time::timeout(head_timeout, stream.read_buf(&mut input)).await {
-                        Ok(read) => read,
-                        Err(_) => return End::Slow,
-                    }
+                    None => tokio::select! {
+                        read = tokio::time::timeout(IDLE, stream.read_buf(&mut input)) => read.map_err(|_| End::Idle),
+                        () = stop.stopped() => Err(End::Stopped),
+                    },
+                    Some(deadline) => tokio::select! {
+                        read = tokio::time::timeout_at(deadline, stream.read_buf(&mut input)) => read.map_err(|_| End::Slow),
+                        () = stop.stopped(), if input.is_empty() => Err(End::Stopped),
+                    },
                 };
                 match read {
-                    Ok(0) => return End::Client,
-                    Ok(_) => {}
-                    Err(_) => return End::Io,
+                    Err(end) => return end,
+                    Ok(Ok(0)) => return End::Client,
+                    Ok(Ok(_)) => {
+                        if head_deadline.is_none() {
+                            head_deadline = Some(Instant::now() + head_timeout);
+                        }
+                    }
+                    Ok(Err(_)) => return End::Io,
                 }
             }
             Err(e) => {
@@ -161,6 +191,25 @@ async fn run(
                 .await;
                 return End::BadHead;
             }
+        }
+    }
+}
+
+/// `answer`, unless the client closes the connection first (`None`): an abandoned long-poll or
+/// upstream wait must not keep its connection. Bytes of a pipelined next request are kept.
+async fn until_closed(
+    stream: &mut TcpStream,
+    input: &mut Vec<u8>,
+    answer: impl std::future::Future<Output = Reply>,
+) -> Option<Reply> {
+    tokio::pin!(answer);
+    loop {
+        tokio::select! {
+            reply = &mut answer => return Some(reply),
+            read = stream.read_buf(input), if input.len() < http1::MAX_HEAD => match read {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            },
         }
     }
 }

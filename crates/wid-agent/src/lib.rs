@@ -61,6 +61,8 @@ pub struct Config {
     pub header_read_timeout: Duration,
     /// Requests of one pod in flight at once (fairness between pods).
     pub max_requests_per_pod: usize,
+    /// Long-polls (`wait_for_change`) of one pod held at once.
+    pub max_long_polls_per_pod: usize,
     /// Upstream calls per second, node-wide (bursts of ten times as many).
     pub upstream_per_second: f64,
     /// Threads serving the metadata port, each with its own socket and runtime.
@@ -90,6 +92,7 @@ struct Agent {
     id_tokens: TokenCache,
     metrics: metrics::Metrics,
     per_pod: limits::PerPod,
+    held_per_pod: limits::PerPod,
     budget: limits::Budget,
 }
 
@@ -107,7 +110,7 @@ pub enum StartError {
 /// A started agent: its listener is bound.
 pub struct MetadataServer {
     agent: Arc<Agent>,
-    listeners: wid_runtime::serve::ReusePortListeners,
+    listeners: wid_runtime::serve::ThreadedListener,
 }
 
 impl MetadataServer {
@@ -117,17 +120,19 @@ impl MetadataServer {
         ksa: KsaTokens,
     ) -> Result<MetadataServer, StartError> {
         let listeners =
-            wid_runtime::serve::ReusePortListeners::bind(config.addr, config.serve_threads)
-                .map_err(|source| StartError::Bind {
+            wid_runtime::serve::ThreadedListener::bind(config.addr, config.serve_threads).map_err(
+                |source| StartError::Bind {
                     addr: config.addr,
                     source,
-                })?;
+                },
+            )?;
         let upstream = Upstream::new(
             &config.sts_url,
             &config.iamcredentials_url,
             config.upstream_timeout,
         )?;
         let per_pod = limits::PerPod::new(config.max_requests_per_pod.max(1));
+        let held_per_pod = limits::PerPod::new(config.max_long_polls_per_pod.max(1));
         let budget = limits::Budget::new(
             config.upstream_per_second.max(0.1),
             (config.upstream_per_second * 10.0).max(1.0),
@@ -141,6 +146,7 @@ impl MetadataServer {
             id_tokens: TokenCache::default(),
             metrics: metrics::Metrics::default(),
             per_pod,
+            held_per_pod,
             budget,
         });
         Ok(MetadataServer { agent, listeners })
@@ -228,6 +234,12 @@ async fn render_metrics(State(agent): State<Arc<Agent>>) -> Response {
 enum Answer {
     Now(Reply),
     Later(std::pin::Pin<Box<dyn std::future::Future<Output = Reply> + Send>>),
+    /// A long-poll: `reply` once `wait` is over, holding one of the pod's long-poll slots.
+    Hold {
+        reply: Reply,
+        wait: Duration,
+        slot: tokio::sync::OwnedSemaphorePermit,
+    },
     /// No pod has the caller's address yet: wait (bounded) for the resolver to learn of it, as
     /// it does in a pod's first moments, then answer again.
     WaitForPod(IpAddr),
@@ -301,12 +313,16 @@ fn answer(
         }
         // The tree of a pod does not change while it lives: hold, then answer the same.
         Outcome::Hold { reply, wait } => {
-            // A held long-poll does not count against the pod's request slots.
+            // A held long-poll counts against the pod's long-poll slots, not its request slots:
+            // a pod may keep many open, never enough to take the node's connections.
             drop(slot);
-            Answer::Later(Box::pin(async move {
-                tokio::time::sleep(wait).await;
-                reply
-            }))
+            match agent.held_per_pod.try_acquire(ip) {
+                Some(slot) => Answer::Hold { reply, wait, slot },
+                None => Answer::Now(text(
+                    429,
+                    format!("Too many long-polls open from {ip}; retry with backoff.\n"),
+                )),
+            }
         }
         Outcome::Identity {
             audience, format, ..

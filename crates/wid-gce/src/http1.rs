@@ -91,7 +91,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Head<'_>>, HeadError> {
             body |= value.trim_ascii() != b"0";
         }
     }
-    let (path, query) = split_target(target);
+    let (authority, path, query) = split_target(target);
     let keep_alive = !body
         && !connection_close
         && match version {
@@ -104,7 +104,8 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Head<'_>>, HeadError> {
             method,
             path,
             query,
-            host: host.unwrap_or("metadata.google.internal"),
+            // RFC 9112 3.2.2: an absolute target's authority is the host, whatever Host says.
+            host: authority.or(host).unwrap_or("metadata.google.internal"),
             flavor,
             forwarded,
         },
@@ -114,21 +115,22 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Head<'_>>, HeadError> {
     }))
 }
 
-/// The path and the query of a request target, in origin form (`/a?b`) or absolute form
-/// (`http://host/a?b`, as clients send through a proxy).
-fn split_target(target: &str) -> (&str, &str) {
-    let origin = match target.find("://") {
+/// The authority (absolute form only), the path and the query of a request target, in origin
+/// form (`/a?b`) or absolute form (`http://host/a?b`, as clients send through a proxy).
+fn split_target(target: &str) -> (Option<&str>, &str, &str) {
+    let (authority, origin) = match target.find("://") {
         Some(scheme_end) if !target.starts_with('/') => {
             let rest = &target[scheme_end + 3..];
             match rest.find(['/', '?']) {
-                Some(start) => &rest[start..],
-                None => "/",
+                Some(start) => (&rest[..start], &rest[start..]),
+                None => (rest, "/"),
             }
         }
-        _ => target,
+        _ => ("", target),
     };
     let (path, query) = origin.split_once('?').unwrap_or((origin, ""));
-    (if path.is_empty() { "/" } else { path }, query)
+    let authority = (!authority.is_empty()).then_some(authority);
+    (authority, if path.is_empty() { "/" } else { path }, query)
 }
 
 fn reason(status: u16) -> &'static str {
@@ -317,10 +319,20 @@ mod tests {
         );
         assert_eq!(h.request.path, "/computeMetadata/v1/project/project-id");
         assert_eq!(h.request.query, "alt=text");
-        assert_eq!(split_target("http://metadata.google.internal"), ("/", ""));
-        assert_eq!(split_target("http://m?x=1"), ("/", "x=1"));
-        assert_eq!(split_target("/a/b"), ("/a/b", ""));
-        assert_eq!(split_target("/a?"), ("/a", ""));
+        assert_eq!(h.request.host, "169.254.169.254");
+        let h =
+            head("GET http://169.254.169.254/ HTTP/1.1\r\nHost: metadata.google.internal\r\n\r\n");
+        assert_eq!(
+            h.request.host, "169.254.169.254",
+            "the target's authority wins"
+        );
+        assert_eq!(
+            split_target("http://metadata.google.internal"),
+            (Some("metadata.google.internal"), "/", "")
+        );
+        assert_eq!(split_target("http://m?x=1"), (Some("m"), "/", "x=1"));
+        assert_eq!(split_target("/a/b"), (None, "/a/b", ""));
+        assert_eq!(split_target("/a?"), (None, "/a", ""));
     }
 
     #[test]

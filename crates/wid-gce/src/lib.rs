@@ -173,7 +173,9 @@ pub fn token_fast_path(request: &Request<'_>, email: &str) -> Option<Outcome> {
         .path
         .strip_prefix("/computeMetadata/v1/instance/service-accounts/")?
         .strip_suffix("/token")?;
-    if account != "default" && account != email {
+    // An email with a `/` (a principal identifier) is no path segment: the tree has no such
+    // directory, so neither has the fast path.
+    if account != "default" && (account != email || account.contains('/')) {
         return None;
     }
     precheck(request).is_none().then_some(())?;

@@ -358,6 +358,11 @@ fn unannotated_accounts() {
         .body,
         b"default/\n"
     );
+    // The fast path agrees: a principal identifier is no directory, so no token under it.
+    let email = principal.account.email.clone();
+    let under = format!("/computeMetadata/v1/instance/service-accounts/{email}/token");
+    assert_eq!(token_fast_path(&request(&under), &email), None);
+    assert!(matches!(answer(&request(&under), &principal), Outcome::Reply(r) if r.status == 404));
 }
 
 #[test]

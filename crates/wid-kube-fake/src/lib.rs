@@ -190,7 +190,11 @@ impl FakeApi {
     /// Names the service-account issuer something other than the base URL (as clusters whose
     /// API server is not where their issuer is published).
     pub fn set_issuer(&self, issuer: &str) {
-        *self.shared.issuer.lock().unwrap_or_else(PoisonError::into_inner) = issuer.to_owned();
+        *self
+            .shared
+            .issuer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = issuer.to_owned();
     }
 
     pub fn issuer(&self) -> String {

@@ -177,12 +177,14 @@ pub async fn serve_limited(
         Stop(stopped),
     );
     tokio::pin!(accepting);
-    tokio::select! {
-        () = shutdown => {},
-        () = &mut accepting => {},
-    }
+    let accepted_all = tokio::select! {
+        () = shutdown => false,
+        () = &mut accepting => true,
+    };
     let _ = stop.send(true);
-    accepting.await;
+    if !accepted_all {
+        accepting.await;
+    }
     slots.drained().await;
     Ok(())
 }
@@ -210,40 +212,46 @@ impl Slots {
     }
 }
 
-/// One listening socket per serving thread on one address, each with `SO_REUSEPORT`: the kernel
-/// spreads new connections over them by hash, and each thread serves its own socket on a
-/// single-threaded runtime, as nginx's workers do. No connection ever moves between threads, so
-/// a request is never woken on another core (rust-stack.md 1.1 and 5.2: that shape gave the best
-/// tails with 1,000 connections).
+/// One listening socket served by one single-threaded runtime per core, as nginx's workers
+/// serve theirs: the first thread accepts and hands connections to the threads in turn, and a
+/// connection then lives on its thread, so its requests are never woken on another core
+/// (rust-stack.md 1.1 and 5.2: that shape gave the best tails with 1,000 connections).
+///
+/// One socket, not one `SO_REUSEPORT` socket per thread: with those, a second process (a stale
+/// agent, anything running as the same user) could bind the same port and silently take a share
+/// of the pods' requests. Here a second bind fails with "address in use".
 #[derive(Debug)]
-pub struct ReusePortListeners {
-    sockets: Vec<std::net::TcpListener>,
+pub struct ThreadedListener {
+    socket: std::net::TcpListener,
     addr: SocketAddr,
+    threads: usize,
 }
 
-impl ReusePortListeners {
-    /// Binds `threads` sockets (at least one) to `addr`; with port 0 the first picks the port and
-    /// the others join it.
-    pub fn bind(addr: SocketAddr, threads: usize) -> std::io::Result<ReusePortListeners> {
+/// An accepted connection on its way to its thread, with its slot.
+type Handoff = (
+    std::net::TcpStream,
+    SocketAddr,
+    tokio::sync::OwnedSemaphorePermit,
+);
+
+impl ThreadedListener {
+    /// Binds `addr`, to be served by `threads` threads (at least one).
+    pub fn bind(addr: SocketAddr, threads: usize) -> std::io::Result<ThreadedListener> {
         use socket2::{Domain, Socket, Type};
-        let mut sockets = Vec::with_capacity(threads.max(1));
-        let mut bound = addr;
-        for _ in 0..threads.max(1) {
-            let socket = Socket::new(Domain::for_address(bound), Type::STREAM, None)?;
-            socket.set_reuse_address(true)?;
-            socket.set_reuse_port(true)?;
-            socket.set_nonblocking(true)?;
-            socket.bind(&bound.into())?;
-            // The kernel caps this at net.core.somaxconn; a burst of new connections waits
-            // there rather than being refused.
-            socket.listen(16_384)?;
-            let listener: std::net::TcpListener = socket.into();
-            bound = listener.local_addr()?;
-            sockets.push(listener);
-        }
-        Ok(ReusePortListeners {
-            sockets,
-            addr: bound,
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+        // As every server: a restart may bind while old connections are in TIME_WAIT.
+        socket.set_reuse_address(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        // The kernel caps this at net.core.somaxconn; a burst of new connections waits there
+        // rather than being refused.
+        socket.listen(16_384)?;
+        let socket: std::net::TcpListener = socket.into();
+        let addr = socket.local_addr()?;
+        Ok(ThreadedListener {
+            socket,
+            addr,
+            threads: threads.max(1),
         })
     }
 
@@ -251,9 +259,9 @@ impl ReusePortListeners {
         self.addr
     }
 
-    /// Serves `connections` on every socket, each on a thread of its own with a single-threaded
-    /// runtime, until `shutdown` resolves; then drains every thread's connections (bounded) and
-    /// returns. The cap of `max_connections` is shared by all threads.
+    /// Serves `connections` until `shutdown` resolves; then stops accepting, lets every thread
+    /// finish its connections (bounded) and returns. At most `max_connections` are served at
+    /// once; the next ones wait, accepted, for a slot.
     pub async fn serve(
         self,
         connections: impl Connections,
@@ -262,10 +270,17 @@ impl ReusePortListeners {
     ) -> std::io::Result<()> {
         let slots = Slots::new(max_connections);
         let (stop, stopped) = tokio::sync::watch::channel(false);
+        let (senders, receivers): (Vec<_>, Vec<_>) = (0..self.threads)
+            .map(|_| tokio::sync::mpsc::unbounded_channel::<Handoff>())
+            .unzip();
+        let mut acceptor = Some((self.socket, senders));
         let mut finished = tokio::task::JoinSet::new();
-        for (index, socket) in self.sockets.into_iter().enumerate() {
+        for (index, mut handoffs) in receivers.into_iter().enumerate() {
             let (connections, slots, stopped) =
                 (connections.clone(), slots.clone(), Stop(stopped.clone()));
+            let accepting = acceptor
+                .take()
+                .map(|(socket, senders)| (socket, senders, slots.clone(), stopped.clone()));
             let (done, done_rx) = tokio::sync::oneshot::channel::<std::io::Result<()>>();
             std::thread::Builder::new()
                 .name(format!("wid-serve-{index}"))
@@ -275,8 +290,22 @@ impl ReusePortListeners {
                         .build()
                         .and_then(|runtime| {
                             runtime.block_on(async move {
-                                let listener = TcpListener::from_std(socket)?;
-                                accept_loop(listener, connections, slots.clone(), stopped).await;
+                                if let Some((socket, senders, slots, stopped)) = accepting {
+                                    let listener = TcpListener::from_std(socket)?;
+                                    tokio::spawn(hand_out(listener, senders, slots, stopped));
+                                }
+                                // Until the acceptor stops and drops its senders.
+                                while let Some((stream, peer, permit)) = handoffs.recv().await {
+                                    let Ok(stream) = tokio::net::TcpStream::from_std(stream) else {
+                                        continue;
+                                    };
+                                    let connection =
+                                        connections.serve(stream, peer, stopped.clone());
+                                    tokio::spawn(async move {
+                                        connection.await;
+                                        drop(permit);
+                                    });
+                                }
                                 slots.drained().await;
                                 Ok(())
                             })
@@ -310,21 +339,39 @@ impl ReusePortListeners {
     }
 }
 
-/// Accepts until `stop` fires, each connection on a task of its own holding one of `slots`.
-async fn accept_loop(
+/// Accepts until `stop` fires and hands each connection, with its slot, to the serving threads
+/// in turn.
+async fn hand_out(
     listener: TcpListener,
-    connections: impl Connections,
+    senders: Vec<tokio::sync::mpsc::UnboundedSender<Handoff>>,
     slots: Slots,
     mut stop: Stop,
 ) {
-    loop {
-        let permit = tokio::select! {
-            permit = slots.semaphore.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-            () = stop.stopped() => break,
+    let mut next = 0;
+    while let Some((stream, peer, permit)) = accept_one(&listener, &slots, &mut stop).await {
+        let Ok(stream) = stream.into_std() else {
+            continue;
         };
+        if senders[next].send((stream, peer, permit)).is_err() {
+            break;
+        }
+        next = (next + 1) % senders.len();
+    }
+}
+
+/// The next connection (TCP_NODELAY set) and a slot for it, or `None` once `stop` fires. The
+/// connection is accepted first and then waits for a slot, so that no slot ever waits on an
+/// accept.
+async fn accept_one(
+    listener: &TcpListener,
+    slots: &Slots,
+    stop: &mut Stop,
+) -> Option<(
+    tokio::net::TcpStream,
+    SocketAddr,
+    tokio::sync::OwnedSemaphorePermit,
+)> {
+    loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
@@ -336,9 +383,25 @@ async fn accept_loop(
                     continue;
                 }
             },
-            () = stop.stopped() => break,
+            () = stop.stopped() => return None,
+        };
+        let permit = tokio::select! {
+            permit = slots.semaphore.clone().acquire_owned() => permit.ok()?,
+            () = stop.stopped() => return None,
         };
         let _ = stream.set_nodelay(true);
+        return Some((stream, peer, permit));
+    }
+}
+
+/// Accepts until `stop` fires, each connection on a task of its own holding one of `slots`.
+async fn accept_loop(
+    listener: TcpListener,
+    connections: impl Connections,
+    slots: Slots,
+    mut stop: Stop,
+) {
+    while let Some((stream, peer, permit)) = accept_one(&listener, &slots, &mut stop).await {
         let connection = connections.serve(stream, peer, stop.clone());
         tokio::spawn(async move {
             connection.await;

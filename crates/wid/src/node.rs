@@ -56,6 +56,12 @@ pub struct NodeArgs {
     /// Requests of one pod in flight at once; more get a 429.
     #[arg(long, default_value_t = 1024)]
     pub max_requests_per_pod: usize,
+    /// Time a client has to send a whole request head, and to take a reply.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..=300_000))]
+    pub head_timeout_ms: u64,
+    /// Long-polls (wait_for_change) of one pod held at once; more get a 429.
+    #[arg(long, default_value_t = 64)]
+    pub max_long_polls_per_pod: usize,
     /// Upstream calls per second, node-wide.
     #[arg(long, default_value_t = 100.0)]
     pub upstream_per_second: f64,
@@ -192,8 +198,9 @@ fn agent_config(
         upstream_timeout: Duration::from_secs(node.upstream_timeout_seconds),
         admin_addr: node.admin_addr,
         max_connections: node.max_connections.max(1),
-        header_read_timeout: Duration::from_secs(10),
+        header_read_timeout: Duration::from_millis(node.head_timeout_ms),
         max_requests_per_pod: node.max_requests_per_pod,
+        max_long_polls_per_pod: node.max_long_polls_per_pod,
         upstream_per_second: node.upstream_per_second,
         pod_wait: Duration::from_millis(node.pod_wait_ms),
         serve_threads: node.serve_threads.filter(|n| *n > 0).unwrap_or_else(|| {
@@ -489,6 +496,8 @@ pub async fn dev(args: DevArgs, data_dir: PathBuf) -> anyhow::Result<ExitCode> {
         admin_addr: None,
         max_connections: 16_384,
         max_requests_per_pod: 1024,
+        max_long_polls_per_pod: 64,
+        head_timeout_ms: 10_000,
         upstream_per_second: 100.0,
         serve_threads: None,
         pod_wait_ms: 10_000,

@@ -39,7 +39,15 @@ fn pods_file(path: &std::path::Path, second_gsa: &str) {
 }
 
 async fn start_agent(dir: &std::path::Path, server: &Server) -> Agent {
-    let port = support::free_port();
+    start_agent_with(dir, server, support::free_port(), &[]).await
+}
+
+async fn start_agent_with(
+    dir: &std::path::Path,
+    server: &Server,
+    port: u16,
+    extra: &[&str],
+) -> Agent {
     let admin_port = support::free_port();
     let log = dir.join("agent.log");
     let child = Command::new(support::WID)
@@ -77,6 +85,7 @@ async fn start_agent(dir: &std::path::Path, server: &Server) -> Agent {
             "--node-identity",
             "kube-system/host-net",
         ])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).expect("log"))
         .spawn()
@@ -384,4 +393,181 @@ async fn pods_are_told_apart_by_source_address() {
     )
     .await;
     assert_eq!(status, 503, "{body}");
+}
+
+/// Raw HTTP/1.1 on a socket bound to `ip`.
+async fn raw_connect(ip: &str, base: &str) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(format!("{ip}:0").parse().expect("addr"))
+        .expect("bind");
+    let addr = base.trim_start_matches("http://").parse().expect("addr");
+    socket.connect(addr).await.expect("connect")
+}
+
+/// Reads until the server closes the connection (bounded); what it sent.
+async fn read_to_close(stream: &mut tokio::net::TcpStream, bound: Duration) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut all = Vec::new();
+    tokio::time::timeout(bound, stream.read_to_end(&mut all))
+        .await
+        .ok()?
+        .ok()?;
+    Some(String::from_utf8_lossy(&all).into_owned())
+}
+
+#[tokio::test]
+async fn connections_are_bounded_and_the_port_is_ours_alone() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("data"));
+    pods_file(
+        &dir.path().join("pods.json"),
+        "sa-b-runner@proj-a.iam.gserviceaccount.com",
+    );
+    let port = support::free_port();
+    let mut agent = start_agent_with(
+        dir.path(),
+        &server,
+        port,
+        &[
+            "--head-timeout-ms",
+            "1000",
+            "--max-connections",
+            "4",
+            "--serve-threads",
+            "2",
+        ],
+    )
+    .await;
+
+    // A second agent cannot take a share of the port.
+    let second = Command::new(support::WID)
+        .args([
+            "metadata",
+            "serve",
+            "--addr",
+            &format!("127.0.0.1:{port}"),
+            "--pods",
+        ])
+        .arg(dir.path().join("pods.json"))
+        .args(["--project", "proj-a", "--project-number", "111111111111"])
+        .args(["--issuer-uri", "https://k8s.node-test.example.com"])
+        .arg("--issuer-key")
+        .arg(dir.path().join("issuer.pk8"))
+        .output()
+        .expect("second agent");
+    assert!(
+        !second.status.success(),
+        "a second agent bound the same port"
+    );
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("in use"),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+
+    // A head trickled a byte at a time is cut off at the head timeout, not kept alive by each byte.
+    let slow = raw_connect("127.0.0.2", &agent.base).await;
+    let (mut reader, mut writer) = slow.into_split();
+    writer
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Pad: ")
+        .await
+        .expect("write");
+    let trickle = tokio::spawn(async move {
+        for _ in 0..40 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if writer.write_all(b"a").await.is_err() {
+                break;
+            }
+        }
+    });
+    let started = Instant::now();
+    let mut sink = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(6), async {
+        use tokio::io::AsyncReadExt;
+        // EOF or a reset: either way the server let go.
+        let _ = reader.read_to_end(&mut sink).await;
+    })
+    .await;
+    trickle.abort();
+    assert!(
+        closed.is_ok(),
+        "a trickled head was still open after {:?}\n{}",
+        started.elapsed(),
+        std::fs::read_to_string(&agent.log).unwrap_or_default()
+    );
+
+    // Long-polls whose clients leave free their connections at once: four abandoned ones on a
+    // server of four connections, then a request of another pod is still answered.
+    for _ in 0..4 {
+        let mut poll = raw_connect("127.0.0.3", &agent.base).await;
+        poll.write_all(b"GET /computeMetadata/v1/project/project-id?wait_for_change=true&timeout_sec=60 HTTP/1.1\r\nHost: x\r\nMetadata-Flavor: Google\r\n\r\n")
+            .await
+            .expect("write");
+        drop(poll);
+    }
+    let client = reqwest::Client::builder()
+        .local_address("127.0.0.2".parse::<IpAddr>().ok())
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+    let status = client
+        .get(format!(
+            "{}/computeMetadata/v1/project/project-id",
+            agent.base
+        ))
+        .header("Metadata-Flavor", "Google")
+        .send()
+        .await
+        .map(|r| r.status().as_u16());
+    assert_eq!(
+        status.ok(),
+        Some(200),
+        "abandoned long-polls kept their connections: {}",
+        std::fs::read_to_string(&agent.log).unwrap_or_default()
+    );
+
+    // SIGTERM answers a held long-poll at once, then the agent exits.
+    let mut poll = raw_connect("127.0.0.2", &agent.base).await;
+    poll.write_all(b"GET /computeMetadata/v1/project/project-id?wait_for_change=true&timeout_sec=60 HTTP/1.1\r\nHost: x\r\nMetadata-Flavor: Google\r\n\r\n")
+        .await
+        .expect("write");
+    let metrics = || async {
+        reqwest::get(format!("{}/metrics", agent.admin))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text")
+    };
+    // The long-poll is in: its answer is the only request not yet counted.
+    let before = metrics().await;
+    assert!(!before.contains("SIGTERM"), "{before}");
+    let pid = agent.child.id().to_string();
+    let kill = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(kill.success());
+    let answered = read_to_close(&mut poll, Duration::from_secs(5))
+        .await
+        .expect("the held long-poll was not answered within 5 s of SIGTERM");
+    assert!(answered.starts_with("HTTP/1.1 200 OK\r\n"), "{answered}");
+    assert!(answered.contains("\r\nConnection: close\r\n"), "{answered}");
+    let exited = tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(Some(status)) = agent.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    })
+    .await
+    .expect("join");
+    assert!(exited.is_some(), "the agent did not exit after SIGTERM");
 }
