@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::{Pod as KubePod, ServiceAccount};
+use k8s_openapi::api::core::v1::{Node, Pod as KubePod, ServiceAccount};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client};
@@ -112,10 +112,13 @@ impl KubeResolver {
 
     /// Watches the pods of `node` until the process ends; `forget` is told the uids of the
     /// node's pods after each change, so that departed pods' tokens are dropped.
+    /// Once the node's pods are known, removes the node taint `ready_taint` (if any), so that
+    /// pods which tolerate nothing are scheduled only onto nodes whose agent answers.
     pub async fn watch_pods(
         self: Arc<Self>,
         client: Client,
         node: String,
+        ready_taint: Option<String>,
         forget: impl Fn(&[String]) + Send + Sync + 'static,
     ) {
         let config = watcher::Config::default()
@@ -148,6 +151,9 @@ impl KubeResolver {
                         index.end_relist();
                         if !self.ready.swap(true, Ordering::AcqRel) {
                             tracing::info!(%node, pods = index.len(), "the pods of this node are known");
+                            if let Some(taint) = ready_taint.clone() {
+                                tokio::spawn(remove_taint(client.clone(), node.clone(), taint));
+                            }
                         }
                     }
                     Event::Delete(pod) => {
@@ -232,6 +238,127 @@ impl KubeResolver {
                 }
             }
         }
+    }
+}
+
+/// Removes the taint `key` from `node`, retrying (conflicts at once, errors with backoff) until
+/// it is gone. A merge patch replaces the whole list of taints, so it carries the node's
+/// resourceVersion: a taint another controller adds meanwhile is never lost.
+pub async fn remove_taint(client: Client, node: String, key: String) {
+    use kube::api::{Patch, PatchParams};
+    let api = Api::<Node>::all(client);
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let outcome = async {
+            let current = api.get(&node).await?;
+            let taints = current
+                .spec
+                .as_ref()
+                .and_then(|s| s.taints.clone())
+                .unwrap_or_default();
+            if !taints.iter().any(|t| t.key == key) {
+                return Ok::<bool, kube::Error>(true);
+            }
+            let remaining: Vec<_> = taints.into_iter().filter(|t| t.key != key).collect();
+            let patch = serde_json::json!({
+                "metadata": {"resourceVersion": current.metadata.resource_version},
+                "spec": {"taints": remaining},
+            });
+            api.patch(&node, &PatchParams::default(), &Patch::Merge(&patch))
+                .await?;
+            Ok(true)
+        }
+        .await;
+        match outcome {
+            Ok(_) => {
+                tracing::info!(%node, taint = %key, "removed the node's not-ready taint");
+                return;
+            }
+            Err(kube::Error::Api(status)) if status.code == 409 => continue,
+            Err(e) => {
+                tracing::warn!(%node, taint = %key, error = %e, "cannot remove the node's not-ready taint; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
+
+/// Kubernetes Events on a pod for each refusal, at most one per pod and reason a minute, so that
+/// `kubectl describe pod` says why its tokens are refused without flooding the API server.
+pub struct PodEvents {
+    client: Client,
+    node: String,
+    last: Mutex<HashMap<(String, String, &'static str), tokio::time::Instant>>,
+}
+
+/// Events of one pod and reason closer together than this are dropped.
+const EVENT_INTERVAL: Duration = Duration::from_secs(60);
+
+impl PodEvents {
+    pub fn new(client: Client, node: String) -> PodEvents {
+        PodEvents {
+            client,
+            node,
+            last: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl crate::Denials for PodEvents {
+    fn denied(&self, namespace: &str, name: &str, uid: &str, reason: &'static str, message: &str) {
+        let now = tokio::time::Instant::now();
+        {
+            let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+            let key = (namespace.to_owned(), name.to_owned(), reason);
+            if last
+                .get(&key)
+                .is_some_and(|at| now.duration_since(*at) < EVENT_INTERVAL)
+            {
+                return;
+            }
+            // Forget old entries now and then: the map follows the node's pods.
+            if last.len() > 4096 {
+                last.retain(|_, at| now.duration_since(*at) < EVENT_INTERVAL);
+            }
+            last.insert(key, now);
+        }
+        let stamp = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now());
+        let event = k8s_openapi::api::core::v1::Event {
+            metadata: kube::api::ObjectMeta {
+                generate_name: Some(format!("{name}.")),
+                namespace: Some(namespace.to_owned()),
+                ..Default::default()
+            },
+            involved_object: k8s_openapi::api::core::v1::ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Pod".into()),
+                name: Some(name.to_owned()),
+                namespace: Some(namespace.to_owned()),
+                uid: (!uid.is_empty()).then(|| uid.to_owned()),
+                ..Default::default()
+            },
+            reason: Some(reason.to_owned()),
+            message: Some(message.to_owned()),
+            type_: Some("Warning".into()),
+            source: Some(k8s_openapi::api::core::v1::EventSource {
+                component: Some("wid-metadata".into()),
+                host: Some(self.node.clone()),
+            }),
+            reporting_component: Some("wid.dev/metadata".into()),
+            reporting_instance: Some(self.node.clone()),
+            first_timestamp: Some(stamp.clone()),
+            last_timestamp: Some(stamp),
+            count: Some(1),
+            ..Default::default()
+        };
+        let api =
+            Api::<k8s_openapi::api::core::v1::Event>::namespaced(self.client.clone(), namespace);
+        tokio::spawn(async move {
+            if let Err(e) = api.create(&Default::default(), &event).await {
+                tracing::debug!(error = %e, "cannot post a pod event");
+            }
+        });
     }
 }
 

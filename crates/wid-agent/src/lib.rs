@@ -77,6 +77,12 @@ impl Config {
     }
 }
 
+/// Where refusals of a pod are reported, besides the log and the answer (Kubernetes Events).
+pub trait Denials: Send + Sync + 'static {
+    /// `reason` is a short CamelCase word, as Kubernetes events have.
+    fn denied(&self, namespace: &str, name: &str, uid: &str, reason: &'static str, message: &str);
+}
+
 /// The scopes a token has when the caller names none.
 pub const DEFAULT_SCOPES: [&str; 2] = [
     "https://www.googleapis.com/auth/cloud-platform",
@@ -87,6 +93,7 @@ struct Agent {
     config: Config,
     resolver: Arc<dyn Resolver>,
     ksa: KsaTokens,
+    denials: Option<Arc<dyn Denials>>,
     upstream: Upstream,
     access_tokens: TokenCache,
     id_tokens: TokenCache,
@@ -118,6 +125,7 @@ impl MetadataServer {
         config: Config,
         resolver: Arc<dyn Resolver>,
         ksa: KsaTokens,
+        denials: Option<Arc<dyn Denials>>,
     ) -> Result<MetadataServer, StartError> {
         let listeners =
             wid_runtime::serve::ThreadedListener::bind(config.addr, config.serve_threads).map_err(
@@ -141,6 +149,7 @@ impl MetadataServer {
             config,
             resolver,
             ksa,
+            denials,
             upstream,
             access_tokens: TokenCache::default(),
             id_tokens: TokenCache::default(),
@@ -273,6 +282,19 @@ fn answer(
         }
         Caller::Ambiguous(pods) => {
             tracing::warn!(%ip, pods = ?pods, "two live pods have one address; both refused");
+            if let Some(denials) = &agent.denials {
+                for pod in &pods {
+                    if let Some((namespace, name)) = pod.split_once('/') {
+                        denials.denied(
+                            namespace,
+                            name,
+                            "",
+                            "WorkloadIdentityAmbiguousAddress",
+                            &format!("The metadata server refuses requests from {ip}: the pods {} all have that address.", pods.join(", ")),
+                        );
+                    }
+                }
+            }
             return Answer::Now(text(
                 503,
                 format!(
@@ -388,6 +410,38 @@ impl Agent {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) | Err(_) => return,
             }
+        }
+    }
+
+    /// Reports IAM's and STS's refusals of a pod (a KSA not bound, an annotation naming an
+    /// account that does not exist) where its owner looks: the pod's events.
+    fn report(&self, pod: &Pod, error: &UpstreamError) {
+        let Some(denials) = &self.denials else {
+            return;
+        };
+        if let UpstreamError::Refused {
+            service,
+            status,
+            message,
+            ..
+        } = error
+        {
+            let reason = match status {
+                403 => "WorkloadIdentityDenied",
+                404 => "WorkloadIdentityUnknownAccount",
+                _ => return,
+            };
+            let account = pod.gsa().unwrap_or("the workload identity pool");
+            denials.denied(
+                &pod.namespace,
+                &pod.name,
+                &pod.uid,
+                reason,
+                &format!(
+                    "Kubernetes service account {}/{} cannot get tokens for {account}: {service} returned {status}: {message}",
+                    pod.namespace, pod.service_account_name
+                ),
+            );
         }
     }
 
@@ -531,7 +585,10 @@ impl Agent {
                 self.metrics.cache(source);
                 Self::token_answer(&minted)
             }
-            Err(e) => upstream_error("Unable to generate access token", e),
+            Err(e) => {
+                self.report(pod, &e);
+                upstream_error("Unable to generate access token", e)
+            }
         }
     }
 
@@ -576,7 +633,10 @@ impl Agent {
                 self.metrics.cache(source);
                 Reply::text(200, minted.token)
             }
-            Err(e) => upstream_error("Failed to generate identity token", e),
+            Err(e) => {
+                self.report(pod, &e);
+                upstream_error("Failed to generate identity token", e)
+            }
         }
     }
 }

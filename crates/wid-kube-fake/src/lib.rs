@@ -95,6 +95,9 @@ struct Objects {
     compacted_at: u64,
     pods: BTreeMap<(String, String), Value>,
     service_accounts: BTreeMap<(String, String), Value>,
+    nodes: BTreeMap<String, Value>,
+    /// Events posted, as the API server stored them.
+    events: Vec<Value>,
     /// Every request, as `METHOD path?query`.
     requests: Vec<String>,
     tokens_issued: usize,
@@ -322,6 +325,40 @@ impl FakeApi {
             .insert((namespace.to_owned(), name.to_owned()), object);
     }
 
+    /// Creates or replaces a node with these taints (`key`, `effect`).
+    pub fn put_node(&self, name: &str, taints: &[(&str, &str)]) {
+        let mut objects = self.objects();
+        objects.resource_version += 1;
+        let taints: Vec<Value> = taints
+            .iter()
+            .map(|(key, effect)| json!({"key": key, "effect": effect}))
+            .collect();
+        let node = json!({
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": name, "uid": format!("node-{name}"), "resourceVersion": objects.resource_version.to_string()},
+            "spec": {"taints": taints},
+        });
+        objects.nodes.insert(name.to_owned(), node);
+    }
+
+    /// The taint keys a node has now.
+    pub fn node_taints(&self, name: &str) -> Vec<String> {
+        self.objects()
+            .nodes
+            .get(name)
+            .and_then(|n| n["spec"]["taints"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|t| t["key"].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    /// Events posted so far.
+    pub fn events(&self) -> Vec<Value> {
+        self.objects().events.clone()
+    }
+
     /// Ends every open watch, as a dropped connection or an API server restart would.
     pub fn drop_watches(&self) {
         self.shared.watch_generation.send_modify(|g| *g += 1);
@@ -378,6 +415,8 @@ impl FakeApi {
                 "/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token",
                 post(create_token),
             )
+            .route("/api/v1/nodes/{name}", get(get_node).patch(patch_node))
+            .route("/api/v1/namespaces/{namespace}/events", post(create_event))
             .route("/.well-known/openid-configuration", get(discovery))
             .route("/openid/v1/jwks", get(jwks))
             .merge(control::router())
@@ -751,6 +790,94 @@ async fn create_token(
         "expirationTimestamp": wid_api::time::rfc3339(i64::try_from(now + lifetime).unwrap_or(i64::MAX)),
     });
     (StatusCode::CREATED, axum::Json(response)).into_response()
+}
+
+async fn get_node(State(api): State<FakeApi>, Path(name): Path<String>) -> Response {
+    match api.objects().nodes.get(&name) {
+        Some(node) => axum::Json(node.clone()).into_response(),
+        None => status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("nodes \"{name}\" not found"),
+        ),
+    }
+}
+
+/// RFC 7386 merge patch, as `kubectl patch --type merge` sends it.
+fn merge(target: &mut Value, patch: &Value) {
+    match (target, patch) {
+        (Value::Object(target), Value::Object(patch)) => {
+            for (key, value) in patch {
+                if value.is_null() {
+                    target.remove(key);
+                } else {
+                    merge(target.entry(key.clone()).or_insert(Value::Null), value);
+                }
+            }
+        }
+        (target, patch) => *target = patch.clone(),
+    }
+}
+
+/// A merge patch of a node (`application/merge-patch+json`); a `metadata.resourceVersion` in the
+/// patch makes it conditional, as on the API server (409 when the node changed).
+async fn patch_node(
+    State(api): State<FakeApi>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if content_type != "application/merge-patch+json" {
+        return status(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UnsupportedMediaType",
+            &format!("the fake takes merge patches only, not {content_type}"),
+        );
+    }
+    let Ok(patch) = serde_json::from_slice::<Value>(&body) else {
+        return status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "the patch is not JSON",
+        );
+    };
+    let mut objects = api.objects();
+    let next_version = objects.resource_version + 1;
+    let Some(node) = objects.nodes.get_mut(&name) else {
+        return status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("nodes \"{name}\" not found"),
+        );
+    };
+    if let Some(expected) = patch["metadata"]["resourceVersion"].as_str()
+        && Some(expected) != node["metadata"]["resourceVersion"].as_str()
+    {
+        return status(
+            StatusCode::CONFLICT,
+            "Conflict",
+            "the object has been modified; please apply your changes to the latest version and try again",
+        );
+    }
+    merge(node, &patch);
+    node["metadata"]["resourceVersion"] = json!(next_version.to_string());
+    let node = node.clone();
+    objects.resource_version = next_version;
+    axum::Json(node).into_response()
+}
+
+async fn create_event(
+    State(api): State<FakeApi>,
+    Path(namespace): Path<String>,
+    axum::Json(mut event): axum::Json<Value>,
+) -> Response {
+    event["metadata"]["namespace"] = json!(namespace);
+    api.objects().events.push(event.clone());
+    (StatusCode::CREATED, axum::Json(event)).into_response()
 }
 
 async fn discovery(State(api): State<FakeApi>) -> Response {

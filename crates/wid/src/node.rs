@@ -10,7 +10,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Args;
 use serde_json::{Value, json};
-use wid_agent::kubernetes::{KubeResolver, TokenRequests};
+use wid_agent::Denials;
+use wid_agent::kubernetes::{KubeResolver, PodEvents, TokenRequests};
 use wid_agent::pods::{
     FixedResolver, GSA_ANNOTATION, Pod, Resolver, StaticResolver, WithNodeIdentity,
 };
@@ -89,6 +90,13 @@ pub struct MetadataServeArgs {
     /// This node's name: only its pods are watched (the downward API's spec.nodeName).
     #[arg(long, env = "WID_NODE_NAME")]
     pub node_name: Option<String>,
+    /// The node taint the agent removes once it answers for the node's pods (empty: none).
+    #[arg(
+        long,
+        env = "WID_READY_TAINT",
+        default_value = "wid.dev/agent-not-ready"
+    )]
+    pub ready_taint: Option<String>,
     /// The token service's STS base URL (Google's: https://sts.googleapis.com).
     #[arg(long, env = "WID_STS_URL", default_value = "http://127.0.0.1:8080")]
     pub sts_url: String,
@@ -282,6 +290,7 @@ pub async fn metadata_serve(args: MetadataServeArgs) -> anyhow::Result<()> {
                 config,
                 with_node(pods.clone()),
                 KsaTokens::Issuer(Box::new(issuer)),
+                None,
             )
             .await?;
             let forget = server.pod_forgetter();
@@ -304,9 +313,14 @@ pub async fn metadata_serve(args: MetadataServeArgs) -> anyhow::Result<()> {
             tracing::info!(%issuer, node = %node_name, "watching this node's pods");
             let resolver = KubeResolver::new();
             let ksa = KsaTokens::TokenRequest(TokenRequests::new(client.clone(), issuer));
-            let server = MetadataServer::start(config, with_node(resolver.clone()), ksa).await?;
+            let events: Arc<dyn Denials> =
+                Arc::new(PodEvents::new(client.clone(), node_name.clone()));
+            let server =
+                MetadataServer::start(config, with_node(resolver.clone()), ksa, Some(events))
+                    .await?;
             let forget = server.pod_forgetter();
-            tokio::spawn(resolver.watch_pods(client, node_name, move |uids| {
+            let taint = args.ready_taint.clone().filter(|t| !t.is_empty());
+            tokio::spawn(resolver.watch_pods(client, node_name, taint, move |uids| {
                 let mut live = uids.to_vec();
                 live.extend(node_uid.clone());
                 forget(&live)
@@ -523,7 +537,7 @@ pub async fn dev(args: DevArgs, data_dir: PathBuf) -> anyhow::Result<ExitCode> {
         }
     };
     let server =
-        MetadataServer::start(config, resolver, KsaTokens::Issuer(Box::new(issuer))).await?;
+        MetadataServer::start(config, resolver, KsaTokens::Issuer(Box::new(issuer)), None).await?;
     if let Some(pods) = watched {
         let forget = server.pod_forgetter();
         tokio::spawn(pods.watch(move |p| forget(&p.uids())));

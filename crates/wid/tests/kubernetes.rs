@@ -179,6 +179,12 @@ async fn setup(api: &Api, fake: &FakeApi) {
         &[("iam.gke.io/gcp-service-account", GSA_B)],
     );
     fake.put_service_account("team-c", "plain", &[]);
+    // Annotated, but not bound: IAM refuses it.
+    fake.put_service_account(
+        "team-d",
+        "unbound",
+        &[("iam.gke.io/gcp-service-account", GSA_A)],
+    );
 }
 
 /// Waits, bounded, until `check` holds.
@@ -217,7 +223,19 @@ async fn pods_from_the_watch_with_tokens_from_token_requests() {
             .ip("127.0.0.13")
             .service_account("other"),
     );
+    fake.put_node(
+        NODE,
+        &[
+            ("wid.dev/agent-not-ready", "NoSchedule"),
+            ("example.com/other", "NoSchedule"),
+        ],
+    );
     let agent = start_agent(dir.path(), &server, &fake).await;
+    // Ready: the agent lifts its own taint, and only its own.
+    eventually("the not-ready taint is removed", &agent, || async {
+        fake.node_taints(NODE) == vec!["example.com/other".to_owned()]
+    })
+    .await;
     let requests = fake.requests();
     assert!(
         requests.iter().any(|r| r.starts_with("GET /api/v1/pods?")
@@ -317,6 +335,30 @@ async fn pods_from_the_watch_with_tokens_from_token_requests() {
     assert!(fake.delete_pod("team-a", "a-2"));
     eventually("the address is b-1's again", &agent, || async {
         md(&a, &agent, "instance/service-accounts/default/email").await == (200, GSA_B.to_owned())
+    })
+    .await;
+
+    // A KSA that is not bound: IAM's 403, and an event on the pod that says so.
+    fake.put_pod(
+        PodFixture::new("team-d", "d-1", NODE)
+            .ip("127.0.0.16")
+            .service_account("unbound"),
+    );
+    let d = pod_client("127.0.0.16");
+    eventually("the unbound pod is known", &agent, || async {
+        md(&d, &agent, "instance/service-accounts/default/email").await == (200, GSA_A.to_owned())
+    })
+    .await;
+    let (status, body) = md(&d, &agent, "instance/service-accounts/default/token").await;
+    assert_eq!(status, 403, "{body}");
+    eventually("the refusal is an event on the pod", &agent, || async {
+        fake.events().iter().any(|e| {
+            e["reason"] == "WorkloadIdentityDenied"
+                && e["involvedObject"]["name"] == "d-1"
+                && e["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("team-d/unbound"))
+        })
     })
     .await;
 
