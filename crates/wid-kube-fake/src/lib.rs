@@ -106,6 +106,8 @@ struct Objects {
     down: bool,
     /// Held before answering every request.
     delay: Duration,
+    /// Service accounts `ksa-0` to `ksa-{n-1}` exist in every namespace without being stored.
+    synthetic_service_accounts: u64,
 }
 
 struct Shared {
@@ -284,6 +286,37 @@ impl FakeApi {
         objects.pods.insert(key, object.clone());
         self.record(&mut objects, kind, object);
         uid
+    }
+
+    /// Fills the cluster with `count` running pods spread over nodes `node-1` to `node-{nodes}`
+    /// (never `node-0`, the usual node under test), each with its own address in 10.0.0.0/8 and
+    /// a service account `ksa-{i}` of namespace `ns-{i % 1000}`: a large cluster around one
+    /// node. Recorded as one compaction, not as history.
+    pub fn populate(&self, count: u64, nodes: u64) {
+        let mut objects = self.objects();
+        for i in 0..count {
+            objects.resource_version += 1;
+            let namespace = format!("ns-{}", i % 1000);
+            let name = format!("pod-{i}");
+            let ip = format!("10.{}.{}.{}", (i >> 16) & 0xff, (i >> 8) & 0xff, i & 0xff);
+            let object = json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": name, "namespace": namespace, "uid": format!("synthetic-{i}"),
+                             "resourceVersion": objects.resource_version.to_string()},
+                "spec": {"nodeName": format!("node-{}", 1 + i % nodes.max(1)), "serviceAccountName": format!("ksa-{i}"),
+                         "hostNetwork": false, "containers": [{"name": "app", "image": "example.com/app:1"}]},
+                "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]},
+            });
+            objects.pods.insert((namespace, name), object);
+        }
+        objects.compacted_at = objects.resource_version;
+        objects.history.clear();
+    }
+
+    /// Service accounts `ksa-0` to `ksa-{count-1}`, unannotated, exist in every namespace: a
+    /// cluster of that many accounts, of which an agent reads only those its node's pods use.
+    pub fn synthetic_service_accounts(&self, count: u64) {
+        self.objects().synthetic_service_accounts = count;
     }
 
     /// Deletes a pod (DELETED); false if there was none.
@@ -683,18 +716,29 @@ async fn get_service_account(
     State(api): State<FakeApi>,
     Path((namespace, name)): Path<(String, String)>,
 ) -> Response {
-    match api
-        .objects()
+    let objects = api.objects();
+    match objects
         .service_accounts
         .get(&(namespace.clone(), name.clone()))
     {
         Some(sa) => axum::Json(sa.clone()).into_response(),
+        None if is_synthetic(&name, objects.synthetic_service_accounts) => axum::Json(json!({
+            "apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": {"name": name, "namespace": namespace, "uid": format!("sa-{namespace}-{name}")},
+        }))
+        .into_response(),
         None => status(
             StatusCode::NOT_FOUND,
             "NotFound",
             &format!("serviceaccounts \"{name}\" not found"),
         ),
     }
+}
+
+fn is_synthetic(name: &str, count: u64) -> bool {
+    name.strip_prefix("ksa-")
+        .and_then(|n| n.parse::<u64>().ok())
+        .is_some_and(|n| n < count)
 }
 
 /// `POST .../serviceaccounts/NAME/token`: a KSA token for the audiences asked, bound to the pod
@@ -724,17 +768,22 @@ async fn create_token(
         .map_or(0, |d| d.as_secs());
     let (pod_claim, sa_uid) = {
         let mut objects = api.objects();
-        let Some(sa) = objects
+        let sa_uid = match objects
             .service_accounts
             .get(&(namespace.clone(), name.clone()))
-        else {
-            return status(
-                StatusCode::NOT_FOUND,
-                "NotFound",
-                &format!("serviceaccounts \"{name}\" not found"),
-            );
+        {
+            Some(sa) => sa["metadata"]["uid"].clone(),
+            None if is_synthetic(&name, objects.synthetic_service_accounts) => {
+                json!(format!("sa-{namespace}-{name}"))
+            }
+            None => {
+                return status(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    &format!("serviceaccounts \"{name}\" not found"),
+                );
+            }
         };
-        let sa_uid = sa["metadata"]["uid"].clone();
         let pod_claim = if bound.is_object() {
             let pod_name = bound["name"].as_str().unwrap_or_default().to_owned();
             let Some(pod) = objects.pods.get(&(namespace.clone(), pod_name.clone())) else {
