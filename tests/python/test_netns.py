@@ -202,60 +202,70 @@ class World:
     """The token service and a fake API server on the bridge, and the nodes."""
 
     def __init__(self, network: Network, wid_bin: str, fake_bin: str, tmp: Path):
-        self.network, self.wid_bin, self.tmp = network, wid_bin, tmp
+        self.network, self.wid_bin, self.fake_bin, self.tmp = network, wid_bin, fake_bin, tmp
         self.iam = f"http://{BRIDGE_IP}:18080"
         iam_log = tmp / "iam.log"
         network.spawn([wid_bin, "iam", "serve", "--addr", f"{BRIDGE_IP}:18080", "--data-dir", str(tmp / "data")], iam_log)
         wait_for("the token service", lambda: requests.get(self.iam + "/healthz", timeout=1).ok, log=iam_log.read_text)
         self.admin = requests.Session()
         self.admin.headers["Authorization"] = "Bearer " + (tmp / "data" / "admin-token").read_text().strip()
-        fake_log = tmp / "fake.log"
-        # A cluster whose issuer is published elsewhere than its API server (as GKE's); the token
-        # service gets its keys uploaded.
-        self.issuer = "https://container.example.com/v1/projects/net-proj/locations/europe-west1/clusters/net"
-        fake = network.spawn([fake_bin, "--addr", f"{BRIDGE_IP}:18081", "--issuer", self.issuer], fake_log)
-        line = fake.stdout.readline().strip()
-        assert line.startswith("WID_KUBE_FAKE="), f"{line!r}: {fake_log.read_text()}"
-        self.fake = line.split("=", 1)[1]
-        (tmp / "kubeconfig").write_text(requests.get(self.fake + "/_fake/kubeconfig", timeout=5).text)
         self.call("POST", "/v1/projects", json={"projectId": PROJECT, "projectNumber": NUMBER})
         for account in ("app-a-runner", "app-b-runner"):
             self.call("POST", f"/v1/projects/{PROJECT}/serviceAccounts", json={"accountId": account})
-        jwks = requests.get(self.fake + "/_fake/jwks", timeout=5).text
-        self.call("POST", f"/v1/projects/{PROJECT}/locations/europe-west1/clusters",
-                  json={"clusterName": "net", "issuerUri": self.issuer, "jwksJson": jwks})
+        self.fakes: dict[str, str] = {}
+        self.fake = self.cluster("net")
         for gsa, ksa in ((GSA_A, "team-a/app"), (GSA_B, "team-b/other")):
             self.call("POST", f"/v1/projects/-/serviceAccounts/{gsa}:setIamPolicy", json={"policy": {"bindings": [
                 {"role": "roles/iam.workloadIdentityUser", "members": [f"serviceAccount:{PROJECT}.svc.id.goog[{ksa}]"]}]}})
-        self.service_account("team-a", "app", {"iam.gke.io/gcp-service-account": GSA_A})
-        self.service_account("team-b", "other", {"iam.gke.io/gcp-service-account": GSA_B})
         self.nodes: dict[str, Node] = {}
+
+    def cluster(self, name: str, isolated: bool = False) -> str:
+        """A cluster: its own fake API server on the bridge, registered with the token service in
+        the project (so sharing its pool, unless isolated), with the KSAs of the tests."""
+        port = 18081 + len(self.fakes)
+        log = self.tmp / f"fake-{name}.log"
+        # A cluster whose issuer is published elsewhere than its API server (as GKE's); the token
+        # service gets its keys uploaded.
+        issuer = f"https://container.example.com/v1/projects/{PROJECT}/locations/europe-west1/clusters/{name}"
+        fake = self.network.spawn([self.fake_bin, "--addr", f"{BRIDGE_IP}:{port}", "--issuer", issuer], log)
+        line = fake.stdout.readline().strip()
+        assert line.startswith("WID_KUBE_FAKE="), f"{line!r}: {log.read_text()}"
+        base = line.split("=", 1)[1]
+        (self.tmp / f"kubeconfig-{name}").write_text(requests.get(base + "/_fake/kubeconfig", timeout=5).text)
+        jwks = requests.get(base + "/_fake/jwks", timeout=5).text
+        self.call("POST", f"/v1/projects/{PROJECT}/locations/europe-west1/clusters",
+                  json={"clusterName": name, "issuerUri": issuer, "jwksJson": jwks, "isolated": isolated})
+        self.fakes[name] = base
+        self.service_account("team-a", "app", {"iam.gke.io/gcp-service-account": GSA_A}, cluster=name)
+        self.service_account("team-b", "other", {"iam.gke.io/gcp-service-account": GSA_B}, cluster=name)
+        return base
 
     def call(self, method: str, path: str, **kwargs) -> dict:
         response = self.admin.request(method, self.iam + path, timeout=30, **kwargs)
         assert response.ok, f"{method} {path}: {response.status_code} {response.text}"
         return response.json()
 
-    def service_account(self, namespace: str, name: str, annotations: dict):
-        requests.post(self.fake + "/_fake/serviceaccounts", json={"namespace": namespace, "name": name, "annotations": annotations}, timeout=5).raise_for_status()
+    def service_account(self, namespace: str, name: str, annotations: dict, cluster: str = "net"):
+        requests.post(self.fakes[cluster] + "/_fake/serviceaccounts", json={"namespace": namespace, "name": name, "annotations": annotations}, timeout=5).raise_for_status()
 
-    def put_pod(self, namespace: str, name: str, node: str, ip: str, ksa: str, phase: str = "Running") -> str:
-        response = requests.post(self.fake + "/_fake/pods", json={"namespace": namespace, "name": name, "node": node, "ip": ip, "serviceAccount": ksa, "phase": phase}, timeout=5)
+    def put_pod(self, namespace: str, name: str, node: str, ip: str, ksa: str, phase: str = "Running",
+                cluster: str = "net") -> str:
+        response = requests.post(self.fakes[cluster] + "/_fake/pods", json={"namespace": namespace, "name": name, "node": node, "ip": ip, "serviceAccount": ksa, "phase": phase}, timeout=5)
         response.raise_for_status()
         return response.json()["uid"]
 
     def delete_pod(self, namespace: str, name: str):
         requests.delete(f"{self.fake}/_fake/pods/{namespace}/{name}", timeout=5).raise_for_status()
 
-    def node(self, name: str) -> Node:
+    def node(self, name: str, cluster: str = "net") -> Node:
         if name in self.nodes:
             return self.nodes[name]
         node = self.network.node(name, len(self.nodes) + 1)
         self.network.spawn([
             self.wid_bin, "metadata", "serve", "--addr", f"10.99.{node.index}.1:8988",
-            "--admin-addr", f"{node.address}:9090", "--kubeconfig", str(self.tmp / "kubeconfig"),
+            "--admin-addr", f"{node.address}:9090", "--kubeconfig", str(self.tmp / f"kubeconfig-{cluster}"),
             "--node-name", name, "--project", PROJECT, "--project-number", NUMBER,
-            "--cluster-name", "net", "--cluster-location", "europe-west1",
+            "--cluster-name", cluster, "--cluster-location", "europe-west1",
             "--sts-url", self.iam, "--iamcredentials-url", self.iam,
         ], node.log, namespace=node.ns)
         wait_for(f"the agent of {name} is ready",
@@ -327,3 +337,42 @@ def test_a_reused_address_gets_the_new_pods_identity(world):
         return run.stdout.split()[1] == GSA_B
 
     wait_for("the new pod's identity", new_identity, log=node.log.read_text)
+
+
+def google_auth_in(pod: PodNet, world) -> tuple[int, str, str]:
+    """Runs the google-auth client in the pod: (exit code, the account it got, stderr)."""
+    run = pod.run([sys.executable, "-c", GOOGLE_AUTH], client_env(world.tmp))
+    account = run.stdout.split()[1] if run.returncode == 0 else ""
+    return run.returncode, account, run.stderr
+
+
+def test_clusters_sharing_a_pool_share_identities_and_an_isolated_one_does_not(world):
+    world.cluster("net2")
+    world.cluster("lonely", isolated=True)
+    shared = world.node("node-c", cluster="net2").pod("c1", 11)
+    world.put_pod("team-a", "c1", "node-c", shared.ip, "app", cluster="net2")
+    code, account, err = google_auth_in(shared, world)
+    assert (code, account) == (0, GSA_A), f"the same KSA in another cluster of the pool is the same identity: {err}"
+
+    alone = world.node("node-d", cluster="lonely").pod("d1", 11)
+    world.put_pod("team-a", "d1", "node-d", alone.ip, "app", cluster="lonely")
+    code, _, err = google_auth_in(alone, world)
+    assert code != 0 and "403" in err, f"an isolated cluster's KSA is not the pool's: {err}"
+
+
+def test_the_api_server_going_away_and_coming_back(world):
+    node = world.node("node-a")
+    known = node.pod("known", 41)
+    world.put_pod("team-a", "known", "node-a", known.ip, "app")
+    assert google_auth_in(known, world)[:2] == (0, GSA_A)
+    requests.post(world.fake + "/_fake/down", json={"down": True}, timeout=5).raise_for_status()
+    try:
+        code, account, err = google_auth_in(known, world)
+        assert (code, account) == (0, GSA_A), f"a known pod with the API server down: {err}\n{node.log.read_text()}"
+    finally:
+        requests.post(world.fake + "/_fake/down", json={"down": False}, timeout=5).raise_for_status()
+    # Back: pods created meanwhile are found, from a fresh watch.
+    late = node.pod("late", 42)
+    world.put_pod("team-b", "late", "node-a", late.ip, "other")
+    code, account, err = google_auth_in(late, world)
+    assert (code, account) == (0, GSA_B), f"{err}\n{node.log.read_text()}"
