@@ -264,7 +264,7 @@ class World:
         self.network.spawn([
             self.wid_bin, "metadata", "serve", "--addr", f"10.99.{node.index}.1:8988",
             "--admin-addr", f"{node.address}:9090", "--kubeconfig", str(self.tmp / f"kubeconfig-{cluster}"),
-            "--node-name", name, "--project", PROJECT, "--project-number", NUMBER,
+            "--node-name", name, "--project", PROJECT,
             "--cluster-name", cluster, "--cluster-location", "europe-west1",
             "--sts-url", self.iam, "--iamcredentials-url", self.iam,
         ], node.log, namespace=node.ns)

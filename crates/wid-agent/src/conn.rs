@@ -94,6 +94,15 @@ async fn run(
                     agent.wait_for_pod(ip).await;
                     answer = crate::answer(agent, peer, &head.request, false);
                 }
+                if let Answer::NeedProjectNumber(pod) = answer {
+                    answer = match agent.learn_project_number(&pod).await {
+                        Ok(()) => crate::answer(agent, peer, &head.request, false),
+                        Err(e) => Answer::Now(crate::upstream_error(
+                            "Unable to learn the project's number (give --project-number)",
+                            e,
+                        )),
+                    };
+                }
                 // Pipelined requests stay in the buffer; the usual case empties it.
                 if len >= input.len() {
                     input.clear();
@@ -117,8 +126,8 @@ async fn run(
                         drop(slot);
                         reply
                     }
-                    // Asked not to wait, `answer` never says so.
-                    Answer::WaitForPod(_) => {
+                    // Asked not to wait, or with the number learnt, `answer` never says so.
+                    Answer::WaitForPod(_) | Answer::NeedProjectNumber(_) => {
                         Some(Reply::text(503, "Unable to identify the caller; retry.\n"))
                     }
                 };

@@ -41,7 +41,9 @@ use crate::upstream::{KsaTokens, Minted, Upstream, UpstreamError, now};
 pub struct Config {
     pub addr: SocketAddr,
     pub project_id: String,
-    pub project_number: String,
+    /// The project's number; when not given, learnt from STS's introspection of the first
+    /// federated token (see `Agent::learn_project_number`).
+    pub project_number: Option<String>,
     pub cluster_name: String,
     pub cluster_location: String,
     pub cluster_uid: String,
@@ -94,6 +96,7 @@ struct Agent {
     resolver: Arc<dyn Resolver>,
     ksa: KsaTokens,
     denials: Option<Arc<dyn Denials>>,
+    project_number: std::sync::OnceLock<String>,
     upstream: Upstream,
     access_tokens: TokenCache,
     id_tokens: TokenCache,
@@ -145,11 +148,17 @@ impl MetadataServer {
             config.upstream_per_second.max(0.1),
             (config.upstream_per_second * 10.0).max(1.0),
         );
+        let project_number = config
+            .project_number
+            .clone()
+            .map(std::sync::OnceLock::from)
+            .unwrap_or_default();
         let agent = Arc::new(Agent {
             config,
             resolver,
             ksa,
             denials,
+            project_number,
             upstream,
             access_tokens: TokenCache::default(),
             id_tokens: TokenCache::default(),
@@ -249,6 +258,8 @@ enum Answer {
         wait: Duration,
         slot: tokio::sync::OwnedSemaphorePermit,
     },
+    /// The project's number is not known yet: learn it with this pod's identity, then answer.
+    NeedProjectNumber(Arc<Pod>),
     /// No pod has the caller's address yet: wait (bounded) for the resolver to learn of it, as
     /// it does in a pod's first moments, then answer again.
     WaitForPod(IpAddr),
@@ -304,6 +315,9 @@ fn answer(
             ));
         }
     };
+    if agent.project_number.get().is_none() {
+        return Answer::NeedProjectNumber(pod);
+    }
     // Fairness: one pod's flood is refused without touching the others' slots. The slot is held
     // until the answer is complete.
     let Some(slot) = agent.per_pod.try_acquire(ip) else {
@@ -445,9 +459,46 @@ impl Agent {
         }
     }
 
+    /// The project's number, once configured or learnt; empty before (never reported: `answer`
+    /// learns it first).
+    fn project_number(&self) -> &str {
+        self.project_number.get().map_or("", String::as_str)
+    }
+
+    /// Learns the project's number the way any client could: a federated token for `pod`, and
+    /// STS's introspection of it, whose principal names the project by number.
+    async fn learn_project_number(&self, pod: &Pod) -> Result<(), UpstreamError> {
+        if self.project_number.get().is_some() {
+            return Ok(());
+        }
+        let federated = self
+            .federated(
+                pod,
+                &["https://www.googleapis.com/auth/cloud-platform".to_owned()],
+            )
+            .await?;
+        let principal = self.upstream.introspect_principal(&federated.token).await?;
+        let number = principal
+            .split("/projects/")
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            .ok_or_else(|| {
+                UpstreamError::Unavailable(format!(
+                    "STS's principal {principal:?} names no project number"
+                ))
+            })?;
+        tracing::info!(
+            project_number = number,
+            "learnt the project's number from STS"
+        );
+        let _ = self.project_number.set(number.to_owned());
+        Ok(())
+    }
+
     fn principal(&self, pod: &Pod) -> String {
         let subject = wid_iam::member::gke_subject(&pod.namespace, &pod.service_account_name);
-        wid_iam::member::principal_name(&self.config.project_number, &self.config.pool(), &subject)
+        wid_iam::member::principal_name(self.project_number(), &self.config.pool(), &subject)
     }
 
     /// What `email` reports for the pod.
@@ -464,7 +515,7 @@ impl Agent {
         let email = self.email(pod).into_owned();
         View {
             project_id: c.project_id.clone(),
-            project_number: c.project_number.clone(),
+            project_number: self.project_number().to_owned(),
             zone: c.zone.clone(),
             hostname: c.hostname.clone(),
             instance_id: c.instance_id.clone(),

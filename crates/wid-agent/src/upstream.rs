@@ -229,6 +229,26 @@ impl Upstream {
         })
     }
 
+    /// The principal a federated token stands for, from STS's introspection (RFC 7662, as
+    /// `sts.googleapis.com/v1/introspect` answers): `principal://iam.googleapis.com/projects/N/...`.
+    pub async fn introspect_principal(&self, token: &str) -> Result<String, UpstreamError> {
+        let body = self
+            .send(
+                "STS",
+                self.http
+                    .post(format!("{}/v1/introspect", self.sts_url))
+                    .form(&[("token", token)]),
+            )
+            .await?;
+        body["username"]
+            .as_str()
+            .filter(|_| body["active"] == true)
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                UpstreamError::Unavailable("STS introspection named no principal".into())
+            })
+    }
+
     /// generateAccessToken for `email` with the federated token.
     pub async fn access_token(
         &self,

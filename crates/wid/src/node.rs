@@ -27,7 +27,8 @@ pub struct NodeArgs {
     /// Project id of the cluster.
     #[arg(long, env = "WID_PROJECT")]
     pub project: Option<String>,
-    /// Its numeric project number.
+    /// Its numeric project number; default: learnt from STS (the principal of the first
+    /// federated token, by introspection).
     #[arg(long, env = "WID_PROJECT_NUMBER")]
     pub project_number: Option<String>,
     #[arg(long, env = "WID_CLUSTER_NAME", default_value = "dev")]
@@ -189,12 +190,12 @@ fn agent_config(
     iam: &str,
     node: &NodeArgs,
     project: &str,
-    number: &str,
+    number: Option<&str>,
 ) -> Config {
     Config {
         addr,
         project_id: project.to_owned(),
-        project_number: number.to_owned(),
+        project_number: number.map(str::to_owned),
         cluster_name: node.cluster_name.clone(),
         cluster_location: node.cluster_location.clone(),
         cluster_uid: node.cluster_uid.clone(),
@@ -232,11 +233,9 @@ pub async fn metadata_serve(args: MetadataServeArgs) -> anyhow::Result<()> {
         .project
         .clone()
         .context("--project (or WID_PROJECT) is required")?;
-    let number = args
-        .node
-        .project_number
-        .clone()
-        .context("--project-number (or WID_PROJECT_NUMBER) is required")?;
+    // Without it, the agent learns the number from STS's introspection of the first federated
+    // token.
+    let number = args.node.project_number.clone();
     let node = match &args.node_identity {
         Some(identity) => {
             let Some((namespace, ksa)) = identity
@@ -271,7 +270,7 @@ pub async fn metadata_serve(args: MetadataServeArgs) -> anyhow::Result<()> {
         &args.iamcredentials_url,
         &args.node,
         &project,
-        &number,
+        number.as_deref(),
     );
     let server = match &args.pods {
         Some(path) => {
@@ -516,7 +515,14 @@ pub async fn dev(args: DevArgs, data_dir: PathBuf) -> anyhow::Result<ExitCode> {
         serve_threads: None,
         pod_wait_ms: 10_000,
     };
-    let config = agent_config(args.metadata_addr, &base, &base, &node, &project, &number);
+    let config = agent_config(
+        args.metadata_addr,
+        &base,
+        &base,
+        &node,
+        &project,
+        Some(&number),
+    );
     let (resolver, watched): (Arc<dyn Resolver>, Option<Arc<StaticResolver>>) = match &args.pods {
         Some(path) => {
             let pods = StaticResolver::open(path)?;

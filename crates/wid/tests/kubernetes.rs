@@ -65,14 +65,8 @@ async fn start_agent(dir: &std::path::Path, server: &Server, fake: &FakeApi) -> 
         .args(["metadata", "serve", "--addr", &format!("127.0.0.1:{port}")])
         .arg("--kubeconfig")
         .arg(&kubeconfig)
-        .args([
-            "--node-name",
-            NODE,
-            "--project",
-            "proj-a",
-            "--project-number",
-            "111111111111",
-        ])
+        // The interface of the issue: no project number; the agent learns it from STS.
+        .args(["--node-name", NODE, "--project", "proj-a"])
         .args([
             "--cluster-name",
             "kube-test",
@@ -245,7 +239,10 @@ async fn pods_from_the_watch_with_tokens_from_token_requests() {
 
     let a = pod_client("127.0.0.12");
     let (status, email) = md(&a, &agent, "instance/service-accounts/default/email").await;
-    assert_eq!((status, email.as_str()), (200, GSA_A));
+    assert_eq!((status, email.as_str()), (200, GSA_A), "{}", agent.log());
+    // Learnt from STS's introspection of the pod's federated token.
+    let (status, number) = md(&a, &agent, "project/numeric-project-id").await;
+    assert_eq!((status, number.as_str()), (200, "111111111111"));
     let (status, body) = md(&a, &agent, "instance/service-accounts/default/token").await;
     assert_eq!(status, 200, "{body}\n{}", agent.log());
     assert_eq!(email_of_token(&api, &body).await, GSA_A);
