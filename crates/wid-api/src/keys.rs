@@ -52,6 +52,9 @@ pub struct AuditEvent {
     pub outcome: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub reason: String,
+    /// `namespace/name (uid)` of the pod a token exchange was for.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub pod: String,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]

@@ -24,6 +24,7 @@ const AUDIT_COLUMNS: &[Column] = &[
     ("OUTCOME", "outcome"),
     ("CALLER", "caller"),
     ("TARGET", "target"),
+    ("POD", "pod"),
     ("REASON", "reason"),
 ];
 const SA_COLUMNS: &[Column] = &[

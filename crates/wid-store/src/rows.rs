@@ -119,4 +119,6 @@ pub struct AuditRow {
     pub token_id: String,
     pub outcome: String,
     pub reason: String,
+    /// `namespace/name (uid)` of the pod a token exchange was for; empty otherwise.
+    pub pod: String,
 }

@@ -36,6 +36,11 @@ fn migrator() -> Migrator {
             "tokens",
             include_str!("../migrations/sqlite/0002_tokens.sql"),
         ),
+        migration(
+            3,
+            "audit pod",
+            include_str!("../migrations/sqlite/0003_audit_pod.sql"),
+        ),
     ])
 }
 
@@ -757,8 +762,8 @@ impl Store for SqliteStore {
         let mut tx = self.pool.begin().await?;
         for row in rows {
             sqlx::query(
-                "INSERT INTO audit_events (time, action, caller, provider, target, token_id, outcome, reason)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO audit_events (time, action, caller, provider, target, token_id, outcome, reason, pod)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(&row.time)
             .bind(&row.action)
@@ -768,6 +773,7 @@ impl Store for SqliteStore {
             .bind(&row.token_id)
             .bind(&row.outcome)
             .bind(&row.reason)
+            .bind(&row.pod)
             .execute(&mut *tx)
             .await?;
         }
@@ -791,6 +797,7 @@ impl Store for SqliteStore {
                     token_id: r.try_get("token_id")?,
                     outcome: r.try_get("outcome")?,
                     reason: r.try_get("reason")?,
+                    pod: r.try_get("pod")?,
                 })
             })
             .collect()

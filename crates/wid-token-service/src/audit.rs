@@ -16,6 +16,8 @@ pub struct Event<'a> {
     pub provider: &'a str,
     pub target: &'a str,
     pub token_id: &'a str,
+    /// `namespace/name (uid)` of the pod a token exchange was for, or empty.
+    pub pod: &'a str,
     /// `Ok(())` granted, `Err(reason)` denied.
     pub outcome: Result<(), &'a str>,
 }
@@ -37,6 +39,7 @@ impl<S: Store> App<S> {
             token_id: event.token_id.to_owned(),
             outcome: outcome.to_owned(),
             reason: reason.to_owned(),
+            pod: event.pod.to_owned(),
         };
         tracing::info!(
             target: "wid::audit",
@@ -47,6 +50,7 @@ impl<S: Store> App<S> {
             token_id = %row.token_id,
             outcome = %row.outcome,
             reason = %row.reason,
+            pod = %row.pod,
             "audit"
         );
         if self.audit_tx.send(AuditMessage::Record(row)).await.is_err() {
@@ -90,6 +94,7 @@ impl<S: Store> App<S> {
                 token_id: r.token_id,
                 outcome: r.outcome,
                 reason: r.reason,
+                pod: r.pod,
             })
             .collect();
         Ok(wid_api::keys::ListAuditEventsResponse { events })

@@ -173,6 +173,7 @@ impl<S: Store> App<S> {
             provider: "",
             target: account,
             token_id: "",
+            pod: "",
             outcome: Err(&reason),
         })
         .await;
@@ -198,6 +199,7 @@ impl<S: Store> App<S> {
                     provider: "",
                     target,
                     token_id,
+                    pod: "",
                     outcome: Ok(()),
                 })
                 .await;
@@ -210,6 +212,7 @@ impl<S: Store> App<S> {
                     provider: "",
                     target: account,
                     token_id: "",
+                    pod: "",
                     outcome: Err(&reason),
                 })
                 .await;

@@ -165,6 +165,7 @@ impl<S: Store> App<S> {
                     provider: "",
                     target: "",
                     token_id: "",
+                    pod: "",
                     outcome: Err(&reason),
                 })
                 .await;
@@ -253,7 +254,7 @@ impl<S: Store> App<S> {
                     .await
             }
         };
-        let (identity, provider_name) = match outcome {
+        let (identity, provider_name, pod) = match outcome {
             Ok(found) => found,
             Err((provider, caller, e)) => {
                 let reason = e.to_string();
@@ -263,6 +264,7 @@ impl<S: Store> App<S> {
                     provider: &provider,
                     target: "",
                     token_id: "",
+                    pod: "",
                     outcome: Err(&reason),
                 })
                 .await;
@@ -279,6 +281,7 @@ impl<S: Store> App<S> {
             provider: &provider_name,
             target: "",
             token_id: &jti,
+            pod: &pod,
             outcome: Ok(()),
         })
         .await;
@@ -375,7 +378,7 @@ impl<S: Store> App<S> {
         pool: &str,
         issuer: &str,
         token: &str,
-    ) -> Result<(FederatedIdentity, String), (String, String, ApiError)> {
+    ) -> Result<(FederatedIdentity, String, String), (String, String, ApiError)> {
         let fail = |provider: &str, e: ApiError| (provider.to_owned(), "unknown".to_owned(), e);
         let project_id = pool
             .strip_suffix(names::GKE_POOL_SUFFIX)
@@ -458,7 +461,15 @@ impl<S: Store> App<S> {
             ],
             service_account_uid: uid,
         };
-        Ok((identity, provider))
+        // The pod the KSA token is bound to (TokenRequest and projected tokens name it), for the
+        // audit trail: an address reused by another pod stays told apart.
+        let pod = claims
+            .get("kubernetes.io")
+            .and_then(|k| k.get("pod"))
+            .and_then(|p| Some((p.get("name")?.as_str()?, p.get("uid")?.as_str()?)))
+            .map(|(pod, uid)| format!("{ns}/{pod} ({uid})"))
+            .unwrap_or_default();
+        Ok((identity, provider, pod))
     }
 
     /// The generic form: a pool's OIDC provider, its audiences, mapping and condition.
@@ -468,7 +479,7 @@ impl<S: Store> App<S> {
         pool_id: &str,
         provider_id: &str,
         token: &str,
-    ) -> Result<(FederatedIdentity, String), (String, String, ApiError)> {
+    ) -> Result<(FederatedIdentity, String, String), (String, String, ApiError)> {
         let name = format!(
             "projects/{project_number}/locations/global/workloadIdentityPools/{pool_id}/providers/{provider_id}"
         );
@@ -606,7 +617,7 @@ impl<S: Store> App<S> {
             clusters: Vec::new(),
             service_account_uid: None,
         };
-        Ok((identity, name))
+        Ok((identity, name, String::new()))
     }
 
     /// `POST /v1/introspect`: whether a wid access token is active, and whose it is.

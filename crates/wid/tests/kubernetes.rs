@@ -207,7 +207,7 @@ async fn pods_from_the_watch_with_tokens_from_token_requests() {
     let api = server.api();
     setup(&api, &fake).await;
     // One pod on this node before the agent starts, one on another node with a local address.
-    fake.put_pod(
+    let a_uid = fake.put_pod(
         PodFixture::new("team-a", "a-1", NODE)
             .ip("127.0.0.12")
             .service_account("app"),
