@@ -53,7 +53,12 @@ impl<S: Store> App<S> {
             pod = %row.pod,
             "audit"
         );
-        if self.audit_tx.send(AuditMessage::Record(row)).await.is_err() {
+        if self
+            .audit_tx
+            .send(AuditMessage::Record(Box::new(row)))
+            .await
+            .is_err()
+        {
             tracing::error!("the audit writer is gone; a record was only logged");
         }
     }
@@ -103,7 +108,7 @@ impl<S: Store> App<S> {
 
 /// What the audit writer receives.
 pub enum AuditMessage {
-    Record(AuditRow),
+    Record(Box<AuditRow>),
     /// Answered once every record sent before it is stored.
     Flush(tokio::sync::oneshot::Sender<()>),
 }
@@ -134,7 +139,7 @@ pub async fn write_audit_forever<S: Store>(
         let mut next = Some(first);
         while let Some(message) = next.take() {
             match message {
-                AuditMessage::Record(row) => batch.push(row),
+                AuditMessage::Record(row) => batch.push(*row),
                 AuditMessage::Flush(done) => waiting.push(done),
             }
             if batch.len() < AUDIT_BATCH {
