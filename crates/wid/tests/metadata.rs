@@ -134,6 +134,19 @@ async fn md(client: &reqwest::Client, base: &str, path: &str) -> (u16, String) {
     (status, response.text().await.expect("body"))
 }
 
+/// STS's introspection of a token (RFC 7662).
+async fn introspect(api: &Api, token: &str) -> Value {
+    api.http
+        .post(format!("{}/v1/introspect", api.base))
+        .form(&[("token", token)])
+        .send()
+        .await
+        .expect("send")
+        .json::<Value>()
+        .await
+        .expect("json")
+}
+
 async fn setup(api: &Api, jwks: &str) {
     api.create_project("proj-a", "111111111111").await;
     for account in ["sa-a-runner", "sa-b-runner", "sa-b2-runner"] {
@@ -226,16 +239,7 @@ async fn pods_are_told_apart_by_source_address() {
     );
     let (status, body) = md(&c, &agent.base, "instance/service-accounts/default/token").await;
     assert_eq!(status, 200, "{body}");
-    let introspected = api
-        .http
-        .post(format!("{}/v1/introspect", api.base))
-        .form(&[("token", token_of(&body))])
-        .send()
-        .await
-        .expect("send")
-        .json::<Value>()
-        .await
-        .expect("json");
+    let introspected = introspect(&api, &token_of(&body)).await;
     assert!(
         introspected["username"]
             .as_str()
@@ -280,16 +284,7 @@ async fn pods_are_told_apart_by_source_address() {
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    let introspected = api
-        .http
-        .post(format!("{}/v1/introspect", api.base))
-        .form(&[("token", token_of(&body))])
-        .send()
-        .await
-        .expect("send")
-        .json::<Value>()
-        .await
-        .expect("json");
+    let introspected = introspect(&api, &token_of(&body)).await;
     assert!(
         introspected["username"]
             .as_str()
