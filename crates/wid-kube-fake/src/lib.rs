@@ -83,8 +83,33 @@ impl PodFixture {
 #[derive(Clone, Debug)]
 struct Change {
     resource_version: u64,
+    /// `None` for a BOOKMARK, which every watch hears.
+    resource: Option<Resource>,
     kind: &'static str,
     object: Value,
+}
+
+/// The kinds of object the fake lists and watches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Resource {
+    Pods,
+    ServiceAccounts,
+}
+
+impl Resource {
+    fn list_kind(self) -> &'static str {
+        match self {
+            Resource::Pods => "PodList",
+            Resource::ServiceAccounts => "ServiceAccountList",
+        }
+    }
+
+    fn objects(self, objects: &Objects) -> &BTreeMap<(String, String), Value> {
+        match self {
+            Resource::Pods => &objects.pods,
+            Resource::ServiceAccounts => &objects.service_accounts,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -101,6 +126,7 @@ struct Objects {
     /// Every request, as `METHOD path?query`.
     requests: Vec<String>,
     tokens_issued: usize,
+    bookmarks_sent: usize,
     next_uid: u64,
     /// Every request fails with 503 while set.
     down: bool,
@@ -228,9 +254,10 @@ impl FakeApi {
         )
     }
 
-    fn record(&self, objects: &mut Objects, kind: &'static str, object: Value) {
+    fn record(&self, objects: &mut Objects, resource: Resource, kind: &'static str, object: Value) {
         let change = Change {
             resource_version: objects.resource_version,
+            resource: Some(resource),
             kind,
             object,
         };
@@ -284,7 +311,7 @@ impl FakeApi {
             "ADDED"
         };
         objects.pods.insert(key, object.clone());
-        self.record(&mut objects, kind, object);
+        self.record(&mut objects, Resource::Pods, kind, object);
         uid
     }
 
@@ -330,7 +357,7 @@ impl FakeApi {
         };
         objects.resource_version += 1;
         object["metadata"]["resourceVersion"] = json!(objects.resource_version.to_string());
-        self.record(&mut objects, "DELETED", object);
+        self.record(&mut objects, Resource::Pods, "DELETED", object);
         true
     }
 
@@ -353,9 +380,16 @@ impl FakeApi {
                 "annotations": annotations,
             },
         });
-        objects
+        let kind = if objects
             .service_accounts
-            .insert((namespace.to_owned(), name.to_owned()), object);
+            .insert((namespace.to_owned(), name.to_owned()), object.clone())
+            .is_some()
+        {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        self.record(&mut objects, Resource::ServiceAccounts, kind, object);
     }
 
     /// Creates or replaces a node with these taints (`key`, `effect`).
@@ -422,6 +456,7 @@ impl FakeApi {
         let objects = self.objects();
         let _ = self.shared.changes.send(Change {
             resource_version: objects.resource_version,
+            resource: None,
             kind: "BOOKMARK",
             object: json!({"kind": "Pod", "apiVersion": "v1", "metadata": {"resourceVersion": objects.resource_version.to_string()}}),
         });
@@ -432,6 +467,11 @@ impl FakeApi {
         self.objects().requests.clone()
     }
 
+    /// BOOKMARK events written to watches so far.
+    pub fn bookmarks_sent(&self) -> usize {
+        self.objects().bookmarks_sent
+    }
+
     /// TokenRequests answered so far.
     pub fn tokens_issued(&self) -> usize {
         self.objects().tokens_issued
@@ -440,6 +480,14 @@ impl FakeApi {
     pub fn router(&self) -> Router {
         Router::new()
             .route("/api/v1/pods", get(list_or_watch_pods))
+            .route(
+                "/api/v1/serviceaccounts",
+                get(list_or_watch_service_accounts),
+            )
+            .route(
+                "/api/v1/namespaces/{namespace}/serviceaccounts",
+                get(list_or_watch_namespaced_service_accounts),
+            )
             .route(
                 "/api/v1/namespaces/{namespace}/serviceaccounts/{name}",
                 get(get_service_account),
@@ -563,12 +611,44 @@ async fn list_or_watch_pods(
     State(api): State<FakeApi>,
     Query(query): Query<BTreeMap<String, String>>,
 ) -> Response {
-    let selector = query.get("fieldSelector").cloned().unwrap_or_default();
+    list_or_watch(api, Resource::Pods, query, None)
+}
+
+async fn list_or_watch_service_accounts(
+    State(api): State<FakeApi>,
+    Query(query): Query<BTreeMap<String, String>>,
+) -> Response {
+    list_or_watch(api, Resource::ServiceAccounts, query, None)
+}
+
+async fn list_or_watch_namespaced_service_accounts(
+    State(api): State<FakeApi>,
+    Path(namespace): Path<String>,
+    Query(query): Query<BTreeMap<String, String>>,
+) -> Response {
+    list_or_watch(api, Resource::ServiceAccounts, query, Some(namespace))
+}
+
+/// A list (with `limit`/`continue` pages) or a watch (`watch=true`) of `resource`, filtered by
+/// the field selector and, for a namespaced path, the namespace.
+fn list_or_watch(
+    api: FakeApi,
+    resource: Resource,
+    query: BTreeMap<String, String>,
+    namespace: Option<String>,
+) -> Response {
+    let mut selector = query.get("fieldSelector").cloned().unwrap_or_default();
+    if let Some(namespace) = namespace {
+        if !selector.is_empty() {
+            selector.push(',');
+        }
+        selector.push_str(&format!("metadata.namespace={namespace}"));
+    }
     if let Err(e) = pod_matches(&selector, &json!({})) {
         return status(StatusCode::BAD_REQUEST, "BadRequest", &e);
     }
     if query.get("watch").is_some_and(|w| w == "true" || w == "1") {
-        return watch_pods(api, query, selector);
+        return watch(api, resource, query, selector);
     }
     let objects = api.objects();
     let limit: usize = query
@@ -593,8 +673,8 @@ async fn list_or_watch_pods(
         },
         None => (objects.resource_version, 0),
     };
-    let matching: Vec<&Value> = objects
-        .pods
+    let matching: Vec<&Value> = resource
+        .objects(&objects)
         .values()
         .filter(|p| pod_matches(&selector, p).unwrap_or(false))
         .collect();
@@ -609,7 +689,7 @@ async fn list_or_watch_pods(
         metadata["continue"] = json!(format!("{list_version}:{}", offset + page.len()));
         metadata["remainingItemCount"] = json!(matching.len() - offset - page.len());
     }
-    axum::Json(json!({"apiVersion": "v1", "kind": "PodList", "metadata": metadata, "items": page}))
+    axum::Json(json!({"apiVersion": "v1", "kind": resource.list_kind(), "metadata": metadata, "items": page}))
         .into_response()
 }
 
@@ -619,7 +699,12 @@ fn watch_line(kind: &str, object: &Value) -> Bytes {
     Bytes::from(line)
 }
 
-fn watch_pods(api: FakeApi, query: BTreeMap<String, String>, selector: String) -> Response {
+fn watch(
+    api: FakeApi,
+    resource: Resource,
+    query: BTreeMap<String, String>,
+    selector: String,
+) -> Response {
     let from: u64 = query
         .get("resourceVersion")
         .and_then(|v| v.parse().ok())
@@ -645,7 +730,7 @@ fn watch_pods(api: FakeApi, query: BTreeMap<String, String>, selector: String) -
             objects
                 .history
                 .iter()
-                .filter(|c| c.resource_version > from)
+                .filter(|c| c.resource_version > from && c.resource == Some(resource))
                 .cloned()
                 .collect()
         };
@@ -679,12 +764,15 @@ fn watch_pods(api: FakeApi, query: BTreeMap<String, String>, selector: String) -
             tokio::select! {
                 change = live.recv() => match change {
                     Ok(change) if change.kind == "BOOKMARK" => {
-                        if bookmarks && tx.send(Ok(watch_line("BOOKMARK", &change.object))).await.is_err() {
-                            return;
+                        if bookmarks {
+                            if tx.send(Ok(watch_line("BOOKMARK", &change.object))).await.is_err() {
+                                return;
+                            }
+                            api.objects().bookmarks_sent += 1;
                         }
                     }
                     Ok(change) => {
-                        if change.resource_version <= sent {
+                        if change.resource_version <= sent || change.resource != Some(resource) {
                             continue;
                         }
                         sent = change.resource_version;
