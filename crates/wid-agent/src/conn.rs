@@ -29,7 +29,6 @@ const IDLE: Duration = Duration::from_secs(120);
 #[derive(Clone)]
 pub(crate) struct MetadataConnections {
     pub agent: Arc<Agent>,
-    pub head_timeout: Duration,
 }
 
 impl Connections for MetadataConnections {
@@ -39,7 +38,7 @@ impl Connections for MetadataConnections {
         peer: SocketAddr,
         stop: Stop,
     ) -> impl std::future::Future<Output = ()> + Send + 'static + use<> {
-        serve(self.agent.clone(), self.head_timeout, stream, peer, stop)
+        serve(self.agent.clone(), stream, peer, stop)
     }
 }
 
@@ -56,13 +55,8 @@ enum End {
     Io,
 }
 
-async fn serve(
-    agent: Arc<Agent>,
-    head_timeout: Duration,
-    mut stream: TcpStream,
-    peer: SocketAddr,
-    mut stop: Stop,
-) {
+async fn serve(agent: Arc<Agent>, mut stream: TcpStream, peer: SocketAddr, mut stop: Stop) {
+    let head_timeout = agent.config.header_read_timeout;
     let end = run(&agent, head_timeout, &mut stream, peer, &mut stop).await;
     tracing::debug!(%peer, ?end, "metadata connection ended");
 }

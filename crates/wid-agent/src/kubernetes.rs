@@ -232,9 +232,11 @@ impl KubeResolver {
             for (namespace, name) in in_use {
                 let api = Api::<ServiceAccount>::namespaced(client.clone(), &namespace);
                 if let Ok(found) = api.get_opt(&name).await {
+                    // Most reads change nothing: no new snapshot, no wake-up of held requests.
                     let mut index = self.index();
-                    index.set_service_account(&namespace, &name, annotations(found.as_ref()));
-                    self.publish(&index);
+                    if index.set_service_account(&namespace, &name, annotations(found.as_ref())) {
+                        self.publish(&index);
+                    }
                 }
             }
         }

@@ -120,7 +120,7 @@ pub enum StartError {
 /// A started agent: its listener is bound.
 pub struct MetadataServer {
     agent: Arc<Agent>,
-    listeners: wid_runtime::serve::ThreadedListener,
+    listener: wid_runtime::serve::ThreadedListener,
 }
 
 impl MetadataServer {
@@ -130,7 +130,7 @@ impl MetadataServer {
         ksa: KsaTokens,
         denials: Option<Arc<dyn Denials>>,
     ) -> Result<MetadataServer, StartError> {
-        let listeners =
+        let listener =
             wid_runtime::serve::ThreadedListener::bind(config.addr, config.serve_threads).map_err(
                 |source| StartError::Bind {
                     addr: config.addr,
@@ -167,11 +167,11 @@ impl MetadataServer {
             held_per_pod,
             budget,
         });
-        Ok(MetadataServer { agent, listeners })
+        Ok(MetadataServer { agent, listener })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        Ok(self.listeners.local_addr())
+        Ok(self.listener.local_addr())
     }
 
     /// A handle that can forget departed pods' tokens from another task.
@@ -188,12 +188,9 @@ impl MetadataServer {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let addr = self.listeners.local_addr();
+        let addr = self.listener.local_addr();
         let config = &self.agent.config;
-        let limits = wid_runtime::serve::Limits {
-            max_connections: config.max_connections,
-            header_read_timeout: config.header_read_timeout,
-        };
+
         if let Some(admin_addr) = config.admin_addr {
             let admin = TcpListener::bind(admin_addr).await?;
             tracing::info!(addr = %admin.local_addr()?, "metadata admin listener (healthz, readyz, metrics)");
@@ -210,19 +207,13 @@ impl MetadataServer {
                 }
             });
         }
-        tracing::info!(%addr, max_connections = limits.max_connections, threads = config.serve_threads, "metadata server listening");
-        let connections = conn::MetadataConnections {
-            agent: self.agent,
-            head_timeout: limits.header_read_timeout,
-        };
-        self.listeners
-            .serve(connections, limits.max_connections, shutdown)
+        let max_connections = config.max_connections;
+        tracing::info!(%addr, max_connections, threads = config.serve_threads, "metadata server listening");
+        let connections = conn::MetadataConnections { agent: self.agent };
+        self.listener
+            .serve(connections, max_connections, shutdown)
             .await
     }
-}
-
-fn text(status: u16, body: String) -> Reply {
-    Reply::text(status, body)
 }
 
 /// Ready once the resolver knows the node's pods: before, every pod's request would wait.
@@ -284,7 +275,7 @@ fn answer(
         }
         Caller::Unknown => {
             tracing::info!(%ip, "request from an address that is no known pod");
-            return Answer::Now(text(
+            return Answer::Now(Reply::text(
                 403,
                 format!(
                     "The metadata server knows no pod at {ip}: it answers only the pods of its node, each with its own identity.\n"
@@ -306,7 +297,7 @@ fn answer(
                     }
                 }
             }
-            return Answer::Now(text(
+            return Answer::Now(Reply::text(
                 503,
                 format!(
                     "Unable to identify the caller: the pods {} all have the address {ip}; the metadata server answers none of them until only one does. Retry shortly.\n",
@@ -321,7 +312,7 @@ fn answer(
     // Fairness: one pod's flood is refused without touching the others' slots. The slot is held
     // until the answer is complete.
     let Some(slot) = agent.per_pod.try_acquire(ip) else {
-        return Answer::Now(text(
+        return Answer::Now(Reply::text(
             429,
             format!("Too many concurrent requests from {ip}; retry with backoff.\n"),
         ));
@@ -354,7 +345,7 @@ fn answer(
             drop(slot);
             match agent.held_per_pod.try_acquire(ip) {
                 Some(slot) => Answer::Hold { reply, wait, slot },
-                None => Answer::Now(text(
+                None => Answer::Now(Reply::text(
                     429,
                     format!("Too many long-polls open from {ip}; retry with backoff.\n"),
                 )),
@@ -399,9 +390,9 @@ fn upstream_error(what: &str, e: UpstreamError) -> Reply {
             } else {
                 502
             };
-            text(status, body)
+            Reply::text(status, body)
         }
-        UpstreamError::Unavailable(reason) => text(
+        UpstreamError::Unavailable(reason) => Reply::text(
             503,
             format!("{what}: the token service is unavailable ({reason}); retry\n"),
         ),
@@ -650,7 +641,7 @@ impl Agent {
         format: wid_gce::IdFormat,
     ) -> Reply {
         let Some(gsa) = pod.gsa().map(str::to_owned) else {
-            return text(
+            return Reply::text(
                 404,
                 format!(
                     "Your Kubernetes service account ({}/{}) is not annotated with a target Google service account, which is a requirement for retrieving Identity Tokens using Workload Identity.\nPlease add the iam.gke.io/gcp-service-account=[GSA_NAME]@[PROJECT_ID] annotation to your Kubernetes service account.\nRefer to https://cloud.google.com/kubernetes-engine/docs/how-to/workload-identity\n",

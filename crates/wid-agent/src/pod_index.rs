@@ -71,14 +71,17 @@ impl PodIndex {
         }
     }
 
+    /// Records a service account's annotations; whether they are new or changed.
     pub fn set_service_account(
         &mut self,
         namespace: &str,
         name: &str,
         annotations: BTreeMap<String, String>,
-    ) {
-        self.service_accounts
-            .insert((namespace.to_owned(), name.to_owned()), annotations);
+    ) -> bool {
+        let previous = self
+            .service_accounts
+            .insert((namespace.to_owned(), name.to_owned()), annotations.clone());
+        previous.as_ref() != Some(&annotations)
     }
 
     /// The service accounts the node's live pods use.

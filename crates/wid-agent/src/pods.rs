@@ -284,11 +284,11 @@ impl StaticResolver {
     }
 
     /// Watches the file, polling its modification time; calls `on_change` after a reload.
-    pub async fn watch(self: Arc<Self>, on_change: impl Fn(&StaticResolver) + Send + 'static) {
+    pub async fn watch(self: Arc<Self>, on_change: impl Fn(&[String]) + Send + 'static) {
         loop {
             tokio::time::sleep(Duration::from_millis(500)).await;
             if self.reload_if_changed() {
-                on_change(&self);
+                on_change(&self.uids());
             }
         }
     }

@@ -27,39 +27,6 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// The request body as it comes off the connection.
-pub use hyper::body::Incoming;
-
-/// What answers the requests of a listener: the peer address and the request in, the response
-/// out. A [`Router`] is one (the peer reaches its handlers as `ConnectInfo<SocketAddr>`); a hot
-/// path can be one of its own, without routing.
-pub trait Handler: Clone + Send + Sync + 'static {
-    fn call(
-        &self,
-        peer: SocketAddr,
-        request: http::Request<Incoming>,
-    ) -> impl std::future::Future<Output = axum::response::Response> + Send + 'static + use<Self>;
-}
-
-impl Handler for Router {
-    fn call(
-        &self,
-        peer: SocketAddr,
-        mut request: http::Request<Incoming>,
-    ) -> impl std::future::Future<Output = axum::response::Response> + Send + 'static + use<> {
-        request
-            .extensions_mut()
-            .insert(axum::extract::ConnectInfo(peer));
-        let mut router = self.clone();
-        async move {
-            match tower::Service::call(&mut router, request.map(axum::body::Body::new)).await {
-                Ok(response) => response,
-                Err(never) => match never {},
-            }
-        }
-    }
-}
-
 /// The server is stopping: a connection finishes the request in hand and closes.
 #[derive(Clone, Debug)]
 pub struct Stop(tokio::sync::watch::Receiver<bool>);
@@ -86,36 +53,48 @@ pub trait Connections: Clone + Send + Sync + 'static {
     ) -> impl std::future::Future<Output = ()> + Send + 'static + use<Self>;
 }
 
-/// HTTP/1.1 by hyper for a [`Handler`], with the header-read timeout of [`Limits`].
+/// HTTP/1.1 by hyper for a [`Router`], whose handlers see the peer as
+/// `ConnectInfo<SocketAddr>`; a request head must arrive within [`HEADER_READ_TIMEOUT`].
 #[derive(Clone)]
-pub struct Http1<H> {
-    handler: H,
+struct Http1 {
+    router: Router,
     builder: hyper::server::conn::http1::Builder,
 }
 
-impl<H: Handler> Http1<H> {
-    pub fn new(handler: H, limits: Limits) -> Http1<H> {
+/// A connection that has not sent a full request head by then is closed (slowloris).
+const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Connections a router's listener serves at once; the next ones wait in the kernel's backlog.
+const MAX_CONNECTIONS: usize = 4096;
+
+impl Http1 {
+    fn new(router: Router) -> Http1 {
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder
             .timer(hyper_util::rt::TokioTimer::new())
-            .header_read_timeout(limits.header_read_timeout)
+            .header_read_timeout(HEADER_READ_TIMEOUT)
             .keep_alive(true);
-        Http1 { handler, builder }
+        Http1 { router, builder }
     }
 }
 
-impl<H: Handler> Connections for Http1<H> {
+impl Connections for Http1 {
     fn serve(
         &self,
         stream: tokio::net::TcpStream,
         peer: SocketAddr,
         mut stop: Stop,
-    ) -> impl std::future::Future<Output = ()> + Send + 'static + use<H> {
-        let handler = self.handler.clone();
-        let service = hyper::service::service_fn(move |request| {
-            let response = handler.call(peer, request);
-            async move { Ok::<_, std::convert::Infallible>(response.await) }
-        });
+    ) -> impl std::future::Future<Output = ()> + Send + 'static + use<> {
+        let router = self.router.clone();
+        let service =
+            hyper::service::service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                let mut router = router.clone();
+                async move {
+                    tower::Service::call(&mut router, request.map(axum::body::Body::new)).await
+                }
+            });
         let connection = self
             .builder
             .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
@@ -130,52 +109,17 @@ impl<H: Handler> Connections for Http1<H> {
     }
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves, with the default [`Limits`]; the
-/// peer address is available to handlers as `ConnectInfo<SocketAddr>`.
+/// Serves `router` on `listener` until `shutdown` resolves, with our own accept loop:
+/// TCP_NODELAY on every connection, a connection cap, a header-read timeout, the peer address as
+/// `ConnectInfo<SocketAddr>`, and a bounded graceful drain. HTTP/1.1 only.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    serve_limited(listener, router, Limits::default(), shutdown).await
-}
-
-/// Bounds of a listener.
-#[derive(Clone, Copy, Debug)]
-pub struct Limits {
-    /// Connections served at once; the next ones wait in the kernel's backlog, not rejected.
-    pub max_connections: usize,
-    /// A connection that has not sent a full request head by then is closed (slowloris).
-    pub header_read_timeout: std::time::Duration,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_connections: 4096,
-            header_read_timeout: std::time::Duration::from_secs(10),
-        }
-    }
-}
-
-/// Serves `router` on `listener` with our own accept loop: TCP_NODELAY on every connection, a
-/// connection cap, a header-read timeout, the peer address as `ConnectInfo<SocketAddr>`, and a
-/// bounded graceful drain when `shutdown` resolves. HTTP/1.1 only: metadata clients speak plain
-/// HTTP/1.1 to a link-local address.
-pub async fn serve_limited(
-    listener: TcpListener,
-    handler: impl Handler,
-    limits: Limits,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let slots = Slots::new(limits.max_connections);
+    let slots = Slots::new(MAX_CONNECTIONS);
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let accepting = accept_loop(
-        listener,
-        Http1::new(handler, limits),
-        slots.clone(),
-        Stop(stopped),
-    );
+    let accepting = accept_loop(listener, Http1::new(router), slots.clone(), Stop(stopped));
     tokio::pin!(accepting);
     let accepted_all = tokio::select! {
         () = shutdown => false,

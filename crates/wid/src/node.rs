@@ -292,12 +292,7 @@ pub async fn metadata_serve(args: MetadataServeArgs) -> anyhow::Result<()> {
                 None,
             )
             .await?;
-            let forget = server.pod_forgetter();
-            tokio::spawn(pods.watch(move |p| {
-                let mut live = p.uids();
-                live.extend(node_uid.clone());
-                forget(&live)
-            }));
+            tokio::spawn(pods.watch(departed_pods(&server, node_uid)));
             server
         }
         None => {
@@ -317,18 +312,28 @@ pub async fn metadata_serve(args: MetadataServeArgs) -> anyhow::Result<()> {
             let server =
                 MetadataServer::start(config, with_node(resolver.clone()), ksa, Some(events))
                     .await?;
-            let forget = server.pod_forgetter();
             let taint = args.ready_taint.clone().filter(|t| !t.is_empty());
-            tokio::spawn(resolver.watch_pods(client, node_name, taint, move |uids| {
-                let mut live = uids.to_vec();
-                live.extend(node_uid.clone());
-                forget(&live)
-            }));
+            let forget = departed_pods(&server, node_uid);
+            tokio::spawn(resolver.watch_pods(client, node_name, taint, forget));
             server
         }
     };
     server.serve(wid_runtime::serve::shutdown_signal()).await?;
     Ok(())
+}
+
+/// Tells the agent, after each change of its pods, which are left (the node identity stays), so
+/// that departed pods' tokens are dropped.
+fn departed_pods(
+    server: &MetadataServer,
+    node_uid: Option<String>,
+) -> impl Fn(&[String]) + Send + Sync + 'static {
+    let forget = server.pod_forgetter();
+    move |uids| {
+        let mut live = uids.to_vec();
+        live.extend(node_uid.clone());
+        forget(&live)
+    }
 }
 
 /// A client of the Kubernetes API: from `kubeconfig`, or as `kubectl` finds one (KUBECONFIG,
@@ -546,7 +551,7 @@ pub async fn dev(args: DevArgs, data_dir: PathBuf) -> anyhow::Result<ExitCode> {
         MetadataServer::start(config, resolver, KsaTokens::Issuer(Box::new(issuer)), None).await?;
     if let Some(pods) = watched {
         let forget = server.pod_forgetter();
-        tokio::spawn(pods.watch(move |p| forget(&p.uids())));
+        tokio::spawn(pods.watch(forget));
     }
     let md = server.local_addr()?;
     println!("# wid dev: the token service is at {base}, the metadata server at http://{md}");

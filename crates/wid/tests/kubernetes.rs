@@ -127,18 +127,6 @@ async fn md(client: &reqwest::Client, agent: &Agent, path: &str) -> (u16, String
     (status, response.text().await.expect("body"))
 }
 
-async fn email_of_token(api: &Api, body: &str) -> String {
-    let token = serde_json::from_str::<Value>(body).expect("token json")["access_token"]
-        .as_str()
-        .expect("access_token")
-        .to_owned();
-    let info = api
-        .without_token()
-        .get(&format!("/tokeninfo?access_token={token}"))
-        .await;
-    info.ok()["email"].as_str().unwrap_or_default().to_owned()
-}
-
 /// The token service trusts the fake cluster through its OIDC discovery, and two KSAs are bound.
 async fn setup(api: &Api, fake: &FakeApi) {
     api.create_project("proj-a", "111111111111").await;
@@ -245,7 +233,7 @@ async fn pods_from_the_watch_with_tokens_from_token_requests() {
     assert_eq!((status, number.as_str()), (200, "111111111111"));
     let (status, body) = md(&a, &agent, "instance/service-accounts/default/token").await;
     assert_eq!(status, 200, "{body}\n{}", agent.log());
-    assert_eq!(email_of_token(&api, &body).await, GSA_A);
+    assert_eq!(api.email_of_token_answer(&body).await, GSA_A);
     assert_eq!(
         fake.tokens_issued(),
         1,
@@ -319,7 +307,7 @@ async fn pods_from_the_watch_with_tokens_from_token_requests() {
     .await;
     let (status, body) = md(&a, &agent, "instance/service-accounts/default/token").await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(email_of_token(&api, &body).await, GSA_B);
+    assert_eq!(api.email_of_token_answer(&body).await, GSA_B);
 
     // Two live pods with one address: refused with a clear 503 until one goes.
     fake.put_pod(
@@ -339,6 +327,28 @@ async fn pods_from_the_watch_with_tokens_from_token_requests() {
         body.contains("team-a/a-2") && body.contains("team-b/b-1"),
         "{body}"
     );
+    // Each refused pod hears why in its events (posted in the background), once a minute
+    // however often it asks.
+    let ambiguous_events = || {
+        fake.events()
+            .into_iter()
+            .filter(|e| {
+                e["reason"] == "WorkloadIdentityAmbiguousAddress"
+                    && e["involvedObject"]["name"] == "a-2"
+            })
+            .collect::<Vec<Value>>()
+    };
+    eventually(
+        "the shared address is an event on the pod",
+        &agent,
+        || async { !ambiguous_events().is_empty() },
+    )
+    .await;
+    let _ = md(&a, &agent, "instance/service-accounts/default/token").await;
+    let ambiguous = ambiguous_events();
+    assert_eq!(ambiguous.len(), 1, "rate-limited to one: {ambiguous:?}");
+    assert_eq!(ambiguous[0]["involvedObject"]["kind"], "Pod");
+    assert_eq!(ambiguous[0]["type"], "Warning");
     assert!(fake.delete_pod("team-a", "a-2"));
     eventually("the address is b-1's again", &agent, || async {
         md(&a, &agent, "instance/service-accounts/default/email").await == (200, GSA_B.to_owned())

@@ -219,22 +219,14 @@ async fn pods_are_told_apart_by_source_address() {
     };
     let (status, body) = md(&a, &agent.base, "instance/service-accounts/default/token").await;
     assert_eq!(status, 200, "{body}");
-    let info = api
-        .without_token()
-        .get(&format!("/tokeninfo?access_token={}", token_of(&body)))
-        .await;
     assert_eq!(
-        info.ok()["email"],
+        api.email_of_token_answer(&body).await,
         "sa-a-runner@proj-a.iam.gserviceaccount.com"
     );
     let (status, body) = md(&b, &agent.base, "instance/service-accounts/default/token").await;
     assert_eq!(status, 200, "{body}");
-    let info = api
-        .without_token()
-        .get(&format!("/tokeninfo?access_token={}", token_of(&body)))
-        .await;
     assert_eq!(
-        info.ok()["email"],
+        api.email_of_token_answer(&body).await,
         "sa-b-runner@proj-a.iam.gserviceaccount.com"
     );
     let (status, body) = md(&c, &agent.base, "instance/service-accounts/default/token").await;
@@ -314,12 +306,8 @@ async fn pods_are_told_apart_by_source_address() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let (_, body) = md(&b, &agent.base, "instance/service-accounts/default/token").await;
-    let info = api
-        .without_token()
-        .get(&format!("/tokeninfo?access_token={}", token_of(&body)))
-        .await;
     assert_eq!(
-        info.ok()["email"],
+        api.email_of_token_answer(&body).await,
         "sa-b2-runner@proj-a.iam.gserviceaccount.com"
     );
 

@@ -181,6 +181,20 @@ impl Answer {
 }
 
 impl Api {
+    /// The account of the access token in a metadata token answer (`{"access_token": ...}`),
+    /// as the token service's tokeninfo reports it.
+    pub async fn email_of_token_answer(&self, body: &str) -> String {
+        let token = serde_json::from_str::<Value>(body).expect("token json")["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_owned();
+        let info = self
+            .without_token()
+            .get(&format!("/tokeninfo?access_token={token}"))
+            .await;
+        info.ok()["email"].as_str().unwrap_or_default().to_owned()
+    }
+
     pub fn without_token(&self) -> Api {
         Api {
             token: None,
