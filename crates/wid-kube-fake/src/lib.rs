@@ -568,9 +568,9 @@ async fn not_found() -> Response {
     )
 }
 
-/// `spec.nodeName=NODE` (and `==`, `!=`), comma-separated; other fields are refused as the
-/// API server refuses unknown ones.
-fn pod_matches(selector: &str, pod: &Value) -> Result<bool, String> {
+/// A field selector (`spec.nodeName=NODE`, `==`, `!=`, comma-separated) against an object;
+/// fields the fake does not know are refused, as the API server refuses unknown ones.
+fn fields_match(selector: &str, object: &Value) -> Result<bool, String> {
     for term in selector.split(',').filter(|t| !t.is_empty()) {
         let (field, negate, value) = if let Some((f, v)) = term.split_once("!=") {
             (f, true, v)
@@ -582,19 +582,19 @@ fn pod_matches(selector: &str, pod: &Value) -> Result<bool, String> {
             return Err(format!("invalid field selector {term:?}"));
         };
         let actual = match field {
-            "spec.nodeName" => pod["spec"]["nodeName"]
+            "spec.nodeName" => object["spec"]["nodeName"]
                 .as_str()
                 .unwrap_or_default()
                 .to_owned(),
-            "metadata.name" => pod["metadata"]["name"]
+            "metadata.name" => object["metadata"]["name"]
                 .as_str()
                 .unwrap_or_default()
                 .to_owned(),
-            "metadata.namespace" => pod["metadata"]["namespace"]
+            "metadata.namespace" => object["metadata"]["namespace"]
                 .as_str()
                 .unwrap_or_default()
                 .to_owned(),
-            "status.podIP" => pod["status"]["podIP"]
+            "status.podIP" => object["status"]["podIP"]
                 .as_str()
                 .unwrap_or_default()
                 .to_owned(),
@@ -644,7 +644,7 @@ fn list_or_watch(
         }
         selector.push_str(&format!("metadata.namespace={namespace}"));
     }
-    if let Err(e) = pod_matches(&selector, &json!({})) {
+    if let Err(e) = fields_match(&selector, &json!({})) {
         return status(StatusCode::BAD_REQUEST, "BadRequest", &e);
     }
     if query.get("watch").is_some_and(|w| w == "true" || w == "1") {
@@ -676,7 +676,7 @@ fn list_or_watch(
     let matching: Vec<&Value> = resource
         .objects(&objects)
         .values()
-        .filter(|p| pod_matches(&selector, p).unwrap_or(false))
+        .filter(|p| fields_match(&selector, p).unwrap_or(false))
         .collect();
     let page: Vec<Value> = matching
         .iter()
@@ -748,7 +748,7 @@ fn watch(
         }
         let mut sent = from.max(if from == 0 { current } else { 0 });
         for change in replay {
-            if pod_matches(&selector, &change.object).unwrap_or(false)
+            if fields_match(&selector, &change.object).unwrap_or(false)
                 && tx
                     .send(Ok(watch_line(change.kind, &change.object)))
                     .await
@@ -776,7 +776,7 @@ fn watch(
                             continue;
                         }
                         sent = change.resource_version;
-                        if pod_matches(&selector, &change.object).unwrap_or(false)
+                        if fields_match(&selector, &change.object).unwrap_or(false)
                             && tx.send(Ok(watch_line(change.kind, &change.object))).await.is_err()
                         {
                             return;
@@ -1046,12 +1046,12 @@ mod tests {
     #[test]
     fn field_selectors() {
         let pod = json!({"spec": {"nodeName": "a"}, "metadata": {"name": "p"}});
-        assert_eq!(pod_matches("spec.nodeName=a", &pod), Ok(true));
-        assert_eq!(pod_matches("spec.nodeName==b", &pod), Ok(false));
+        assert_eq!(fields_match("spec.nodeName=a", &pod), Ok(true));
+        assert_eq!(fields_match("spec.nodeName==b", &pod), Ok(false));
         assert_eq!(
-            pod_matches("spec.nodeName!=b,metadata.name=p", &pod),
+            fields_match("spec.nodeName!=b,metadata.name=p", &pod),
             Ok(true)
         );
-        assert!(pod_matches("spec.bogus=1", &pod).is_err());
+        assert!(fields_match("spec.bogus=1", &pod).is_err());
     }
 }
