@@ -70,6 +70,11 @@ pub struct FederatedIdentity {
     pub clusters: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account_uid: Option<String>,
+    /// The pod the KSA token was bound to, as `NAMESPACE/NAME (UID)`: carried so that the audit
+    /// records of what the token is then used for (generateAccessToken, generateIdToken) name
+    /// the pod too. Never used to authorize.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
 }
 
 /// Claims of an ID token for a service account, as Google issues them.

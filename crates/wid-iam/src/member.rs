@@ -381,6 +381,8 @@ pub struct FederatedCaller {
     pub clusters: Vec<String>,
     /// The KSA's uid, when the token carried it.
     pub service_account_uid: Option<String>,
+    /// The pod the KSA token was bound to, for audit records only: no binding can name a pod.
+    pub pod: Option<String>,
 }
 
 /// Who is calling, once authenticated.

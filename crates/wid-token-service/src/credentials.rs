@@ -191,6 +191,10 @@ impl<S: Store> App<S> {
             .credentials_inner(caller, project, account, verb, body)
             .await;
         let caller_name = caller.to_string();
+        let pod = match caller {
+            Caller::Federated(federated) => federated.pod.as_deref().unwrap_or(""),
+            _ => "",
+        };
         match &result {
             Ok((_, token_id, target)) => {
                 self.audit(Event {
@@ -199,7 +203,7 @@ impl<S: Store> App<S> {
                     provider: "",
                     target,
                     token_id,
-                    pod: "",
+                    pod,
                     outcome: Ok(()),
                 })
                 .await;
@@ -212,7 +216,7 @@ impl<S: Store> App<S> {
                     provider: "",
                     target: account,
                     token_id: "",
-                    pod: "",
+                    pod,
                     outcome: Err(&reason),
                 })
                 .await;

@@ -254,7 +254,7 @@ impl<S: Store> App<S> {
                     .await
             }
         };
-        let (identity, provider_name, pod) = match outcome {
+        let (identity, provider_name) = match outcome {
             Ok(found) => found,
             Err((provider, caller, e)) => {
                 let reason = e.to_string();
@@ -272,6 +272,7 @@ impl<S: Store> App<S> {
             }
         };
         let principal = principal_of(&identity);
+        let pod = identity.pod.clone().unwrap_or_default();
         let Minted { token, jti, exp } = self
             .mint_federated(identity, &scope, now())
             .map_err(early)?;
@@ -378,7 +379,7 @@ impl<S: Store> App<S> {
         pool: &str,
         issuer: &str,
         token: &str,
-    ) -> Result<(FederatedIdentity, String, String), (String, String, ApiError)> {
+    ) -> Result<(FederatedIdentity, String), (String, String, ApiError)> {
         let fail = |provider: &str, e: ApiError| (provider.to_owned(), "unknown".to_owned(), e);
         let project_id = pool
             .strip_suffix(names::GKE_POOL_SUFFIX)
@@ -460,16 +461,15 @@ impl<S: Store> App<S> {
                 ),
             ],
             service_account_uid: uid,
+            // The pod the KSA token is bound to (TokenRequest and projected tokens name it), for
+            // the audit trail: an address reused by another pod stays told apart.
+            pod: claims
+                .get("kubernetes.io")
+                .and_then(|k| k.get("pod"))
+                .and_then(|p| Some((p.get("name")?.as_str()?, p.get("uid")?.as_str()?)))
+                .map(|(pod, uid)| format!("{ns}/{pod} ({uid})")),
         };
-        // The pod the KSA token is bound to (TokenRequest and projected tokens name it), for the
-        // audit trail: an address reused by another pod stays told apart.
-        let pod = claims
-            .get("kubernetes.io")
-            .and_then(|k| k.get("pod"))
-            .and_then(|p| Some((p.get("name")?.as_str()?, p.get("uid")?.as_str()?)))
-            .map(|(pod, uid)| format!("{ns}/{pod} ({uid})"))
-            .unwrap_or_default();
-        Ok((identity, provider, pod))
+        Ok((identity, provider))
     }
 
     /// The generic form: a pool's OIDC provider, its audiences, mapping and condition.
@@ -479,7 +479,7 @@ impl<S: Store> App<S> {
         pool_id: &str,
         provider_id: &str,
         token: &str,
-    ) -> Result<(FederatedIdentity, String, String), (String, String, ApiError)> {
+    ) -> Result<(FederatedIdentity, String), (String, String, ApiError)> {
         let name = format!(
             "projects/{project_number}/locations/global/workloadIdentityPools/{pool_id}/providers/{provider_id}"
         );
@@ -616,8 +616,9 @@ impl<S: Store> App<S> {
             namespace: None,
             clusters: Vec::new(),
             service_account_uid: None,
+            pod: None,
         };
-        Ok((identity, name, String::new()))
+        Ok((identity, name))
     }
 
     /// `POST /v1/introspect`: whether a wid access token is active, and whose it is.

@@ -75,6 +75,7 @@ fn caller_of(identity: FederatedIdentity) -> FederatedCaller {
         namespace: identity.namespace,
         clusters: identity.clusters,
         service_account_uid: identity.service_account_uid,
+        pod: identity.pod,
     }
 }
 

@@ -10,12 +10,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use wid_runtime::logging::{self, LogFormat};
 
+mod allocator;
 mod node;
-
-// The metadata server allocates a little per request on many threads at once; mimalloc's
-// thread-local free lists cost less there than glibc's arenas (BENCHMARKS.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser, Debug)]
 #[command(

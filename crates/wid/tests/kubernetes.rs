@@ -239,16 +239,19 @@ async fn pods_from_the_watch_with_tokens_from_token_requests() {
         1,
         "the KSA token came from the TokenRequest API"
     );
-    // The exchange is in the audit trail with the pod it was for, uid included.
+    // The exchange and the access token it bought are in the audit trail with the pod they
+    // were for, uid included.
     let trail = api.get("/v1/auditEvents?limit=100").await;
     let pod = format!("team-a/a-1 ({a_uid})");
-    assert!(
-        trail.ok()["events"].as_array().is_some_and(|events| events
-            .iter()
-            .any(|e| e["action"] == "token_exchange" && e["pod"] == pod.as_str())),
-        "{}",
-        trail.ok()
-    );
+    for action in ["token_exchange", "generate_access_token"] {
+        assert!(
+            trail.ok()["events"].as_array().is_some_and(|events| events
+                .iter()
+                .any(|e| e["action"] == action && e["pod"] == pod.as_str())),
+            "{action} for {pod}: {}",
+            trail.ok()
+        );
+    }
     assert!(
         fake.requests()
             .iter()
