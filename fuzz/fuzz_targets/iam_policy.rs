@@ -33,6 +33,7 @@ static CALLERS: LazyLock<Vec<Caller>> = LazyLock::new(|| {
             namespace: Some("ns1".into()),
             clusters: vec!["https://issuer.example.com".into()],
             service_account_uid: Some("uid-1".into()),
+            pod: None,
         }),
         Caller::User("alice@example.com".into()),
         Caller::ServiceAccount("sa@my-proj.iam.gserviceaccount.com".into()),

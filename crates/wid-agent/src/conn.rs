@@ -19,7 +19,7 @@ use wid_gce::Reply;
 use wid_gce::http1::{self, Connection, Framing};
 use wid_runtime::serve::{Connections, Stop};
 
-use crate::{Agent, Answer, answer, metrics};
+use crate::{Agent, Answer, Attested, answer, metrics};
 
 /// How long a keep-alive connection may sit idle between requests. Clients pool connections to
 /// the metadata server for the life of the process; closing an idle one costs them a reconnect,
@@ -73,6 +73,9 @@ async fn run(
     // One deadline for a whole head, from accept for the first and from its first byte for the
     // next ones: a client that trickles a head a byte at a time is cut off all the same.
     let mut head_deadline = Some(Instant::now() + head_timeout);
+    // The pod this connection was confirmed to come from (`--attest-callers`): once per
+    // connection and pod, not per request.
+    let mut attested: Option<String> = None;
     loop {
         match http1::parse_head(&input) {
             Ok(Some(head)) => {
@@ -83,19 +86,54 @@ async fn run(
                 let keep_alive = head.keep_alive;
                 let mut connection = Connection::after(&head, stop.is_stopped());
                 let len = head.len;
-                let mut answer = answer(agent, peer, &head.request, true);
-                if let Answer::WaitForPod(ip) = answer {
-                    agent.wait_for_pod(ip).await;
-                    answer = crate::answer(agent, peer, &head.request, false);
-                }
-                if let Answer::NeedProjectNumber(pod) = answer {
-                    answer = match agent.learn_project_number(&pod).await {
-                        Ok(()) => crate::answer(agent, peer, &head.request, false),
-                        Err(e) => Answer::Now(crate::upstream_error(
-                            "Unable to learn the project's number (give --project-number)",
-                            e,
-                        )),
+                let mut answer = answer(agent, peer, &head.request, attested.as_deref(), true);
+                // Each step below is taken about once per request (waiting is asked for only with
+                // `may_wait`, the others do not come back once done); an index that keeps
+                // changing its mind meanwhile ends in the 503 below.
+                for _ in 0..5 {
+                    let next = match answer {
+                        Answer::WaitForPod(ip) => {
+                            agent.wait_for_pod(ip).await;
+                            crate::answer(agent, peer, &head.request, attested.as_deref(), false)
+                        }
+                        Answer::Attest(pod) => match agent.attest(pod.clone(), peer).await {
+                            Attested::Confirmed => {
+                                attested = Some(pod.uid.clone());
+                                crate::answer(
+                                    agent,
+                                    peer,
+                                    &head.request,
+                                    attested.as_deref(),
+                                    false,
+                                )
+                            }
+                            // The address is changing hands: its new pod may not be known yet.
+                            Attested::IndexChanged => {
+                                crate::answer(agent, peer, &head.request, attested.as_deref(), true)
+                            }
+                            Attested::Refused(reply) => Answer::Now(reply),
+                        },
+                        Answer::NeedProjectNumber(pod) => {
+                            match agent.learn_project_number(&pod).await {
+                                Ok(()) => crate::answer(
+                                    agent,
+                                    peer,
+                                    &head.request,
+                                    attested.as_deref(),
+                                    false,
+                                ),
+                                Err(e) => Answer::Now(crate::upstream_error(
+                                    "Unable to learn the project's number (give --project-number)",
+                                    e,
+                                )),
+                            }
+                        }
+                        done => {
+                            answer = done;
+                            break;
+                        }
                     };
+                    answer = next;
                 }
                 // Pipelined requests stay in the buffer; the usual case empties it.
                 if len >= input.len() {
@@ -120,8 +158,9 @@ async fn run(
                         drop(slot);
                         reply
                     }
-                    // Asked not to wait, or with the number learnt, `answer` never says so.
-                    Answer::WaitForPod(_) | Answer::NeedProjectNumber(_) => {
+                    // Asked not to wait, with the number learnt or the connection confirmed,
+                    // `answer` never says so.
+                    Answer::WaitForPod(_) | Answer::NeedProjectNumber(_) | Answer::Attest(_) => {
                         Some(Reply::text(503, "Unable to identify the caller; retry.\n"))
                     }
                 };

@@ -11,6 +11,7 @@
 //! upstream cannot be reached, 403 for a caller that is no known pod, never a 500 for a known
 //! condition.
 
+pub mod attest;
 pub mod cache;
 mod conn;
 pub mod kubernetes;
@@ -71,6 +72,8 @@ pub struct Config {
     pub serve_threads: usize,
     /// How long a request from an address no pod has yet is held for the pod to appear.
     pub pod_wait: Duration,
+    /// Kernel attestation of callers ([`attest`]), with the host's process table at this path.
+    pub attest_callers: Option<std::path::PathBuf>,
 }
 
 impl Config {
@@ -94,6 +97,7 @@ pub const DEFAULT_SCOPES: [&str; 2] = [
 struct Agent {
     config: Config,
     resolver: Arc<dyn Resolver>,
+    attestor: Option<Arc<attest::Attestor>>,
     ksa: KsaTokens,
     denials: Option<Arc<dyn Denials>>,
     project_number: std::sync::OnceLock<String>,
@@ -115,6 +119,13 @@ pub enum StartError {
     },
     #[error("cannot build the HTTP client: {0}")]
     Http(#[from] reqwest::Error),
+    #[error(
+        "cannot attest callers: cannot read the process table at {path} (the agent needs hostPID, or the host's /proc mounted there)"
+    )]
+    Attest {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// A started agent: its listener is bound.
@@ -130,6 +141,15 @@ impl MetadataServer {
         ksa: KsaTokens,
         denials: Option<Arc<dyn Denials>>,
     ) -> Result<MetadataServer, StartError> {
+        let attestor = match &config.attest_callers {
+            Some(path) => Some(Arc::new(attest::Attestor::new(path).map_err(|source| {
+                StartError::Attest {
+                    path: path.clone(),
+                    source,
+                }
+            })?)),
+            None => None,
+        };
         let listener =
             wid_runtime::serve::ThreadedListener::bind(config.addr, config.serve_threads).map_err(
                 |source| StartError::Bind {
@@ -156,6 +176,7 @@ impl MetadataServer {
         let agent = Arc::new(Agent {
             config,
             resolver,
+            attestor,
             ksa,
             denials,
             project_number,
@@ -254,14 +275,27 @@ enum Answer {
     /// No pod has the caller's address yet: wait (bounded) for the resolver to learn of it, as
     /// it does in a pod's first moments, then answer again.
     WaitForPod(IpAddr),
+    /// The connection is not confirmed as this pod's yet (`--attest-callers`): confirm it, then
+    /// answer again.
+    Attest(Arc<Pod>),
+}
+
+/// What the kernel said of a connection and the pod the index proposed for it.
+enum Attested {
+    Confirmed,
+    /// Not that pod's, and meanwhile the index names someone else at the address: ask again.
+    IndexChanged,
+    Refused(Reply),
 }
 
 /// The answer to a request. With `may_wait`, a caller the resolver does not know yet is
 /// [`Answer::WaitForPod`] when the resolver can still learn of it; without, it is refused.
+/// `attested` is the UID of the pod the connection was confirmed to come from, if any.
 fn answer(
     agent: &Arc<Agent>,
     peer: SocketAddr,
     gce: &wid_gce::Request<'_>,
+    attested: Option<&str>,
     may_wait: bool,
 ) -> Answer {
     if let Some(reply) = wid_gce::precheck(gce) {
@@ -306,6 +340,9 @@ fn answer(
             ));
         }
     };
+    if agent.attestor.is_some() && attested != Some(pod.uid.as_str()) {
+        return Answer::Attest(pod);
+    }
     if agent.project_number.get().is_none() {
         return Answer::NeedProjectNumber(pod);
     }
@@ -404,18 +441,73 @@ impl Agent {
     /// until the configured bound: a new pod's first requests are held, not refused, while the
     /// watch catches up.
     async fn wait_for_pod(&self, ip: IpAddr) {
+        self.wait_while(ip, |caller| *caller == Caller::Unknown)
+            .await;
+    }
+
+    /// Waits, within the same bound, while what the resolver says of `ip` is `unchanged`.
+    async fn wait_while(&self, ip: IpAddr, unchanged: impl Fn(&Caller) -> bool) {
         // Subscribe before looking, so that a change between the two is not missed.
         let Some(mut changes) = self.resolver.changes() else {
             return;
         };
         self.metrics.pod_wait();
         let deadline = tokio::time::Instant::now() + self.config.pod_wait;
-        while self.resolver.resolve(ip) == Caller::Unknown {
+        while unchanged(&self.resolver.resolve(ip)) {
             match tokio::time::timeout_at(deadline, changes.changed()).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) | Err(_) => return,
             }
         }
+    }
+
+    /// Confirms from the kernel that the connection from `peer` is `pod`'s. When it is not, the
+    /// index may be behind (the pod gone and its address already another's): the answer waits,
+    /// bounded, for the index to change its mind, and is refused if it does not.
+    async fn attest(&self, pod: Arc<Pod>, peer: SocketAddr) -> Attested {
+        let Some(attestor) = self.attestor.clone() else {
+            return Attested::Confirmed;
+        };
+        let confirm = {
+            let pod = pod.clone();
+            move || attestor.confirm(&pod, peer)
+        };
+        let error = match tokio::task::spawn_blocking(confirm).await {
+            Ok(Ok(())) => return Attested::Confirmed,
+            Ok(Err(error)) => error,
+            Err(join) => {
+                tracing::error!(error = %join, "caller attestation did not complete");
+                return Attested::Refused(Reply::text(
+                    503,
+                    "Unable to confirm the caller; retry.\n",
+                ));
+            }
+        };
+        let ip = canonical(peer.ip());
+        self.wait_while(
+            ip,
+            |caller| matches!(caller, Caller::Pod(p) if p.uid == pod.uid),
+        )
+        .await;
+        if !matches!(self.resolver.resolve(ip), Caller::Pod(p) if p.uid == pod.uid) {
+            return Attested::IndexChanged;
+        }
+        tracing::warn!(%peer, error = %error, "a connection not confirmed as its pod's was refused");
+        if let Some(denials) = &self.denials {
+            denials.denied(
+                &pod.namespace,
+                &pod.name,
+                &pod.uid,
+                "WorkloadIdentityUnconfirmedCaller",
+                &format!("The metadata server refused a request from {ip}: {error}."),
+            );
+        }
+        Attested::Refused(Reply::text(
+            503,
+            format!(
+                "Unable to confirm the caller: {error}; the metadata server answers a pod's address only from that pod.\n"
+            ),
+        ))
     }
 
     /// Reports IAM's and STS's refusals of a pod (a KSA not bound, an annotation naming an

@@ -132,6 +132,15 @@ pub struct MetadataServeArgs {
     /// Writes the issuer's JWKS here, for `wid iam clusters register --jwk-json-path`.
     #[arg(long)]
     pub jwks_out: Option<PathBuf>,
+    /// Confirm each connection from the kernel before answering it as a pod's: its far end must
+    /// be a socket in the network namespace of that pod's processes (found by their cgroup), so
+    /// a pod index that is behind can never hand one pod's identity to another. Needs the host's
+    /// process table (`hostPID: true`, or --proc-root) and root.
+    #[arg(long, env = "WID_ATTEST_CALLERS")]
+    pub attest_callers: bool,
+    /// The host's /proc, for --attest-callers.
+    #[arg(long, env = "WID_PROC_ROOT", default_value = "/proc")]
+    pub proc_root: PathBuf,
     #[command(flatten)]
     pub node: NodeArgs,
 }
@@ -212,6 +221,7 @@ fn agent_config(
         max_long_polls_per_pod: node.max_long_polls_per_pod,
         upstream_per_second: node.upstream_per_second,
         pod_wait: Duration::from_millis(node.pod_wait_ms),
+        attest_callers: None,
         serve_threads: node.serve_threads.filter(|n| *n > 0).unwrap_or_else(|| {
             std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
         }),
@@ -264,14 +274,17 @@ pub async fn metadata_serve(args: MetadataServeArgs) -> anyhow::Result<()> {
         }
     };
     let node_uid = node.as_ref().map(|n| n.uid.clone());
-    let config = agent_config(
-        args.addr,
-        &args.sts_url,
-        &args.iamcredentials_url,
-        &args.node,
-        &project,
-        number.as_deref(),
-    );
+    let config = Config {
+        attest_callers: args.attest_callers.then(|| args.proc_root.clone()),
+        ..agent_config(
+            args.addr,
+            &args.sts_url,
+            &args.iamcredentials_url,
+            &args.node,
+            &project,
+            number.as_deref(),
+        )
+    };
     let server = match &args.pods {
         Some(path) => {
             let (Some(key), Some(issuer_uri)) = (&args.issuer_key, &args.issuer_uri) else {

@@ -56,6 +56,15 @@ impl Agent {
 }
 
 async fn start_agent(dir: &std::path::Path, server: &Server, fake: &FakeApi) -> Agent {
+    start_agent_with(dir, server, fake, &[]).await
+}
+
+async fn start_agent_with(
+    dir: &std::path::Path,
+    server: &Server,
+    fake: &FakeApi,
+    extra: &[&std::ffi::OsStr],
+) -> Agent {
     let kubeconfig = dir.join("kubeconfig");
     std::fs::write(&kubeconfig, fake.kubeconfig()).expect("kubeconfig");
     let port = support::free_port();
@@ -81,6 +90,7 @@ async fn start_agent(dir: &std::path::Path, server: &Server, fake: &FakeApi) -> 
         ])
         .args(["--admin-addr", &format!("127.0.0.1:{admin_port}")])
         .args(["--pod-wait-ms", "3000"])
+        .args(extra)
         .env("WID_LOG", "debug")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).expect("log"))
@@ -449,4 +459,119 @@ async fn pods_from_the_watch_with_tokens_from_token_requests() {
         agent.log()
     );
     fake.set_down(false);
+}
+
+/// Puts a process of the pod with `uid` into a process table for `--proc-root`: its cgroup names
+/// the pod as kubelet does, and its network namespace is this test's own (`net` is the real
+/// `/proc/self/net`), so the kernel's own socket tables are what the agent reads.
+fn run_pod_process(proc_root: &std::path::Path, pid: u32, uid: &str) {
+    let process = proc_root.join(pid.to_string());
+    std::fs::create_dir_all(&process).expect("process dir");
+    std::fs::write(
+        process.join("cgroup"),
+        format!("0::/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice/cri-containerd-1.scope\n", uid.replace('-', "_")),
+    )
+    .expect("cgroup");
+    std::os::unix::fs::symlink("/proc/self/net", process.join("net")).expect("net");
+}
+
+#[tokio::test]
+async fn attested_callers_are_answered_only_from_their_own_pod() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fake = FakeApi::new();
+    fake.serve().await.expect("fake API server");
+    let server = Server::start(&dir.path().join("data"));
+    let api = server.api();
+    setup(&api, &fake).await;
+    let procs = dir.path().join("proc");
+    std::fs::create_dir(&procs).expect("proc root");
+    let a_uid = fake.put_pod(
+        PodFixture::new("team-a", "a-1", NODE)
+            .ip("127.0.0.41")
+            .service_account("app"),
+    );
+    run_pod_process(&procs, 101, &a_uid);
+    // Two pods the index lists whose processes are gone: their addresses may already be others'.
+    fake.put_pod(
+        PodFixture::new("team-a", "departed", NODE)
+            .ip("127.0.0.42")
+            .service_account("app"),
+    );
+    fake.put_pod(
+        PodFixture::new("team-a", "ghost", NODE)
+            .ip("127.0.0.43")
+            .service_account("app"),
+    );
+    let agent = start_agent_with(
+        dir.path(),
+        &server,
+        &fake,
+        &[
+            "--attest-callers".as_ref(),
+            "--proc-root".as_ref(),
+            procs.as_os_str(),
+        ],
+    )
+    .await;
+
+    // The kernel confirms pod A's connection: answered, token included.
+    let a = pod_client("127.0.0.41");
+    let (status, email) = md(&a, &agent, "instance/service-accounts/default/email").await;
+    assert_eq!((status, email.as_str()), (200, GSA_A), "{}", agent.log());
+    let (status, body) = md(&a, &agent, "instance/service-accounts/default/token").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(api.email_of_token_answer(&body).await, GSA_A);
+
+    // The index says "departed" but the connection is not from it (a new pod has the address
+    // and the watch is behind): held, never answered as the departed pod, and answered as the
+    // new pod once the watch delivers it.
+    let waits = agent.counter("wid_metadata_pod_waits_total").await;
+    let reused = tokio::spawn({
+        let client = pod_client("127.0.0.42");
+        let base = agent.base.clone();
+        async move {
+            let response = client
+                .get(format!(
+                    "{base}/computeMetadata/v1/instance/service-accounts/default/email"
+                ))
+                .header("Metadata-Flavor", "Google")
+                .send()
+                .await?;
+            Ok::<_, reqwest::Error>((response.status().as_u16(), response.text().await?))
+        }
+    });
+    eventually("the unconfirmed request is held", &agent, || async {
+        agent.counter("wid_metadata_pod_waits_total").await > waits
+    })
+    .await;
+    assert!(fake.delete_pod("team-a", "departed"));
+    let new_uid = fake.put_pod(
+        PodFixture::new("team-b", "new", NODE)
+            .ip("127.0.0.42")
+            .service_account("other"),
+    );
+    run_pod_process(&procs, 102, &new_uid);
+    let (status, email) = reused.await.expect("join").expect("reused request");
+    assert_eq!((status, email.as_str()), (200, GSA_B), "{}", agent.log());
+
+    // An index that does not change its mind: refused once the wait is over, and reported on
+    // the pod.
+    let (status, body) = md(
+        &pod_client("127.0.0.43"),
+        &agent,
+        "instance/service-accounts/default/email",
+    )
+    .await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("Unable to confirm the caller") && body.contains("team-a/ghost"),
+        "{body}"
+    );
+    eventually("the refusal is an event on the pod", &agent, || async {
+        fake.events().iter().any(|e| {
+            e["reason"] == "WorkloadIdentityUnconfirmedCaller"
+                && e["involvedObject"]["name"] == "ghost"
+        })
+    })
+    .await;
 }

@@ -1,0 +1,177 @@
+//! Pure parsers of the Linux `/proc` files behind the agent's caller attestation: a process's
+//! `cgroup` file (which pod the process belongs to) and its network namespace's TCP socket
+//! tables, `net/tcp` and `net/tcp6` (whether a connection starts there). No I/O: the agent reads
+//! the files, these functions decide, and they take any bytes without panicking.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+/// The UID of the pod whose cgroup a process is in, from its `/proc/PID/cgroup`, or `None` for
+/// a process outside every pod (the node's own daemons).
+///
+/// kubelet names a pod's cgroup after its UID with either cgroup driver: `pod<UID>` under
+/// cgroupfs (`/kubepods/burstable/pod1b4e…/<container>`), and
+/// `kubepods-<qos>-pod<UID with underscores>.slice` under systemd. The UID comes back with
+/// dashes, as the API server writes it.
+pub fn pod_uid_of_cgroup(cgroup: &str) -> Option<String> {
+    cgroup.lines().find_map(|line| {
+        // `hierarchy-ID:controllers:path`; the path may itself hold colons.
+        let path = line.splitn(3, ':').nth(2)?;
+        path.split('/').find_map(pod_uid_of_segment)
+    })
+}
+
+fn pod_uid_of_segment(segment: &str) -> Option<String> {
+    let uid = match segment.strip_suffix(".slice") {
+        // systemd: the last `-pod…` part of the slice's name.
+        Some(slice) => slice.rsplit_once("-pod")?.1,
+        None => segment.strip_prefix("pod")?,
+    };
+    let uid = uid.replace('_', "-");
+    is_uid(&uid).then_some(uid)
+}
+
+/// A Kubernetes UID: an RFC 4122 UUID in its 36-character text form.
+fn is_uid(s: &str) -> bool {
+    s.len() == 36
+        && s.bytes().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        })
+}
+
+/// Whether a TCP socket table (`/proc/PID/net/tcp` or `net/tcp6`: the sockets of that process's
+/// network namespace) holds a socket, other than a listening one, whose local end is `local`.
+///
+/// The agent sees a pod's connection from the pod's address and port; the pod's own end of it
+/// is a socket with that local address in the pod's network namespace, and in no other on the
+/// node. IPv4 peers of an IPv6 socket (`::ffff:a.b.c.d`) count as IPv4.
+pub fn socket_table_has(table: &str, local: SocketAddr) -> bool {
+    let want = (local.ip().to_canonical(), local.port());
+    table.lines().skip(1).any(|line| {
+        let mut fields = line.split_whitespace();
+        let (Some(_slot), Some(local_field), Some(_remote), Some(state)) =
+            (fields.next(), fields.next(), fields.next(), fields.next())
+        else {
+            return false;
+        };
+        state != LISTEN && parse_endpoint(local_field).is_some_and(|found| found == want)
+    })
+}
+
+/// The state column of a listening socket (`TCP_LISTEN`, 10).
+const LISTEN: &str = "0A";
+
+/// `0100007F:1F90` (IPv4) or 32 hex digits and a port (IPv6). The kernel prints each 32-bit
+/// word of the address as a native-endian number, so the word's bytes in native order are the
+/// address's bytes in network order; the port is printed as a plain number.
+fn parse_endpoint(field: &str) -> Option<(IpAddr, u16)> {
+    let (address, port) = field.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let mut bytes = [0u8; 16];
+    let words = match address.len() {
+        8 => 1,
+        32 => 4,
+        _ => return None,
+    };
+    for word in 0..words {
+        let hex = address.get(word * 8..word * 8 + 8)?;
+        let value = u32::from_str_radix(hex, 16).ok()?;
+        bytes[word * 4..word * 4 + 4].copy_from_slice(&value.to_ne_bytes());
+    }
+    let ip = if words == 1 {
+        IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]))
+    } else {
+        IpAddr::V6(Ipv6Addr::from(bytes)).to_canonical()
+    };
+    Some((ip, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const UID: &str = "1b4e28ba-2fa1-11d2-883f-0016d3cca427";
+
+    #[test]
+    fn pods_by_either_cgroup_driver() {
+        let cgroupfs = format!(
+            "12:pids:/kubepods/burstable/pod{UID}/0a1b2c\n0::/kubepods/burstable/pod{UID}/0a1b2c\n"
+        );
+        assert_eq!(pod_uid_of_cgroup(&cgroupfs).as_deref(), Some(UID));
+        let systemd = format!(
+            "0::/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice/cri-containerd-0a1b.scope\n",
+            UID.replace('-', "_")
+        );
+        assert_eq!(pod_uid_of_cgroup(&systemd).as_deref(), Some(UID));
+        let guaranteed = format!(
+            "0::/kubepods.slice/kubepods-pod{}.slice/crio-1.scope",
+            UID.replace('-', "_")
+        );
+        assert_eq!(pod_uid_of_cgroup(&guaranteed).as_deref(), Some(UID));
+    }
+
+    #[test]
+    fn processes_outside_pods() {
+        for cgroup in [
+            "0::/\n",
+            "0::/system.slice/kubelet.service\n",
+            "0::/kubepods.slice/kubepods-besteffort.slice\n",
+            "0::/kubepods/podnot-a-uid/x\n",
+            "4:memory:/process_api/1fbeb81587d9a1006a5017cb9c97da23\n",
+            "",
+            "garbage without colons",
+        ] {
+            assert_eq!(pod_uid_of_cgroup(cgroup), None, "{cgroup:?}");
+        }
+    }
+
+    // Lines as the kernel prints them (x86_64, little-endian), header first.
+    const TCP: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0000000000000000 100 0 0 10 0
+   1: 0C00007F:A3B2 FEA9FEA9:0050 01 00000000:00000000 00:00000000 00000000     0        0 2 1 0000000000000000 20 4 30 10 -1
+";
+    const TCP6: &str = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0000000000000000FFFF00000D00007F:C001 0000000000000000FFFF0000FEA9FEA9:0050 01 00000000:00000000 00:00000000 00000000     0        0 3 1 0000000000000000 20 4 30 10 -1
+   1: 00000000000000000000000001000000:0050 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4 1 0000000000000000 100 0 0 10 0
+";
+
+    fn at(s: &str) -> SocketAddr {
+        s.parse().expect("socket address")
+    }
+
+    #[cfg(target_endian = "little")]
+    #[test]
+    fn connected_sockets_by_their_local_end() {
+        // 127.0.0.12:41906 connected to 169.254.169.254:80.
+        assert!(socket_table_has(TCP, at("127.0.0.12:41906")));
+        assert!(!socket_table_has(TCP, at("127.0.0.12:41907")));
+        assert!(!socket_table_has(TCP, at("127.0.0.13:41906")));
+        // A listening socket is nobody's connection.
+        assert!(!socket_table_has(TCP, at("127.0.0.1:8080")));
+        // An IPv4 connection on an IPv6 socket, either way round.
+        assert!(socket_table_has(TCP6, at("127.0.0.13:49153")));
+        assert!(socket_table_has(TCP6, at("[::ffff:127.0.0.13]:49153")));
+        assert!(!socket_table_has(TCP6, at("[::1]:80")));
+    }
+
+    #[test]
+    fn bad_tables_hold_nothing() {
+        for table in [
+            "",
+            "header only\n",
+            "h\n 0: zz:zz 0:0 01\n",
+            "h\n 0: 0100007F 0:0 01\n",
+            "h\n 0: 0100007F:FFFFF 0:0 01\n",
+        ] {
+            assert!(!socket_table_has(table, at("127.0.0.1:80")), "{table:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_input_is_safe(table in ".{0,300}", cgroup in ".{0,300}") {
+            let _ = socket_table_has(&table, at("127.0.0.1:80"));
+            let _ = pod_uid_of_cgroup(&cgroup);
+        }
+    }
+}
