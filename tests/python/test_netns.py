@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -70,6 +71,7 @@ class Network:
         self.namespaces: list[str] = []
         self.links: list[str] = []
         self.processes: list[subprocess.Popen] = []
+        self.cgroups: list[Path] = []
         self.bridge = f"{TAG}br"
         sh("ip", "link", "add", self.bridge, "type", "bridge")
         self.links.append(self.bridge)
@@ -122,6 +124,28 @@ class Network:
             shutil.rmtree(f"/etc/netns/{ns}", ignore_errors=True)
         for link in self.links:
             sh("ip", "link", "del", link, check=False)
+        for cgroup in reversed(self.cgroups):
+            try:
+                cgroup.rmdir()
+            except OSError:
+                pass
+
+    def pod_cgroup(self, uid: str) -> Path:
+        """A cgroup named as kubelet's cgroupfs driver names a pod's (`kubepods/pod<UID>`), in a
+        hierarchy that limits nothing (cgroup v2's, or v1's `pids`), for the pod's processes."""
+        for root in (Path("/sys/fs/cgroup/unified"), Path("/sys/fs/cgroup/pids"), Path("/sys/fs/cgroup")):
+            if (root / "cgroup.procs").exists() and os.access(root, os.W_OK):
+                break
+        else:
+            pytest.fail("no writable cgroup hierarchy for the pods' processes")
+        parent = root / f"{TAG}-kubepods"
+        if not parent.exists():
+            parent.mkdir()
+            self.cgroups.append(parent)
+        cgroup = parent / f"pod{uid}"
+        cgroup.mkdir()
+        self.cgroups.append(cgroup)
+        return cgroup
 
 
 class Node:
@@ -156,10 +180,17 @@ class PodNet:
     def __init__(self, ns: str, ip: str):
         self.ns, self.ip = ns, ip
 
-    def run(self, args: list[str], env: dict, timeout: float = 120) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            ["ip", "netns", "exec", self.ns, *args], env=env, capture_output=True, text=True, timeout=timeout
-        )
+    def command(self, args: list[str], cgroup: Path | None = None) -> list[str]:
+        """`args` run in the pod's network namespace and, if given, in the pod's cgroup, entered
+        before the program starts, as a container's processes are (and before `ip netns exec`,
+        which mounts a /sys of the namespace's own, without the cgroup hierarchies)."""
+        command = ["ip", "netns", "exec", self.ns, *args]
+        if cgroup is not None:
+            command = ["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', str(cgroup), *command]
+        return command
+
+    def run(self, args: list[str], env: dict, timeout: float = 120, cgroup: Path | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run(self.command(args, cgroup), env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def client_env(tmp: Path) -> dict:
@@ -249,15 +280,15 @@ class World:
         requests.post(self.fakes[cluster] + "/_fake/serviceaccounts", json={"namespace": namespace, "name": name, "annotations": annotations}, timeout=5).raise_for_status()
 
     def put_pod(self, namespace: str, name: str, node: str, ip: str, ksa: str, phase: str = "Running",
-                cluster: str = "net") -> str:
-        response = requests.post(self.fakes[cluster] + "/_fake/pods", json={"namespace": namespace, "name": name, "node": node, "ip": ip, "serviceAccount": ksa, "phase": phase}, timeout=5)
+                cluster: str = "net", uid: str = "") -> str:
+        response = requests.post(self.fakes[cluster] + "/_fake/pods", json={"namespace": namespace, "name": name, "node": node, "ip": ip, "serviceAccount": ksa, "phase": phase, "uid": uid}, timeout=5)
         response.raise_for_status()
         return response.json()["uid"]
 
     def delete_pod(self, namespace: str, name: str):
         requests.delete(f"{self.fake}/_fake/pods/{namespace}/{name}", timeout=5).raise_for_status()
 
-    def node(self, name: str, cluster: str = "net") -> Node:
+    def node(self, name: str, cluster: str = "net", extra: tuple[str, ...] = ()) -> Node:
         if name in self.nodes:
             return self.nodes[name]
         node = self.network.node(name, len(self.nodes) + 1)
@@ -266,7 +297,7 @@ class World:
             "--admin-addr", f"{node.address}:9090", "--kubeconfig", str(self.tmp / f"kubeconfig-{cluster}"),
             "--node-name", name, "--project", PROJECT,
             "--cluster-name", cluster, "--cluster-location", "europe-west1",
-            "--sts-url", self.iam, "--iamcredentials-url", self.iam,
+            "--sts-url", self.iam, "--iamcredentials-url", self.iam, *extra,
         ], node.log, namespace=node.ns)
         wait_for(f"the agent of {name} is ready",
                  lambda: requests.get(f"http://{node.address}:9090/readyz", timeout=1).status_code == 200,
@@ -376,3 +407,34 @@ def test_the_api_server_going_away_and_coming_back(world):
     world.put_pod("team-b", "late", "node-a", late.ip, "other")
     code, account, err = google_auth_in(late, world)
     assert (code, account) == (0, GSA_B), f"{err}\n{node.log.read_text()}"
+
+
+def test_attested_callers_are_answered_only_from_their_own_pod(world):
+    """`--attest-callers`: the agent reads the host's /proc (the test's processes share its PID
+    namespace, as a hostPID DaemonSet does) and answers a connection as a pod's only when it
+    starts in the network namespace of that pod's processes, found by their cgroup."""
+    node = world.node("node-e", extra=("--attest-callers",))
+    # A pod whose process runs in its cgroup: confirmed, answered.
+    steady = node.pod("steady", 51)
+    steady_uid = str(uuid.uuid4())
+    world.put_pod("team-a", "steady", "node-e", steady.ip, "app", uid=steady_uid)
+    run = steady.run([sys.executable, "-c", GOOGLE_AUTH], client_env(world.tmp), cgroup=world.network.pod_cgroup(steady_uid))
+    assert run.returncode == 0 and run.stdout.split()[1] == GSA_A, f"{run.stderr}\n{node.log.read_text()}"
+
+    # The index is behind: it still has the departed pod "old" at an address that a new pod,
+    # not yet delivered by the watch, now has. The new pod's request is held, never answered
+    # with the old pod's identity, and answered with its own once the watch catches up.
+    reused = node.pod("reused", 52)
+    world.put_pod("team-a", "old", "node-e", reused.ip, "app")
+    new_uid = str(uuid.uuid4())
+    waits = world.pod_waits(node)
+    client = subprocess.Popen(
+        reused.command([sys.executable, "-c", GOOGLE_AUTH], cgroup=world.network.pod_cgroup(new_uid)),
+        env=client_env(world.tmp), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    wait_for("the new pod's request is held", lambda: world.pod_waits(node) > waits, log=node.log.read_text)
+    world.delete_pod("team-a", "old")
+    world.put_pod("team-b", "new", "node-e", reused.ip, "other", uid=new_uid)
+    out, err = client.communicate(timeout=60)
+    assert client.returncode == 0, f"{err}\n{node.log.read_text()}"
+    assert out.split()[1] == GSA_B, out
