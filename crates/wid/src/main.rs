@@ -204,7 +204,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Metadata(MetadataCommand::Serve(args)) => run_async(|| async {
-            node::metadata_serve(*args).await?;
+            node::metadata_serve(*args, default_data_dir().join("dev")).await?;
             Ok(ExitCode::SUCCESS)
         }),
         Command::Dev(args) => {

@@ -122,13 +122,19 @@ pub struct MetadataServeArgs {
     #[arg(long, env = "WID_NODE_GCP_SERVICE_ACCOUNT", requires = "node_identity")]
     pub node_gcp_service_account: Option<String>,
     /// With --pods: the cluster issuer's private key the agent signs KSA tokens with (PKCS#8
-    /// DER, mode 0600), made on first start. On Kubernetes, KSA tokens come from the
-    /// TokenRequest API instead.
+    /// DER, mode 0600), made on first start; default `agent-issuer.pk8` in `wid dev`'s data
+    /// directory (--data-dir), the key `wid dev` registers its cluster with. On Kubernetes, KSA
+    /// tokens come from the TokenRequest API instead.
     #[arg(long, env = "WID_ISSUER_KEY", requires = "pods")]
     pub issuer_key: Option<PathBuf>,
-    /// With --pods: the issuer URL of the KSA tokens the agent signs.
+    /// With --pods: the issuer URL of the KSA tokens the agent signs; default `wid dev`'s,
+    /// `https://kubernetes.PROJECT.wid.local`.
     #[arg(long, env = "WID_ISSUER_URI", requires = "pods")]
     pub issuer_uri: Option<String>,
+    /// With --pods and no --issuer-key: `wid dev`'s data directory, whose issuer key the agent
+    /// uses, so that an agent alone answers for the cluster `wid dev` registered.
+    #[arg(long, env = "WID_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
     /// Writes the issuer's JWKS here, for `wid iam clusters register --jwk-json-path`.
     #[arg(long)]
     pub jwks_out: Option<PathBuf>,
@@ -160,7 +166,7 @@ pub struct DevArgs {
     #[arg(long)]
     pub pods: Option<PathBuf>,
     /// The dev project.
-    #[arg(long, default_value = "wid-dev")]
+    #[arg(long, default_value = DEV_PROJECT)]
     pub project: String,
 }
 
@@ -236,13 +242,29 @@ fn raise_open_files() {
     }
 }
 
-pub async fn metadata_serve(args: MetadataServeArgs) -> anyhow::Result<()> {
+/// The project `wid dev` makes, and an agent with a pods file serves by default.
+pub const DEV_PROJECT: &str = "wid-dev";
+
+/// The issuer of the KSA tokens of `wid dev`'s cluster (and of an agent with a pods file).
+fn dev_issuer_uri(project: &str) -> String {
+    format!("https://kubernetes.{project}.wid.local")
+}
+
+/// The file of the cluster issuer key in `wid dev`'s data directory.
+fn dev_issuer_key(data_dir: &Path) -> PathBuf {
+    data_dir.join("agent-issuer.pk8")
+}
+
+/// `dev_data_dir`: `wid dev`'s data directory when --data-dir is not given.
+pub async fn metadata_serve(args: MetadataServeArgs, dev_data_dir: PathBuf) -> anyhow::Result<()> {
     raise_open_files();
-    let project = args
-        .node
-        .project
-        .clone()
-        .context("--project (or WID_PROJECT) is required")?;
+    // With a pods file the agent stands in for `wid dev`'s node by default; on Kubernetes the
+    // project is the cluster's, and there is no sensible default.
+    let project = match (&args.node.project, &args.pods) {
+        (Some(project), _) => project.clone(),
+        (None, Some(_)) => DEV_PROJECT.to_owned(),
+        (None, None) => bail!("--project (or WID_PROJECT) is required"),
+    };
     // Without it, the agent learns the number from STS's introspection of the first federated
     // token.
     let number = args.node.project_number.clone();
@@ -287,12 +309,15 @@ pub async fn metadata_serve(args: MetadataServeArgs) -> anyhow::Result<()> {
     };
     let server = match &args.pods {
         Some(path) => {
-            let (Some(key), Some(issuer_uri)) = (&args.issuer_key, &args.issuer_uri) else {
-                bail!(
-                    "--pods needs --issuer-key and --issuer-uri: the agent signs the KSA tokens itself"
-                );
-            };
-            let issuer = KsaIssuer::new(issuer_key(key)?, issuer_uri.clone());
+            let key = args.issuer_key.clone().unwrap_or_else(|| {
+                dev_issuer_key(args.data_dir.as_deref().unwrap_or(&dev_data_dir))
+            });
+            let issuer_uri = args
+                .issuer_uri
+                .clone()
+                .unwrap_or_else(|| dev_issuer_uri(&project));
+            tracing::info!(issuer = %issuer_uri, key = %key.display(), project = %project, "signing the pods' KSA tokens (the token service must know this issuer: `wid dev` with this data directory registers it, or `wid iam clusters register --jwk-json-path` with --jwks-out's file)");
+            let issuer = KsaIssuer::new(issuer_key(&key)?, issuer_uri);
             if let Some(out) = &args.jwks_out {
                 std::fs::write(out, issuer.jwks_json())
                     .with_context(|| format!("writing {}", out.display()))?;
@@ -450,11 +475,8 @@ pub async fn dev(args: DevArgs, data_dir: PathBuf) -> anyhow::Result<ExitCode> {
         &[409],
     )
     .await?;
-    let issuer_uri = format!("https://kubernetes.{project}.wid.local");
-    let issuer = KsaIssuer::new(
-        issuer_key(&data_dir.join("agent-issuer.pk8"))?,
-        issuer_uri.clone(),
-    );
+    let issuer_uri = dev_issuer_uri(&project);
+    let issuer = KsaIssuer::new(issuer_key(&dev_issuer_key(&data_dir))?, issuer_uri.clone());
     let clusters = format!("/v1/projects/{project}/locations/local/clusters");
     // The cluster's keys are the agent's: register them again if the key changed.
     admin(

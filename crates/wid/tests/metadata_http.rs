@@ -72,22 +72,32 @@ fn write_pods(path: &Path) {
 
 impl Dev {
     async fn start() -> Dev {
+        Dev::start_with(|command, dir| {
+            command.arg("--data-dir").arg(dir.join("data"));
+        })
+        .await
+    }
+
+    /// `wid dev` with the pods file `pods.json` of its temporary directory, and whatever else
+    /// `configure` adds, given that directory.
+    async fn start_with(configure: impl FnOnce(&mut Command, &Path)) -> Dev {
         let dir = tempfile::tempdir().expect("tempdir");
         let pods = dir.path().join("pods.json");
         write_pods(&pods);
         let (md_port, iam_port) = (support::free_port(), support::free_port());
         let log = dir.path().join("dev.log");
         let out = dir.path().join("dev.out");
-        let child = Command::new(support::WID)
+        let mut command = Command::new(support::WID);
+        command
             .arg("dev")
             .args(["--metadata-addr", &format!("127.0.0.1:{md_port}")])
             .args(["--iam-addr", &format!("127.0.0.1:{iam_port}")])
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
             .arg("--pods")
             .arg(&pods)
             .env_remove("WID_PROJECT")
-            .env_remove("WID_DATA_DIR")
+            .env_remove("WID_DATA_DIR");
+        configure(&mut command, dir.path());
+        let child = command
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&out).expect("stdout file"))
             .stderr(std::fs::File::create(&log).expect("log file"))
@@ -1925,4 +1935,91 @@ async fn framing_connections_that_end() {
     // The server is still fine.
     let got = raw_once(&dev, &raw_get("/computeMetadata/v1/project/project-id", "")).await;
     assert_eq!(got.expect(200), PROJECT);
+}
+
+/// Issue 4's interface for the agent alone, `wid metadata serve --addr --pods --sts-url
+/// --iamcredentials-url` and nothing else, beside a `wid dev` on its default data directory:
+/// the agent takes `wid dev`'s project, issuer and issuer key, so its pods get tokens.
+#[tokio::test]
+async fn an_agent_alone_answers_for_the_cluster_of_wid_dev() {
+    let xdg = tempfile::tempdir().expect("tempdir");
+    let dev = Dev::start_with(|command, _| {
+        command.env("XDG_DATA_HOME", xdg.path());
+    })
+    .await;
+    assert!(
+        xdg.path().join("wid/dev/agent-issuer.pk8").exists(),
+        "wid dev keeps its issuer key in its default data directory"
+    );
+    let port = support::free_port();
+    let log = xdg.path().join("alone.log");
+    let mut alone = Command::new(support::WID)
+        .args(["metadata", "serve", "--addr", &format!("127.0.0.1:{port}")])
+        .arg("--pods")
+        .arg(dev._dir.path().join("pods.json"))
+        .args([
+            "--sts-url",
+            &dev.iam_base,
+            "--iamcredentials-url",
+            &dev.iam_base,
+        ])
+        .env("XDG_DATA_HOME", xdg.path())
+        .env_remove("WID_PROJECT")
+        .env_remove("WID_DATA_DIR")
+        .env_remove("WID_ISSUER_KEY")
+        .env_remove("WID_ISSUER_URI")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("spawn the agent");
+    let client = reqwest::Client::builder()
+        .local_address(POD_A.parse::<IpAddr>().ok())
+        .no_proxy()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("client");
+    let url = format!(
+        "http://127.0.0.1:{port}/computeMetadata/v1/instance/service-accounts/default/token"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let body = loop {
+        if let Ok(response) = client
+            .get(&url)
+            .header("Metadata-Flavor", "Google")
+            .send()
+            .await
+        {
+            let status = response.status().as_u16();
+            let body = response.text().await.unwrap_or_default();
+            assert_eq!(
+                status,
+                200,
+                "{body}\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            break body;
+        }
+        if let Ok(Some(status)) = alone.try_wait() {
+            panic!(
+                "the agent exited with {status}: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the agent alone did not answer within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let token: Value = serde_json::from_str(&body).expect("token JSON");
+    let info = dev
+        .tokeninfo(
+            "access_token",
+            token["access_token"].as_str().unwrap_or_default(),
+        )
+        .await;
+    assert_eq!(info["email"], GSA, "{info}");
+    let _ = alone.kill();
+    let _ = alone.wait();
 }
