@@ -386,6 +386,16 @@ pub async fn discover_issuer(client: &Client) -> Result<String, kube::Error> {
         })
 }
 
+/// The cluster's service-account token keys, as its API server publishes them
+/// (`/openid/v1/jwks`, whatever host the discovery document's `jwks_uri` names: the API server
+/// always serves them there, also when the issuer is published elsewhere).
+pub async fn service_account_jwks(client: &Client) -> Result<String, kube::Error> {
+    let request = http::Request::get("/openid/v1/jwks")
+        .body(Vec::new())
+        .map_err(kube::Error::HttpError)?;
+    client.request_text(request).await
+}
+
 /// KSA tokens from the TokenRequest API: audience the pool, bound to the pod, short-lived, cached
 /// per pod until ten minutes before they expire.
 pub struct TokenRequests {

@@ -356,16 +356,27 @@ pub enum ProvidersCommand {
     },
 }
 
-/// Where a cluster's keys come from: exactly one of the two.
+/// Where a cluster's keys come from: exactly one of the three.
 #[derive(Args, Debug, Clone)]
 #[group(required = true, multiple = false)]
 pub struct ClusterKeys {
     /// File with the cluster's service-account JWKS (kubectl get --raw /openid/v1/jwks).
     #[arg(long)]
     pub jwk_json_path: Option<PathBuf>,
-    /// Fetch the keys through the issuer's OIDC discovery, and keep them fresh.
+    /// The token service fetches the keys through the issuer's OIDC discovery, and keeps them
+    /// fresh: for issuers it can reach.
     #[arg(long)]
     pub discover: bool,
+    /// Read the issuer and its keys from the cluster's API server, with this kubeconfig's
+    /// credentials (its OIDC discovery and /openid/v1/jwks): for issuers the token service
+    /// cannot reach, such as https://kubernetes.default.svc.cluster.local. Register again after
+    /// the cluster rotates its service-account signing key.
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The JWKS read from the API server for --kubeconfig; the binary reads it (the CLI knows
+    /// only the token service's protocol) and fills in the issuer.
+    #[arg(skip)]
+    pub read_from_api_server: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -378,9 +389,10 @@ pub enum ClustersCommand {
         /// Where the cluster runs, e.g. us-central1 or laptop.
         #[arg(long)]
         location: String,
-        /// The issuer of the cluster's service-account tokens.
-        #[arg(long)]
-        issuer_uri: String,
+        /// The issuer of the cluster's service-account tokens; with --kubeconfig, read from the
+        /// API server (and, if given too, checked against it).
+        #[arg(long, required_unless_present = "kubeconfig")]
+        issuer_uri: Option<String>,
         #[command(flatten)]
         keys: ClusterKeys,
         /// Give this cluster's KSAs members of their own:

@@ -754,12 +754,18 @@ impl Cli {
                 keys,
                 isolated,
             } => {
+                if keys.kubeconfig.is_some() && keys.read_from_api_server.is_none() {
+                    anyhow::bail!("--kubeconfig: the cluster's issuer and keys were not read");
+                }
                 let mut body = json!({
                     "clusterName": name,
-                    "issuerUri": issuer_uri,
+                    "issuerUri": issuer_uri.unwrap_or_default(),
                     "discover": keys.discover,
                     "isolated": isolated,
                 });
+                if let Some(jwks) = keys.read_from_api_server {
+                    body["jwksJson"] = json!(jwks);
+                }
                 if let Some(path) = keys.jwk_json_path {
                     let text = std::fs::read_to_string(&path)
                         .with_context(|| format!("reading {}", path.display()))?;

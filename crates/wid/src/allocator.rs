@@ -19,10 +19,6 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[cfg(target_os = "linux")]
 const ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
 
-/// mimalloc's default for it: commit eagerly on systems that overcommit (Linux).
-#[cfg(target_os = "linux")]
-const EAGER_WHERE_OVERCOMMITTED: std::ffi::c_long = 2;
-
 /// Registered in `.init_array`, which the dynamic loader (or the static start-up code) runs
 /// before `main` and so before the Rust runtime's first allocation.
 #[cfg(target_os = "linux")]
@@ -34,20 +30,18 @@ const EAGER_WHERE_OVERCOMMITTED: std::ffi::c_long = 2;
 #[unsafe(link_section = ".init_array")]
 static COMMIT_ON_DEMAND: extern "C" fn() = commit_on_demand;
 
-/// Makes arenas commit their memory on demand, unless the operator chose a value of their own
-/// with `MIMALLOC_ARENA_EAGER_COMMIT` (mimalloc reads it; its default, 2, means "eager on
-/// Linux", so an operator who wants that sets 1).
+/// Makes arenas commit their memory on demand, unless the operator set
+/// `MIMALLOC_ARENA_EAGER_COMMIT`: `mi_option_set_default` changes only a value that did not come
+/// from the environment, whether mimalloc's own constructor has read the environment yet or
+/// reads it after this one.
 #[cfg(target_os = "linux")]
 extern "C" fn commit_on_demand() {
-    // SAFETY: both calls take plain integers and read or write one entry of mimalloc's static
-    // option table; `mi_option_get` initialises the entry from the environment on first use
-    // without allocating, whether or not mimalloc's own constructor has run yet. Their one
+    // SAFETY: the call takes plain integers and writes one entry of mimalloc's static option
+    // table (an index out of range is ignored); it neither allocates nor unwinds. Its one
     // requirement, that no other thread use the options at the same time, holds: constructors
     // run on the main thread before `main`, when no other thread exists.
     #[allow(unsafe_code)]
     unsafe {
-        if libmimalloc_sys::mi_option_get(ARENA_EAGER_COMMIT) == EAGER_WHERE_OVERCOMMITTED {
-            libmimalloc_sys::mi_option_set(ARENA_EAGER_COMMIT, 0);
-        }
+        libmimalloc_sys::mi_option_set_default(ARENA_EAGER_COMMIT, 0);
     }
 }

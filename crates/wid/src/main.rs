@@ -148,7 +148,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     })
 }
 
-fn admin(command: wid_cli::AdminCommand, client: wid_cli::ClientArgs) -> ExitCode {
+fn admin(mut command: wid_cli::AdminCommand, client: wid_cli::ClientArgs) -> ExitCode {
     let default_token = std::env::var_os("WID_DATA_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(default_data_dir)
@@ -164,7 +164,11 @@ fn admin(command: wid_cli::AdminCommand, client: wid_cli::ClientArgs) -> ExitCod
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(wid_cli::run(command, client, default_token)) {
+    let run = async {
+        node::read_cluster_from_api_server(&mut command).await?;
+        wid_cli::run(command, client, default_token).await
+    };
+    match runtime.block_on(run) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ERROR: {e:#}");

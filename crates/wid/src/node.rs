@@ -392,6 +392,37 @@ async fn kube_client(kubeconfig: Option<&Path>) -> anyhow::Result<kube::Client> 
     kube::Client::try_from(config).context("building the Kubernetes client")
 }
 
+/// `wid iam clusters register --kubeconfig FILE`: reads the cluster's issuer and keys from its
+/// API server, with the kubeconfig's credentials, into the command.
+pub async fn read_cluster_from_api_server(
+    command: &mut wid_cli::AdminCommand,
+) -> anyhow::Result<()> {
+    let wid_cli::AdminCommand::Clusters(wid_cli::args::ClustersCommand::Register {
+        issuer_uri,
+        keys,
+        ..
+    }) = command
+    else {
+        return Ok(());
+    };
+    let Some(kubeconfig) = &keys.kubeconfig else {
+        return Ok(());
+    };
+    let client = kube_client(Some(kubeconfig)).await?;
+    let issuer = wid_agent::kubernetes::discover_issuer(&client)
+        .await
+        .context("reading the issuer from the API server's /.well-known/openid-configuration")?;
+    if let Some(given) = issuer_uri.as_ref().filter(|given| **given != issuer) {
+        bail!("the cluster's API server names its issuer {issuer}, not {given}");
+    }
+    let jwks = wid_agent::kubernetes::service_account_jwks(&client)
+        .await
+        .context("reading the cluster's keys from the API server's /openid/v1/jwks")?;
+    *issuer_uri = Some(issuer);
+    keys.read_from_api_server = Some(jwks);
+    Ok(())
+}
+
 /// Calls the dev token service as its admin; `ok_codes` are statuses taken as success.
 async fn admin(
     http: &reqwest::Client,

@@ -575,3 +575,98 @@ async fn attested_callers_are_answered_only_from_their_own_pod() {
     })
     .await;
 }
+
+/// A cluster whose issuer the token service cannot reach (kind's and kubeadm's default) is
+/// registered through its API server: `wid iam clusters register --kubeconfig` reads the issuer
+/// and its keys with the kubeconfig's credentials, and the agent's pods get tokens.
+#[tokio::test]
+async fn a_cluster_with_an_unreachable_issuer_is_registered_through_its_api_server() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fake = FakeApi::new();
+    fake.serve().await.expect("fake API server");
+    fake.set_issuer("https://kubernetes.default.svc.cluster.local");
+    let server = Server::start(&dir.path().join("data"));
+    let api = server.api();
+    api.create_project("proj-a", "111111111111").await;
+    api.create_account("proj-a", "sa-a-runner").await;
+    api.post(
+        &format!("/v1/projects/-/serviceAccounts/{GSA_A}:setIamPolicy"),
+        json!({"policy": {"bindings": [{"role": "roles/iam.workloadIdentityUser", "members": ["serviceAccount:proj-a.svc.id.goog[team-a/app]"]}]}}),
+    )
+    .await
+    .ok();
+    fake.put_service_account(
+        "team-a",
+        "app",
+        &[("iam.gke.io/gcp-service-account", GSA_A)],
+    );
+    let kubeconfig = dir.path().join("cluster.kubeconfig");
+    std::fs::write(&kubeconfig, fake.kubeconfig()).expect("kubeconfig");
+    // The CLI runs off the test's runtime thread, which serves the fake API server it calls.
+    let register = |extra: &'static [&'static str]| {
+        let (endpoint, token_file) = (server.base(), server.token_file());
+        let kubeconfig = kubeconfig.clone();
+        tokio::task::spawn_blocking(move || {
+            let out = Command::new(support::WID)
+                .args([
+                    "iam",
+                    "clusters",
+                    "register",
+                    "kube-test",
+                    "--project",
+                    "proj-a",
+                ])
+                .args([
+                    "--location",
+                    "europe-west1",
+                    "--format",
+                    "json",
+                    "--kubeconfig",
+                ])
+                .arg(&kubeconfig)
+                .args(extra)
+                .env("WID_ENDPOINT", endpoint)
+                .env("WID_TOKEN_FILE", token_file)
+                .env_remove("WID_PROJECT")
+                .output()
+                .expect("run wid");
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        })
+    };
+
+    // An issuer given that is not the API server's: refused, nothing registered.
+    let (ok, _, err) = register(&["--issuer-uri", "https://elsewhere.example.com"])
+        .await
+        .expect("join");
+    assert!(
+        !ok && err.contains("https://kubernetes.default.svc.cluster.local"),
+        "{err}"
+    );
+    let (ok, out, err) = register(&[]).await.expect("join");
+    assert!(ok, "{err}");
+    let cluster: Value = serde_json::from_str(&out).expect("cluster JSON");
+    assert_eq!(
+        cluster["issuerUri"], "https://kubernetes.default.svc.cluster.local",
+        "{cluster}"
+    );
+
+    let pod_uid = fake.put_pod(
+        PodFixture::new("team-a", "a-1", NODE)
+            .ip("127.0.0.61")
+            .service_account("app"),
+    );
+    assert!(!pod_uid.is_empty());
+    let agent = start_agent(dir.path(), &server, &fake).await;
+    let (status, body) = md(
+        &pod_client("127.0.0.61"),
+        &agent,
+        "instance/service-accounts/default/token",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}\n{}", agent.log());
+    assert_eq!(api.email_of_token_answer(&body).await, GSA_A);
+}
