@@ -413,12 +413,16 @@ def test_attested_callers_are_answered_only_from_their_own_pod(world):
     """`--attest-callers`: the agent reads the host's /proc (the test's processes share its PID
     namespace, as a hostPID DaemonSet does) and answers a connection as a pod's only when it
     starts in the network namespace of that pod's processes, found by their cgroup."""
-    node = world.node("node-e", extra=("--attest-callers",))
-    # A pod whose process runs in its cgroup: confirmed, answered.
+    node = world.node("node-e", extra=("--attest-callers", "--pod-wait-ms", "1500"))
+    # A pod whose process runs in its cgroup: confirmed, answered; even when the pod's first
+    # process is on the host's network (as a runtime's monitor in the pod's cgroup is).
     steady = node.pod("steady", 51)
     steady_uid = str(uuid.uuid4())
+    steady_cgroup = world.network.pod_cgroup(steady_uid)
+    monitor = subprocess.Popen(["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec sleep 300', str(steady_cgroup)])
+    world.network.processes.append(monitor)
     world.put_pod("team-a", "steady", "node-e", steady.ip, "app", uid=steady_uid)
-    run = steady.run([sys.executable, "-c", GOOGLE_AUTH], client_env(world.tmp), cgroup=world.network.pod_cgroup(steady_uid))
+    run = steady.run([sys.executable, "-c", GOOGLE_AUTH], client_env(world.tmp), cgroup=steady_cgroup)
     assert run.returncode == 0 and run.stdout.split()[1] == GSA_A, f"{run.stderr}\n{node.log.read_text()}"
 
     # The index is behind: it still has the departed pod "old" at an address that a new pod,
@@ -438,3 +442,35 @@ def test_attested_callers_are_answered_only_from_their_own_pod(world):
     out, err = client.communicate(timeout=60)
     assert client.returncode == 0, f"{err}\n{node.log.read_text()}"
     assert out.split()[1] == GSA_B, out
+
+    # The indexed pod is alive, in a network of its own that holds its address too (a sandbox
+    # torn down late, say), and the request comes from another network with that address: the
+    # connection is not in the pod's network, so it is refused.
+    twin_ip = "10.99.%d.53" % node.index
+    lingering = world.network.namespace("node-e-lingering")
+    # A veth pair with both ends inside: a network connected to nothing.
+    sh("ip", "-n", lingering, "link", "add", "eth0", "type", "veth", "peer", "name", "eth1")
+    sh("ip", "-n", lingering, "addr", "add", f"{twin_ip}/24", "dev", "eth0")
+    sh("ip", "-n", lingering, "link", "set", "eth0", "up")
+    sh("ip", "-n", lingering, "link", "set", "eth1", "up")
+    lingering_uid = str(uuid.uuid4())
+    sleeper = subprocess.Popen(PodNet(lingering, twin_ip).command(["sleep", "300"], cgroup=world.network.pod_cgroup(lingering_uid)))
+    world.network.processes.append(sleeper)
+    world.put_pod("team-a", "lingering", "node-e", twin_ip, "app", uid=lingering_uid)
+    intruder = node.pod("intruder", 53)
+    assert intruder.ip == twin_ip
+    run = intruder.run([sys.executable, "-c", STATUS_OF_EMAIL], client_env(world.tmp))
+    status, _, body = run.stdout.partition(" ")
+    assert status == "503" and "does not start in the network namespace of pod team-a/lingering" in body, f"{run.stdout}{run.stderr}\n{node.log.read_text()}"
+
+
+# The status and body of the email query, from inside a pod, with no client library's retries.
+STATUS_OF_EMAIL = """
+import urllib.request, urllib.error
+request = urllib.request.Request("http://metadata.google.internal/computeMetadata/v1/instance/service-accounts/default/email", headers={"Metadata-Flavor": "Google"})
+try:
+    with urllib.request.urlopen(request, timeout=30) as response:
+        print(response.status, response.read().decode())
+except urllib.error.HTTPError as error:
+    print(error.code, error.read().decode())
+"""

@@ -4,28 +4,57 @@
 //! Every IP-based peer trusts its pod index: if the index is behind (a pod gone and its address
 //! already given to a new one), the new pod is answered with the old one's identity. Here the
 //! index only proposes a pod; the kernel decides. The pod's processes are found by their cgroup
-//! (kubelet names it after the pod's UID), and the connection's far end, the pod's address and
-//! port, must be a socket in their network namespace (`/proc/PID/net/tcp`), which no other pod
-//! on the node shares. A connection that is not is refused, whatever the index says.
+//! (kubelet names it after the pod's UID), and the connection must be an open socket in one of
+//! their network namespaces, from the pod's address and port to what the pod dialled
+//! (`/proc/PID/net/tcp`). No other pod on the node shares those namespaces.
 //!
 //! The agent needs the host's process table for this: `hostPID: true` in the DaemonSet (or the
 //! host's `/proc` mounted and given as `--proc-root`) and root, as a host-network agent has.
 //! Confirmation is per connection and pod, so keep-alive requests pay for it once; the file
-//! reads are blocking and run off the serving threads.
+//! reads are blocking and run off the serving threads, a bounded number at a time.
+//!
+//! Not covered: static pods (their cgroup is named after a hash of their manifest, not the
+//! mirror pod's UID: refused), and sandboxed runtimes (gVisor, Kata) whose sockets are not in
+//! the host kernel's tables (refused): run such nodes without attestation.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
-use crate::pods::Pod;
+use crate::pods::{NODE_UID_PREFIX, Pod};
+
+/// A new scan of the process table is made at most this often: a caller whose pod has no
+/// process cannot make the agent walk `/proc` at will.
+pub const MIN_RESCAN: Duration = Duration::from_millis(250);
+
+/// The two ends of a connection as the pod's kernel sees them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ends {
+    /// The pod's address and port: the connection's peer.
+    pub pod: SocketAddr,
+    /// What the pod dialled: the original destination before the node's DNAT (169.254.169.254:80),
+    /// or the agent's own address when there was none.
+    pub dialled: SocketAddr,
+}
 
 /// Confirms callers against the kernel's view under a `/proc`.
 pub struct Attestor {
     proc_root: PathBuf,
-    /// One live process of each pod, by pod UID: found by a scan of the process table, checked
-    /// again before each use since processes come and go.
-    pids: Mutex<HashMap<String, u32>>,
+    /// The agent's own network namespace, the host's (the agent runs on the host network): a
+    /// pod's process there (a runtime's monitor in the pod's cgroup, a host-network pod) says
+    /// nothing about the pod's network.
+    host_network: Option<(u64, u64)>,
+    scan: Mutex<Scan>,
+}
+
+/// The pods' processes, by pod UID, as of the last walk of the process table.
+#[derive(Default)]
+struct Scan {
+    at: Option<Instant>,
+    pids: HashMap<String, Vec<u32>>,
 }
 
 /// Why a connection could not be confirmed as the pod's.
@@ -39,62 +68,121 @@ pub enum Unconfirmed {
     NoUid { pod: String },
 }
 
+/// Why the process table cannot serve for attestation.
+#[derive(Debug, thiserror::Error)]
+pub enum AttestorError {
+    #[error("cannot read the process table at {path}: {source}")]
+    Unreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "the process table at {path} is a pod's own (its first process is in pod {uid}): the agent needs the host's (hostPID: true, or the host's /proc as --proc-root)"
+    )]
+    PodsOwn { path: PathBuf, uid: String },
+}
+
 impl Attestor {
-    /// Checks that `proc_root` is a process table this agent can read: its own entry must be
-    /// there (with `hostPID`, the host's `/proc` holds every process of the node).
-    pub fn new(proc_root: impl Into<PathBuf>) -> std::io::Result<Attestor> {
+    /// Checks that `proc_root` is a process table the agent can read, and the host's: when its
+    /// first process is in a pod, the agent sees only its own pod's processes and would refuse
+    /// every other pod.
+    pub fn new(proc_root: impl Into<PathBuf>) -> Result<Attestor, AttestorError> {
         let proc_root = proc_root.into();
-        std::fs::read_dir(&proc_root)?;
+        std::fs::read_dir(&proc_root).map_err(|source| AttestorError::Unreadable {
+            path: proc_root.clone(),
+            source,
+        })?;
+        if let Some(uid) = read_cgroup(&proc_root, 1) {
+            return Err(AttestorError::PodsOwn {
+                path: proc_root,
+                uid,
+            });
+        }
         Ok(Attestor {
+            host_network: namespace_id(Path::new("/proc/self/ns/net")),
             proc_root,
-            pids: Mutex::new(HashMap::new()),
+            scan: Mutex::new(Scan::default()),
         })
     }
 
-    /// Confirms that the connection from `peer` starts in `pod`. Blocking: reads `/proc`.
-    pub fn confirm(&self, pod: &Pod, peer: SocketAddr) -> Result<(), Unconfirmed> {
+    /// Confirms that the connection with `ends` starts in `pod`. Blocking: reads `/proc`.
+    pub fn confirm(&self, pod: &Pod, ends: Ends) -> Result<(), Unconfirmed> {
         let name = || format!("{}/{} ({})", pod.namespace, pod.name, pod.uid);
         if pod.uid.is_empty() {
             return Err(Unconfirmed::NoUid {
                 pod: format!("{}/{}", pod.namespace, pod.name),
             });
         }
-        let Some(pid) = self.pid_of(&pod.uid) else {
-            return Err(Unconfirmed::NoProcess { pod: name() });
-        };
-        let in_namespace = ["tcp", "tcp6"].iter().any(|table| {
-            let path = self.proc_root.join(pid.to_string()).join("net").join(table);
-            std::fs::read_to_string(path)
-                .is_ok_and(|table| wid_procfs::socket_table_has(&table, peer))
-        });
-        if in_namespace {
-            Ok(())
+        // Host-network callers (the node identity) are the agent's own network's.
+        if pod.uid.starts_with(NODE_UID_PREFIX) {
+            return if tables_have(Path::new("/proc/self"), ends) {
+                Ok(())
+            } else {
+                Err(Unconfirmed::OtherNamespace {
+                    pod: name(),
+                    peer: ends.pod,
+                })
+            };
+        }
+        let mut found_any = false;
+        for rescanned in [false, true] {
+            let pids = self.pids_of(&pod.uid, rescanned);
+            found_any |= !pids.is_empty();
+            if self.any_namespace_has(&pod.uid, &pids, ends) {
+                return Ok(());
+            }
+        }
+        Err(if found_any {
+            Unconfirmed::OtherNamespace {
+                pod: name(),
+                peer: ends.pod,
+            }
         } else {
-            Err(Unconfirmed::OtherNamespace { pod: name(), peer })
+            Unconfirmed::NoProcess { pod: name() }
+        })
+    }
+
+    /// Whether one of the network namespaces of `pids` (one process each, the host's left out)
+    /// holds the connection. A process is the pod's only if its cgroup still says so after its
+    /// tables were read: a pid that died and was reused meanwhile counts for nothing.
+    fn any_namespace_has(&self, uid: &str, pids: &[u32], ends: Ends) -> bool {
+        let mut seen: Vec<(u64, u64)> = Vec::new();
+        for &pid in pids {
+            let process = self.proc_root.join(pid.to_string());
+            if let Some(namespace) = namespace_id(&process.join("ns/net")) {
+                if Some(namespace) == self.host_network || seen.contains(&namespace) {
+                    continue;
+                }
+                seen.push(namespace);
+            }
+            if tables_have(&process, ends)
+                && read_cgroup(&self.proc_root, pid).as_deref() == Some(uid)
+            {
+                return true;
+            }
         }
+        false
     }
 
-    /// A live process of the pod with `uid`: the remembered one if it is still the pod's, else
-    /// the first found by a scan of the whole table (which refreshes every pod's entry).
-    fn pid_of(&self, uid: &str) -> Option<u32> {
-        let remembered = self.lock().get(uid).copied();
-        if let Some(pid) = remembered
-            && self.pod_of_process(pid).as_deref() == Some(uid)
-        {
-            return Some(pid);
+    /// The processes of the pod with `uid`: from the last scan, or, with `rescan`, from a new
+    /// one unless the last is younger than [`MIN_RESCAN`]. Scans run one at a time.
+    fn pids_of(&self, uid: &str, rescan: bool) -> Vec<u32> {
+        let mut scan = self
+            .scan
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let fresh = scan.at.is_some_and(|at| at.elapsed() < MIN_RESCAN);
+        if (rescan || scan.at.is_none()) && !fresh {
+            *scan = Scan {
+                at: Some(Instant::now()),
+                pids: self.walk(),
+            };
         }
-        let scanned = self.scan();
-        let pid = scanned.get(uid).copied();
-        *self.lock() = scanned;
-        pid
+        scan.pids.get(uid).cloned().unwrap_or_default()
     }
 
-    fn pod_of_process(&self, pid: u32) -> Option<String> {
-        read_cgroup(&self.proc_root, pid)
-    }
-
-    fn scan(&self) -> HashMap<String, u32> {
-        let mut pods = HashMap::new();
+    fn walk(&self) -> HashMap<String, Vec<u32>> {
+        let mut pods: HashMap<String, Vec<u32>> = HashMap::new();
         let Ok(entries) = std::fs::read_dir(&self.proc_root) else {
             return pods;
         };
@@ -107,18 +195,25 @@ impl Attestor {
                 continue;
             };
             if let Some(uid) = read_cgroup(&self.proc_root, pid) {
-                pods.entry(uid).or_insert(pid);
+                pods.entry(uid).or_default().push(pid);
             }
         }
         pods
     }
+}
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
-        // The map is a cache: one left half-written by a panic is still a valid cache.
-        self.pids
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
+/// Whether the socket tables of `process`'s network namespace hold the connection: both
+/// tables, since an IPv4 connection may be on an IPv6 socket.
+fn tables_have(process: &Path, ends: Ends) -> bool {
+    ["tcp", "tcp6"].iter().any(|table| {
+        std::fs::read_to_string(process.join("net").join(table))
+            .is_ok_and(|table| wid_procfs::socket_table_has(&table, ends.pod, ends.dialled))
+    })
+}
+
+/// A network namespace's identity: the device and inode of its `ns/net` file.
+fn namespace_id(path: &Path) -> Option<(u64, u64)> {
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 fn read_cgroup(proc_root: &Path, pid: u32) -> Option<String> {
@@ -145,70 +240,125 @@ mod tests {
         }
     }
 
-    /// A process table of one process of pod A whose network namespace is this test's own
-    /// (its `net` is the real `/proc/self/net`), so the real socket tables are read.
-    fn table_with_pod_a() -> tempfile::TempDir {
-        let root = tempfile::tempdir().expect("tempdir");
-        let process = root.path().join("4242");
-        std::fs::create_dir(&process).expect("mkdir");
+    /// A process of pod `uid` in a process table at `root`, whose network is this test's own
+    /// (`net` is the real `/proc/self/net`), so the kernel's socket tables are read; its
+    /// `ns/net` is left out, so that it is not taken for the host's.
+    fn process(root: &Path, pid: u32, uid: &str) {
+        let process = root.join(pid.to_string());
+        std::fs::create_dir_all(&process).expect("mkdir");
         std::fs::write(
             process.join("cgroup"),
-            format!("0::/kubepods/besteffort/pod{UID_A}/c0\n"),
+            format!("0::/kubepods/besteffort/pod{uid}/c0\n"),
         )
         .expect("cgroup");
         std::os::unix::fs::symlink("/proc/self/net", process.join("net")).expect("symlink");
-        root
+    }
+
+    struct Connection {
+        ends: Ends,
+        _client: std::net::TcpStream,
+        _server: std::net::TcpStream,
+    }
+
+    fn connect() -> Connection {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+        let dialled = listener.local_addr().expect("addr");
+        let client = std::net::TcpStream::connect(dialled).expect("connect");
+        let (server, peer) = listener.accept().expect("accept");
+        Connection {
+            ends: Ends { pod: peer, dialled },
+            _client: client,
+            _server: server,
+        }
     }
 
     #[test]
     fn a_connection_from_the_pods_namespace_is_confirmed() {
-        let root = table_with_pod_a();
+        let root = tempfile::tempdir().expect("tempdir");
+        process(root.path(), 4242, UID_A);
         let attestor = Attestor::new(root.path()).expect("attestor");
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
-        let client =
-            std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
-        let (_server, peer) = listener.accept().expect("accept");
-        assert_eq!(peer, client.local_addr().expect("client addr"));
-        attestor.confirm(&pod(UID_A), peer).expect("confirmed");
+        let connection = connect();
+        attestor
+            .confirm(&pod(UID_A), connection.ends)
+            .expect("confirmed");
 
         // Another pod, with no process here: refused, whatever the index says.
-        let refused = attestor.confirm(&pod(UID_B), peer);
+        let refused = attestor.confirm(&pod(UID_B), connection.ends);
         assert!(
             matches!(refused, Err(Unconfirmed::NoProcess { .. })),
             "{refused:?}"
         );
-        // A port with no socket in pod A's namespace: refused.
-        drop(client);
-        let gone: SocketAddr = "127.0.0.1:1".parse().expect("addr");
-        let refused = attestor.confirm(&pod(UID_A), gone);
+
+        // The right source, but dialled elsewhere: not this connection.
+        let elsewhere = Ends {
+            dialled: "169.254.169.254:80".parse().expect("addr"),
+            ..connection.ends
+        };
+        let refused = attestor.confirm(&pod(UID_A), elsewhere);
         assert!(
             matches!(refused, Err(Unconfirmed::OtherNamespace { .. })),
             "{refused:?}"
         );
         // No UID, no confirmation.
         assert!(matches!(
-            attestor.confirm(&pod(""), peer),
+            attestor.confirm(&pod(""), connection.ends),
             Err(Unconfirmed::NoUid { .. })
         ));
     }
 
     #[test]
-    fn a_process_that_left_the_pod_is_looked_up_again() {
-        let root = table_with_pod_a();
+    fn a_pods_process_on_the_host_network_is_passed_over() {
+        let root = tempfile::tempdir().expect("tempdir");
+        // The pod's first process is on the host's network (the agent's own, here); the
+        // connection is in its other process's network, which is the same here, so the first
+        // one is passed over and the second, whose namespace is unknown, confirms.
+        process(root.path(), 100, UID_A);
+        std::fs::create_dir_all(root.path().join("100/ns")).expect("mkdir");
+        std::os::unix::fs::symlink("/proc/self/ns/net", root.path().join("100/ns/net"))
+            .expect("symlink");
         let attestor = Attestor::new(root.path()).expect("attestor");
-        assert_eq!(attestor.pid_of(UID_A), Some(4242));
-        // The process is now another pod's (its pid reused): pod A has none left.
+        let connection = connect();
+        let refused = attestor.confirm(&pod(UID_A), connection.ends);
+        assert!(
+            matches!(refused, Err(Unconfirmed::OtherNamespace { .. })),
+            "{refused:?}"
+        );
+        process(root.path(), 200, UID_A);
+        let attestor = Attestor::new(root.path()).expect("attestor");
+        attestor
+            .confirm(&pod(UID_A), connection.ends)
+            .expect("confirmed by the second process");
+    }
+
+    #[test]
+    fn a_process_that_left_the_pod_counts_for_nothing() {
+        let root = tempfile::tempdir().expect("tempdir");
+        process(root.path(), 4242, UID_A);
+        let attestor = Attestor::new(root.path()).expect("attestor");
+        let connection = connect();
+        attestor
+            .confirm(&pod(UID_A), connection.ends)
+            .expect("confirmed");
+        // The pid is now another pod's (reused): pod A has no process left.
         std::fs::write(
             root.path().join("4242/cgroup"),
             format!("0::/kubepods/besteffort/pod{UID_B}/c0\n"),
         )
         .expect("cgroup");
-        assert_eq!(attestor.pid_of(UID_A), None);
-        assert_eq!(attestor.pid_of(UID_B), Some(4242));
+        assert!(attestor.confirm(&pod(UID_A), connection.ends).is_err());
     }
 
     #[test]
-    fn an_unreadable_table_is_refused_at_start() {
-        assert!(Attestor::new("/nonexistent/proc").is_err());
+    fn a_table_that_is_not_the_hosts_is_refused_at_start() {
+        assert!(matches!(
+            Attestor::new("/nonexistent/proc"),
+            Err(AttestorError::Unreadable { .. })
+        ));
+        let root = tempfile::tempdir().expect("tempdir");
+        process(root.path(), 1, UID_A);
+        assert!(matches!(
+            Attestor::new(root.path()),
+            Err(AttestorError::PodsOwn { .. })
+        ));
     }
 }

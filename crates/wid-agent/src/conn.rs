@@ -42,6 +42,22 @@ impl Connections for MetadataConnections {
     }
 }
 
+/// The connection's ends as the pod sees them: what it dialled is the original destination of
+/// the node's DNAT (169.254.169.254:80) when there was one, else the agent's own address.
+fn ends(stream: &TcpStream, peer: SocketAddr) -> crate::attest::Ends {
+    let socket = socket2::SockRef::from(stream);
+    let original = match peer {
+        SocketAddr::V4(_) => socket.original_dst_v4(),
+        SocketAddr::V6(_) => socket.original_dst_v6(),
+    };
+    let dialled = original
+        .ok()
+        .and_then(|address| address.as_socket())
+        .or_else(|| stream.local_addr().ok())
+        .unwrap_or(peer);
+    crate::attest::Ends { pod: peer, dialled }
+}
+
 /// Why a connection ended, for the debug log.
 #[derive(Clone, Copy, Debug)]
 enum End {
@@ -96,7 +112,10 @@ async fn run(
                             agent.wait_for_pod(ip).await;
                             crate::answer(agent, peer, &head.request, attested.as_deref(), false)
                         }
-                        Answer::Attest(pod) => match agent.attest(pod.clone(), peer).await {
+                        Answer::Attest(pod) => match agent
+                            .attest(pod.clone(), ends(stream, peer))
+                            .await
+                        {
                             Attested::Confirmed => {
                                 attested = Some(pod.uid.clone());
                                 crate::answer(

@@ -88,6 +88,9 @@ pub trait Denials: Send + Sync + 'static {
     fn denied(&self, namespace: &str, name: &str, uid: &str, reason: &'static str, message: &str);
 }
 
+/// Attestations (blocking reads of `/proc`) in progress at once, node-wide; more wait their turn.
+const MAX_ATTESTATIONS: usize = 8;
+
 /// The scopes a token has when the caller names none.
 pub const DEFAULT_SCOPES: [&str; 2] = [
     "https://www.googleapis.com/auth/cloud-platform",
@@ -98,6 +101,8 @@ struct Agent {
     config: Config,
     resolver: Arc<dyn Resolver>,
     attestor: Option<Arc<attest::Attestor>>,
+    /// Attestations in progress at once: each holds a blocking thread reading `/proc`.
+    attestations: Arc<tokio::sync::Semaphore>,
     ksa: KsaTokens,
     denials: Option<Arc<dyn Denials>>,
     project_number: std::sync::OnceLock<String>,
@@ -119,13 +124,8 @@ pub enum StartError {
     },
     #[error("cannot build the HTTP client: {0}")]
     Http(#[from] reqwest::Error),
-    #[error(
-        "cannot attest callers: cannot read the process table at {path} (the agent needs hostPID, or the host's /proc mounted there)"
-    )]
-    Attest {
-        path: std::path::PathBuf,
-        source: std::io::Error,
-    },
+    #[error("cannot attest callers: {0}")]
+    Attest(#[from] attest::AttestorError),
 }
 
 /// A started agent: its listener is bound.
@@ -142,12 +142,7 @@ impl MetadataServer {
         denials: Option<Arc<dyn Denials>>,
     ) -> Result<MetadataServer, StartError> {
         let attestor = match &config.attest_callers {
-            Some(path) => Some(Arc::new(attest::Attestor::new(path).map_err(|source| {
-                StartError::Attest {
-                    path: path.clone(),
-                    source,
-                }
-            })?)),
+            Some(path) => Some(Arc::new(attest::Attestor::new(path)?)),
             None => None,
         };
         let listener =
@@ -177,6 +172,7 @@ impl MetadataServer {
             config,
             resolver,
             attestor,
+            attestations: Arc::new(tokio::sync::Semaphore::new(MAX_ATTESTATIONS)),
             ksa,
             denials,
             project_number,
@@ -441,18 +437,25 @@ impl Agent {
     /// until the configured bound: a new pod's first requests are held, not refused, while the
     /// watch catches up.
     async fn wait_for_pod(&self, ip: IpAddr) {
-        self.wait_while(ip, |caller| *caller == Caller::Unknown)
+        self.metrics.pod_wait();
+        let deadline = tokio::time::Instant::now() + self.config.pod_wait;
+        self.wait_while(ip, |caller| *caller == Caller::Unknown, deadline)
             .await;
     }
 
-    /// Waits, within the same bound, while what the resolver says of `ip` is `unchanged`.
-    async fn wait_while(&self, ip: IpAddr, unchanged: impl Fn(&Caller) -> bool) {
+    /// Waits, until `deadline`, while what the resolver says of `ip` is `unchanged`.
+    async fn wait_while(
+        &self,
+        ip: IpAddr,
+        unchanged: impl Fn(&Caller) -> bool,
+        deadline: tokio::time::Instant,
+    ) {
         // Subscribe before looking, so that a change between the two is not missed.
         let Some(mut changes) = self.resolver.changes() else {
+            // Nothing can change: the wait is the whole bound.
+            tokio::time::sleep_until(deadline).await;
             return;
         };
-        self.metrics.pod_wait();
-        let deadline = tokio::time::Instant::now() + self.config.pod_wait;
         while unchanged(&self.resolver.resolve(ip)) {
             match tokio::time::timeout_at(deadline, changes.changed()).await {
                 Ok(Ok(())) => {}
@@ -461,37 +464,59 @@ impl Agent {
         }
     }
 
-    /// Confirms from the kernel that the connection from `peer` is `pod`'s. When it is not, the
-    /// index may be behind (the pod gone and its address already another's): the answer waits,
-    /// bounded, for the index to change its mind, and is refused if it does not.
-    async fn attest(&self, pod: Arc<Pod>, peer: SocketAddr) -> Attested {
+    /// Confirms from the kernel that the connection with `ends` is `pod`'s. When it is not, the
+    /// index may be behind (the pod gone and its address already another's), or the process
+    /// table (a scan of it is at most [`attest::MIN_RESCAN`] old): the answer waits, bounded
+    /// by the pod wait, for the index to change its mind, looking again meanwhile, and is
+    /// refused if neither settles it.
+    async fn attest(&self, pod: Arc<Pod>, ends: attest::Ends) -> Attested {
         let Some(attestor) = self.attestor.clone() else {
             return Attested::Confirmed;
         };
-        let confirm = {
-            let pod = pod.clone();
-            move || attestor.confirm(&pod, peer)
-        };
-        let error = match tokio::task::spawn_blocking(confirm).await {
-            Ok(Ok(())) => return Attested::Confirmed,
-            Ok(Err(error)) => error,
-            Err(join) => {
-                tracing::error!(error = %join, "caller attestation did not complete");
+        let peer = ends.pod;
+        let ip = canonical(peer.ip());
+        let same_pod = |caller: &Caller| matches!(caller, Caller::Pod(p) if p.uid == pod.uid);
+        let deadline = tokio::time::Instant::now() + self.config.pod_wait;
+        let mut held = false;
+        let error = loop {
+            let Ok(permit) = self.attestations.clone().acquire_owned().await else {
                 return Attested::Refused(Reply::text(
                     503,
                     "Unable to confirm the caller; retry.\n",
                 ));
+            };
+            let confirm = {
+                let (attestor, pod) = (attestor.clone(), pod.clone());
+                move || {
+                    let _permit = permit;
+                    attestor.confirm(&pod, ends)
+                }
+            };
+            let error = match tokio::task::spawn_blocking(confirm).await {
+                Ok(Ok(())) => return Attested::Confirmed,
+                Ok(Err(error)) => error,
+                Err(join) => {
+                    tracing::error!(error = %join, "caller attestation did not complete");
+                    return Attested::Refused(Reply::text(
+                        503,
+                        "Unable to confirm the caller; retry.\n",
+                    ));
+                }
+            };
+            if !held {
+                self.metrics.pod_wait();
+                held = true;
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                break error;
+            }
+            self.wait_while(ip, same_pod, deadline.min(now + attest::MIN_RESCAN))
+                .await;
+            if !same_pod(&self.resolver.resolve(ip)) {
+                return Attested::IndexChanged;
             }
         };
-        let ip = canonical(peer.ip());
-        self.wait_while(
-            ip,
-            |caller| matches!(caller, Caller::Pod(p) if p.uid == pod.uid),
-        )
-        .await;
-        if !matches!(self.resolver.resolve(ip), Caller::Pod(p) if p.uid == pod.uid) {
-            return Attested::IndexChanged;
-        }
         tracing::warn!(%peer, error = %error, "a connection not confirmed as its pod's was refused");
         if let Some(denials) = &self.denials {
             denials.denied(

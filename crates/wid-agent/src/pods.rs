@@ -12,6 +12,9 @@ use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 
+/// The UID of the node identity's stand-in pod starts so: no pod of the API server has one.
+pub const NODE_UID_PREFIX: &str = "node:";
+
 /// The annotation that names a KSA's IAM service account.
 pub const GSA_ANNOTATION: &str = "iam.gke.io/gcp-service-account";
 /// The annotation that makes `email` return the principal identifier.
@@ -139,7 +142,7 @@ impl<R> WithNodeIdentity<R> {
             ip: address,
             namespace: namespace.to_owned(),
             name: "host-network".to_owned(),
-            uid: format!("node:{namespace}/{service_account_name}"),
+            uid: format!("{NODE_UID_PREFIX}{namespace}/{service_account_name}"),
             service_account_name: service_account_name.to_owned(),
             annotations: gsa
                 .map(|gsa| BTreeMap::from([(GSA_ANNOTATION.to_owned(), gsa.to_owned())]))

@@ -40,26 +40,35 @@ fn is_uid(s: &str) -> bool {
 }
 
 /// Whether a TCP socket table (`/proc/PID/net/tcp` or `net/tcp6`: the sockets of that process's
-/// network namespace) holds a socket, other than a listening one, whose local end is `local`.
+/// network namespace) holds an open connection from `local` to `remote`.
 ///
 /// The agent sees a pod's connection from the pod's address and port; the pod's own end of it
-/// is a socket with that local address in the pod's network namespace, and in no other on the
-/// node. IPv4 peers of an IPv6 socket (`::ffff:a.b.c.d`) count as IPv4.
-pub fn socket_table_has(table: &str, local: SocketAddr) -> bool {
-    let want = (local.ip().to_canonical(), local.port());
+/// is a socket with that local end, connected to what the pod dialled (169.254.169.254:80 before
+/// the node's DNAT, or the agent's own address), in the pod's network namespace and in no other
+/// on the node. Only an open connection counts (established, or closing from the pod's side):
+/// a socket left in TIME_WAIT, a listener or a server's accepted socket with the same local end
+/// is someone else's. IPv4 ends of an IPv6 socket (`::ffff:a.b.c.d`) count as IPv4.
+pub fn socket_table_has(table: &str, local: SocketAddr, remote: SocketAddr) -> bool {
+    let want = (
+        (local.ip().to_canonical(), local.port()),
+        (remote.ip().to_canonical(), remote.port()),
+    );
     table.lines().skip(1).any(|line| {
         let mut fields = line.split_whitespace();
-        let (Some(_slot), Some(local_field), Some(_remote), Some(state)) =
+        let (Some(_slot), Some(local_field), Some(remote_field), Some(state)) =
             (fields.next(), fields.next(), fields.next(), fields.next())
         else {
             return false;
         };
-        state != LISTEN && parse_endpoint(local_field).is_some_and(|found| found == want)
+        OPEN.contains(&state)
+            && parse_endpoint(local_field).is_some_and(|found| found == want.0)
+            && parse_endpoint(remote_field).is_some_and(|found| found == want.1)
     })
 }
 
-/// The state column of a listening socket (`TCP_LISTEN`, 10).
-const LISTEN: &str = "0A";
+/// The state column of a connection the pod holds open: `TCP_ESTABLISHED` (1), and the pod
+/// closing it, `TCP_FIN_WAIT1` (4) and `TCP_FIN_WAIT2` (5).
+const OPEN: [&str; 3] = ["01", "04", "05"];
 
 /// `0100007F:1F90` (IPv4) or 32 hex digits and a port (IPv6). The kernel prints each 32-bit
 /// word of the address as a native-endian number, so the word's bytes in native order are the
@@ -129,6 +138,9 @@ mod tests {
     const TCP: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
    0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0000000000000000 100 0 0 10 0
    1: 0C00007F:A3B2 FEA9FEA9:0050 01 00000000:00000000 00:00000000 00000000     0        0 2 1 0000000000000000 20 4 30 10 -1
+   2: 0C00007F:A3B3 FEA9FEA9:0050 06 00000000:00000000 00:00000000 00000000     0        0 0 1 0000000000000000 20 4 30 10 -1
+   3: 0C00007F:A3B4 FEA9FEA9:0050 05 00000000:00000000 00:00000000 00000000     0        0 5 1 0000000000000000 20 4 30 10 -1
+   4: 0C00007F:1F90 0D00007F:A3B2 01 00000000:00000000 00:00000000 00000000     0        0 6 1 0000000000000000 20 4 30 10 -1
 ";
     const TCP6: &str = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
    0: 0000000000000000FFFF00000D00007F:C001 0000000000000000FFFF0000FEA9FEA9:0050 01 00000000:00000000 00:00000000 00000000     0        0 3 1 0000000000000000 20 4 30 10 -1
@@ -141,17 +153,34 @@ mod tests {
 
     #[cfg(target_endian = "little")]
     #[test]
-    fn connected_sockets_by_their_local_end() {
+    fn open_connections_by_both_ends() {
+        let metadata = at("169.254.169.254:80");
         // 127.0.0.12:41906 connected to 169.254.169.254:80.
-        assert!(socket_table_has(TCP, at("127.0.0.12:41906")));
-        assert!(!socket_table_has(TCP, at("127.0.0.12:41907")));
-        assert!(!socket_table_has(TCP, at("127.0.0.13:41906")));
-        // A listening socket is nobody's connection.
-        assert!(!socket_table_has(TCP, at("127.0.0.1:8080")));
+        assert!(socket_table_has(TCP, at("127.0.0.12:41906"), metadata));
+        assert!(!socket_table_has(
+            TCP,
+            at("127.0.0.12:41906"),
+            at("169.254.169.254:81")
+        ));
+        assert!(!socket_table_has(TCP, at("127.0.0.13:41906"), metadata));
+        // Closing from the pod's side still counts; TIME_WAIT (06) is a connection that was.
+        assert!(socket_table_has(TCP, at("127.0.0.12:41908"), metadata));
+        assert!(!socket_table_has(TCP, at("127.0.0.12:41907"), metadata));
+        // A listener, or a server's accepted socket with the same local end, is no client's.
+        assert!(!socket_table_has(
+            TCP,
+            at("127.0.0.1:8080"),
+            at("0.0.0.0:0")
+        ));
+        assert!(!socket_table_has(TCP, at("127.0.0.12:8080"), metadata));
         // An IPv4 connection on an IPv6 socket, either way round.
-        assert!(socket_table_has(TCP6, at("127.0.0.13:49153")));
-        assert!(socket_table_has(TCP6, at("[::ffff:127.0.0.13]:49153")));
-        assert!(!socket_table_has(TCP6, at("[::1]:80")));
+        assert!(socket_table_has(TCP6, at("127.0.0.13:49153"), metadata));
+        assert!(socket_table_has(
+            TCP6,
+            at("[::ffff:127.0.0.13]:49153"),
+            at("[::ffff:169.254.169.254]:80")
+        ));
+        assert!(!socket_table_has(TCP6, at("[::1]:80"), at("[::]:0")));
     }
 
     #[test]
@@ -163,14 +192,15 @@ mod tests {
             "h\n 0: 0100007F 0:0 01\n",
             "h\n 0: 0100007F:FFFFF 0:0 01\n",
         ] {
-            assert!(!socket_table_has(table, at("127.0.0.1:80")), "{table:?}");
+            let local = at("127.0.0.1:80");
+            assert!(!socket_table_has(table, local, local), "{table:?}");
         }
     }
 
     proptest::proptest! {
         #[test]
         fn any_input_is_safe(table in ".{0,300}", cgroup in ".{0,300}") {
-            let _ = socket_table_has(&table, at("127.0.0.1:80"));
+            let _ = socket_table_has(&table, at("127.0.0.1:80"), at("169.254.169.254:80"));
             let _ = pod_uid_of_cgroup(&cgroup);
         }
     }

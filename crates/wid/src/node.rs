@@ -142,7 +142,7 @@ pub struct MetadataServeArgs {
     /// be a socket in the network namespace of that pod's processes (found by their cgroup), so
     /// a pod index that is behind can never hand one pod's identity to another. Needs the host's
     /// process table (`hostPID: true`, or --proc-root) and root.
-    #[arg(long, env = "WID_ATTEST_CALLERS")]
+    #[arg(long, env = "WID_ATTEST_CALLERS", conflicts_with = "pods")]
     pub attest_callers: bool,
     /// The host's /proc, for --attest-callers.
     #[arg(long, env = "WID_PROC_ROOT", default_value = "/proc")]

@@ -545,12 +545,15 @@ async fn attested_callers_are_answered_only_from_their_own_pod() {
     })
     .await;
     assert!(fake.delete_pod("team-a", "departed"));
-    let new_uid = fake.put_pod(
+    // The new pod's processes run before its address is reported, as a sandbox's do.
+    let new_uid = "0e000000-0000-4000-8000-00000000000e";
+    run_pod_process(&procs, 102, new_uid);
+    fake.put_pod(
         PodFixture::new("team-b", "new", NODE)
             .ip("127.0.0.42")
-            .service_account("other"),
+            .service_account("other")
+            .uid(new_uid),
     );
-    run_pod_process(&procs, 102, &new_uid);
     let (status, email) = reused.await.expect("join").expect("reused request");
     assert_eq!((status, email.as_str()), (200, GSA_B), "{}", agent.log());
 
