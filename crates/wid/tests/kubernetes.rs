@@ -138,6 +138,17 @@ async fn md(client: &reqwest::Client, agent: &Agent, path: &str) -> (u16, String
 }
 
 /// The token service trusts the fake cluster through its OIDC discovery, and two KSAs are bound.
+/// A fake API server and a token service that knows its cluster, with the tests' accounts,
+/// bindings and KSAs (`setup`).
+async fn cluster(dir: &std::path::Path) -> (FakeApi, Server, Api) {
+    let fake = FakeApi::new();
+    fake.serve().await.expect("fake API server");
+    let server = Server::start(&dir.join("data"));
+    let api = server.api();
+    setup(&api, &fake).await;
+    (fake, server, api)
+}
+
 async fn setup(api: &Api, fake: &FakeApi) {
     api.create_project("proj-a", "111111111111").await;
     for account in ["sa-a-runner", "sa-b-runner"] {
@@ -199,11 +210,7 @@ where
 #[tokio::test]
 async fn pods_from_the_watch_with_tokens_from_token_requests() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let fake = FakeApi::new();
-    fake.serve().await.expect("fake API server");
-    let server = Server::start(&dir.path().join("data"));
-    let api = server.api();
-    setup(&api, &fake).await;
+    let (fake, server, api) = cluster(dir.path()).await;
     // One pod on this node before the agent starts, one on another node with a local address.
     let a_uid = fake.put_pod(
         PodFixture::new("team-a", "a-1", NODE)
@@ -478,11 +485,7 @@ fn run_pod_process(proc_root: &std::path::Path, pid: u32, uid: &str) {
 #[tokio::test]
 async fn attested_callers_are_answered_only_from_their_own_pod() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let fake = FakeApi::new();
-    fake.serve().await.expect("fake API server");
-    let server = Server::start(&dir.path().join("data"));
-    let api = server.api();
-    setup(&api, &fake).await;
+    let (fake, server, api) = cluster(dir.path()).await;
     let procs = dir.path().join("proc");
     std::fs::create_dir(&procs).expect("proc root");
     let a_uid = fake.put_pod(
@@ -582,7 +585,7 @@ async fn attested_callers_are_answered_only_from_their_own_pod() {
 /// A cluster whose issuer the token service cannot reach (kind's and kubeadm's default) is
 /// registered through its API server: `wid iam clusters register --kubeconfig` reads the issuer
 /// and its keys with the kubeconfig's credentials, and the agent's pods get tokens.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_with_an_unreachable_issuer_is_registered_through_its_api_server() {
     let dir = tempfile::tempdir().expect("tempdir");
     let fake = FakeApi::new();
@@ -605,51 +608,30 @@ async fn a_cluster_with_an_unreachable_issuer_is_registered_through_its_api_serv
     );
     let kubeconfig = dir.path().join("cluster.kubeconfig");
     std::fs::write(&kubeconfig, fake.kubeconfig()).expect("kubeconfig");
-    // The CLI runs off the test's runtime thread, which serves the fake API server it calls.
-    let register = |extra: &'static [&'static str]| {
-        let (endpoint, token_file) = (server.base(), server.token_file());
-        let kubeconfig = kubeconfig.clone();
-        tokio::task::spawn_blocking(move || {
-            let out = Command::new(support::WID)
-                .args([
-                    "iam",
-                    "clusters",
-                    "register",
-                    "kube-test",
-                    "--project",
-                    "proj-a",
-                ])
-                .args([
-                    "--location",
-                    "europe-west1",
-                    "--format",
-                    "json",
-                    "--kubeconfig",
-                ])
-                .arg(&kubeconfig)
-                .args(extra)
-                .env("WID_ENDPOINT", endpoint)
-                .env("WID_TOKEN_FILE", token_file)
-                .env_remove("WID_PROJECT")
-                .output()
-                .expect("run wid");
-            (
-                out.status.success(),
-                String::from_utf8_lossy(&out.stdout).into_owned(),
-                String::from_utf8_lossy(&out.stderr).into_owned(),
-            )
-        })
+    let kubeconfig = kubeconfig.to_str().expect("path");
+    // The CLI is waited for off the runtime's thread: the runtime serves the fake it calls.
+    let register = |extra: &[&str]| {
+        let mut args = vec![
+            "iam",
+            "clusters",
+            "register",
+            "kube-test",
+            "--project",
+            "proj-a",
+        ];
+        args.extend(["--location", "europe-west1", "--format", "json"]);
+        args.extend(["--kubeconfig", kubeconfig]);
+        args.extend_from_slice(extra);
+        tokio::task::block_in_place(|| support::wid_cli(&server, &args))
     };
 
     // An issuer given that is not the API server's: refused, nothing registered.
-    let (ok, _, err) = register(&["--issuer-uri", "https://elsewhere.example.com"])
-        .await
-        .expect("join");
+    let (ok, _, err) = register(&["--issuer-uri", "https://elsewhere.example.com"]);
     assert!(
         !ok && err.contains("https://kubernetes.default.svc.cluster.local"),
         "{err}"
     );
-    let (ok, out, err) = register(&[]).await.expect("join");
+    let (ok, out, err) = register(&[]);
     assert!(ok, "{err}");
     let cluster: Value = serde_json::from_str(&out).expect("cluster JSON");
     assert_eq!(
