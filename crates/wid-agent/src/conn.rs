@@ -46,8 +46,12 @@ impl Connections for MetadataConnections {
 /// the node's DNAT (169.254.169.254:80) when there was one, else the agent's own address.
 fn ends(stream: &TcpStream, peer: SocketAddr) -> crate::attest::Ends {
     let socket = socket2::SockRef::from(stream);
+    // An IPv4 pod on a dual-stack listener arrives as `::ffff:a.b.c.d`, NATed by IPv4's rules.
     let original = match peer {
         SocketAddr::V4(_) => socket.original_dst_v4(),
+        SocketAddr::V6(v6) if v6.ip().to_ipv4_mapped().is_some() => socket
+            .original_dst_v4()
+            .or_else(|_| socket.original_dst_v6()),
         SocketAddr::V6(_) => socket.original_dst_v6(),
     };
     let dialled = original
