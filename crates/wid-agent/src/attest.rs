@@ -71,8 +71,17 @@ pub enum Unconfirmed {
 /// Why the process table cannot serve for attestation.
 #[derive(Debug, thiserror::Error)]
 pub enum AttestorError {
-    #[error("cannot read the process table at {path}: {source}")]
+    #[error("cannot read the process table at {path}")]
     Unreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the process table at {path} lists no process: give the host's /proc")]
+    Empty { path: PathBuf },
+    #[error(
+        "cannot read the sockets of process 1 under {path}: the agent needs root (or CAP_SYS_PTRACE) to read other processes' network tables"
+    )]
+    NotPermitted {
         path: PathBuf,
         source: std::io::Error,
     },
@@ -88,10 +97,29 @@ impl Attestor {
     /// every other pod.
     pub fn new(proc_root: impl Into<PathBuf>) -> Result<Attestor, AttestorError> {
         let proc_root = proc_root.into();
-        std::fs::read_dir(&proc_root).map_err(|source| AttestorError::Unreadable {
-            path: proc_root.clone(),
-            source,
-        })?;
+        let mut entries =
+            std::fs::read_dir(&proc_root).map_err(|source| AttestorError::Unreadable {
+                path: proc_root.clone(),
+                source,
+            })?;
+        let any_process = entries.any(|entry| {
+            entry.is_ok_and(|e| {
+                e.file_name()
+                    .to_str()
+                    .is_some_and(|n| n.parse::<u32>().is_ok())
+            })
+        });
+        if !any_process {
+            return Err(AttestorError::Empty { path: proc_root });
+        }
+        if proc_root.join("1").exists()
+            && let Err(source) = std::fs::read_to_string(proc_root.join("1/net/tcp"))
+        {
+            return Err(AttestorError::NotPermitted {
+                path: proc_root,
+                source,
+            });
+        }
         if let Some(uid) = read_cgroup(&proc_root, 1) {
             return Err(AttestorError::PodsOwn {
                 path: proc_root,

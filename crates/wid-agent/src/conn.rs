@@ -145,10 +145,13 @@ async fn run(
                                     attested.as_deref(),
                                     false,
                                 ),
-                                Err(e) => Answer::Now(crate::upstream_error(
-                                    "Unable to learn the project's number (give --project-number)",
-                                    e,
-                                )),
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "cannot learn the project's number from STS (is --project right, and the cluster registered in it?)");
+                                    Answer::Now(crate::upstream_error(
+                                        "Unable to learn the project's number from STS (check the agent's --project and the cluster's registration, or give --project-number)",
+                                        e,
+                                    ))
+                                }
                             }
                         }
                         done => {

@@ -122,9 +122,9 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("cannot build the HTTP client: {0}")]
+    #[error("cannot build the HTTP client")]
     Http(#[from] reqwest::Error),
-    #[error("cannot attest callers: {0}")]
+    #[error("cannot attest callers")]
     Attest(#[from] attest::AttestorError),
 }
 
@@ -142,7 +142,11 @@ impl MetadataServer {
         denials: Option<Arc<dyn Denials>>,
     ) -> Result<MetadataServer, StartError> {
         let attestor = match &config.attest_callers {
-            Some(path) => Some(Arc::new(attest::Attestor::new(path)?)),
+            Some(path) => {
+                let attestor = attest::Attestor::new(path)?;
+                tracing::info!(proc_root = %path.display(), "attesting callers: a connection is answered as a pod's only once the kernel shows it is in that pod's network");
+                Some(Arc::new(attestor))
+            }
             None => None,
         };
         let listener =
@@ -305,10 +309,19 @@ fn answer(
         }
         Caller::Unknown => {
             tracing::info!(%ip, "request from an address that is no known pod");
+            // Asked again after the bounded wait for the pod (`may_wait` is false only then).
+            let waited = if agent.resolver.changes().is_some() {
+                format!(
+                    " It waited {} ms for a pod with that address to appear on this node.",
+                    agent.config.pod_wait.as_millis()
+                )
+            } else {
+                String::new()
+            };
             return Answer::Now(Reply::text(
                 403,
                 format!(
-                    "The metadata server knows no pod at {ip}: it answers only the pods of its node, each with its own identity.\n"
+                    "The metadata server knows no pod at {ip}: it answers only the pods of its node, each with its own identity.{waited}\n"
                 ),
             ));
         }
@@ -538,6 +551,9 @@ impl Agent {
     /// Reports IAM's and STS's refusals of a pod (a KSA not bound, an annotation naming an
     /// account that does not exist) where its owner looks: the pod's events.
     fn report(&self, pod: &Pod, error: &UpstreamError) {
+        // The operator's view too: a wrong --project or an unregistered cluster shows here
+        // first, as STS's refusals of every pod.
+        tracing::warn!(pod = %format!("{}/{}", pod.namespace, pod.name), error = %error, "the token service refused a pod's token");
         let Some(denials) = &self.denials else {
             return;
         };

@@ -42,6 +42,21 @@ pub enum UpstreamError {
     Unavailable(String),
 }
 
+/// For the operator's log; pods get GKE's rendering (`crate::upstream_error`).
+impl std::fmt::Display for UpstreamError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UpstreamError::Refused {
+                service,
+                status,
+                message,
+                ..
+            } => write!(f, "{service} returned {status}: {message}"),
+            UpstreamError::Unavailable(reason) => write!(f, "unavailable: {reason}"),
+        }
+    }
+}
+
 /// Issues KSA tokens as the cluster's API server would, with a key the agent holds.
 pub struct KsaIssuer {
     key: SigningKey,

@@ -369,8 +369,8 @@ pub struct ClusterKeys {
     pub discover: bool,
     /// Read the issuer and its keys from the cluster's API server, with this kubeconfig's
     /// credentials (its OIDC discovery and /openid/v1/jwks): for issuers the token service
-    /// cannot reach, such as https://kubernetes.default.svc.cluster.local. Register again after
-    /// the cluster rotates its service-account signing key.
+    /// cannot reach, such as https://kubernetes.default.svc.cluster.local. The keys are not
+    /// refreshed: after the cluster rotates its signing key, delete and register it again.
     #[arg(long, value_name = "FILE")]
     pub kubeconfig: Option<PathBuf>,
     /// The JWKS read from the API server for --kubeconfig; the binary reads it (the CLI knows

@@ -31,10 +31,14 @@ pub struct NodeArgs {
     /// federated token, by introspection).
     #[arg(long, env = "WID_PROJECT_NUMBER")]
     pub project_number: Option<String>,
+    /// The cluster's name as registered (`wid iam clusters register NAME`), reported to pods as
+    /// instance/attributes/cluster-name.
     #[arg(long, env = "WID_CLUSTER_NAME", default_value = "dev")]
     pub cluster_name: String,
+    /// The cluster's location as registered (--location), reported as cluster-location.
     #[arg(long, env = "WID_CLUSTER_LOCATION", default_value = "local")]
     pub cluster_location: String,
+    /// The uid `wid iam clusters register` printed, reported as cluster-uid (empty if not given).
     #[arg(long, env = "WID_CLUSTER_UID", default_value = "")]
     pub cluster_uid: String,
     /// The node's zone (instance/zone).
