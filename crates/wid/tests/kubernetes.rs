@@ -655,3 +655,157 @@ async fn a_cluster_with_an_unreachable_issuer_is_registered_through_its_api_serv
     assert_eq!(status, 200, "{body}\n{}", agent.log());
     assert_eq!(api.email_of_token_answer(&body).await, GSA_A);
 }
+
+/// The manifest of deploy/kubernetes, as documents.
+fn deploy_manifest() -> Vec<Value> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/kubernetes/wid-agent.yaml"
+    );
+    let text = std::fs::read_to_string(path).expect("deploy/kubernetes/wid-agent.yaml");
+    serde_saphyr::from_multiple::<Value>(&text).expect("the manifest is YAML")
+}
+
+/// The (resource or non-resource URL, verb) of an API request as the fake logged it
+/// (`METHOD /path?query`), as RBAC names them.
+fn rbac_of(request: &str) -> (String, &'static str) {
+    let (method, target) = request.split_once(' ').unwrap_or((request, ""));
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let resource = match segments.as_slice() {
+        ["api", "v1", "namespaces", _, kind, _, sub] => format!("{kind}/{sub}"),
+        ["api", "v1", "namespaces", _, kind, ..] | ["api", "v1", kind, ..] => (*kind).to_owned(),
+        _ => return (path.to_owned(), "get"),
+    };
+    let named = segments.len() % 2 == 0;
+    let verb = match method {
+        "GET" if query.contains("watch=true") => "watch",
+        "GET" if named => "get",
+        "GET" => "list",
+        "POST" => "create",
+        "PATCH" => "patch",
+        "PUT" => "update",
+        "DELETE" => "delete",
+        _ => "unknown",
+    };
+    (resource, verb)
+}
+
+/// deploy/kubernetes/wid-agent.yaml grants the agent every call it made in the other tests of
+/// this file (run here again: a pod's life, events, the taint) and no more than its node
+/// needs; the DaemonSet tolerates the agent's own taint and knows its node.
+#[tokio::test]
+async fn the_deploy_manifest_grants_what_the_agent_calls() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (fake, server, api) = cluster(dir.path()).await;
+    fake.put_node(NODE, &[("wid.dev/agent-not-ready", "NoSchedule")]);
+    fake.put_pod(
+        PodFixture::new("team-a", "a-1", NODE)
+            .ip("127.0.0.71")
+            .service_account("app"),
+    );
+    fake.put_pod(
+        PodFixture::new("team-d", "d-1", NODE)
+            .ip("127.0.0.72")
+            .service_account("unbound"),
+    );
+    let agent = start_agent(dir.path(), &server, &fake).await;
+    let (status, body) = md(
+        &pod_client("127.0.0.71"),
+        &agent,
+        "instance/service-accounts/default/token",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(api.email_of_token_answer(&body).await, GSA_A);
+    let (status, _) = md(
+        &pod_client("127.0.0.72"),
+        &agent,
+        "instance/service-accounts/default/token",
+    )
+    .await;
+    assert_eq!(status, 403);
+    eventually("the refusal is an event", &agent, || async {
+        !fake.events().is_empty()
+    })
+    .await;
+    eventually("the taint is removed", &agent, || async {
+        fake.node_taints(NODE).is_empty()
+    })
+    .await;
+
+    let manifest = deploy_manifest();
+    let role = manifest
+        .iter()
+        .find(|d| d["kind"] == "ClusterRole")
+        .expect("a ClusterRole");
+    let granted = |resource: &str, verb: &str| {
+        role["rules"].as_array().into_iter().flatten().any(|rule| {
+            let names = |field: &str| {
+                rule[field]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            };
+            let verbs = names("verbs");
+            (names("resources").iter().any(|r| r == resource)
+                || names("nonResourceURLs").iter().any(|u| u == resource))
+                && verbs.iter().any(|v| v == verb || v == "*")
+        })
+    };
+    let calls: std::collections::BTreeSet<(String, &str)> = fake
+        .requests()
+        .iter()
+        .filter(|r| !r.contains("/_fake/"))
+        .map(|r| rbac_of(r))
+        .collect();
+    for (resource, verb) in &calls {
+        assert!(
+            granted(resource, verb),
+            "the agent calls {verb} on {resource}, which the ClusterRole does not grant: {calls:?}"
+        );
+    }
+    for needed in [
+        ("pods", "watch"),
+        ("serviceaccounts/token", "create"),
+        ("nodes", "patch"),
+        ("events", "create"),
+    ] {
+        assert!(
+            calls.contains(&(needed.0.to_owned(), needed.1)),
+            "{calls:?}"
+        );
+    }
+
+    let daemonset = manifest
+        .iter()
+        .find(|d| d["kind"] == "DaemonSet")
+        .expect("a DaemonSet");
+    let spec = &daemonset["spec"]["template"]["spec"];
+    assert_eq!(spec["hostNetwork"], true);
+    let tolerates_own_taint = spec["tolerations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|t| {
+            (t["operator"] == "Exists" && t.get("key").is_none())
+                || t["key"] == "wid.dev/agent-not-ready"
+        });
+    assert!(tolerates_own_taint, "{spec}");
+    let agent_container = &spec["containers"][0];
+    assert_eq!(agent_container["args"][0], "metadata");
+    assert!(
+        agent_container["env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|e| {
+                e["name"] == "WID_NODE_NAME"
+                    && e["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
+            }),
+        "{agent_container}"
+    );
+}
