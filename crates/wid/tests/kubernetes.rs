@@ -677,7 +677,7 @@ fn rbac_of(request: &str) -> (String, &'static str) {
         ["api", "v1", "namespaces", _, kind, ..] | ["api", "v1", kind, ..] => (*kind).to_owned(),
         _ => return (path.to_owned(), "get"),
     };
-    let named = segments.len() % 2 == 0;
+    let named = segments.len().is_multiple_of(2);
     let verb = match method {
         "GET" if query.contains("watch=true") => "watch",
         "GET" if named => "get",
