@@ -364,7 +364,8 @@ pub struct ClusterKeys {
     #[arg(long)]
     pub jwk_json_path: Option<PathBuf>,
     /// The token service fetches the keys through the issuer's OIDC discovery, and keeps them
-    /// fresh: for issuers it can reach.
+    /// fresh: for issuers it can reach. Without --issuer-uri, the issuer is read from the API
+    /// server of KUBECONFIG (or of the cluster the CLI runs in).
     #[arg(long)]
     pub discover: bool,
     /// Read the issuer and its keys from the cluster's API server, with this kubeconfig's
@@ -389,9 +390,10 @@ pub enum ClustersCommand {
         /// Where the cluster runs, e.g. us-central1 or laptop.
         #[arg(long)]
         location: String,
-        /// The issuer of the cluster's service-account tokens; with --kubeconfig, read from the
-        /// API server (and, if given too, checked against it).
-        #[arg(long, required_unless_present = "kubeconfig")]
+        /// The issuer of the cluster's service-account tokens; with --kubeconfig, or with
+        /// --discover alone, read from the API server (KUBECONFIG's, or in-cluster), and, if
+        /// given too, checked against it.
+        #[arg(long)]
         issuer_uri: Option<String>,
         #[command(flatten)]
         keys: ClusterKeys,

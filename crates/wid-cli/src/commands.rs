@@ -757,9 +757,14 @@ impl Cli {
                 if keys.kubeconfig.is_some() && keys.read_from_api_server.is_none() {
                     anyhow::bail!("--kubeconfig: the cluster's issuer and keys were not read");
                 }
+                let Some(issuer_uri) = issuer_uri else {
+                    anyhow::bail!(
+                        "--issuer-uri is required with --jwk-json-path (--kubeconfig and --discover read it from the cluster's API server)"
+                    );
+                };
                 let mut body = json!({
                     "clusterName": name,
-                    "issuerUri": issuer_uri.unwrap_or_default(),
+                    "issuerUri": issuer_uri,
                     "discover": keys.discover,
                     "isolated": isolated,
                 });

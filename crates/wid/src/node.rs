@@ -409,21 +409,25 @@ pub async fn read_cluster_from_api_server(
     else {
         return Ok(());
     };
-    let Some(kubeconfig) = &keys.kubeconfig else {
+    // --discover with an issuer: the token service does it all. Without one, the issuer is the
+    // API server's to tell, and the keys the token service's to fetch from it.
+    if keys.kubeconfig.is_none() && !(keys.discover && issuer_uri.is_none()) {
         return Ok(());
-    };
-    let client = kube_client(Some(kubeconfig)).await?;
+    }
+    let client = kube_client(keys.kubeconfig.as_deref()).await?;
     let issuer = wid_agent::kubernetes::discover_issuer(&client)
         .await
         .context("reading the issuer from the API server's /.well-known/openid-configuration")?;
     if let Some(given) = issuer_uri.as_ref().filter(|given| **given != issuer) {
         bail!("the cluster's API server names its issuer {issuer}, not {given}");
     }
-    let jwks = wid_agent::kubernetes::service_account_jwks(&client)
-        .await
-        .context("reading the cluster's keys from the API server's /openid/v1/jwks")?;
+    if keys.kubeconfig.is_some() {
+        let jwks = wid_agent::kubernetes::service_account_jwks(&client)
+            .await
+            .context("reading the cluster's keys from the API server's /openid/v1/jwks")?;
+        keys.read_from_api_server = Some(jwks);
+    }
     *issuer_uri = Some(issuer);
-    keys.read_from_api_server = Some(jwks);
     Ok(())
 }
 

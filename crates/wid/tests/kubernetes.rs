@@ -809,3 +809,56 @@ async fn the_deploy_manifest_grants_what_the_agent_calls() {
         "{agent_container}"
     );
 }
+
+/// `wid iam clusters register --discover` with no issuer: the issuer is read from the API
+/// server of KUBECONFIG, and the token service fetches its keys through discovery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discover_reads_the_issuer_from_the_clusters_api_server() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fake = FakeApi::new();
+    fake.serve().await.expect("fake API server");
+    let server = Server::start(&dir.path().join("data"));
+    server.api().create_project("proj-a", "111111111111").await;
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, fake.kubeconfig()).expect("kubeconfig");
+    let args = [
+        "iam",
+        "clusters",
+        "register",
+        "kube-test",
+        "--project",
+        "proj-a",
+        "--location",
+        "europe-west1",
+        "--discover",
+        "--format",
+        "json",
+    ];
+    // The CLI is waited for off the runtime's thread: the runtime serves the fake it calls.
+    let (ok, out, err) = tokio::task::block_in_place(|| {
+        support::wid_cli_with_env(&server, &args, &[("KUBECONFIG", kubeconfig.as_os_str())])
+    });
+    assert!(ok, "{err}");
+    let cluster: Value = serde_json::from_str(&out).expect("cluster JSON");
+    assert_eq!(cluster["issuerUri"], fake.issuer().as_str(), "{cluster}");
+    // Without a cluster to ask and without an issuer, a clear refusal.
+    let (ok, _, err) = tokio::task::block_in_place(|| {
+        support::wid_cli_with_env(
+            &server,
+            &[
+                "iam",
+                "clusters",
+                "register",
+                "other",
+                "--project",
+                "proj-a",
+                "--location",
+                "l",
+                "--jwk-json-path",
+                "/dev/null",
+            ],
+            &[],
+        )
+    });
+    assert!(!ok && err.contains("--issuer-uri is required"), "{err}");
+}

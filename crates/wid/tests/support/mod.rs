@@ -271,8 +271,18 @@ impl Api {
 
 /// Runs `wid` with the given arguments against `server`; returns (success, stdout, stderr).
 pub fn wid_cli(server: &Server, args: &[&str]) -> (bool, String, String) {
+    wid_cli_with_env(server, args, &[])
+}
+
+/// [`wid_cli`] with environment variables of its own.
+pub fn wid_cli_with_env(
+    server: &Server,
+    args: &[&str],
+    env: &[(&str, &std::ffi::OsStr)],
+) -> (bool, String, String) {
     let out = Command::new(WID)
         .args(args)
+        .envs(env.iter().copied())
         .env("WID_ENDPOINT", server.base())
         .env("WID_TOKEN_FILE", server.token_file())
         .env_remove("WID_PROJECT")
