@@ -78,6 +78,14 @@ impl TokenCache {
             .retain(|_, (owner, _)| live.contains(owner));
     }
 
+    /// Forgets one token (the upstream no longer accepts it): the next `get` fetches anew.
+    pub fn forget(&self, key: &str) {
+        self.slots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(key);
+    }
+
     pub fn len(&self) -> usize {
         self.slots
             .lock()

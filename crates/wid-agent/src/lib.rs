@@ -109,6 +109,9 @@ struct Agent {
     upstream: Upstream,
     access_tokens: TokenCache,
     id_tokens: TokenCache,
+    /// The federated tokens (IAM scope) that buy a pod's service-account tokens: one exchange
+    /// serves its access token and every ID token audience until it nears expiry.
+    impersonating: TokenCache,
     metrics: metrics::Metrics,
     per_pod: limits::PerPod,
     held_per_pod: limits::PerPod,
@@ -183,6 +186,7 @@ impl MetadataServer {
             upstream,
             access_tokens: TokenCache::default(),
             id_tokens: TokenCache::default(),
+            impersonating: TokenCache::default(),
             metrics: metrics::Metrics::default(),
             per_pod,
             held_per_pod,
@@ -201,6 +205,7 @@ impl MetadataServer {
         move |uids: &[String]| {
             agent.access_tokens.retain_owners(uids);
             agent.id_tokens.retain_owners(uids);
+            agent.impersonating.retain_owners(uids);
             agent.ksa.retain_owners(uids);
         }
     }
@@ -278,6 +283,13 @@ enum Answer {
     /// The connection is not confirmed as this pod's yet (`--attest-callers`): confirm it, then
     /// answer again.
     Attest(Arc<Pod>),
+}
+
+/// An IAM Credentials call made for a pod's service account.
+#[derive(Clone, Copy)]
+enum IamCall<'a> {
+    AccessToken(&'a [String]),
+    IdToken(&'a str),
 }
 
 /// What the kernel said of a connection and the pod the index proposed for it.
@@ -686,6 +698,63 @@ impl Agent {
         result
     }
 
+    /// `call` for the service account `gsa`, with the pod's federated token of
+    /// [`Self::impersonating_token`]. A cached federated token the token service no longer takes
+    /// (401: its cluster registered again, say) is dropped and exchanged anew, once.
+    async fn as_service_account(
+        self: &Arc<Self>,
+        pod: &Arc<Pod>,
+        gsa: &str,
+        call: IamCall<'_>,
+    ) -> Result<Minted, UpstreamError> {
+        let mut exchanged_anew = false;
+        loop {
+            let federated = self.impersonating_token(pod).await?;
+            let answer = match call {
+                IamCall::AccessToken(scopes) => {
+                    self.timed(self.upstream.access_token(&federated.token, gsa, scopes))
+                        .await
+                }
+                IamCall::IdToken(audience) => {
+                    self.timed(self.upstream.id_token(&federated.token, gsa, audience))
+                        .await
+                }
+            };
+            match answer {
+                Err(UpstreamError::Refused { status: 401, .. }) if !exchanged_anew => {
+                    self.impersonating.forget(&Self::impersonating_key(pod));
+                    exchanged_anew = true;
+                }
+                answer => return answer,
+            }
+        }
+    }
+
+    fn impersonating_key(pod: &Pod) -> String {
+        format!("{}|{}/{}", pod.uid, pod.namespace, pod.service_account_name)
+    }
+
+    /// The federated token with the IAM scope that GKE's flow exchanges for the pod's
+    /// service-account tokens, cached per pod and KSA: one exchange serves its access token and
+    /// all its ID tokens.
+    async fn impersonating_token(
+        self: &Arc<Self>,
+        pod: &Arc<Pod>,
+    ) -> Result<Minted, UpstreamError> {
+        let key = Self::impersonating_key(pod);
+        let (agent, pod_for_fetch) = (self.clone(), pod.clone());
+        let fetch = move || {
+            let (agent, pod) = (agent.clone(), pod_for_fetch.clone());
+            async move {
+                agent
+                    .federated(&pod, &["https://www.googleapis.com/auth/iam".to_owned()])
+                    .await
+            }
+        };
+        let (minted, _) = self.impersonating.get(&key, &pod.uid, fetch).await?;
+        Ok(minted)
+    }
+
     /// A federated token for the pod's KSA.
     async fn federated(&self, pod: &Pod, scopes: &[String]) -> Result<Minted, UpstreamError> {
         let ksa_token = self.ksa.token(pod, &self.config.pool()).await?;
@@ -743,11 +812,8 @@ impl Agent {
                 match gsa {
                     // GKE's impersonation: exchange with the IAM scope, then generateAccessToken.
                     Some(gsa) => {
-                        let federated = agent
-                            .federated(&pod, &["https://www.googleapis.com/auth/iam".to_owned()])
-                            .await?;
                         agent
-                            .timed(agent.upstream.access_token(&federated.token, &gsa, &scopes))
+                            .as_service_account(&pod, &gsa, IamCall::AccessToken(&scopes))
                             .await
                     }
                     // Workload Identity Federation for GKE: the federated token itself.
@@ -795,11 +861,8 @@ impl Agent {
                 audience.clone(),
             );
             async move {
-                let federated = agent
-                    .federated(&pod, &["https://www.googleapis.com/auth/iam".to_owned()])
-                    .await?;
                 agent
-                    .timed(agent.upstream.id_token(&federated.token, &gsa, &audience))
+                    .as_service_account(&pod, &gsa, IamCall::IdToken(&audience))
                     .await
             }
         };

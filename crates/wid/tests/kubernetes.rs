@@ -137,7 +137,6 @@ async fn md(client: &reqwest::Client, agent: &Agent, path: &str) -> (u16, String
     (status, response.text().await.expect("body"))
 }
 
-/// The token service trusts the fake cluster through its OIDC discovery, and two KSAs are bound.
 /// A fake API server and a token service that knows its cluster, with the tests' accounts,
 /// bindings and KSAs (`setup`).
 async fn cluster(dir: &std::path::Path) -> (FakeApi, Server, Api) {
@@ -149,6 +148,7 @@ async fn cluster(dir: &std::path::Path) -> (FakeApi, Server, Api) {
     (fake, server, api)
 }
 
+/// The token service trusts the fake cluster through its OIDC discovery, and two KSAs are bound.
 async fn setup(api: &Api, fake: &FakeApi) {
     api.create_project("proj-a", "111111111111").await;
     for account in ["sa-a-runner", "sa-b-runner"] {
@@ -861,4 +861,71 @@ async fn discover_reads_the_issuer_from_the_clusters_api_server() {
         )
     });
     assert!(!ok && err.contains("--issuer-uri is required"), "{err}");
+}
+
+/// One exchange buys a pod's access token and all its ID tokens; when the token service stops
+/// taking that federated token (its cluster registered again), the agent exchanges anew.
+#[tokio::test]
+async fn one_exchange_serves_a_pods_tokens_until_the_token_service_refuses_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (fake, server, api) = cluster(dir.path()).await;
+    let uid = fake.put_pod(
+        PodFixture::new("team-a", "a-1", NODE)
+            .ip("127.0.0.81")
+            .service_account("app"),
+    );
+    let agent = start_agent(dir.path(), &server, &fake).await;
+    let pod = pod_client("127.0.0.81");
+    let exchanges = || async {
+        let trail = api.get("/v1/auditEvents?limit=1000").await;
+        let pod_name = format!("team-a/a-1 ({uid})");
+        trail.ok()["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["action"] == "token_exchange" && e["pod"] == pod_name.as_str())
+            .count()
+    };
+    let (status, body) = md(&pod, &agent, "instance/service-accounts/default/token").await;
+    assert_eq!(status, 200, "{body}");
+    let after_access_token = exchanges().await;
+    for audience in ["https://a.example.com", "https://b.example.com"] {
+        let path = format!("instance/service-accounts/default/identity?audience={audience}");
+        let (status, body) = md(&pod, &agent, &path).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_eq!(
+        exchanges().await,
+        after_access_token,
+        "the ID tokens took no exchange of their own"
+    );
+
+    // The cluster unregistered: the federated token the agent holds no longer counts (401),
+    // so it is dropped and a new exchange tried, which STS refuses: no new token is served.
+    let clusters = "/v1/projects/proj-a/locations/europe-west1/clusters";
+    api.call("DELETE", &format!("{clusters}/kube-test"), None)
+        .await
+        .ok();
+    let (status, body) = md(
+        &pod,
+        &agent,
+        "instance/service-accounts/default/identity?audience=https://d.example.com",
+    )
+    .await;
+    assert_ne!(status, 200, "{body}");
+    // Registered again: the next new token takes a fresh exchange and is served.
+    api.post(
+        clusters,
+        json!({"clusterName": "kube-test", "issuerUri": fake.issuer(), "discover": true}),
+    )
+    .await
+    .ok();
+    let (status, body) = md(
+        &pod,
+        &agent,
+        "instance/service-accounts/default/identity?audience=https://c.example.com",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}\n{}", agent.log());
+    assert_eq!(exchanges().await, after_access_token + 1);
 }
