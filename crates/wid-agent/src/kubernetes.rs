@@ -54,6 +54,13 @@ impl Resolver for KubeResolver {
     fn ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
     }
+
+    fn addresses(&self) -> usize {
+        self.snapshot
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
 }
 
 /// What the index keeps of a watched pod; `None` for an object without a name.

@@ -255,6 +255,11 @@ async fn readyz(State(agent): State<Arc<Agent>>) -> (axum::http::StatusCode, &'s
 }
 
 async fn render_metrics(State(agent): State<Arc<Agent>>) -> Response {
+    agent.metrics.holding(
+        agent.resolver.addresses(),
+        agent.resolver.ready(),
+        agent.access_tokens.len() + agent.id_tokens.len() + agent.impersonating.len(),
+    );
     let mut response = Response::new(Body::from(agent.metrics.encode()));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -543,6 +548,7 @@ impl Agent {
             }
         };
         tracing::warn!(%peer, error = %error, "a connection not confirmed as its pod's was refused");
+        self.metrics.attestation_refused();
         if let Some(denials) = &self.denials {
             denials.denied(
                 &pod.namespace,

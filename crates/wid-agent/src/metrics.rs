@@ -6,6 +6,7 @@ use std::time::Duration;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -98,6 +99,11 @@ pub struct Metrics {
     upstream: Family<UpstreamLabels, Counter>,
     upstream_latency: Histogram,
     pod_waits: Counter,
+    attestation_refusals: Counter,
+    /// Set when scraped: what the agent holds now.
+    addresses: Gauge,
+    ready: Gauge,
+    cached_tokens: Gauge,
 }
 
 impl Default for Metrics {
@@ -111,6 +117,25 @@ impl Default for Metrics {
         let upstream = Family::<UpstreamLabels, Counter>::default();
         let upstream_latency = latency_histogram();
         let pod_waits = Counter::default();
+        let attestation_refusals = Counter::default();
+        let (addresses, ready, cached_tokens) =
+            (Gauge::default(), Gauge::default(), Gauge::default());
+        registry.register(
+            "attestation_refusals",
+            "Connections refused because the kernel did not show them in their pod (--attest-callers)",
+            attestation_refusals.clone(),
+        );
+        registry.register(
+            "pod_addresses",
+            "Addresses the agent answers for: its node's pods (and the node's, with a node identity)",
+            addresses.clone(),
+        );
+        registry.register("ready", "1 once the node's pods are known", ready.clone());
+        registry.register(
+            "cached_tokens",
+            "Tokens held in the cache (access, ID and the federated tokens that buy them)",
+            cached_tokens.clone(),
+        );
         registry.register(
             "pod_waits",
             "Requests held because no pod had their address yet (a pod's first moments)",
@@ -172,6 +197,10 @@ impl Default for Metrics {
             upstream,
             upstream_latency,
             pod_waits,
+            attestation_refusals,
+            addresses,
+            ready,
+            cached_tokens,
         }
     }
 }
@@ -210,6 +239,18 @@ impl Metrics {
 
     pub fn pod_wait(&self) {
         self.pod_waits.inc();
+    }
+
+    pub fn attestation_refused(&self) {
+        self.attestation_refusals.inc();
+    }
+
+    /// What the agent holds now, set just before a scrape.
+    pub fn holding(&self, addresses: usize, ready: bool, cached_tokens: usize) {
+        let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.addresses.set(gauge(addresses));
+        self.ready.set(i64::from(ready));
+        self.cached_tokens.set(gauge(cached_tokens));
     }
 
     /// The text exposition format.

@@ -104,6 +104,9 @@ pub trait Resolver: Send + Sync + 'static {
     fn ready(&self) -> bool {
         true
     }
+
+    /// How many addresses it answers for (ambiguous ones included), for the metrics.
+    fn addresses(&self) -> usize;
 }
 
 /// One pod for every caller from one address (`wid dev`'s loopback pod).
@@ -114,6 +117,10 @@ pub struct FixedResolver {
 impl Resolver for FixedResolver {
     fn resolve(&self, ip: IpAddr) -> Caller {
         (ip == self.pod.ip).then(|| self.pod.clone()).into()
+    }
+
+    fn addresses(&self) -> usize {
+        1
     }
 }
 
@@ -166,6 +173,10 @@ impl<R: Resolver> Resolver for WithNodeIdentity<R> {
     fn ready(&self) -> bool {
         self.pods.ready()
     }
+
+    fn addresses(&self) -> usize {
+        self.pods.addresses() + self.addresses.len()
+    }
 }
 
 impl<R: Resolver + ?Sized> Resolver for Arc<R> {
@@ -179,6 +190,10 @@ impl<R: Resolver + ?Sized> Resolver for Arc<R> {
 
     fn ready(&self) -> bool {
         (**self).ready()
+    }
+
+    fn addresses(&self) -> usize {
+        (**self).addresses()
     }
 }
 
@@ -306,6 +321,14 @@ impl Resolver for StaticResolver {
             .get(&ip)
             .cloned()
             .into()
+    }
+
+    fn addresses(&self) -> usize {
+        self.state
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .1
+            .len()
     }
 }
 

@@ -245,6 +245,9 @@ async fn pods_from_the_watch_with_tokens_from_token_requests() {
     let a = pod_client("127.0.0.12");
     let (status, email) = md(&a, &agent, "instance/service-accounts/default/email").await;
     assert_eq!((status, email.as_str()), (200, GSA_A), "{}", agent.log());
+    // What the agent holds, for its operator: ready, and the one pod of its node.
+    assert_eq!(agent.counter("wid_metadata_ready").await, 1);
+    assert_eq!(agent.counter("wid_metadata_pod_addresses").await, 1);
     // Learnt from STS's introspection of the pod's federated token.
     let (status, number) = md(&a, &agent, "project/numeric-project-id").await;
     assert_eq!((status, number.as_str()), (200, "111111111111"));
@@ -572,6 +575,14 @@ async fn attested_callers_are_answered_only_from_their_own_pod() {
     assert!(
         body.contains("Unable to confirm the caller") && body.contains("team-a/ghost"),
         "{body}"
+    );
+    assert!(
+        agent
+            .counter("wid_metadata_attestation_refusals_total")
+            .await
+            >= 1,
+        "{}",
+        agent.metrics().await
     );
     eventually("the refusal is an event on the pod", &agent, || async {
         fake.events().iter().any(|e| {
