@@ -44,6 +44,15 @@ impl Slot {
     fn store(&self, minted: Minted) {
         *self.value.write().unwrap_or_else(PoisonError::into_inner) = Some(minted);
     }
+
+    /// Drops the token, if it is still `token` (when given): one the upstream no longer takes,
+    /// or no longer gives.
+    fn clear(&self, token: Option<&str>) {
+        let mut value = self.value.write().unwrap_or_else(PoisonError::into_inner);
+        if token.is_none_or(|token| value.as_ref().is_some_and(|m| m.token == token)) {
+            *value = None;
+        }
+    }
 }
 
 /// What the cache did, for metrics and tests.
@@ -78,12 +87,18 @@ impl TokenCache {
             .retain(|_, (owner, _)| live.contains(owner));
     }
 
-    /// Forgets one token (the upstream no longer accepts it): the next `get` fetches anew.
-    pub fn forget(&self, key: &str) {
-        self.slots
+    /// Forgets the token of `key` if it is still `token` (the upstream no longer accepts it):
+    /// the next `get` fetches anew, once for all its concurrent callers, whoever forgot it.
+    pub fn forget(&self, key: &str, token: &str) {
+        let slot = self
+            .slots
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .remove(key);
+            .get(key)
+            .map(|(_, s)| s.clone());
+        if let Some(slot) = slot {
+            slot.clear(Some(token));
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -146,13 +161,19 @@ impl TokenCache {
                 slot.store(minted.clone());
                 Ok((minted, Source::Miss))
             }
-            Err(e) => match slot.read() {
+            // Stale if the upstream is away, never if it refuses: a token it no longer gives is
+            // not served, nor used to buy others.
+            Err(e @ UpstreamError::Unavailable(_)) => match slot.read() {
                 Some(cached) if cached.expires_at > now() => {
                     tracing::warn!(error = ?e, "upstream failed; serving the cached token until it expires");
                     Ok((cached, Source::Stale))
                 }
                 _ => Err(e),
             },
+            Err(e) => {
+                slot.clear(None);
+                Err(e)
+            }
         }
     }
 }
@@ -166,9 +187,15 @@ where
         let _turn = slot.fetch.lock().await;
         match fetch().await {
             Ok(minted) => slot.store(minted),
-            Err(e) => {
+            Err(e @ UpstreamError::Unavailable(_)) => {
                 tracing::warn!(error = ?e, "background token refresh failed; backing off");
                 slot.retry_at.store(now() + RETRY_AFTER, Ordering::Relaxed);
+            }
+            // Refused: the cached token is no longer served; the next request asks again and
+            // hears the refusal.
+            Err(e) => {
+                tracing::warn!(error = ?e, "the upstream refused to renew a token; it is dropped");
+                slot.clear(None);
             }
         }
     }
@@ -239,6 +266,26 @@ mod tests {
             .await
             .expect("stale");
         assert_eq!((stale.token.as_str(), source), ("t1", Source::Stale));
+        // The upstream refuses (a binding removed, a cluster gone): the cached token is neither
+        // served nor kept.
+        let refused = || async {
+            Err(UpstreamError::Refused {
+                service: "STS",
+                status: 400,
+                reason: "Bad Request".into(),
+                message: "invalid_grant".into(),
+            })
+        };
+        assert!(cache.get("k", "pod", refused).await.is_err());
+        assert!(
+            cache
+                .get("k", "pod", || async {
+                    Err(UpstreamError::Unavailable("down".into()))
+                })
+                .await
+                .is_err(),
+            "the refused token was dropped"
+        );
         // Nothing cached and upstream down: the error.
         let empty = TokenCache::default();
         assert!(

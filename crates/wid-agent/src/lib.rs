@@ -706,7 +706,7 @@ impl Agent {
 
     /// `call` for the service account `gsa`, with the pod's federated token of
     /// [`Self::impersonating_token`]. A cached federated token the token service no longer takes
-    /// (401: its cluster registered again, say) is dropped and exchanged anew, once.
+    /// (401: signed with keys it no longer has, or its cluster registered anew, say) is dropped and exchanged anew, once.
     async fn as_service_account(
         self: &Arc<Self>,
         pod: &Arc<Pod>,
@@ -715,7 +715,7 @@ impl Agent {
     ) -> Result<Minted, UpstreamError> {
         let mut exchanged_anew = false;
         loop {
-            let federated = self.impersonating_token(pod).await?;
+            let (federated, source) = self.impersonating_token(pod).await?;
             let answer = match call {
                 IamCall::AccessToken(scopes) => {
                     self.timed(self.upstream.access_token(&federated.token, gsa, scopes))
@@ -727,8 +727,13 @@ impl Agent {
                 }
             };
             match answer {
-                Err(UpstreamError::Refused { status: 401, .. }) if !exchanged_anew => {
-                    self.impersonating.forget(&Self::impersonating_key(pod));
+                // Only a token from the cache can have gone bad meanwhile; a fresh one refused
+                // is refused.
+                Err(UpstreamError::Refused { status: 401, .. })
+                    if !exchanged_anew && source != cache::Source::Miss =>
+                {
+                    self.impersonating
+                        .forget(&Self::impersonating_key(pod), &federated.token);
                     exchanged_anew = true;
                 }
                 answer => return answer,
@@ -746,7 +751,7 @@ impl Agent {
     async fn impersonating_token(
         self: &Arc<Self>,
         pod: &Arc<Pod>,
-    ) -> Result<Minted, UpstreamError> {
+    ) -> Result<(Minted, cache::Source), UpstreamError> {
         let key = Self::impersonating_key(pod);
         let (agent, pod_for_fetch) = (self.clone(), pod.clone());
         let fetch = move || {
@@ -757,8 +762,7 @@ impl Agent {
                     .await
             }
         };
-        let (minted, _) = self.impersonating.get(&key, &pod.uid, fetch).await?;
-        Ok(minted)
+        self.impersonating.get(&key, &pod.uid, fetch).await
     }
 
     /// A federated token for the pod's KSA.

@@ -57,6 +57,10 @@ pub struct FederatedIdentity {
     /// The provider (`projects/N/…/providers/P`) or cluster (`projects/P/locations/L/clusters/C`)
     /// that vouched for it.
     pub provider: String,
+    /// The uid of the cluster that vouched for it: a cluster deleted and registered again under
+    /// its name (new keys, after a leak say) does not revive the tokens the old one vouched for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_uid: Option<String>,
     /// `google.subject`.
     pub subject: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

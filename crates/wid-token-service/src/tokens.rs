@@ -248,7 +248,7 @@ impl<S: Store> App<S> {
                 }
             }
             Some(TokenKind::Federated) => match &claims.wid.federated {
-                Some(identity) => self.provider_is_live(&identity.provider).await,
+                Some(identity) => self.provider_is_live(identity).await,
                 None => false,
             },
             None => false,
@@ -256,14 +256,22 @@ impl<S: Store> App<S> {
     }
 
     /// `projects/P/locations/L/clusters/C` or `projects/N/locations/global/workloadIdentityPools/POOL/providers/P`.
-    async fn provider_is_live(&self, provider: &str) -> bool {
-        let parts: Vec<&str> = provider.split('/').collect();
+    async fn provider_is_live(&self, identity: &FederatedIdentity) -> bool {
+        let parts: Vec<&str> = identity.provider.split('/').collect();
         match parts.as_slice() {
             ["projects", project, "locations", location, "clusters", name] => self
                 .store
                 .list_clusters(project, location)
                 .await
-                .is_ok_and(|clusters| clusters.iter().any(|c| c.name == *name)),
+                .is_ok_and(|clusters| {
+                    clusters.iter().any(|c| {
+                        c.name == *name
+                            && identity
+                                .provider_uid
+                                .as_ref()
+                                .is_none_or(|uid| *uid == c.uid)
+                    })
+                }),
             [
                 "projects",
                 number,

@@ -86,11 +86,12 @@ pub struct MetadataServeArgs {
     pub addr: SocketAddr,
     /// The pods of this node from a JSON file, reloaded when it changes, instead of from the
     /// Kubernetes API.
-    #[arg(long, env = "WID_PODS", conflicts_with_all = ["kubeconfig", "node_name"])]
+    #[arg(long, env = "WID_PODS", conflicts_with = "kubeconfig")]
     pub pods: Option<PathBuf>,
-    /// The Kubernetes API server to watch; default the in-cluster service account, or
-    /// KUBECONFIG.
-    #[arg(long, env = "KUBECONFIG")]
+    /// The Kubernetes API server to watch; default KUBECONFIG's (or ~/.kube/config's), else the
+    /// in-cluster service account. (Not read from KUBECONFIG by the flag itself: an exported
+    /// KUBECONFIG must not stop a pods-file agent from starting.)
+    #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
     /// This node's name: only its pods are watched (the downward API's spec.nodeName).
     #[arg(long, env = "WID_NODE_NAME")]
@@ -381,7 +382,12 @@ fn departed_pods(
 /// A client of the Kubernetes API: from `kubeconfig`, or as `kubectl` finds one (KUBECONFIG,
 /// ~/.kube/config, the in-cluster service account).
 async fn kube_client(kubeconfig: Option<&Path>) -> anyhow::Result<kube::Client> {
-    let config = match kubeconfig {
+    let config = kube_config(kubeconfig).await?;
+    kube::Client::try_from(config).context("building the Kubernetes client")
+}
+
+async fn kube_config(kubeconfig: Option<&Path>) -> anyhow::Result<kube::Config> {
+    Ok(match kubeconfig {
         Some(path) => {
             let file = kube::config::Kubeconfig::read_from(path)
                 .with_context(|| format!("reading the kubeconfig {}", path.display()))?;
@@ -392,8 +398,7 @@ async fn kube_client(kubeconfig: Option<&Path>) -> anyhow::Result<kube::Client> 
         None => kube::Config::infer()
             .await
             .context("no Kubernetes configuration: give --kubeconfig, or run in a pod")?,
-    };
-    kube::Client::try_from(config).context("building the Kubernetes client")
+    })
 }
 
 /// `wid iam clusters register --kubeconfig FILE`: reads the cluster's issuer and keys from its
@@ -414,7 +419,14 @@ pub async fn read_cluster_from_api_server(
     if keys.kubeconfig.is_none() && !(keys.discover && issuer_uri.is_none()) {
         return Ok(());
     }
-    let client = kube_client(keys.kubeconfig.as_deref()).await?;
+    let config = kube_config(keys.kubeconfig.as_deref()).await.context(
+        "the cluster's issuer is read from its API server: set KUBECONFIG, give --issuer-uri, or use --kubeconfig FILE instead of --discover",
+    )?;
+    eprintln!(
+        "Reading the cluster's issuer from the API server at {}.",
+        config.cluster_url
+    );
+    let client = kube::Client::try_from(config).context("building the Kubernetes client")?;
     let issuer = wid_agent::kubernetes::discover_issuer(&client)
         .await
         .context("reading the issuer from the API server's /.well-known/openid-configuration")?;

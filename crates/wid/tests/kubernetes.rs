@@ -720,6 +720,8 @@ async fn the_deploy_manifest_grants_what_the_agent_calls() {
             .ip("127.0.0.72")
             .service_account("unbound"),
     );
+    // Only the agent's calls count, not the token service's discovery at registration.
+    let before_agent = fake.requests().len();
     let agent = start_agent(dir.path(), &server, &fake).await;
     let (status, body) = md(
         &pod_client("127.0.0.71"),
@@ -770,6 +772,7 @@ async fn the_deploy_manifest_grants_what_the_agent_calls() {
     let calls: std::collections::BTreeSet<(String, &str)> = fake
         .requests()
         .iter()
+        .skip(before_agent)
         .filter(|r| !r.contains("/_fake/"))
         .map(|r| rbac_of(r))
         .collect();
@@ -778,6 +781,32 @@ async fn the_deploy_manifest_grants_what_the_agent_calls() {
             granted(resource, verb),
             "the agent calls {verb} on {resource}, which the ClusterRole does not grant: {calls:?}"
         );
+    }
+    // And nothing it does not call: every grant is used, in the core API group.
+    for rule in role["rules"].as_array().into_iter().flatten() {
+        let names = |field: &str| {
+            rule[field]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+        if rule.get("resources").is_some() {
+            assert_eq!(names("apiGroups"), vec![String::new()], "{rule}");
+        }
+        for resource in names("resources")
+            .into_iter()
+            .chain(names("nonResourceURLs"))
+        {
+            for verb in names("verbs") {
+                assert!(
+                    calls.iter().any(|(r, v)| *r == resource && *v == verb),
+                    "the ClusterRole grants {verb} on {resource}, which the agent never calls: {calls:?}"
+                );
+            }
+        }
     }
     for needed in [
         ("pods", "watch"),
@@ -806,7 +835,12 @@ async fn the_deploy_manifest_grants_what_the_agent_calls() {
                 || t["key"] == "wid.dev/agent-not-ready"
         });
     assert!(tolerates_own_taint, "{spec}");
-    let agent_container = &spec["containers"][0];
+    let agent_container = spec["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["name"] == "agent")
+        .expect("the agent's container");
     assert_eq!(agent_container["args"][0], "metadata");
     assert!(
         agent_container["env"]
@@ -852,7 +886,30 @@ async fn discover_reads_the_issuer_from_the_clusters_api_server() {
     assert!(ok, "{err}");
     let cluster: Value = serde_json::from_str(&out).expect("cluster JSON");
     assert_eq!(cluster["issuerUri"], fake.issuer().as_str(), "{cluster}");
-    // Without a cluster to ask and without an issuer, a clear refusal.
+    // No cluster to ask: a clear refusal that says what to give.
+    let nowhere = dir.path().join("no-such-kubeconfig");
+    let (ok, _, err) = tokio::task::block_in_place(|| {
+        support::wid_cli_with_env(
+            &server,
+            &[
+                "iam",
+                "clusters",
+                "register",
+                "other",
+                "--project",
+                "proj-a",
+                "--location",
+                "l",
+                "--discover",
+            ],
+            &[("KUBECONFIG", nowhere.as_os_str())],
+        )
+    });
+    assert!(
+        !ok && err.contains("set KUBECONFIG, give --issuer-uri"),
+        "{err}"
+    );
+    // Uploaded keys need the issuer they are for.
     let (ok, _, err) = tokio::task::block_in_place(|| {
         support::wid_cli_with_env(
             &server,
@@ -911,9 +968,30 @@ async fn one_exchange_serves_a_pods_tokens_until_the_token_service_refuses_it() 
         "the ID tokens took no exchange of their own"
     );
 
-    // The cluster unregistered: the federated token the agent holds no longer counts (401),
-    // so it is dropped and a new exchange tried, which STS refuses: no new token is served.
+    // The cluster deleted and registered again (new keys, after a leak say): the federated
+    // token the agent holds was vouched for by the old one and no longer counts (401); the
+    // agent drops it, exchanges anew, and the pod's next new token is served, in one request.
     let clusters = "/v1/projects/proj-a/locations/europe-west1/clusters";
+    let register = || {
+        api.post(
+            clusters,
+            json!({"clusterName": "kube-test", "issuerUri": fake.issuer(), "discover": true}),
+        )
+    };
+    api.call("DELETE", &format!("{clusters}/kube-test"), None)
+        .await
+        .ok();
+    register().await.ok();
+    let (status, body) = md(
+        &pod,
+        &agent,
+        "instance/service-accounts/default/identity?audience=https://c.example.com",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}\n{}", agent.log());
+    assert_eq!(exchanges().await, after_access_token + 1);
+
+    // The cluster gone: no new token, however the agent tries.
     api.call("DELETE", &format!("{clusters}/kube-test"), None)
         .await
         .ok();
@@ -924,19 +1002,4 @@ async fn one_exchange_serves_a_pods_tokens_until_the_token_service_refuses_it() 
     )
     .await;
     assert_ne!(status, 200, "{body}");
-    // Registered again: the next new token takes a fresh exchange and is served.
-    api.post(
-        clusters,
-        json!({"clusterName": "kube-test", "issuerUri": fake.issuer(), "discover": true}),
-    )
-    .await
-    .ok();
-    let (status, body) = md(
-        &pod,
-        &agent,
-        "instance/service-accounts/default/identity?audience=https://c.example.com",
-    )
-    .await;
-    assert_eq!(status, 200, "{body}\n{}", agent.log());
-    assert_eq!(exchanges().await, after_access_token + 1);
 }
