@@ -112,6 +112,16 @@ impl TokenCache {
         self.len() == 0
     }
 
+    /// How many keys hold a token (a slot whose fetch failed holds none).
+    pub fn tokens(&self) -> usize {
+        self.slots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .filter(|(_, slot)| slot.read().is_some())
+            .count()
+    }
+
     /// A cached token that is fresh enough to serve as it is (more than [`REFRESH_AHEAD`] left),
     /// without touching the fetch machinery: the hot path.
     pub fn fresh(&self, key: &str) -> Option<Minted> {

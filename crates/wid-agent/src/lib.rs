@@ -258,7 +258,7 @@ async fn render_metrics(State(agent): State<Arc<Agent>>) -> Response {
     agent.metrics.holding(
         agent.resolver.addresses(),
         agent.resolver.ready(),
-        agent.access_tokens.len() + agent.id_tokens.len() + agent.impersonating.len(),
+        agent.access_tokens.tokens() + agent.id_tokens.tokens() + agent.impersonating.tokens(),
     );
     let mut response = Response::new(Body::from(agent.metrics.encode()));
     response.headers_mut().insert(
