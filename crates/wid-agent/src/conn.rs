@@ -111,46 +111,36 @@ async fn run(
                 // `may_wait`, the others do not come back once done); an index that keeps
                 // changing its mind meanwhile ends in the 503 below.
                 for _ in 0..5 {
-                    let next = match answer {
+                    // Each step either settles the answer or says how to ask again.
+                    let may_wait = match answer {
                         Answer::WaitForPod(ip) => {
                             agent.wait_for_pod(ip).await;
-                            crate::answer(agent, peer, &head.request, attested.as_deref(), false)
+                            false
                         }
-                        Answer::Attest(pod) => match agent
-                            .attest(pod.clone(), ends(stream, peer))
-                            .await
-                        {
-                            Attested::Confirmed => {
-                                attested = Some(pod.uid.clone());
-                                crate::answer(
-                                    agent,
-                                    peer,
-                                    &head.request,
-                                    attested.as_deref(),
-                                    false,
-                                )
+                        Answer::Attest(pod) => {
+                            match agent.attest(pod.clone(), ends(stream, peer)).await {
+                                Attested::Confirmed => {
+                                    attested = Some(pod.uid.clone());
+                                    false
+                                }
+                                // The address is changing hands: its new pod may not be known yet.
+                                Attested::IndexChanged => true,
+                                Attested::Refused(reply) => {
+                                    answer = Answer::Now(reply);
+                                    break;
+                                }
                             }
-                            // The address is changing hands: its new pod may not be known yet.
-                            Attested::IndexChanged => {
-                                crate::answer(agent, peer, &head.request, attested.as_deref(), true)
-                            }
-                            Attested::Refused(reply) => Answer::Now(reply),
-                        },
+                        }
                         Answer::NeedProjectNumber(pod) => {
                             match agent.learn_project_number(&pod).await {
-                                Ok(()) => crate::answer(
-                                    agent,
-                                    peer,
-                                    &head.request,
-                                    attested.as_deref(),
-                                    false,
-                                ),
+                                Ok(()) => false,
                                 Err(e) => {
                                     tracing::warn!(error = %e, "cannot learn the project's number from STS (is --project right, and the cluster registered in it?)");
-                                    Answer::Now(crate::upstream_error(
+                                    answer = Answer::Now(crate::upstream_error(
                                         "Unable to learn the project's number from STS (check the agent's --project and the cluster's registration, or give --project-number)",
                                         e,
-                                    ))
+                                    ));
+                                    break;
                                 }
                             }
                         }
@@ -159,7 +149,8 @@ async fn run(
                             break;
                         }
                     };
-                    answer = next;
+                    answer =
+                        crate::answer(agent, peer, &head.request, attested.as_deref(), may_wait);
                 }
                 // Pipelined requests stay in the buffer; the usual case empties it.
                 if len >= input.len() {

@@ -19,9 +19,10 @@ use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client};
 
+use crate::cache::TokenCache;
 use crate::pod_index::{PodIndex, PodRecord, Snapshot};
 use crate::pods::{Caller, Pod, Resolver};
-use crate::upstream::{UpstreamError, now};
+use crate::upstream::{Minted, UpstreamError};
 
 /// How often the annotations of the service accounts in use are read again, so that a changed
 /// `iam.gke.io/gcp-service-account` takes effect without a pod restart.
@@ -64,7 +65,7 @@ impl Resolver for KubeResolver {
 }
 
 /// What the index keeps of a watched pod; `None` for an object without a name.
-pub fn record(pod: &KubePod) -> Option<PodRecord> {
+fn record(pod: &KubePod) -> Option<PodRecord> {
     let metadata = &pod.metadata;
     let spec = pod.spec.as_ref();
     let status = pod.status.as_ref();
@@ -172,9 +173,9 @@ impl KubeResolver {
                         }
                     }
                 }
-                index.forget_unused_service_accounts();
+                let missing = index.settle_service_accounts();
                 self.publish(&index);
-                (index.missing_service_accounts(), index.uids())
+                (missing, index.uids())
             };
             forget(&uids);
             for (namespace, name) in missing {
@@ -253,7 +254,7 @@ impl KubeResolver {
 /// Removes the taint `key` from `node`, retrying (conflicts at once, errors with backoff) until
 /// it is gone. A merge patch replaces the whole list of taints, so it carries the node's
 /// resourceVersion: a taint another controller adds meanwhile is never lost.
-pub async fn remove_taint(client: Client, node: String, key: String) {
+async fn remove_taint(client: Client, node: String, key: String) {
     use kube::api::{Patch, PatchParams};
     let api = Api::<Node>::all(client);
     let mut backoff = Duration::from_millis(200);
@@ -266,7 +267,7 @@ pub async fn remove_taint(client: Client, node: String, key: String) {
                 .and_then(|s| s.taints.clone())
                 .unwrap_or_default();
             if !taints.iter().any(|t| t.key == key) {
-                return Ok::<bool, kube::Error>(true);
+                return Ok::<(), kube::Error>(());
             }
             let remaining: Vec<_> = taints.into_iter().filter(|t| t.key != key).collect();
             let patch = serde_json::json!({
@@ -275,11 +276,11 @@ pub async fn remove_taint(client: Client, node: String, key: String) {
             });
             api.patch(&node, &PatchParams::default(), &Patch::Merge(&patch))
                 .await?;
-            Ok(true)
+            Ok(())
         }
         .await;
         match outcome {
-            Ok(_) => {
+            Ok(()) => {
                 tracing::info!(%node, taint = %key, "removed the node's not-ready taint");
                 return;
             }
@@ -403,26 +404,26 @@ pub async fn service_account_jwks(client: &Client) -> Result<String, kube::Error
     client.request_text(request).await
 }
 
-/// KSA tokens from the TokenRequest API: audience the pool, bound to the pod, short-lived, cached
-/// per pod until ten minutes before they expire.
+/// KSA tokens from the TokenRequest API: audience the pool, bound to the pod, short-lived, in the
+/// agent's token cache per pod (one request for concurrent misses, renewed ahead of expiry,
+/// served while the API server is away).
 pub struct TokenRequests {
     client: Client,
     issuer: String,
-    /// By pod uid and audience: the token and its expiry (seconds since the epoch).
-    cache: Mutex<HashMap<(String, String), (String, i64)>>,
+    /// By pod uid and audience.
+    cache: TokenCache,
 }
 
-/// Lifetime asked of the API server (its minimum is ten minutes).
+/// Lifetime asked of the API server (its minimum is ten minutes); the cache renews a token from
+/// fifteen minutes before it expires.
 const KSA_TOKEN_SECONDS: i64 = 3600;
-/// A cached KSA token is used while it has more than this left.
-const KSA_TOKEN_MARGIN: i64 = 600;
 
 impl TokenRequests {
     pub fn new(client: Client, issuer: String) -> TokenRequests {
         TokenRequests {
             client,
             issuer,
-            cache: Mutex::new(HashMap::new()),
+            cache: TokenCache::default(),
         }
     }
 
@@ -431,57 +432,56 @@ impl TokenRequests {
     }
 
     pub async fn token(&self, pod: &Pod, audience: &str) -> Result<String, UpstreamError> {
-        let key = (pod.uid.clone(), audience.to_owned());
-        if let Some((token, expires)) = self
-            .cache
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&key)
-            && expires - now() > KSA_TOKEN_MARGIN
-        {
-            return Ok(token.clone());
-        }
-        let request = TokenRequest {
-            spec: TokenRequestSpec {
-                audiences: vec![audience.to_owned()],
-                expiration_seconds: Some(KSA_TOKEN_SECONDS),
-                bound_object_ref: Some(BoundObjectReference {
-                    api_version: Some("v1".into()),
-                    kind: Some("Pod".into()),
-                    name: Some(pod.name.clone()),
-                    uid: Some(pod.uid.clone()),
-                }),
-            },
-            ..TokenRequest::default()
+        let key = format!("{}|{audience}", pod.uid);
+        let (client, audience) = (self.client.clone(), audience.to_owned());
+        let (namespace, name, uid, ksa) = (
+            pod.namespace.clone(),
+            pod.name.clone(),
+            pod.uid.clone(),
+            pod.service_account_name.clone(),
+        );
+        let fetch = move || {
+            let request = TokenRequest {
+                spec: TokenRequestSpec {
+                    audiences: vec![audience.clone()],
+                    expiration_seconds: Some(KSA_TOKEN_SECONDS),
+                    bound_object_ref: Some(BoundObjectReference {
+                        api_version: Some("v1".into()),
+                        kind: Some("Pod".into()),
+                        name: Some(name.clone()),
+                        uid: Some(uid.clone()),
+                    }),
+                },
+                ..TokenRequest::default()
+            };
+            let api = Api::<ServiceAccount>::namespaced(client.clone(), &namespace);
+            let (namespace, ksa) = (namespace.clone(), ksa.clone());
+            async move {
+                let answer = api
+                    .create_token_request(&ksa, &Default::default(), &request)
+                    .await
+                    .map_err(|e| {
+                        UpstreamError::Unavailable(format!(
+                            "the Kubernetes API server did not issue a token for {namespace}/{ksa}: {e}"
+                        ))
+                    })?;
+                let Some(status) = answer.status else {
+                    return Err(UpstreamError::Unavailable(
+                        "the Kubernetes API server answered a TokenRequest without a token".into(),
+                    ));
+                };
+                Ok(Minted {
+                    expires_at: status.expiration_timestamp.0.as_second(),
+                    token: status.token,
+                })
+            }
         };
-        let api = Api::<ServiceAccount>::namespaced(self.client.clone(), &pod.namespace);
-        let answer = api
-            .create_token_request(&pod.service_account_name, &Default::default(), &request)
-            .await
-            .map_err(|e| {
-                UpstreamError::Unavailable(format!(
-                    "the Kubernetes API server did not issue a token for {}/{}: {e}",
-                    pod.namespace, pod.service_account_name
-                ))
-            })?;
-        let Some(status) = answer.status else {
-            return Err(UpstreamError::Unavailable(
-                "the Kubernetes API server answered a TokenRequest without a token".into(),
-            ));
-        };
-        let expires = status.expiration_timestamp.0.as_second();
-        self.cache
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(key, (status.token.clone(), expires));
-        Ok(status.token)
+        let (minted, _) = self.cache.get(&key, &pod.uid, fetch).await?;
+        Ok(minted.token)
     }
 
     /// Forgets the tokens of pods that are gone.
     pub fn retain_owners(&self, live: &[String]) {
-        self.cache
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .retain(|(uid, _), _| live.contains(uid));
+        self.cache.retain_owners(live);
     }
 }

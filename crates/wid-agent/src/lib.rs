@@ -432,6 +432,11 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// The answer when attestation itself failed, not the caller.
+fn unconfirmed() -> Reply {
+    Reply::text(503, "Unable to confirm the caller; retry.\n")
+}
+
 /// The message GKE appends to IAM's refusals, pointing at the binding.
 const BINDING_HINT: &str = "This error could be caused by a missing IAM policy binding on the target IAM service account.\nFor more information, refer to the Workload Identity documentation:\n\thttps://cloud.google.com/kubernetes-engine/docs/how-to/workload-identity#authenticating_to\n";
 
@@ -510,10 +515,7 @@ impl Agent {
         let mut held = false;
         let error = loop {
             let Ok(permit) = self.attestations.clone().acquire_owned().await else {
-                return Attested::Refused(Reply::text(
-                    503,
-                    "Unable to confirm the caller; retry.\n",
-                ));
+                return Attested::Refused(unconfirmed());
             };
             let confirm = {
                 let (attestor, pod) = (attestor.clone(), pod.clone());
@@ -527,10 +529,7 @@ impl Agent {
                 Ok(Err(error)) => error,
                 Err(join) => {
                     tracing::error!(error = %join, "caller attestation did not complete");
-                    return Attested::Refused(Reply::text(
-                        503,
-                        "Unable to confirm the caller; retry.\n",
-                    ));
+                    return Attested::Refused(unconfirmed());
                 }
             };
             if !held {
@@ -608,17 +607,13 @@ impl Agent {
     }
 
     /// Learns the project's number the way any client could: a federated token for `pod`, and
-    /// STS's introspection of it, whose principal names the project by number.
-    async fn learn_project_number(&self, pod: &Pod) -> Result<(), UpstreamError> {
+    /// STS's introspection of it, whose principal names the project by number. The token is the
+    /// one the pod's service-account tokens are then bought with (cached), not one more exchange.
+    async fn learn_project_number(self: &Arc<Self>, pod: &Arc<Pod>) -> Result<(), UpstreamError> {
         if self.project_number.get().is_some() {
             return Ok(());
         }
-        let federated = self
-            .federated(
-                pod,
-                &["https://www.googleapis.com/auth/cloud-platform".to_owned()],
-            )
-            .await?;
+        let (federated, _) = self.impersonating_token(pod).await?;
         let principal = self.upstream.introspect_principal(&federated.token).await?;
         let number = principal
             .split("/projects/")

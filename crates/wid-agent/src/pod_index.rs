@@ -93,18 +93,14 @@ impl PodIndex {
             .collect()
     }
 
-    /// Those in use whose annotations are not known yet.
-    pub fn missing_service_accounts(&self) -> BTreeSet<Key> {
-        let mut missing = self.service_accounts_in_use();
-        missing.retain(|key| !self.service_accounts.contains_key(key));
-        missing
-    }
-
-    /// Forgets the annotations of service accounts no pod on the node uses any more: memory
-    /// follows the node's pods, not the cluster's service accounts.
-    pub fn forget_unused_service_accounts(&mut self) {
-        let in_use = self.service_accounts_in_use();
+    /// Forgets the annotations of service accounts no pod on the node uses any more (memory
+    /// follows the node's pods, not the cluster's service accounts), and returns those in use
+    /// whose annotations are not known yet: one walk of the pods for both.
+    pub fn settle_service_accounts(&mut self) -> BTreeSet<Key> {
+        let mut in_use = self.service_accounts_in_use();
         self.service_accounts.retain(|key, _| in_use.contains(key));
+        in_use.retain(|key| !self.service_accounts.contains_key(key));
+        in_use
     }
 
     /// The uids of the pods on the node, for dropping departed pods' tokens.
@@ -206,7 +202,7 @@ mod tests {
             "its KSA's annotations are not in yet"
         );
         assert_eq!(
-            index.missing_service_accounts(),
+            index.settle_service_accounts(),
             BTreeSet::from([("team".to_owned(), "app".to_owned())])
         );
         annotated(&mut index, "app", "app@p.iam.gserviceaccount.com");
@@ -215,7 +211,7 @@ mod tests {
             panic!("pod a should resolve: {snapshot:?}");
         };
         assert_eq!(found.gsa(), Some("app@p.iam.gserviceaccount.com"));
-        assert!(index.missing_service_accounts().is_empty());
+        assert!(index.settle_service_accounts().is_empty());
     }
 
     #[test]
@@ -283,10 +279,10 @@ mod tests {
         annotated(&mut index, "app", "a@p.iam.gserviceaccount.com");
         annotated(&mut index, "gone", "g@p.iam.gserviceaccount.com");
         index.apply(pod("a", "10.0.0.5", "app"));
-        index.forget_unused_service_accounts();
+        index.settle_service_accounts();
         assert_eq!(index.service_accounts.len(), 1);
         index.delete("team", "a");
-        index.forget_unused_service_accounts();
+        index.settle_service_accounts();
         assert!(index.service_accounts.is_empty());
         assert!(index.is_empty());
     }

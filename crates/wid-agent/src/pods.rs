@@ -75,6 +75,7 @@ pub enum Caller {
     Ambiguous(Vec<String>),
 }
 
+#[cfg(test)]
 impl Caller {
     pub fn pod(self) -> Option<Arc<Pod>> {
         match self {
@@ -136,10 +137,10 @@ pub struct WithNodeIdentity<R> {
     pub node: Arc<Pod>,
 }
 
-impl<R> WithNodeIdentity<R> {
+impl Pod {
     /// The node identity's pod: `namespace/ksa`, named `host-network`, with a uid of its own so
     /// that its tokens are cached apart from every pod's.
-    pub fn node_pod(
+    pub fn node_identity(
         address: IpAddr,
         namespace: &str,
         service_account_name: &str,
@@ -352,7 +353,7 @@ mod tests {
             without.resolve(node_ip) == Caller::Unknown,
             "no node identity configured"
         );
-        let node = WithNodeIdentity::<FixedResolver>::node_pod(
+        let node = Pod::node_identity(
             node_ip,
             "kube-system",
             "node-agent",

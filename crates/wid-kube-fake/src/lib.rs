@@ -241,14 +241,18 @@ impl FakeApi {
         json!({"keys": [self.shared.key.public_jwk()]})
     }
 
-    /// A kubeconfig for this server, with the fake's bearer token.
-    pub fn kubeconfig(&self) -> String {
-        let base = self
-            .shared
+    /// The URL the server answers at, once serving.
+    fn base(&self) -> String {
+        self.shared
             .base
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+            .clone()
+    }
+
+    /// A kubeconfig for this server, with the fake's bearer token.
+    pub fn kubeconfig(&self) -> String {
+        let base = self.base();
         format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {base}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\ncurrent-context: fake\nusers:\n- name: fake\n  user:\n    token: {TOKEN}\n"
         )
@@ -746,7 +750,7 @@ fn watch(
             let _ = tx.send(Ok(watch_line("ERROR", &gone))).await;
             return;
         }
-        let mut sent = from.max(if from == 0 { current } else { 0 });
+        let mut sent = if from == 0 { current } else { from };
         for change in replay {
             if fields_match(&selector, &change.object).unwrap_or(false)
                 && tx
@@ -1019,12 +1023,7 @@ async fn create_event(
 
 async fn discovery(State(api): State<FakeApi>) -> Response {
     let issuer = api.issuer();
-    let base = api
-        .shared
-        .base
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .clone();
+    let base = api.base();
     axum::Json(json!({
         "issuer": issuer,
         "jwks_uri": format!("{base}/openid/v1/jwks"),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use clap::Args;
+use clap::{Args, FromArgMatches};
 use serde_json::{Value, json};
 use wid_agent::Denials;
 use wid_agent::kubernetes::{KubeResolver, PodEvents, TokenRequests};
@@ -281,7 +281,7 @@ pub async fn metadata_serve(args: MetadataServeArgs, dev_data_dir: PathBuf) -> a
             else {
                 bail!("--node-identity must be NAMESPACE/KSA, not {identity:?}");
             };
-            Some(Arc::new(WithNodeIdentity::<StaticResolver>::node_pod(
+            Some(Arc::new(Pod::node_identity(
                 args.node_addresses[0],
                 namespace,
                 ksa,
@@ -587,24 +587,18 @@ pub async fn dev(args: DevArgs, data_dir: PathBuf) -> anyhow::Result<ExitCode> {
         .await?;
     }
 
+    // The node settings of `wid metadata serve` as its flags default them (and their environment
+    // variables set them), with `wid dev`'s project and cluster.
+    let defaults = NodeArgs::augment_args(clap::Command::new("wid-dev"))
+        .try_get_matches_from(["wid-dev"])
+        .and_then(|matches| NodeArgs::from_arg_matches(&matches))
+        .context("the node settings' defaults")?;
     let node = NodeArgs {
         project: Some(project.clone()),
         project_number: Some(number.clone()),
         cluster_name: "dev".into(),
         cluster_location: "local".into(),
-        cluster_uid: String::new(),
-        zone: "local-a".into(),
-        hostname: None,
-        instance_id: "1000000000000000001".into(),
-        upstream_timeout_seconds: 10,
-        admin_addr: None,
-        max_connections: 16_384,
-        max_requests_per_pod: 1024,
-        max_long_polls_per_pod: 64,
-        head_timeout_ms: 10_000,
-        upstream_per_second: 100.0,
-        serve_threads: None,
-        pod_wait_ms: 10_000,
+        ..defaults
     };
     let config = agent_config(
         args.metadata_addr,

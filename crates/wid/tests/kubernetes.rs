@@ -6,54 +6,16 @@
 mod support;
 
 use std::net::IpAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{Api, Server};
+use support::{Agent, Api, Server};
 use wid_kube_fake::{FakeApi, PodFixture};
 
 const NODE: &str = "node-a";
 const GSA_A: &str = "sa-a-runner@proj-a.iam.gserviceaccount.com";
 const GSA_B: &str = "sa-b-runner@proj-a.iam.gserviceaccount.com";
-
-struct Agent {
-    child: Child,
-    base: String,
-    admin: String,
-    log: std::path::PathBuf,
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Agent {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    async fn metrics(&self) -> String {
-        reqwest::get(format!("{}/metrics", self.admin))
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("metrics text")
-    }
-
-    /// The value of a counter on /metrics (0 when absent).
-    async fn counter(&self, name: &str) -> u64 {
-        self.metrics()
-            .await
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-            .unwrap_or(0)
-    }
-}
 
 async fn start_agent(dir: &std::path::Path, server: &Server, fake: &FakeApi) -> Agent {
     start_agent_with(dir, server, fake, &[]).await

@@ -4,25 +4,11 @@
 mod support;
 
 use std::net::IpAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{Api, Server};
-
-struct Agent {
-    child: Child,
-    base: String,
-    admin: String,
-    log: std::path::PathBuf,
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use support::{Agent, Api, Server};
 
 fn pods_file(path: &std::path::Path, second_gsa: &str) {
     let pods = json!({"pods": [

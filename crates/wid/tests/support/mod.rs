@@ -294,3 +294,43 @@ pub fn wid_cli_with_env(
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// A running `wid metadata serve`: its metadata and admin base URLs and its log, stopped when
+/// dropped.
+pub struct Agent {
+    pub child: Child,
+    pub base: String,
+    pub admin: String,
+    pub log: PathBuf,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Agent {
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.admin))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
+    /// The value of a counter on /metrics (0 when absent).
+    pub async fn counter(&self, name: &str) -> u64 {
+        self.metrics()
+            .await
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
