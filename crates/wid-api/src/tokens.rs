@@ -69,6 +69,11 @@ pub struct FederatedIdentity {
     pub attributes: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
+    /// Set only for KSAs of shared clusters, whose namespaces and uids the pool's selectors may
+    /// trust. Absent means not shared: a cluster's token from before this field is taken as an
+    /// isolated cluster's, the side that grants least.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shared_cluster: bool,
     /// The cluster's names, for `principalSet://…/kubernetes.cluster/URL`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub clusters: Vec<String>,

@@ -18,5 +18,5 @@ pub mod names;
 pub mod policy;
 pub mod roles;
 
-pub use member::{Caller, FederatedCaller, Member};
+pub use member::{Caller, FederatedCaller, Member, Vouch};
 pub use policy::{Policy, PolicyError, is_allowed};

@@ -9,8 +9,22 @@
 //! Isolated clusters. A KSA of a cluster registered with `--isolated` has the subject
 //! `locations/LOCATION/clusters/CLUSTER/ns/NS/sa/KSA` in the project's pool; its members are
 //! `principal://…/P.svc.id.goog/subject/locations/L/clusters/C/ns/NS/sa/KSA` and the short GKE-style
-//! alias `serviceAccount:P.svc.id.goog[L/C/NS/KSA]`. A namespace `principalSet` never matches
-//! them: the namespace of an isolated cluster is not the project-wide namespace.
+//! alias `serviceAccount:P.svc.id.goog[L/C/NS/KSA]`.
+//!
+//! What each form trusts, and from whom ([`Vouch`] says who vouched for a caller):
+//! - a subject (`principal://…/subject/S`, `serviceAccount:P.svc.id.goog[…]`) is the identity STS
+//!   built: for a cluster from the `sub` of a token its keys signed, for a provider from its
+//!   mapping; isolated clusters' subjects carry their cluster, so they never alias another's;
+//! - `/namespace/NS` and `/kubernetes.serviceaccount.uid/UID` trust the claims of shared clusters
+//!   only, every shared cluster of the project alike (GKE's identity sameness): the namespace of
+//!   `sub`, and the uid of a token whose `kubernetes.io` namespace and name agree with its `sub`;
+//! - `/kubernetes.cluster/URL` names one registered cluster, shared or isolated: wid's own record,
+//!   no claim;
+//! - `/*` is every identity of the pool but those of isolated clusters; `/group/G` and
+//!   `/attribute.NAME/VALUE` are what a provider's attribute mapping made of its tokens, and no
+//!   cluster has them.
+//!
+//! An isolated cluster's KSA is thus named only by its own subject and by its cluster.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -44,7 +58,8 @@ pub enum PoolSelector {
     Attribute { name: String, value: String },
     /// `/namespace/NS`: every KSA of namespace NS in the project's shared clusters.
     Namespace(String),
-    /// `/kubernetes.cluster/URL`: every KSA of the cluster with that issuer URL.
+    /// `/kubernetes.cluster/URL`: every KSA of the cluster with that issuer URL (in its canonical
+    /// form, see [`crate::names::canonical_issuer`]) or GKE-style resource URL.
     Cluster(String),
     /// `/kubernetes.serviceaccount.uid/UID`: the KSA with that uid.
     ServiceAccountUid(String),
@@ -329,7 +344,8 @@ fn parse_principal_set(whole: &str, rest: &str) -> Result<Member, MemberError> {
         return selector(whole, pool, ns, PoolSelector::Namespace);
     }
     if let Some(url) = rest.strip_prefix("kubernetes.cluster/") {
-        return selector(whole, pool, url, PoolSelector::Cluster);
+        let url = crate::names::canonical_issuer(url);
+        return selector(whole, pool, &url, PoolSelector::Cluster);
     }
     if let Some(uid) = rest.strip_prefix("kubernetes.serviceaccount.uid/") {
         return selector(whole, pool, uid, PoolSelector::ServiceAccountUid);
@@ -363,9 +379,25 @@ fn parse_principal_set(whole: &str, rest: &str) -> Result<Member, MemberError> {
     ))
 }
 
+/// Who vouched for a federated caller, which decides the selectors that may match it (see the
+/// module's documentation).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Vouch {
+    /// A pool's OIDC provider: its attribute mapping made every attribute.
+    Provider,
+    /// A shared cluster of the project's GKE pool: trusted, as every shared cluster is, with its
+    /// KSAs' namespaces and uids.
+    SharedCluster,
+    /// An isolated cluster: trusted with nothing beyond its own KSAs' subjects. The default,
+    /// as the one that grants least.
+    #[default]
+    IsolatedCluster,
+}
+
 /// A federated caller: the identity a token exchange established.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FederatedCaller {
+    pub vouch: Vouch,
     pub project_number: String,
     pub pool_id: String,
     /// `google.subject`.
@@ -374,12 +406,13 @@ pub struct FederatedCaller {
     pub groups: Vec<String>,
     /// Custom attributes, by name without the `attribute.` prefix.
     pub attributes: BTreeMap<String, String>,
-    /// The KSA's namespace, for KSAs of shared clusters only.
+    /// The KSA's namespace (shared clusters only).
     pub namespace: Option<String>,
-    /// The names of the KSA's cluster: its issuer URL and its GKE-style resource URL
+    /// The names of the KSA's cluster: its canonical issuer URL and its GKE-style resource URL
     /// `https://container.googleapis.com/v1/projects/P/locations/L/clusters/C`.
     pub clusters: Vec<String>,
-    /// The KSA's uid, when the token carried it.
+    /// The KSA's uid, when the token carried one that agrees with its subject (shared clusters
+    /// only).
     pub service_account_uid: Option<String>,
     /// The pod the KSA token was bound to, for audit records only: no binding can name a pod.
     pub pod: Option<String>,
@@ -437,21 +470,36 @@ impl Member {
                 pool.covers(fc) && *subject == fc.subject
             }
             (Member::PoolSet { pool, selector }, Caller::Federated(fc)) => {
-                pool.covers(fc)
-                    && match selector {
-                        PoolSelector::All => true,
-                        PoolSelector::Group(g) => fc.groups.iter().any(|cg| cg == g),
-                        PoolSelector::Attribute { name, value } => {
-                            fc.attributes.get(name).is_some_and(|v| v == value)
-                        }
-                        PoolSelector::Namespace(ns) => fc.namespace.as_deref() == Some(ns.as_str()),
-                        PoolSelector::Cluster(url) => fc.clusters.iter().any(|c| c == url),
-                        PoolSelector::ServiceAccountUid(uid) => {
-                            fc.service_account_uid.as_deref() == Some(uid.as_str())
-                        }
-                    }
+                pool.covers(fc) && selector.selects(fc)
             }
             _ => false,
+        }
+    }
+}
+
+impl PoolSelector {
+    /// Whether this selector takes in `caller`, trusting of its claims only what the one who
+    /// vouched for it may say (the module's documentation has the table).
+    fn selects(&self, caller: &FederatedCaller) -> bool {
+        let shared = caller.vouch == Vouch::SharedCluster;
+        match self {
+            PoolSelector::All => caller.vouch != Vouch::IsolatedCluster,
+            PoolSelector::Group(g) => {
+                caller.vouch == Vouch::Provider && caller.groups.iter().any(|cg| cg == g)
+            }
+            PoolSelector::Attribute { name, value } => {
+                caller.vouch == Vouch::Provider
+                    && caller.attributes.get(name).is_some_and(|v| v == value)
+            }
+            PoolSelector::Namespace(ns) => {
+                shared && caller.namespace.as_deref() == Some(ns.as_str())
+            }
+            PoolSelector::Cluster(url) => {
+                caller.vouch != Vouch::Provider && caller.clusters.iter().any(|c| c == url)
+            }
+            PoolSelector::ServiceAccountUid(uid) => {
+                shared && caller.service_account_uid.as_deref() == Some(uid.as_str())
+            }
         }
     }
 }
@@ -466,6 +514,7 @@ mod tests {
             pool_id: pool.into(),
             subject: subject.into(),
             namespace: Some("ns1".into()),
+            vouch: Vouch::SharedCluster,
             ..Default::default()
         })
     }
@@ -517,6 +566,104 @@ mod tests {
         assert!(all.matches(&ksa_caller("pool-a", "123", "anything")));
         assert!(!all.matches(&ksa_caller("pool-b", "123", "anything")));
         assert!(Member::parse("principalSet://iam.googleapis.com/projects/123/locations/global/workloadIdentityPools/p/attribute.env/prod").is_ok());
+    }
+
+    /// Every selector form of iam-sts-protocol.md 3.6, naming `value` where it takes one.
+    fn every_form(pool: &str, number: &str, value: &str) -> Vec<String> {
+        let base = format!(
+            "iam.googleapis.com/projects/{number}/locations/global/workloadIdentityPools/{pool}"
+        );
+        let mut forms = vec![format!("principalSet://{base}/*")];
+        for rest in [
+            format!("group/{value}"),
+            format!("attribute.a/{value}"),
+            format!("namespace/{value}"),
+            format!("kubernetes.serviceaccount.uid/{value}"),
+            format!("kubernetes.cluster/https://{value}.example"),
+        ] {
+            forms.push(format!("principalSet://{base}/{rest}"));
+        }
+        forms.push(format!(
+            "principal://{base}/kubernetes.serviceaccount.uid/{value}"
+        ));
+        forms.push(format!("principal://{base}/subject/ns/{value}/sa/{value}"));
+        forms.push(format!("serviceAccount:{pool}[{value}/{value}]"));
+        forms
+    }
+
+    proptest::proptest! {
+        /// Whatever its token claimed, a KSA of an isolated cluster is named by no member of the
+        /// shared pool: only its own subject and its cluster's selector.
+        #[test]
+        fn isolated_clusters_claim_nothing_in_the_shared_pool(
+            value in "[a-z][a-z0-9]{0,8}",
+            ns in "[a-z][a-z0-9]{0,8}",
+        ) {
+            let cluster = format!("https://{value}.example");
+            let caller = Caller::Federated(FederatedCaller {
+                project_number: "123".into(),
+                pool_id: "p.svc.id.goog".into(),
+                subject: isolated_gke_subject("l", "c", &ns, &value),
+                groups: vec![value.clone()],
+                attributes: BTreeMap::from([("a".to_owned(), value.clone())]),
+                namespace: Some(value.clone()),
+                clusters: vec![cluster.clone()],
+                service_account_uid: Some(value.clone()),
+                vouch: Vouch::IsolatedCluster,
+                pod: None,
+            });
+            for form in every_form("p.svc.id.goog", "123", &value) {
+                let member = Member::parse(&form).map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
+                let named = form.ends_with(&format!("kubernetes.cluster/{cluster}"));
+                proptest::prop_assert_eq!(member.matches(&caller), named, "{}", form);
+            }
+            let own = Member::parse(&format!("serviceAccount:p.svc.id.goog[l/c/{ns}/{value}]"))
+                .map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
+            proptest::prop_assert!(own.matches(&caller));
+        }
+
+        /// A shared cluster's KSA is named by its subject, its namespace, its uid, its cluster
+        /// and the whole pool; never by groups or attributes, which only providers map.
+        #[test]
+        fn shared_clusters_are_trusted_with_namespaces_and_uids(value in "[a-z][a-z0-9]{0,8}") {
+            let caller = Caller::Federated(FederatedCaller {
+                project_number: "123".into(),
+                pool_id: "p.svc.id.goog".into(),
+                subject: gke_subject(&value, &value),
+                groups: vec![value.clone()],
+                attributes: BTreeMap::from([("a".to_owned(), value.clone())]),
+                namespace: Some(value.clone()),
+                clusters: vec![format!("https://{value}.example")],
+                service_account_uid: Some(value.clone()),
+                vouch: Vouch::SharedCluster,
+                pod: None,
+            });
+            for form in every_form("p.svc.id.goog", "123", &value) {
+                let member = Member::parse(&form).map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
+                let expected = !(form.contains("/group/") || form.contains("/attribute."));
+                proptest::prop_assert_eq!(member.matches(&caller), expected, "{}", form);
+                // Another pool, or the same pool of another project number, never.
+                let other = Member::parse(&form.replace("/123/", "/124/"))
+                    .map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
+                if form.starts_with("principal") {
+                    proptest::prop_assert!(!other.matches(&caller), "{}", form);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn cluster_selectors_compare_canonical_issuers() {
+        let m = Member::parse("principalSet://iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p.svc.id.goog/kubernetes.cluster/https://K1.example/")
+            .expect("cluster");
+        let caller = Caller::Federated(FederatedCaller {
+            project_number: "1".into(),
+            pool_id: "p.svc.id.goog".into(),
+            clusters: vec!["https://k1.example".into()],
+            vouch: Vouch::SharedCluster,
+            ..Default::default()
+        });
+        assert!(m.matches(&caller));
     }
 
     #[test]

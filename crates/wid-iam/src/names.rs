@@ -155,37 +155,123 @@ pub fn is_email(s: &str) -> bool {
 
 /// An issuer URI: an absolute `https://` URL without query or fragment. Plain `http://` is
 /// accepted only for loopback hosts (development and tests): keys fetched over plain HTTP from
-/// anywhere else could be swapped in transit.
+/// anywhere else could be swapped in transit. Paths with `%`, `.` or `..` segments or empty
+/// segments are refused: each spells one issuer in several ways, and an issuer registered twice
+/// under two spellings would take the other's tokens.
 pub fn validate_issuer_uri(uri: &str) -> Result<(), String> {
-    let bad = |why: &str| Err(format!("Invalid issuer URI '{uri}': {why}"));
-    if uri.len() > 2048 || uri.contains(['?', '#']) || !uri.bytes().all(|b| b.is_ascii_graphic()) {
-        return bad("it must be an absolute https:// URL without query or fragment.");
+    parse_url(uri)
+        .map(|_| ())
+        .map_err(|why| format!("Invalid issuer URI '{uri}': {why}"))
+}
+
+/// The one spelling of an issuer that wid stores and compares: scheme and host in lowercase, no
+/// default port, no trailing slash. Two issuers are the same issuer exactly when their canonical
+/// forms are equal; an issuer that does not validate is returned as it is (it matches only
+/// itself).
+pub fn canonical_issuer(uri: &str) -> String {
+    match parse_url(uri) {
+        Ok(url) => url.canonical(),
+        Err(_) => uri.to_owned(),
     }
-    let (secure, rest) = match (uri.strip_prefix("https://"), uri.strip_prefix("http://")) {
-        (Some(rest), _) => (true, rest),
-        (None, Some(rest)) => (false, rest),
-        (None, None) => {
-            return bad("it must be an absolute https:// URL without query or fragment.");
-        }
-    };
-    let authority = rest.split('/').next().unwrap_or_default();
-    if authority.is_empty() || authority.contains('@') {
-        return bad("it must name a host.");
-    }
-    if !secure && !is_loopback_authority(authority) {
-        return bad("plain http:// is only accepted for loopback hosts; use https://.");
+}
+
+/// Whether wid may fetch `url` (a `jwks_uri`, or where a redirect points) for an issuer whose
+/// discovery began at an `https://` URL (`from_https`) or at a plain loopback one: the issuer
+/// rule applied to every hop, and never a step down from TLS to plain HTTP.
+pub fn may_fetch(url: &str, from_https: bool) -> Result<(), String> {
+    let parsed = parse_url(url).map_err(|why| format!("'{url}': {why}"))?;
+    if from_https && !parsed.secure {
+        return Err(format!(
+            "'{url}' is plain http:// after https://; keys are fetched over TLS only"
+        ));
     }
     Ok(())
 }
 
-/// `localhost`, `127.x.y.z` or `[::1]`, with an optional port.
-fn is_loopback_authority(authority: &str) -> bool {
-    let host = match authority.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or_default(),
-        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+/// A URL as issuers are written, parsed only as far as wid needs.
+struct IssuerUrl<'a> {
+    secure: bool,
+    host: &'a str,
+    port: Option<&'a str>,
+    path: &'a str,
+}
+
+impl IssuerUrl<'_> {
+    fn canonical(&self) -> String {
+        let scheme = if self.secure { "https" } else { "http" };
+        let default_port = if self.secure { "443" } else { "80" };
+        let port = match self.port {
+            Some(p) if p != default_port => format!(":{p}"),
+            _ => String::new(),
+        };
+        let host = self.host.to_ascii_lowercase();
+        let path = self.path.trim_end_matches('/');
+        format!("{scheme}://{host}{port}{path}")
+    }
+}
+
+fn parse_url(uri: &str) -> Result<IssuerUrl<'_>, &'static str> {
+    const SHAPE: &str = "it must be an absolute https:// URL without query or fragment.";
+    if uri.len() > 2048 || uri.contains(['?', '#']) || !uri.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(SHAPE);
+    }
+    let lower = |n: usize| uri.get(..n).map(str::to_ascii_lowercase);
+    let (secure, rest) = if lower(8).as_deref() == Some("https://") {
+        (true, &uri[8..])
+    } else if lower(7).as_deref() == Some("http://") {
+        (false, &uri[7..])
+    } else {
+        return Err(SHAPE);
     };
-    host.eq_ignore_ascii_case("localhost")
-        || host
+    let (authority, path) = rest.find('/').map_or((rest, ""), |i| rest.split_at(i));
+    if authority.is_empty() || authority.contains('@') {
+        return Err("it must name a host.");
+    }
+    let (host, port) = split_host_port(authority).ok_or("its host or port is malformed.")?;
+    if !secure && !is_loopback_host(host) {
+        return Err("plain http:// is only accepted for loopback hosts; use https://.");
+    }
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+    if path.contains('%') || segments.iter().any(|s| matches!(*s, "" | "." | "..")) {
+        return Err("its path may not contain '%', empty segments, or '.' or '..' segments.");
+    }
+    Ok(IssuerUrl {
+        secure,
+        host,
+        port,
+        path,
+    })
+}
+
+/// `host[:port]` or `[v6][:port]`, with a port of digits when given.
+fn split_host_port(authority: &str) -> Option<(&str, Option<&str>)> {
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(v6) => {
+            let (inside, after) = v6.split_once(']')?;
+            let port = match after {
+                "" => None,
+                _ => Some(after.strip_prefix(':')?),
+            };
+            (&authority[..inside.len() + 2], port)
+        }
+        None => match authority.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        },
+    };
+    let port_ok =
+        port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+    (!host.is_empty() && port_ok).then_some((host, port))
+}
+
+/// `localhost`, `127.x.y.z` or `[::1]`.
+fn is_loopback_host(host: &str) -> bool {
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    bare.eq_ignore_ascii_case("localhost")
+        || bare
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
 }
@@ -252,5 +338,87 @@ mod tests {
         assert!(validate_issuer_uri("ftp://x").is_err());
         assert!(validate_issuer_uri("https://").is_err());
         assert!(validate_issuer_uri("https://x/?q=1").is_err());
+        for alias in [
+            "https://x/a/../b",
+            "https://x/a/./b",
+            "https://x/a//b",
+            "https://x/%61",
+            "https://x:/a",
+            "https://x:44a/a",
+            "http://[::1/a",
+        ] {
+            assert!(validate_issuer_uri(alias).is_err(), "{alias}");
+        }
+    }
+
+    #[test]
+    fn issuers_have_one_spelling() {
+        for (spelling, canonical) in [
+            ("https://k1.example", "https://k1.example"),
+            ("https://k1.example/", "https://k1.example"),
+            ("HTTPS://K1.Example:443//", "https://k1.example"),
+            (
+                "https://k1.example:8443/Id/ABC/",
+                "https://k1.example:8443/Id/ABC",
+            ),
+            ("http://127.0.0.1:80/x", "http://127.0.0.1/x"),
+            ("http://[::1]:9000/", "http://[::1]:9000"),
+            ("http://LOCALHOST:8080", "http://localhost:8080"),
+        ] {
+            assert_eq!(canonical_issuer(spelling), canonical, "{spelling}");
+            assert_eq!(
+                canonical_issuer(canonical),
+                canonical,
+                "idempotent: {canonical}"
+            );
+        }
+        // The path keeps its case: it is not part of the host.
+        assert_ne!(
+            canonical_issuer("https://k1.example/A"),
+            canonical_issuer("https://k1.example/a")
+        );
+    }
+
+    #[test]
+    fn fetches_never_step_down_from_tls() {
+        assert!(may_fetch("https://k1.example/keys", true).is_ok());
+        assert!(may_fetch("http://127.0.0.1:9/keys", false).is_ok());
+        assert!(may_fetch("https://10.0.0.1/keys", false).is_ok());
+        for (url, from_https) in [
+            ("http://10.0.0.1/keys", true),
+            ("http://10.0.0.1/keys", false),
+            ("http://127.0.0.1/keys", true),
+            ("http://169.254.169.254/computeMetadata/v1/", false),
+            ("file:///etc/passwd", false),
+            ("gopher://x", true),
+        ] {
+            assert!(
+                may_fetch(url, from_https).is_err(),
+                "{url} from_https={from_https}"
+            );
+        }
+    }
+
+    proptest::proptest! {
+        /// Canonical forms are fixed points, and every spelling of one issuer (case of scheme
+        /// and host, default port, trailing slashes) has the same canonical form.
+        #[test]
+        fn canonical_forms_are_fixed_points(
+            host in "[a-z][a-z0-9-]{0,10}(\\.[a-z0-9-]{1,8}){0,2}",
+            path in proptest::collection::vec("[A-Za-z0-9_-]{1,6}", 0..4),
+            upper in proptest::bool::ANY,
+            slashes in 0usize..3,
+            port in proptest::bool::ANY,
+        ) {
+            let path: String = path.iter().map(|s| format!("/{s}")).collect();
+            let plain = format!("https://{host}{path}");
+            let host_spelt = if upper { host.to_ascii_uppercase() } else { host.clone() };
+            let port = if port { ":443" } else { "" };
+            let spelt = format!("HTTPS://{host_spelt}{port}{path}{}", "/".repeat(slashes));
+            proptest::prop_assert!(validate_issuer_uri(&spelt).is_ok());
+            proptest::prop_assert_eq!(canonical_issuer(&spelt), canonical_issuer(&plain));
+            let canonical = canonical_issuer(&plain);
+            proptest::prop_assert_eq!(canonical_issuer(&canonical), canonical.clone());
+        }
     }
 }

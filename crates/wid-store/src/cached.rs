@@ -27,6 +27,8 @@ struct Maps {
     clusters: Map<(String, String), Vec<ClusterRow>>,
     pools: Map<(String, String), Option<PoolRow>>,
     providers: Map<(String, String, String), Option<ProviderRow>>,
+    /// Pinned uids, by project and uid: a pin changes only when its cluster is deleted.
+    ksa_uids: Map<(String, String), KsaUidRow>,
 }
 
 /// A [`Store`] with a read-through cache of the lookups the token path makes.
@@ -49,6 +51,7 @@ impl<S: Store> CachedStore<S> {
                 clusters: Map::new(MAX_ENTRIES),
                 pools: Map::new(MAX_ENTRIES),
                 providers: Map::new(MAX_ENTRIES),
+                ksa_uids: Map::new(MAX_ENTRIES),
             }),
         }
     }
@@ -66,6 +69,7 @@ impl<S: Store> CachedStore<S> {
         m.clusters.clear();
         m.pools.clear();
         m.providers.clear();
+        m.ksa_uids.clear();
     }
 
     /// Runs a write, then invalidates (also after a failure: it may have half-happened).
@@ -250,6 +254,17 @@ impl<S: Store> Store for CachedStore<S> {
         self.write(self.inner.delete_cluster(project_id, location, name))
             .await
     }
+    async fn pin_service_account_uid(&self, row: &KsaUidRow) -> Result<KsaUidRow> {
+        // Pinning writes only a row no other read depends on: nothing to invalidate, and the
+        // pin read back is cached like any read.
+        let key = (row.project_id.clone(), row.uid.clone());
+        self.read(
+            &self.maps.ksa_uids,
+            key,
+            self.inner.pin_service_account_uid(row),
+        )
+        .await
+    }
     async fn list_discovery_targets(&self) -> Result<Vec<DiscoveryTarget>> {
         self.inner.list_discovery_targets().await
     }
@@ -290,6 +305,12 @@ impl<S: Store> Store for CachedStore<S> {
     }
     async fn list_audit(&self, limit: u32) -> Result<Vec<AuditRow>> {
         self.inner.list_audit(limit).await
+    }
+    async fn delete_audit_before(&self, time: &str) -> Result<u64> {
+        self.inner.delete_audit_before(time).await
+    }
+    async fn audit_size(&self) -> Result<AuditSize> {
+        self.inner.audit_size().await
     }
     async fn list_policies(&self) -> Result<Vec<(String, PolicyRow)>> {
         self.inner.list_policies().await

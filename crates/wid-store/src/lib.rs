@@ -157,12 +157,20 @@ pub trait Store: Clone + Send + Sync + 'static {
         project_id: &str,
         location: &str,
     ) -> impl Future<Output = Result<Vec<ClusterRow>>> + Send;
+    /// Deletes the cluster and the uids it pinned.
     fn delete_cluster(
         &self,
         project_id: &str,
         location: &str,
         name: &str,
     ) -> impl Future<Output = Result<()>> + Send;
+
+    /// The KSA the uid `row.uid` belongs to in its project: `row` itself when the uid was never
+    /// seen (it is stored), else the row stored first.
+    fn pin_service_account_uid(
+        &self,
+        row: &KsaUidRow,
+    ) -> impl Future<Output = Result<KsaUidRow>> + Send;
 
     /// Providers and clusters without uploaded keys.
     fn list_discovery_targets(&self) -> impl Future<Output = Result<Vec<DiscoveryTarget>>> + Send;
@@ -195,6 +203,9 @@ pub trait Store: Clone + Send + Sync + 'static {
     fn append_audit_batch(&self, rows: &[AuditRow]) -> impl Future<Output = Result<()>> + Send;
     /// The newest `limit` records, newest first.
     fn list_audit(&self, limit: u32) -> impl Future<Output = Result<Vec<AuditRow>>> + Send;
+    /// Deletes the records older than `time` (RFC 3339); returns how many.
+    fn delete_audit_before(&self, time: &str) -> impl Future<Output = Result<u64>> + Send;
+    fn audit_size(&self) -> impl Future<Output = Result<AuditSize>> + Send;
 
     /// Every stored policy, by resource key.
     fn list_policies(&self) -> impl Future<Output = Result<Vec<(String, PolicyRow)>>> + Send;

@@ -78,6 +78,19 @@ pub struct ClusterRow {
     pub create_time: String,
 }
 
+/// The Kubernetes service account a uid belongs to, as the first token that presented the uid
+/// named it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KsaUidRow {
+    pub project_id: String,
+    pub uid: String,
+    /// The uid of the registered cluster whose token presented it.
+    pub cluster_uid: String,
+    pub namespace: String,
+    pub name: String,
+    pub first_seen: String,
+}
+
 /// A signing key. Times are Unix seconds.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SigningKeyRow {
@@ -106,6 +119,14 @@ impl std::fmt::Debug for SigningKeyRow {
             .field("retire_time", &self.retire_time)
             .finish_non_exhaustive()
     }
+}
+
+/// How much the audit trail holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AuditSize {
+    pub records: u64,
+    /// The bytes of the records' text fields.
+    pub bytes: u64,
 }
 
 /// An audit record; never holds a token.

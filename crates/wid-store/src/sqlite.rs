@@ -41,6 +41,11 @@ fn migrator() -> Migrator {
             "audit pod",
             include_str!("../migrations/sqlite/0003_audit_pod.sql"),
         ),
+        migration(
+            4,
+            "ksa uids, audit by time",
+            include_str!("../migrations/sqlite/0004_ksa_uids_audit_time.sql"),
+        ),
     ])
 }
 
@@ -575,14 +580,54 @@ impl Store for SqliteStore {
     }
 
     async fn delete_cluster(&self, project_id: &str, location: &str, name: &str) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "DELETE FROM ksa_uids WHERE cluster_uid IN
+                 (SELECT uid FROM clusters WHERE project_id = ? AND location = ? AND name = ?)",
+        )
+        .bind(project_id)
+        .bind(location)
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
         let result =
             sqlx::query("DELETE FROM clusters WHERE project_id = ? AND location = ? AND name = ?")
                 .bind(project_id)
                 .bind(location)
                 .bind(name)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?;
-        affected_one(result)
+        affected_one(result)?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn pin_service_account_uid(&self, row: &KsaUidRow) -> Result<KsaUidRow> {
+        sqlx::query(
+            "INSERT INTO ksa_uids (project_id, uid, cluster_uid, namespace, name, first_seen)
+             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (project_id, uid) DO NOTHING",
+        )
+        .bind(&row.project_id)
+        .bind(&row.uid)
+        .bind(&row.cluster_uid)
+        .bind(&row.namespace)
+        .bind(&row.name)
+        .bind(&row.first_seen)
+        .execute(&self.pool)
+        .await?;
+        let r = sqlx::query("SELECT * FROM ksa_uids WHERE project_id = ? AND uid = ?")
+            .bind(&row.project_id)
+            .bind(&row.uid)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(KsaUidRow {
+            project_id: r.try_get("project_id")?,
+            uid: r.try_get("uid")?,
+            cluster_uid: r.try_get("cluster_uid")?,
+            namespace: r.try_get("namespace")?,
+            name: r.try_get("name")?,
+            first_seen: r.try_get("first_seen")?,
+        })
     }
 
     async fn list_discovery_targets(&self) -> Result<Vec<DiscoveryTarget>> {
@@ -781,6 +826,33 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn delete_audit_before(&self, time: &str) -> Result<u64> {
+        // Times are RFC 3339 in UTC with whole seconds, so they sort as text.
+        let result = sqlx::query("DELETE FROM audit_events WHERE time < ?")
+            .bind(time)
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected())
+    }
+    async fn audit_size(&self) -> Result<AuditSize> {
+        let r = sqlx::query(
+            "SELECT COUNT(*) AS records, COALESCE(SUM(LENGTH(CAST(time AS BLOB)) + LENGTH(CAST(action AS BLOB))
+                 + LENGTH(CAST(caller AS BLOB)) + LENGTH(CAST(provider AS BLOB)) + LENGTH(CAST(target AS BLOB))
+                 + LENGTH(CAST(token_id AS BLOB)) + LENGTH(CAST(outcome AS BLOB)) + LENGTH(CAST(reason AS BLOB))
+                 + LENGTH(CAST(pod AS BLOB))), 0) AS bytes
+             FROM audit_events",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let count = |name: &str| -> Result<u64> {
+            let n: i64 = r.try_get(name)?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        };
+        Ok(AuditSize {
+            records: count("records")?,
+            bytes: count("bytes")?,
+        })
+    }
     async fn list_audit(&self, limit: u32) -> Result<Vec<AuditRow>> {
         let rows = sqlx::query("SELECT * FROM audit_events ORDER BY id DESC LIMIT ?")
             .bind(i64::from(limit))

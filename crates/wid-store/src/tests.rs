@@ -323,3 +323,108 @@ async fn audit_is_newest_first() {
         ["a4", "a3"]
     );
 }
+
+#[tokio::test]
+async fn a_uid_is_pinned_to_its_first_cluster_until_that_cluster_goes() {
+    let (_dir, s) = store().await;
+    s.create_project(&project_row("proj-a", "100"))
+        .await
+        .expect("project");
+    let cluster = |name: &str, uid: &str| ClusterRow {
+        project_id: "proj-a".into(),
+        location: "l".into(),
+        name: name.into(),
+        uid: uid.into(),
+        issuer_uri: format!("https://{name}.example.com"),
+        jwks_json: Some("{}".into()),
+        discovered_jwks_json: None,
+        jwks_fetch_time: None,
+        isolated: false,
+        create_time: "t".into(),
+    };
+    s.create_cluster(&cluster("a", "cluster-a"))
+        .await
+        .expect("a");
+    s.create_cluster(&cluster("b", "cluster-b"))
+        .await
+        .expect("b");
+    let pin = |cluster_uid: &str, ns: &str| KsaUidRow {
+        project_id: "proj-a".into(),
+        uid: "U".into(),
+        cluster_uid: cluster_uid.into(),
+        namespace: ns.into(),
+        name: "ksa".into(),
+        first_seen: "t".into(),
+    };
+    let cached = CachedStore::new(s.clone());
+    assert_eq!(
+        cached
+            .pin_service_account_uid(&pin("cluster-a", "ns1"))
+            .await
+            .expect("first"),
+        pin("cluster-a", "ns1")
+    );
+    // Another cluster, or another name, gets the first pin back.
+    for other in [pin("cluster-b", "ns1"), pin("cluster-a", "ns2")] {
+        assert_eq!(
+            cached.pin_service_account_uid(&other).await.expect("again"),
+            pin("cluster-a", "ns1")
+        );
+        assert_eq!(
+            s.pin_service_account_uid(&other).await.expect("uncached"),
+            pin("cluster-a", "ns1")
+        );
+    }
+    // The pin goes with its cluster, through the cache too.
+    cached
+        .delete_cluster("proj-a", "l", "a")
+        .await
+        .expect("delete");
+    assert_eq!(
+        cached
+            .pin_service_account_uid(&pin("cluster-b", "ns1"))
+            .await
+            .expect("re-pinned"),
+        pin("cluster-b", "ns1")
+    );
+}
+
+#[tokio::test]
+async fn audit_records_expire_by_time() {
+    let (_dir, s) = store().await;
+    for (i, time) in [
+        "2026-01-01T00:00:00Z",
+        "2026-01-02T00:00:00Z",
+        "2026-01-03T00:00:00Z",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        s.append_audit_batch(&[AuditRow {
+            time: time.into(),
+            action: format!("a{i}"),
+            reason: "r".repeat(i),
+            ..AuditRow::default()
+        }])
+        .await
+        .expect("append");
+    }
+    let size = s.audit_size().await.expect("size");
+    assert_eq!(size.records, 3);
+    assert_eq!(size.bytes, 3 * 20 + 3 * 2 + (0 + 1 + 2));
+    assert_eq!(
+        s.delete_audit_before("2026-01-02T00:00:00Z")
+            .await
+            .expect("expire"),
+        1
+    );
+    let left: Vec<String> = s
+        .list_audit(10)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|r| r.action)
+        .collect();
+    assert_eq!(left, ["a2", "a1"]);
+    assert_eq!(s.audit_size().await.expect("size").records, 2);
+}

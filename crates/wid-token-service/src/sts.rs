@@ -19,7 +19,7 @@ use wid_iam::member::{MAX_SUBJECT_BYTES, gke_subject, isolated_gke_subject};
 use wid_iam::{expr, names};
 use wid_jose::claims::{TimeRules, check_times};
 use wid_jose::{JoseError, Jwk, Jwks};
-use wid_store::{ClusterRow, KeySetOwner, ProviderRow, Store, StoreError};
+use wid_store::{ClusterRow, KeySetOwner, KsaUidRow, ProviderRow, Store, StoreError};
 
 use crate::App;
 use crate::audit::Event;
@@ -113,8 +113,72 @@ fn parse_audience(audience: &str) -> Option<Audience<'_>> {
     }
 }
 
+/// Whether two spellings name one issuer (see [`names::canonical_issuer`]).
 fn same_issuer(a: &str, b: &str) -> bool {
-    a.trim_end_matches('/') == b.trim_end_matches('/')
+    names::canonical_issuer(a) == names::canonical_issuer(b)
+}
+
+/// What a cluster's token says of its KSA.
+#[derive(Debug, PartialEq, Eq)]
+struct KsaClaims<'a> {
+    namespace: &'a str,
+    name: &'a str,
+    /// Only when the token's `kubernetes.io` claims name the same KSA as its `sub`.
+    uid: Option<&'a str>,
+    /// `NAME (UID)` of the pod the token is bound to.
+    pod: Option<(&'a str, &'a str)>,
+}
+
+/// Reads the KSA of a cluster's token: `sub` is `system:serviceaccount:NAMESPACE:NAME`, and the
+/// `kubernetes.io` claims, when present, must name that same KSA. A token whose claims disagree
+/// with its subject is refused, not half-believed: a uid vouches for a KSA only beside the names
+/// it belongs to.
+fn ksa_claims<'a>(claims: &'a Map<String, Value>, sub: &'a str) -> Result<KsaClaims<'a>, String> {
+    let (namespace, name) = sub
+        .strip_prefix("system:serviceaccount:")
+        .and_then(|rest| rest.split_once(':'))
+        .filter(|(ns, name)| {
+            names::is_kubernetes_namespace(ns) && names::is_kubernetes_service_account(name)
+        })
+        .ok_or_else(|| {
+            format!("The subject '{sub}' is not a Kubernetes service account (system:serviceaccount:NAMESPACE:NAME).")
+        })?;
+    let k8s = claims.get("kubernetes.io");
+    let text = |value: Option<&'a Value>, what: &str| match value {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.as_str())),
+        Some(_) => Err(format!(
+            "The subject token's kubernetes.io {what} is not a string."
+        )),
+    };
+    let claimed_ns = text(k8s.and_then(|k| k.get("namespace")), "namespace")?;
+    let account = k8s.and_then(|k| k.get("serviceaccount"));
+    let claimed_name = text(account.and_then(|a| a.get("name")), "serviceaccount.name")?;
+    let uid = text(account.and_then(|a| a.get("uid")), "serviceaccount.uid")?;
+    // Kubernetes uids are UUIDs; anything far from one is no uid to pin.
+    if uid
+        .is_some_and(|u| u.is_empty() || u.len() > 128 || !u.bytes().all(|b| b.is_ascii_graphic()))
+    {
+        return Err(
+            "The subject token's kubernetes.io serviceaccount.uid is not a Kubernetes uid.".into(),
+        );
+    }
+    if claimed_ns.is_some_and(|c| c != namespace) || claimed_name.is_some_and(|c| c != name) {
+        return Err(format!(
+            "The subject token's kubernetes.io claims name the service account {}/{}, but its subject is {namespace}/{name}.",
+            claimed_ns.unwrap_or(namespace),
+            claimed_name.unwrap_or(name)
+        ));
+    }
+    let pod = k8s
+        .and_then(|k| k.get("pod"))
+        .and_then(|p| Some((p.get("name")?.as_str()?, p.get("uid")?.as_str()?)));
+    Ok(KsaClaims {
+        namespace,
+        name,
+        uid: uid.filter(|_| claimed_ns.is_some() && claimed_name.is_some()),
+        pod,
+    })
 }
 
 /// Whether the token's `aud` (a string or an array) holds one of `accepted`.
@@ -384,11 +448,15 @@ impl<S: Store> App<S> {
         let project_id = pool
             .strip_suffix(names::GKE_POOL_SUFFIX)
             .ok_or_else(|| fail(issuer, oauth("invalid_target", TARGET_HELP)))?;
+        // The store finds projects by number too; a pool is named by the project's id only, so
+        // `NUMBER.svc.id.goog` names no pool.
         let project = self
             .store
             .get_project(project_id)
             .await
-            .map_err(|_| fail(issuer, oauth("invalid_target", TARGET_HELP)))?;
+            .ok()
+            .filter(|p| p.project_id == project_id)
+            .ok_or_else(|| fail(issuer, oauth("invalid_target", TARGET_HELP)))?;
         let clusters = self
             .store
             .list_clusters(&project.project_id, "-")
@@ -423,28 +491,16 @@ impl<S: Store> App<S> {
             .to_owned();
         let caller = |e: ApiError| (provider.clone(), sub.clone(), e);
         audience_accepted(&claims, &[pool.to_owned()]).map_err(|e| caller(invalid_grant(e)))?;
-        // system:serviceaccount:NAMESPACE:NAME
-        let ksa = sub
-            .strip_prefix("system:serviceaccount:")
-            .and_then(|rest| rest.split_once(':'))
-            .filter(|(ns, name)| names::is_kubernetes_namespace(ns) && names::is_kubernetes_service_account(name))
-            .ok_or_else(|| {
-                caller(invalid_grant(format!(
-                    "The subject '{sub}' is not a Kubernetes service account (system:serviceaccount:NAMESPACE:NAME)."
-                )))
-            })?;
-        let (ns, name) = ksa;
-        let subject = if cluster.isolated {
-            isolated_gke_subject(&cluster.location, &cluster.name, ns, name)
+        let ksa = ksa_claims(&claims, &sub).map_err(|e| caller(invalid_grant(e)))?;
+        let shared = !cluster.isolated;
+        if shared && let Some(uid) = ksa.uid {
+            self.pin_uid(&cluster, &ksa, uid).await.map_err(caller)?;
+        }
+        let subject = if shared {
+            gke_subject(ksa.namespace, ksa.name)
         } else {
-            gke_subject(ns, name)
+            isolated_gke_subject(&cluster.location, &cluster.name, ksa.namespace, ksa.name)
         };
-        let uid = claims
-            .get("kubernetes.io")
-            .and_then(|k| k.get("serviceaccount"))
-            .and_then(|s| s.get("uid"))
-            .and_then(Value::as_str)
-            .map(str::to_owned);
         let identity = FederatedIdentity {
             project_number: project.project_number.clone(),
             pool_id: pool.to_owned(),
@@ -453,24 +509,58 @@ impl<S: Store> App<S> {
             subject,
             groups: Vec::new(),
             attributes: BTreeMap::new(),
-            namespace: (!cluster.isolated).then(|| ns.to_owned()),
+            // What the pool's selectors may trust of the claims: only shared clusters' (see
+            // `wid_iam::member`).
+            namespace: shared.then(|| ksa.namespace.to_owned()),
+            service_account_uid: ksa.uid.filter(|_| shared).map(str::to_owned),
+            shared_cluster: shared,
             clusters: vec![
-                cluster.issuer_uri.clone(),
+                names::canonical_issuer(&cluster.issuer_uri),
                 format!(
                     "https://container.googleapis.com/v1/projects/{}/locations/{}/clusters/{}",
                     cluster.project_id, cluster.location, cluster.name
                 ),
             ],
-            service_account_uid: uid,
             // The pod the KSA token is bound to (TokenRequest and projected tokens name it), for
             // the audit trail: an address reused by another pod stays told apart.
-            pod: claims
-                .get("kubernetes.io")
-                .and_then(|k| k.get("pod"))
-                .and_then(|p| Some((p.get("name")?.as_str()?, p.get("uid")?.as_str()?)))
-                .map(|(pod, uid)| format!("{ns}/{pod} ({uid})")),
+            pod: ksa
+                .pod
+                .map(|(pod, uid)| format!("{}/{pod} ({uid})", ksa.namespace)),
         };
         Ok((identity, provider))
+    }
+
+    /// Pins the uid a shared cluster's token presents to the KSA it names, the first time the
+    /// project sees it, and refuses a token presenting it for another cluster or KSA: a uid
+    /// selector names one KSA of one cluster, as a Kubernetes uid does, even though every shared
+    /// cluster may speak for every namespace and name.
+    async fn pin_uid(
+        &self,
+        cluster: &ClusterRow,
+        ksa: &KsaClaims<'_>,
+        uid: &str,
+    ) -> Result<(), ApiError> {
+        let claimed = KsaUidRow {
+            project_id: cluster.project_id.clone(),
+            uid: uid.to_owned(),
+            cluster_uid: cluster.uid.clone(),
+            namespace: ksa.namespace.to_owned(),
+            name: ksa.name.to_owned(),
+            first_seen: crate::iam::now_rfc3339(),
+        };
+        let pinned = self.store.pin_service_account_uid(&claimed).await?;
+        let same = (&pinned.cluster_uid, &pinned.namespace, &pinned.name)
+            == (&claimed.cluster_uid, &claimed.namespace, &claimed.name);
+        if !same {
+            tracing::warn!(cluster = %cluster.name, location = %cluster.location, uid,
+                claimed = %format!("{}/{}", ksa.namespace, ksa.name),
+                pinned = %format!("{}/{} of cluster uid {}", pinned.namespace, pinned.name, pinned.cluster_uid),
+                "a cluster's token presented another service account's uid; refused");
+            return Err(invalid_grant(
+                "The subject token's service account uid belongs to another Kubernetes service account.",
+            ));
+        }
+        Ok(())
     }
 
     /// The generic form: a pool's OIDC provider, its audiences, mapping and condition.
@@ -616,6 +706,7 @@ impl<S: Store> App<S> {
             groups,
             attributes,
             namespace: None,
+            shared_cluster: false,
             clusters: Vec::new(),
             service_account_uid: None,
             pod: None,
@@ -698,6 +789,38 @@ mod tests {
         ] {
             assert!(parse_audience(bad).is_none(), "{bad}");
         }
+    }
+
+    #[test]
+    fn ksa_claims_must_agree_with_the_subject() {
+        let claims = |v: Value| v.as_object().cloned().unwrap_or_default();
+        let sub = "system:serviceaccount:ns1:ksa1";
+        let full = claims(serde_json::json!({"kubernetes.io": {"namespace": "ns1",
+            "serviceaccount": {"name": "ksa1", "uid": "U"}, "pod": {"name": "p", "uid": "P"}}}));
+        assert_eq!(
+            ksa_claims(&full, sub),
+            Ok(KsaClaims {
+                namespace: "ns1",
+                name: "ksa1",
+                uid: Some("U"),
+                pod: Some(("p", "P"))
+            })
+        );
+        // A uid beside another KSA's names is refused, whichever name differs.
+        for other in [
+            serde_json::json!({"namespace": "other", "serviceaccount": {"name": "ksa1", "uid": "U"}}),
+            serde_json::json!({"namespace": "ns1", "serviceaccount": {"name": "other", "uid": "U"}}),
+            serde_json::json!({"namespace": 1, "serviceaccount": {"name": "ksa1", "uid": "U"}}),
+            serde_json::json!({"namespace": "ns1", "serviceaccount": {"name": "ksa1", "uid": 7}}),
+        ] {
+            let c = claims(serde_json::json!({"kubernetes.io": other}));
+            assert!(ksa_claims(&c, sub).is_err(), "{c:?}");
+        }
+        // A uid without the names it belongs to vouches for nothing.
+        let bare = claims(serde_json::json!({"kubernetes.io": {"serviceaccount": {"uid": "U"}}}));
+        assert_eq!(ksa_claims(&bare, sub).map(|k| k.uid), Ok(None));
+        assert!(ksa_claims(&full, "system:serviceaccount:ns1").is_err());
+        assert!(ksa_claims(&full, "alice").is_err());
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use wid_api::tokens::{AccessTokenClaims, FederatedIdentity, IdTokenClaims, TokenKind, WidClaims};
-use wid_iam::{Caller, FederatedCaller};
+use wid_iam::{Caller, FederatedCaller, Vouch};
 use wid_jose::signer::TokenType;
 use wid_store::{ServiceAccountRow, Store};
 
@@ -66,7 +66,13 @@ pub fn principal_of(identity: &FederatedIdentity) -> String {
 }
 
 fn caller_of(identity: FederatedIdentity) -> FederatedCaller {
+    let vouch = match (identity.clusters.is_empty(), identity.shared_cluster) {
+        (true, _) => Vouch::Provider,
+        (false, true) => Vouch::SharedCluster,
+        (false, false) => Vouch::IsolatedCluster,
+    };
     FederatedCaller {
+        vouch,
         project_number: identity.project_number,
         pool_id: identity.pool_id,
         subject: identity.subject,

@@ -46,8 +46,13 @@ impl Cluster {
             "iat": now,
             "nbf": now,
             "exp": now + 600,
-            "kubernetes.io": {"namespace": ns, "serviceaccount": {"name": ksa, "uid": "5f1d0a0e-1111-4222-8333-444455556666"}},
+            "kubernetes.io": {"namespace": ns, "serviceaccount": {"name": ksa, "uid": self.uid(ns, ksa)}},
         })
+    }
+
+    /// A uid of its own for each KSA of each cluster, as clusters give them.
+    fn uid(&self, ns: &str, ksa: &str) -> String {
+        format!("{}-{ns}-{ksa}", self.key.kid())
     }
 
     fn token(&self, claims: &Value) -> String {
@@ -1172,4 +1177,264 @@ async fn id_token_requests_as_node_and_python_send_them() {
     assert_eq!(big.status().as_u16(), 400);
     let body: Value = big.json().await.expect("json");
     assert_eq!(body["error"], "invalid_request");
+}
+
+/// A service account of its own with one binding, for tests that compare members.
+async fn account_bound_to(api: &Api, account_id: &str, member: &str) -> String {
+    api.create_account("proj-a", account_id).await;
+    let email = format!("{account_id}@proj-a.iam.gserviceaccount.com");
+    let path = format!("/v1/projects/-/serviceAccounts/{email}");
+    api.post(
+        &format!("{path}:setIamPolicy"),
+        json!({"policy": {"bindings": [{"role": "roles/iam.workloadIdentityUser", "members": [member]}]}}),
+    )
+    .await
+    .ok();
+    email
+}
+
+async fn generate_status(api: &Api, federated: &str, email: &str) -> u16 {
+    api.with_token(federated)
+        .post(
+            &format!("/v1/projects/-/serviceAccounts/{email}:generateAccessToken"),
+            json!({"scope": ["https://www.googleapis.com/auth/cloud-platform"]}),
+        )
+        .await
+        .status
+}
+
+const SET: &str = "principalSet://iam.googleapis.com/projects/111111111111/locations/global/workloadIdentityPools/proj-a.svc.id.goog";
+
+/// Issue 10, item 1: no cluster's token satisfies a member that trusts claims it may not make.
+/// An isolated cluster's KSAs are named only by their own subject and their cluster; a uid names
+/// one KSA of one cluster, whatever another cluster, shared or isolated, claims.
+#[tokio::test]
+async fn clusters_cannot_claim_what_the_pool_does_not_trust_them_with() {
+    let (_dir, _server, api, prod) = setup().await;
+    let staging = Cluster::new();
+    let lab = Cluster::new();
+    for (name, issuer, cluster, isolated) in [
+        (
+            "staging",
+            "https://k8s.staging.example.com",
+            &staging,
+            false,
+        ),
+        ("lab", "https://k8s.lab.example.com", &lab, true),
+    ] {
+        api.post(
+            "/v1/projects/proj-a/locations/us-east1/clusters",
+            json!({"clusterName": name, "issuerUri": issuer, "jwksJson": cluster.jwks(), "isolated": isolated}),
+        )
+        .await
+        .ok();
+    }
+    let token =
+        |cluster: &Cluster, issuer: &str, ns: &str, ksa: &str, edit: &dyn Fn(&mut Value)| {
+            let mut claims = cluster.claims(ns, ksa);
+            claims["iss"] = json!(issuer);
+            edit(&mut claims);
+            cluster.token(&claims)
+        };
+    let keep = |_: &mut Value| {};
+    let audience = |issuer: &str| format!("identitynamespace:{POOL}:{issuer}");
+    let (staging_iss, lab_iss) = (
+        "https://k8s.staging.example.com",
+        "https://k8s.lab.example.com",
+    );
+    let federated = |answer: support::Answer| -> String {
+        answer.ok()["access_token"]
+            .as_str()
+            .expect("token")
+            .to_owned()
+    };
+
+    // The victim: prod's ns1/ksa1, bound by its uid only.
+    let victim_uid = prod.uid("ns1", "ksa1");
+    let by_uid = account_bound_to(
+        &api,
+        "by-uid-sa",
+        &format!("principal://iam.googleapis.com/projects/111111111111/locations/global/workloadIdentityPools/{POOL}/kubernetes.serviceaccount.uid/{victim_uid}"),
+    )
+    .await;
+    let victim = federated(
+        exchange(
+            &api,
+            &gke_audience(),
+            &token(&prod, ISSUER, "ns1", "ksa1", &keep),
+            "",
+        )
+        .await,
+    );
+    assert_eq!(generate_status(&api, &victim, &by_uid).await, 200);
+
+    // An isolated cluster claiming the uid, for its own ns1/ksa1 or for anyone: exchanged (its
+    // tokens are valid), never the account.
+    let claim_victim_uid =
+        |c: &mut Value| c["kubernetes.io"]["serviceaccount"]["uid"] = json!(victim_uid);
+    for (ns, ksa) in [("ns1", "ksa1"), ("ns2", "ksa2")] {
+        let from_lab = federated(
+            exchange(
+                &api,
+                &audience(lab_iss),
+                &token(&lab, lab_iss, ns, ksa, &claim_victim_uid),
+                "",
+            )
+            .await,
+        );
+        assert_eq!(
+            generate_status(&api, &from_lab, &by_uid).await,
+            403,
+            "isolated {ns}/{ksa}"
+        );
+    }
+    // A shared cluster presenting the victim's uid, for the victim's names or another's: refused
+    // at STS, the uid being prod's.
+    for (ns, ksa) in [("ns1", "ksa1"), ("ns2", "ksa2")] {
+        let answer = exchange(
+            &api,
+            &audience(staging_iss),
+            &token(&staging, staging_iss, ns, ksa, &claim_victim_uid),
+            "",
+        )
+        .await;
+        let message = oauth_error(&answer, "invalid_grant");
+        assert!(message.contains("uid belongs to another"), "{message}");
+    }
+    // Claims that disagree with the subject are refused, not half-believed.
+    let other_names = |c: &mut Value| {
+        c["kubernetes.io"]["namespace"] = json!("ns1");
+        c["kubernetes.io"]["serviceaccount"]["name"] = json!("ksa1");
+    };
+    let answer = exchange(
+        &api,
+        &audience(staging_iss),
+        &token(&staging, staging_iss, "ns2", "ksa2", &other_names),
+        "",
+    )
+    .await;
+    assert!(oauth_error(&answer, "invalid_grant").contains("but its subject is ns2/ksa2"));
+    // Staging's own ns1/ksa1 (its own uid) is the same member by name, not by uid.
+    let staging_ns1 = federated(
+        exchange(
+            &api,
+            &audience(staging_iss),
+            &token(&staging, staging_iss, "ns1", "ksa1", &keep),
+            "",
+        )
+        .await,
+    );
+    assert_eq!(generate_status(&api, &staging_ns1, &by_uid).await, 403);
+
+    // Namespace and pool-wide selectors: shared clusters only.
+    let by_ns = account_bound_to(&api, "by-ns-sa", &format!("{SET}/namespace/ns3")).await;
+    let whole_pool = account_bound_to(&api, "whole-pool-sa", &format!("{SET}/*")).await;
+    let lab_ns3 = federated(
+        exchange(
+            &api,
+            &audience(lab_iss),
+            &token(&lab, lab_iss, "ns3", "app", &keep),
+            "",
+        )
+        .await,
+    );
+    let staging_ns3 = federated(
+        exchange(
+            &api,
+            &audience(staging_iss),
+            &token(&staging, staging_iss, "ns3", "app", &keep),
+            "",
+        )
+        .await,
+    );
+    assert_eq!(generate_status(&api, &lab_ns3, &by_ns).await, 403);
+    assert_eq!(generate_status(&api, &lab_ns3, &whole_pool).await, 403);
+    assert_eq!(generate_status(&api, &staging_ns3, &by_ns).await, 200);
+    assert_eq!(generate_status(&api, &staging_ns3, &whole_pool).await, 200);
+    // The cluster selector names one cluster, isolated or not, however its issuer is spelt.
+    let by_cluster = account_bound_to(
+        &api,
+        "by-cluster-sa",
+        &format!("{SET}/kubernetes.cluster/HTTPS://K8S.LAB.EXAMPLE.COM/"),
+    )
+    .await;
+    assert_eq!(generate_status(&api, &lab_ns3, &by_cluster).await, 200);
+    assert_eq!(generate_status(&api, &staging_ns3, &by_cluster).await, 403);
+}
+
+/// Issue 10, item 11: the pool of a project is named by its id, never its number.
+#[tokio::test]
+async fn a_pool_named_by_project_number_is_no_pool() {
+    let (_dir, _server, api, prod) = setup().await;
+    let subject = prod.token(&prod.claims("ns1", "ksa1"));
+    let answer = exchange(
+        &api,
+        &format!("identitynamespace:111111111111.svc.id.goog:{ISSUER}"),
+        &subject,
+        "",
+    )
+    .await;
+    oauth_error(&answer, "invalid_target");
+    // The same token at the project's own pool is exchanged.
+    exchange(&api, &gke_audience(), &subject, "").await.ok();
+}
+
+/// Issue 10, item 8: one issuer has one spelling; a second registration under another is refused,
+/// and tokens naming either spelling reach the one cluster.
+#[tokio::test]
+async fn issuer_aliases_are_one_cluster() {
+    let (_dir, _server, api, prod) = setup().await;
+    let intruder = Cluster::new();
+    for alias in [
+        "https://k8s.prod.example.com/",
+        "HTTPS://K8S.Prod.Example.COM:443",
+        "https://k8s.prod.example.com//",
+    ] {
+        let answer = api
+            .post(
+                "/v1/projects/proj-a/locations/us-east1/clusters",
+                json!({"clusterName": "intruder", "issuerUri": alias, "jwksJson": intruder.jwks()}),
+            )
+            .await;
+        let message = answer.expect_error(409, "ALREADY_EXISTS");
+        assert!(message.contains("has the issuer"), "{alias}: {message}");
+    }
+    // Paths that spell one issuer several ways are refused outright.
+    for odd in [
+        "https://k8s.prod.example.com/a/../",
+        "https://k8s.prod.example.com/%61",
+    ] {
+        api.post(
+            "/v1/projects/proj-a/locations/us-east1/clusters",
+            json!({"clusterName": "odd", "issuerUri": odd, "jwksJson": intruder.jwks()}),
+        )
+        .await
+        .expect_error(400, "INVALID_ARGUMENT");
+    }
+    // prod's tokens keep working, at its audience in either spelling, with either `iss`.
+    bind(
+        &api,
+        "serviceAccount:proj-a.svc.id.goog[ns1/ksa1]",
+        "roles/iam.workloadIdentityUser",
+    )
+    .await;
+    let mut claims = prod.claims("ns1", "ksa1");
+    claims["iss"] = json!("https://k8s.prod.example.com/");
+    for audience in [
+        gke_audience(),
+        format!("identitynamespace:{POOL}:https://K8S.prod.example.com/"),
+    ] {
+        let federated = exchange(&api, &audience, &prod.token(&claims), "").await;
+        let token = federated.ok()["access_token"]
+            .as_str()
+            .expect("token")
+            .to_owned();
+        assert_eq!(generate_status(&api, &token, EMAIL).await, 200);
+    }
+    // The intruder's keys are nowhere: its token is refused at prod's audience.
+    let forged = intruder.token(&intruder.claims("ns1", "ksa1"));
+    oauth_error(
+        &exchange(&api, &gke_audience(), &forged, "").await,
+        "invalid_grant",
+    );
 }

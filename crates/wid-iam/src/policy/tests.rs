@@ -18,6 +18,7 @@ fn ksa(ns: &str, name: &str) -> Caller {
         pool_id: "proj-a.svc.id.goog".into(),
         subject: format!("ns/{ns}/sa/{name}"),
         namespace: Some(ns.into()),
+        vouch: crate::Vouch::SharedCluster,
         ..Default::default()
     })
 }

@@ -73,6 +73,9 @@ impl<S: Store> App<S> {
             .map_err(|m| ApiError::invalid("clusterName", m))?;
         names::validate_issuer_uri(&request.issuer_uri)
             .map_err(|m| ApiError::invalid("issuerUri", m))?;
+        // One spelling per issuer, so that `https://k1.example/` is the cluster
+        // `https://k1.example` is, and a second registration of it is refused.
+        let issuer_uri = names::canonical_issuer(&request.issuer_uri);
         let jwks_json = match (request.jwks_json.is_empty(), request.discover) {
             (false, false) => {
                 crate::jwks::validate(&request.jwks_json)
@@ -90,10 +93,9 @@ impl<S: Store> App<S> {
         // With discovery, fetch now: a cluster whose keys cannot be had is not registered.
         let discovered = match jwks_json {
             Some(_) => None,
-            None => Some(crate::discovery::fetch_jwks(&self.http, &request.issuer_uri).await.map_err(|e| {
+            None => Some(crate::discovery::fetch_jwks(&self.http, &issuer_uri).await.map_err(|e| {
                 ApiError::FailedPrecondition(format!(
-                    "Cannot fetch the keys of issuer {} through OpenID Connect discovery: {e}",
-                    request.issuer_uri
+                    "Cannot fetch the keys of issuer {issuer_uri} through OpenID Connect discovery: {e}"
                 ))
             })?),
         };
@@ -103,14 +105,26 @@ impl<S: Store> App<S> {
             location: location.to_owned(),
             name: request.cluster_name,
             uid: new_uid(),
-            issuer_uri: request.issuer_uri,
+            issuer_uri,
             jwks_fetch_time: discovered.as_ref().map(|_| now.clone()),
             jwks_json,
             discovered_jwks_json: discovered,
             isolated: request.isolated,
             create_time: now,
         };
-        match self.store.create_cluster(&row).await {
+        // Rows stored before issuers were kept canonical are compared by their canonical form.
+        let alias = self
+            .store
+            .list_clusters(&row.project_id, "-")
+            .await?
+            .into_iter()
+            .any(|c| names::canonical_issuer(&c.issuer_uri) == row.issuer_uri);
+        let created = if alias {
+            Err(StoreError::AlreadyExists)
+        } else {
+            self.store.create_cluster(&row).await
+        };
+        match created {
             Err(StoreError::AlreadyExists) => {
                 let name = format!(
                     "projects/{}/locations/{}/clusters/{}",
