@@ -10,6 +10,7 @@
 //! received. Unknown name ..."), but accept every field of the resource, output-only ones
 //! included, because clients such as gcloud send back the whole resource they read.
 
+pub mod bounds;
 pub mod cluster;
 pub mod credentials;
 pub mod error;

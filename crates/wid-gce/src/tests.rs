@@ -442,3 +442,45 @@ fn the_fast_path_agrees_with_the_full_answer() {
         "the header rules still apply"
     );
 }
+
+#[test]
+fn oversized_audiences_and_scopes_are_refused() {
+    let max = wid_api::bounds::MAX_AUDIENCE_BYTES;
+    let identity = |audience: &str| {
+        reply(get(&format!(
+            "/computeMetadata/v1/instance/service-accounts/default/identity?audience={audience}"
+        )))
+    };
+    let at_max = "a".repeat(max);
+    assert!(matches!(
+        get(&format!(
+            "/computeMetadata/v1/instance/service-accounts/default/identity?audience={at_max}"
+        )),
+        Outcome::Identity { .. }
+    ));
+    let over = identity(&"a".repeat(max + 1));
+    assert_eq!(
+        (over.status, over.body.as_slice()),
+        (
+            400,
+            format!("audience must be at most {max} bytes\n").as_bytes()
+        )
+    );
+    let scopes = "s".repeat(wid_api::bounds::MAX_SCOPE_BYTES + 1);
+    let path =
+        format!("/computeMetadata/v1/instance/service-accounts/default/token?scopes={scopes}");
+    assert_eq!(reply(get(&path)).status, 400);
+    let request = Request {
+        method: "GET",
+        path: "/computeMetadata/v1/instance/service-accounts/default/token",
+        query: &format!("scopes={scopes}"),
+        host: "h",
+        flavor: Some("Google"),
+        forwarded: false,
+    };
+    assert_eq!(
+        token_fast_path(&request, GSA),
+        None,
+        "the fast path leaves it to answer"
+    );
+}

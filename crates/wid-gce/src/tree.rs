@@ -363,6 +363,15 @@ pub(crate) fn resolve(
             if query.flag("wait_for_change") {
                 return bad_request("wait_for_change is not supported on a token");
             }
+            if query
+                .get("scopes")
+                .is_some_and(|s| s.len() > wid_api::bounds::MAX_SCOPE_BYTES)
+            {
+                return bad_request(&format!(
+                    "scopes must be at most {} bytes",
+                    wid_api::bounds::MAX_SCOPE_BYTES
+                ));
+            }
             Outcome::Token {
                 account: 0,
                 scopes: query.scopes(),
@@ -375,6 +384,12 @@ pub(crate) fn resolve(
             let audience = query.get("audience").unwrap_or_default();
             if audience.is_empty() {
                 return bad_request("non-empty audience parameter required");
+            }
+            if audience.len() > wid_api::bounds::MAX_AUDIENCE_BYTES {
+                return bad_request(&format!(
+                    "audience must be at most {} bytes",
+                    wid_api::bounds::MAX_AUDIENCE_BYTES
+                ));
             }
             let format = match query.get("format").map(str::to_ascii_lowercase).as_deref() {
                 None | Some("standard") => IdFormat::Standard,

@@ -7,6 +7,7 @@
 
 use base64::Engine;
 use serde_json::Value;
+use wid_api::bounds::{MAX_AUDIENCE_BYTES, MAX_SCOPE_BYTES};
 use wid_api::credentials::{
     GenerateAccessTokenRequest, GenerateAccessTokenResponse, GenerateIdTokenRequest,
     GenerateIdTokenResponse, SignBlobRequest, SignBlobResponse, SignJwtRequest, SignJwtResponse,
@@ -257,6 +258,15 @@ impl<S: Store> App<S> {
                         "Scope required: name at least one OAuth scope.",
                     ));
                 }
+                let joined = scopes.iter().map(|s| s.len() + 1).sum::<usize>();
+                if joined > MAX_SCOPE_BYTES {
+                    return Err(ApiError::invalid(
+                        "scope",
+                        format!(
+                            "The scopes take {joined} bytes; at most {MAX_SCOPE_BYTES} are accepted."
+                        ),
+                    ));
+                }
                 let lifetime = match request.lifetime.as_deref() {
                     None | Some("") => MAX_LIFETIME_SECS,
                     Some(text) => parse_lifetime(text).filter(|l| (1..=MAX_LIFETIME_SECS).contains(l)).ok_or_else(|| {
@@ -287,6 +297,15 @@ impl<S: Store> App<S> {
                 let request: GenerateIdTokenRequest = parse_json(body)?;
                 if request.audience.trim().is_empty() {
                     return Err(ApiError::invalid("audience", "The audience is required."));
+                }
+                if request.audience.len() > MAX_AUDIENCE_BYTES {
+                    return Err(ApiError::invalid(
+                        "audience",
+                        format!(
+                            "The audience is {} bytes long; at most {MAX_AUDIENCE_BYTES} are accepted.",
+                            request.audience.len()
+                        ),
+                    ));
                 }
                 let target = self
                     .authorized_target(

@@ -10,6 +10,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
+use wid_api::bounds;
 use wid_api::sts::{
     ExchangeRequest, ExchangeResponse, GRANT_TYPE_TOKEN_EXCHANGE, IntrospectResponse,
     TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_ID_TOKEN, TOKEN_TYPE_JWT,
@@ -111,6 +112,20 @@ fn parse_audience(audience: &str) -> Option<Audience<'_>> {
         }
         _ => None,
     }
+}
+
+/// Refuses a form field longer than wid accepts (see [`bounds`]).
+fn too_long(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
+    if value.len() > max {
+        return Err(oauth(
+            "invalid_request",
+            format!(
+                "The \"{field}\" parameter is {} bytes long; at most {max} are accepted.",
+                value.len()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Whether two spellings name one issuer (see [`names::canonical_issuer`]).
@@ -297,6 +312,13 @@ impl<S: Store> App<S> {
                 "The \"subject_token\" parameter is missing.",
             )));
         }
+        too_long(
+            "audience",
+            &request.audience,
+            bounds::MAX_STS_AUDIENCE_BYTES,
+        )
+        .map_err(early)?;
+        too_long("scope", &request.scope, bounds::MAX_SCOPE_BYTES).map_err(early)?;
         let audience = parse_audience(request.audience.trim())
             .ok_or_else(|| oauth("invalid_request", AUDIENCE_HELP))
             .map_err(early)?;
@@ -664,6 +686,17 @@ impl<S: Store> App<S> {
                 // An attribute whose expression fails is left unset, as Google does.
                 (_, Err(_)) => {}
             }
+        }
+        let mapped: usize = groups.iter().map(String::len).sum::<usize>()
+            + attributes
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>();
+        if mapped > bounds::MAX_MAPPED_ATTRIBUTE_BYTES {
+            return Err(caller(invalid_grant(format!(
+                "The attribute mapping made {mapped} bytes of groups and attributes; at most {} are accepted.",
+                bounds::MAX_MAPPED_ATTRIBUTE_BYTES
+            ))));
         }
         let subject = subject.ok_or_else(|| {
             caller(invalid_grant(

@@ -1438,3 +1438,119 @@ async fn issuer_aliases_are_one_cluster() {
         "invalid_grant",
     );
 }
+
+/// Issue 10, item 12: fields that end up in minted tokens are bounded, with clear errors, and
+/// a token minted at every bound is one wid accepts back as a bearer token.
+#[tokio::test]
+async fn fields_are_bounded_and_tokens_at_the_bounds_are_accepted() {
+    let (_dir, _server, api, cluster) = setup().await;
+    bind(
+        &api,
+        "serviceAccount:proj-a.svc.id.goog[ns1/ksa1]",
+        "roles/iam.workloadIdentityUser",
+    )
+    .await;
+    let subject = cluster.token(&cluster.claims("ns1", "ksa1"));
+    let huge_scope = "x".repeat(100_000);
+    let message = oauth_error(
+        &exchange(&api, &gke_audience(), &subject, &huge_scope).await,
+        "invalid_request",
+    );
+    assert!(
+        message.contains("\"scope\"") && message.contains("2048"),
+        "{message}"
+    );
+    let huge_audience = format!("identitynamespace:{POOL}:https://{}", "a".repeat(5000));
+    oauth_error(
+        &exchange(&api, &huge_audience, &subject, "").await,
+        "invalid_request",
+    );
+
+    // A provider whose mapping copies a large claim: up to 8 KiB of attributes, no more.
+    api.post("/v1/projects/proj-a/locations/global/workloadIdentityPools?workloadIdentityPoolId=big-pool", json!({}))
+        .await
+        .ok();
+    let mapping = |copies: usize| {
+        let mut m = serde_json::Map::new();
+        m.insert("google.subject".into(), json!("assertion.sub"));
+        for i in 0..copies {
+            m.insert(format!("attribute.a{i}"), json!("assertion.blob"));
+        }
+        Value::Object(m)
+    };
+    let mut claims = cluster.claims("ns1", "ksa1");
+    claims["blob"] = json!("b".repeat(2600));
+    for (provider, copies) in [("three", 3), ("four", 4)] {
+        api.post(
+            &format!("/v1/projects/proj-a/locations/global/workloadIdentityPools/big-pool/providers?workloadIdentityPoolProviderId={provider}"),
+            json!({"oidc": {"issuerUri": ISSUER, "jwksJson": cluster.jwks()}, "attributeMapping": mapping(copies)}),
+        )
+        .await
+        .ok();
+    }
+    let audience = |provider: &str| {
+        format!(
+            "//iam.googleapis.com/projects/111111111111/locations/global/workloadIdentityPools/big-pool/providers/{provider}"
+        )
+    };
+    claims["aud"] = json!(audience("four"));
+    let refused = exchange(&api, &audience("four"), &cluster.token(&claims), "").await;
+    assert!(
+        oauth_error(&refused, "invalid_grant").contains("8192"),
+        "{refused:?}"
+    );
+    claims["aud"] = json!(audience("three"));
+    let iam = "https://www.googleapis.com/auth/iam";
+    let scope_at_max = format!("{iam} {}", "y".repeat(2048 - iam.len() - 1));
+    let minted = exchange(
+        &api,
+        &audience("three"),
+        &cluster.token(&claims),
+        &scope_at_max,
+    )
+    .await;
+    let federated = minted.ok()["access_token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    bind(
+        &api,
+        "principalSet://iam.googleapis.com/projects/111111111111/locations/global/workloadIdentityPools/big-pool/*",
+        "roles/iam.serviceAccountTokenCreator",
+    )
+    .await;
+    let as_bearer = api.with_token(&federated);
+    let path = |verb: &str| format!("/v1/projects/-/serviceAccounts/{EMAIL}:{verb}");
+    let scopes_at_max: Vec<String> = (0..16)
+        .map(|i| format!("{i:02}{}", "s".repeat(125)))
+        .collect();
+    as_bearer
+        .post(
+            &path("generateAccessToken"),
+            json!({"scope": scopes_at_max}),
+        )
+        .await
+        .ok();
+    let mut too_many = scopes_at_max.clone();
+    too_many.push("one-more".into());
+    as_bearer
+        .post(&path("generateAccessToken"), json!({"scope": too_many}))
+        .await
+        .expect_error(400, "INVALID_ARGUMENT");
+    as_bearer
+        .post(
+            &path("generateIdToken"),
+            json!({"audience": "a".repeat(2048)}),
+        )
+        .await
+        .ok();
+    let message = as_bearer
+        .post(
+            &path("generateIdToken"),
+            json!({"audience": "a".repeat(900_000)}),
+        )
+        .await
+        .expect_error(400, "INVALID_ARGUMENT")
+        .to_owned();
+    assert!(message.contains("at most 2048"), "{message}");
+}
