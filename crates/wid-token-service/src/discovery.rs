@@ -8,12 +8,48 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use wid_api::pool::OidcDiscovery;
+use wid_iam::names;
 use wid_store::{KeySetOwner, Store};
 
 use crate::App;
 
 /// Documents above this size are refused.
 const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
+/// Redirects followed per document.
+const MAX_REDIRECTS: usize = 3;
+
+/// Why an issuer's keys could not be had. The detail is for the token service's log only: it
+/// can carry what an internal address answered, and whoever registers a cluster must not learn
+/// that (the fetch would be an oracle on the service's network).
+#[derive(Debug)]
+pub struct DiscoveryError(String);
+
+impl std::fmt::Display for DiscoveryError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What a client is told when discovery fails: nothing of what was answered.
+pub const DISCOVERY_FAILED: &str = "the discovery document or its key set could not be fetched over an allowed URL, or is not valid; the token service's log has the detail";
+
+/// The redirect policy of the discovery client: the issuer rule on every hop (plain HTTP only to
+/// loopback, and never after TLS), at most [`MAX_REDIRECTS`].
+pub fn redirect_policy() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let from_https = attempt
+            .previous()
+            .first()
+            .is_some_and(|first| first.scheme() == "https");
+        if attempt.previous().len() > MAX_REDIRECTS {
+            return attempt.error(format!("more than {MAX_REDIRECTS} redirects"));
+        }
+        match names::may_fetch(attempt.url().as_str(), from_https) {
+            Ok(()) => attempt.follow(),
+            Err(why) => attempt.error(format!("redirect refused: {why}")),
+        }
+    })
+}
 
 async fn get_limited(http: &reqwest::Client, url: &str) -> Result<Vec<u8>, String> {
     let mut response = http
@@ -40,21 +76,37 @@ async fn get_limited(http: &reqwest::Client, url: &str) -> Result<Vec<u8>, Strin
     Ok(body)
 }
 
-/// Fetches the issuer's JWKS and returns it as text, validated.
-pub async fn fetch_jwks(http: &reqwest::Client, issuer: &str) -> Result<String, String> {
-    let issuer = issuer.trim_end_matches('/');
+/// Fetches the issuer's JWKS and returns it as text, validated, within `timeout` for the whole
+/// of it. The discovery document names the issuer, and its `jwks_uri` follows the issuer rule:
+/// from an `https://` issuer, keys come over TLS only.
+pub async fn fetch_jwks(
+    http: &reqwest::Client,
+    issuer: &str,
+    timeout: Duration,
+) -> Result<String, DiscoveryError> {
+    match tokio::time::timeout(timeout, fetch_jwks_untimed(http, issuer)).await {
+        Ok(result) => result.map_err(DiscoveryError),
+        Err(_) => Err(DiscoveryError(format!(
+            "discovery of {issuer} took longer than {} s",
+            timeout.as_secs()
+        ))),
+    }
+}
+
+async fn fetch_jwks_untimed(http: &reqwest::Client, issuer: &str) -> Result<String, String> {
+    let issuer = names::canonical_issuer(issuer);
+    names::validate_issuer_uri(&issuer)?;
     let url = format!("{issuer}/.well-known/openid-configuration");
     let doc: OidcDiscovery = serde_json::from_slice(&get_limited(http, &url).await?)
         .map_err(|e| format!("{url} is not an OpenID Connect discovery document: {e}"))?;
-    if doc.issuer.trim_end_matches('/') != issuer {
+    if names::canonical_issuer(&doc.issuer) != issuer {
         return Err(format!(
             "{url} names the issuer '{}', not '{issuer}'",
             doc.issuer
         ));
     }
-    if !(doc.jwks_uri.starts_with("https://") || doc.jwks_uri.starts_with("http://")) {
-        return Err(format!("{url} has no usable jwks_uri"));
-    }
+    names::may_fetch(&doc.jwks_uri, issuer.starts_with("https://"))
+        .map_err(|why| format!("{url} names a jwks_uri wid does not fetch: {why}"))?;
     let jwks = get_limited(http, &doc.jwks_uri).await?;
     let text = String::from_utf8(jwks).map_err(|_| format!("{} is not UTF-8", doc.jwks_uri))?;
     crate::jwks::validate(&text).map_err(|e| format!("{}: {e}", doc.jwks_uri))?;
@@ -68,7 +120,9 @@ impl<S: Store> App<S> {
         owner: &KeySetOwner,
         issuer: &str,
     ) -> Result<(), String> {
-        let jwks = fetch_jwks(&self.http, issuer).await?;
+        let jwks = fetch_jwks(&self.http, issuer, self.config.discovery_timeout)
+            .await
+            .map_err(|e| e.to_string())?;
         self.store
             .set_discovered_jwks(owner, issuer, &jwks, &crate::iam::now_rfc3339())
             .await

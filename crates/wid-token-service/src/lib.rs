@@ -148,7 +148,7 @@ impl TokenService {
         let http = reqwest::Client::builder()
             .timeout(config.discovery_timeout)
             .connect_timeout(config.discovery_timeout)
-            .redirect(reqwest::redirect::Policy::limited(3))
+            .redirect(discovery::redirect_policy())
             .user_agent(concat!("wid/", env!("CARGO_PKG_VERSION")))
             .build()?;
 

@@ -444,11 +444,11 @@ async fn clusters_with_discovered_keys_stay_fresh() {
             json!({"clusterName": "liar", "issuerUri": liar.url, "discover": true}),
         )
         .await;
-    assert!(
-        answer
-            .expect_error(400, "FAILED_PRECONDITION")
-            .contains("somebody-else")
-    );
+    // The client hears that discovery failed, not what the issuer answered: that is the log's.
+    let message = answer.expect_error(400, "FAILED_PRECONDITION");
+    assert!(!message.contains("somebody-else"), "{message}");
+    assert!(message.contains("log has the detail"), "{message}");
+    assert!(_server.log().contains("somebody-else"));
     let port = support::free_port();
     let answer = api
         .post(CLUSTERS, json!({"clusterName": "gone", "issuerUri": format!("http://127.0.0.1:{port}"), "discover": true}))
@@ -486,4 +486,191 @@ async fn providers_without_keys_use_discovery() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A plain-HTTP server on loopback that counts what it is asked, answering with `router`.
+async fn counted_http(
+    router: axum::Router,
+) -> (String, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!(
+        "http://127.0.0.1:{}",
+        listener.local_addr().expect("addr").port()
+    );
+    let hits = Arc::new(AtomicUsize::new(0));
+    let count = hits.clone();
+    let router = router.layer(axum::middleware::from_fn(
+        move |request: axum::extract::Request, next: axum::middleware::Next| {
+            count.fetch_add(1, Ordering::SeqCst);
+            async move { next.run(request).await }
+        },
+    ));
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    (url, hits, task)
+}
+
+/// Issue 10, item 7: keys come over TLS from an https issuer, whatever its discovery document or
+/// a redirect says; a registration's failure says nothing of what was answered; size and time
+/// are bounded.
+#[tokio::test]
+async fn discovery_never_steps_down_to_plain_http_nor_tells_what_it_saw() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = support::tls::TestCa::new();
+    let ca_file = ca.write_pem(dir.path());
+    let server = Server::start_with_env(
+        &dir.path().join("data"),
+        &["--discovery-timeout-seconds", "2"],
+        &[("SSL_CERT_FILE", ca_file.as_os_str())],
+    );
+    let api = server.api();
+    api.create_project("proj-a", "111111111111").await;
+    let register = |name: &str, issuer: &str| {
+        let api = api.clone();
+        let body = json!({"clusterName": name, "issuerUri": issuer, "discover": true});
+        async move { api.post(CLUSTERS, body).await }
+    };
+
+    // A plain-HTTP key server on loopback, and an https issuer pointing its jwks_uri there.
+    let keys = axum::Router::new().route(
+        "/openid/v1/jwks",
+        get(|| async { ([("content-type", "application/json")], JWKS) }),
+    );
+    let (plain, plain_hits, _plain_task) = counted_http(keys).await;
+    let (https_down, task) = {
+        let cert = ca.server_cert();
+        let holder = Arc::new(std::sync::OnceLock::<String>::new());
+        let named = holder.clone();
+        let jwks_uri = format!("{plain}/openid/v1/jwks");
+        let router = axum::Router::new().route(
+            "/.well-known/openid-configuration",
+            get(move || {
+                let doc = json!({"issuer": named.get().cloned().unwrap_or_default(), "jwks_uri": jwks_uri});
+                async move { ([("content-type", "application/json")], doc.to_string()) }
+            }),
+        );
+        let (url, task) = support::tls::serve_https(router, cert).await;
+        let _ = holder.set(url.clone());
+        (url, task)
+    };
+    let refused = register("downgrade", &https_down).await;
+    let message = refused.expect_error(400, "FAILED_PRECONDITION").to_owned();
+    assert!(message.contains("log has the detail"), "{message}");
+    assert_eq!(
+        plain_hits.load(Ordering::SeqCst),
+        0,
+        "the plain-HTTP jwks_uri was fetched"
+    );
+    assert!(
+        server.log().contains("jwks_uri wid does not fetch"),
+        "{}",
+        server.log()
+    );
+    task.abort();
+
+    // An https discovery URL that redirects to plain HTTP: not followed.
+    let target = format!("{plain}/.well-known/openid-configuration");
+    let redirecting = axum::Router::new().route(
+        "/.well-known/openid-configuration",
+        get(move || {
+            let target = target.clone();
+            async move { axum::response::Redirect::temporary(&target) }
+        }),
+    );
+    let (https_redirect, redirect_task) =
+        support::tls::serve_https(redirecting, ca.server_cert()).await;
+    register("redirect", &https_redirect)
+        .await
+        .expect_error(400, "FAILED_PRECONDITION");
+    assert_eq!(
+        plain_hits.load(Ordering::SeqCst),
+        0,
+        "a redirect to plain HTTP was followed"
+    );
+    redirect_task.abort();
+
+    // The same https issuer with its keys over TLS is registered: the CA is trusted, the rule is
+    // what refused the others.
+    let holder = Arc::new(std::sync::OnceLock::<String>::new());
+    let named = holder.clone();
+    let router = axum::Router::new()
+        .route(
+            "/.well-known/openid-configuration",
+            get(move || {
+                let base = named.get().cloned().unwrap_or_default();
+                let doc = json!({"issuer": base, "jwks_uri": format!("{base}/openid/v1/jwks")});
+                async move { ([("content-type", "application/json")], doc.to_string()) }
+            }),
+        )
+        .route(
+            "/openid/v1/jwks",
+            get(|| async { ([("content-type", "application/json")], JWKS) }),
+        );
+    let (https_good, _good_task) = support::tls::serve_https(router, ca.server_cert()).await;
+    let _ = holder.set(https_good.clone());
+    register("good", &https_good).await.ok();
+
+    // A loopback "issuer" that is something else (the token service's own admin API, which
+    // answers 401; a path that is not found): the same generic refusal, whatever was answered.
+    let own = server.base();
+    let mut messages = Vec::new();
+    for (name, issuer) in [
+        ("own-api", format!("{own}/v1")),
+        ("own-health", format!("{own}/healthz")),
+    ] {
+        messages.push(
+            register(name, &issuer)
+                .await
+                .expect_error(400, "FAILED_PRECONDITION")
+                .to_owned(),
+        );
+    }
+    for message in &messages {
+        assert!(
+            !message.contains("401") && !message.contains("JSON") && !message.contains("HTTP"),
+            "{message}"
+        );
+    }
+    // One message for both, but for the issuer it names.
+    assert_eq!(
+        messages[0].replace(&format!("{own}/v1"), ""),
+        messages[1].replace(&format!("{own}/healthz"), "")
+    );
+
+    // An issuer that never answers costs the discovery timeout, not more.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let silent_url = format!(
+        "http://127.0.0.1:{}",
+        silent.local_addr().expect("addr").port()
+    );
+    let started = Instant::now();
+    register("silent", &silent_url)
+        .await
+        .expect_error(400, "FAILED_PRECONDITION");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "took {:?}",
+        started.elapsed()
+    );
+    drop(silent);
+
+    // A discovery document larger than 1 MiB is refused.
+    let big = "x".repeat(2 * 1024 * 1024);
+    let (huge, _huge_hits, _huge_task) = counted_http(axum::Router::new().route(
+        "/.well-known/openid-configuration",
+        get(move || {
+            let big = big.clone();
+            async move { big }
+        }),
+    ))
+    .await;
+    register("huge", &huge)
+        .await
+        .expect_error(400, "FAILED_PRECONDITION");
+    assert!(server.log().contains("larger than"), "{}", server.log());
 }

@@ -93,11 +93,21 @@ impl<S: Store> App<S> {
         // With discovery, fetch now: a cluster whose keys cannot be had is not registered.
         let discovered = match jwks_json {
             Some(_) => None,
-            None => Some(crate::discovery::fetch_jwks(&self.http, &issuer_uri).await.map_err(|e| {
-                ApiError::FailedPrecondition(format!(
-                    "Cannot fetch the keys of issuer {issuer_uri} through OpenID Connect discovery: {e}"
-                ))
-            })?),
+            None => {
+                let fetched = crate::discovery::fetch_jwks(
+                    &self.http,
+                    &issuer_uri,
+                    self.config.discovery_timeout,
+                )
+                .await;
+                Some(fetched.map_err(|e| {
+                    tracing::warn!(caller = %caller, issuer = %issuer_uri, error = %e, "a cluster's key discovery failed; not registered");
+                    ApiError::FailedPrecondition(format!(
+                        "Cannot fetch the keys of issuer {issuer_uri} through OpenID Connect discovery: {}.",
+                        crate::discovery::DISCOVERY_FAILED
+                    ))
+                })?)
+            }
         };
         let now = super::now_rfc3339();
         let row = ClusterRow {

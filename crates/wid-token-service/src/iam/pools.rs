@@ -565,8 +565,9 @@ impl<S: Store> App<S> {
         let issuer = row.issuer_uri.clone();
         let http = self.http.clone();
         let store = self.store.clone();
+        let timeout = self.config.discovery_timeout;
         tokio::spawn(async move {
-            match crate::discovery::fetch_jwks(&http, &issuer).await {
+            match crate::discovery::fetch_jwks(&http, &issuer, timeout).await {
                 Ok(jwks) => {
                     if let Err(e) = store
                         .set_discovered_jwks(&owner, &issuer, &jwks, &super::now_rfc3339())

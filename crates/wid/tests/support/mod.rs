@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod tls;
+
 pub const WID: &str = env!("CARGO_BIN_EXE_wid");
 
 /// A free loopback port. The listener is closed before the server binds it; the window is tiny
@@ -35,6 +37,15 @@ impl Server {
     /// Starts on port 0 and learns the port from the service's "listening" log line, so that
     /// parallel tests can never race for a port.
     pub fn start_with(data_dir: &Path, extra: &[&str]) -> Server {
+        Self::start_with_env(data_dir, extra, &[])
+    }
+
+    /// [`Server::start_with`], with environment variables of its own (`SSL_CERT_FILE`, say).
+    pub fn start_with_env(
+        data_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Server {
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let log_path = data_dir.with_extension(format!("{}.{n}.log", std::process::id()));
@@ -44,6 +55,7 @@ impl Server {
             .arg(data_dir)
             .args(["--log-format", "json"])
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
