@@ -306,7 +306,7 @@ impl<S: Store> Store for CachedStore<S> {
     async fn list_audit(&self, limit: u32) -> Result<Vec<AuditRow>> {
         self.inner.list_audit(limit).await
     }
-    async fn delete_audit_before(&self, time: &str) -> Result<u64> {
+    async fn delete_audit_before(&self, time: &str) -> Result<AuditSize> {
         self.inner.delete_audit_before(time).await
     }
     async fn audit_size(&self) -> Result<AuditSize> {

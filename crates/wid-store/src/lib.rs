@@ -203,8 +203,8 @@ pub trait Store: Clone + Send + Sync + 'static {
     fn append_audit_batch(&self, rows: &[AuditRow]) -> impl Future<Output = Result<()>> + Send;
     /// The newest `limit` records, newest first.
     fn list_audit(&self, limit: u32) -> impl Future<Output = Result<Vec<AuditRow>>> + Send;
-    /// Deletes the records older than `time` (RFC 3339); returns how many.
-    fn delete_audit_before(&self, time: &str) -> impl Future<Output = Result<u64>> + Send;
+    /// Deletes the records older than `time` (RFC 3339); returns how much that was.
+    fn delete_audit_before(&self, time: &str) -> impl Future<Output = Result<AuditSize>> + Send;
     fn audit_size(&self) -> impl Future<Output = Result<AuditSize>> + Send;
 
     /// Every stored policy, by resource key.

@@ -69,6 +69,34 @@ fn affected_one(result: sqlx::sqlite::SqliteQueryResult) -> Result<()> {
     }
 }
 
+/// The records and bytes of the audit records `filter` selects (with `bind` for its `?`).
+async fn audit_size_where<'e>(
+    executor: impl sqlx::SqliteExecutor<'e>,
+    filter: &str,
+    bind: Option<&str>,
+) -> Result<AuditSize> {
+    let sql = format!(
+        "SELECT COUNT(*) AS records, COALESCE(SUM(LENGTH(CAST(time AS BLOB)) + LENGTH(CAST(action AS BLOB))
+             + LENGTH(CAST(caller AS BLOB)) + LENGTH(CAST(provider AS BLOB)) + LENGTH(CAST(target AS BLOB))
+             + LENGTH(CAST(token_id AS BLOB)) + LENGTH(CAST(outcome AS BLOB)) + LENGTH(CAST(reason AS BLOB))
+             + LENGTH(CAST(pod AS BLOB))), 0) AS bytes
+         FROM audit_events {filter}"
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    if let Some(value) = bind {
+        query = query.bind(value);
+    }
+    let r = query.fetch_one(executor).await?;
+    let count = |name: &str| -> Result<u64> {
+        let n: i64 = r.try_get(name)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    };
+    Ok(AuditSize {
+        records: count("records")?,
+        bytes: count("bytes")?,
+    })
+}
+
 fn project(r: &SqliteRow) -> sqlx::Result<ProjectRow> {
     Ok(ProjectRow {
         project_id: r.try_get("project_id")?,
@@ -826,32 +854,19 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn delete_audit_before(&self, time: &str) -> Result<u64> {
+    async fn delete_audit_before(&self, time: &str) -> Result<AuditSize> {
         // Times are RFC 3339 in UTC with whole seconds, so they sort as text.
-        let result = sqlx::query("DELETE FROM audit_events WHERE time < ?")
+        let mut tx = self.pool.begin().await?;
+        let size = audit_size_where(&mut *tx, "WHERE time < ?", Some(time)).await?;
+        sqlx::query("DELETE FROM audit_events WHERE time < ?")
             .bind(time)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
-        Ok(result.rows_affected())
+        tx.commit().await?;
+        Ok(size)
     }
     async fn audit_size(&self) -> Result<AuditSize> {
-        let r = sqlx::query(
-            "SELECT COUNT(*) AS records, COALESCE(SUM(LENGTH(CAST(time AS BLOB)) + LENGTH(CAST(action AS BLOB))
-                 + LENGTH(CAST(caller AS BLOB)) + LENGTH(CAST(provider AS BLOB)) + LENGTH(CAST(target AS BLOB))
-                 + LENGTH(CAST(token_id AS BLOB)) + LENGTH(CAST(outcome AS BLOB)) + LENGTH(CAST(reason AS BLOB))
-                 + LENGTH(CAST(pod AS BLOB))), 0) AS bytes
-             FROM audit_events",
-        )
-        .fetch_one(&self.pool)
-        .await?;
-        let count = |name: &str| -> Result<u64> {
-            let n: i64 = r.try_get(name)?;
-            Ok(u64::try_from(n).unwrap_or(0))
-        };
-        Ok(AuditSize {
-            records: count("records")?,
-            bytes: count("bytes")?,
-        })
+        audit_size_where(&self.pool, "", None).await
     }
     async fn list_audit(&self, limit: u32) -> Result<Vec<AuditRow>> {
         let rows = sqlx::query("SELECT * FROM audit_events ORDER BY id DESC LIMIT ?")

@@ -416,7 +416,10 @@ async fn audit_records_expire_by_time() {
         s.delete_audit_before("2026-01-02T00:00:00Z")
             .await
             .expect("expire"),
-        1
+        AuditSize {
+            records: 1,
+            bytes: 20 + 2
+        }
     );
     let left: Vec<String> = s
         .list_audit(10)

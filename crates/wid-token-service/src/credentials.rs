@@ -170,7 +170,7 @@ impl<S: Store> App<S> {
         let reason = error.to_string();
         self.audit(Event {
             action: verb.action(),
-            caller: "unauthenticated",
+            caller: None,
             provider: "",
             target: account,
             token_id: "",
@@ -200,7 +200,7 @@ impl<S: Store> App<S> {
             Ok((_, token_id, target)) => {
                 self.audit(Event {
                     action: verb.action(),
-                    caller: &caller_name,
+                    caller: Some(&caller_name),
                     provider: "",
                     target,
                     token_id,
@@ -213,7 +213,7 @@ impl<S: Store> App<S> {
                 let reason = e.to_string();
                 self.audit(Event {
                     action: verb.action(),
-                    caller: &caller_name,
+                    caller: Some(&caller_name),
                     provider: "",
                     target: account,
                     token_id: "",

@@ -51,6 +51,39 @@ pub struct Config {
     pub discovery_timeout: Duration,
     /// The issuer of the tokens wid signs (`iss`); default `http://ADDR` as bound.
     pub issuer: Option<String>,
+    /// Audit records older than this are deleted.
+    pub audit_retention: Duration,
+    /// The admin listener (`/healthz`, Prometheus `/metrics`), if any.
+    pub admin_addr: Option<SocketAddr>,
+}
+
+/// How long audit records are kept unless told otherwise: 30 days, as Google keeps Data Access
+/// audit logs by default.
+pub const DEFAULT_AUDIT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// The token service's metrics, on its admin listener.
+pub struct Metrics {
+    pub audit: audit::AuditMetrics,
+    registry: prometheus_client::registry::Registry,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let audit = audit::AuditMetrics::default();
+        let mut registry = prometheus_client::registry::Registry::default();
+        audit.register(&mut registry);
+        Metrics { audit, registry }
+    }
+}
+
+impl Metrics {
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
 }
 
 /// The name of the bootstrap admin token file in the data directory.
@@ -70,6 +103,9 @@ pub struct App<S> {
     keys: keys::KeyRing,
     refetch_gate: sts::RefetchGate,
     audit_tx: tokio::sync::mpsc::Sender<audit::AuditMessage>,
+    /// Which unauthenticated refusals are recorded one by one.
+    audit_sampler: audit::Sampler,
+    metrics: Arc<Metrics>,
     /// Access tokens whose signature verified, by value.
     verified_tokens: wid_runtime::memo::Memo<String, wid_api::tokens::AccessTokenClaims>,
     /// Validated policies, by etag.
@@ -169,7 +205,12 @@ impl TokenService {
         };
         let keys = keys::KeyRing::open(&store, &issuer, tokens::now()).await?;
         let (audit_tx, audit_rx) = tokio::sync::mpsc::channel(audit::AUDIT_QUEUE);
-        tokio::spawn(audit::write_audit_forever(store.clone(), audit_rx));
+        let metrics = Arc::new(Metrics::default());
+        tokio::spawn(audit::write_audit_forever(
+            store.clone(),
+            audit_rx,
+            metrics.clone(),
+        ));
         let app = Arc::new(App {
             store,
             admin_token,
@@ -179,6 +220,8 @@ impl TokenService {
             keys,
             refetch_gate: sts::RefetchGate::default(),
             audit_tx,
+            audit_sampler: audit::Sampler::default(),
+            metrics,
             verified_tokens: wid_runtime::memo::Memo::new(10_000),
             parsed_policies: wid_runtime::memo::Memo::new(10_000),
         });
@@ -203,17 +246,58 @@ impl TokenService {
         tracing::info!(%addr, data_dir = %self.app.config.data_dir.display(), "token service listening");
         let refresher = tokio::spawn(discovery::refresh_forever(self.app.clone()));
         let retirer = tokio::spawn(retire_keys_forever(self.app.clone()));
+        let expirer = tokio::spawn(audit::expire_forever(self.app.clone()));
+        let admin = match self.app.config.admin_addr {
+            Some(addr) => Some(serve_admin(addr, self.app.metrics.clone()).await?),
+            None => None,
+        };
         let result =
             wid_runtime::serve::serve(self.listener, handler::router(self.app.clone()), shutdown)
                 .await;
         refresher.abort();
         retirer.abort();
+        expirer.abort();
+        if let Some(admin) = admin {
+            admin.abort();
+        }
         self.app.flush_audit().await;
         if let Some(store) = Arc::into_inner(self.app).map(|app| app.store) {
             store.inner().close().await;
         }
         result
     }
+}
+
+/// The admin listener: `/healthz` and Prometheus `/metrics`, apart from the API so that a scraper
+/// needs no credential and the API's port exposes nothing more.
+async fn serve_admin(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let listener = TcpListener::bind(addr).await?;
+    tracing::info!(addr = %listener.local_addr()?, "token service admin listener (healthz, metrics)");
+    let router = axum::Router::new()
+        .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let body = metrics.encode();
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        body,
+                    )
+                }
+            }),
+        );
+    Ok(tokio::spawn(async move {
+        if let Err(e) = wid_runtime::serve::serve(listener, router, std::future::pending()).await {
+            tracing::error!(error = %e, "the admin listener stopped");
+        }
+    }))
 }
 
 /// Retires rotated-out keys once every token they signed has expired. (Nothing else changes the

@@ -212,6 +212,9 @@ fn audience_accepted(claims: &Map<String, Value>, accepted: &[String]) -> Result
     }
 }
 
+/// A refusal of a provider or cluster: its name, the subject if its token was verified, and why.
+type Refused = (String, Option<String>, ApiError);
+
 /// Why an exchange was refused, and whether that was audited already.
 enum Refusal {
     Early(ApiError),
@@ -240,7 +243,7 @@ impl<S: Store> App<S> {
                 let reason = e.to_string();
                 self.audit(Event {
                     action: "token_exchange",
-                    caller: "unknown",
+                    caller: None,
                     provider: "",
                     target: "",
                     token_id: "",
@@ -346,7 +349,7 @@ impl<S: Store> App<S> {
                 let reason = e.to_string();
                 self.audit(Event {
                     action: "token_exchange",
-                    caller: &caller,
+                    caller: caller.as_deref(),
                     provider: &provider,
                     target: "",
                     token_id: "",
@@ -364,7 +367,7 @@ impl<S: Store> App<S> {
             .map_err(early)?;
         self.audit(Event {
             action: "token_exchange",
-            caller: &principal,
+            caller: Some(&principal),
             provider: &provider_name,
             target: "",
             token_id: &jti,
@@ -465,8 +468,8 @@ impl<S: Store> App<S> {
         pool: &str,
         issuer: &str,
         token: &str,
-    ) -> Result<(FederatedIdentity, String), (String, String, ApiError)> {
-        let fail = |provider: &str, e: ApiError| (provider.to_owned(), "unknown".to_owned(), e);
+    ) -> Result<(FederatedIdentity, String), Refused> {
+        let fail = |provider: &str, e: ApiError| (provider.to_owned(), None, e);
         let project_id = pool
             .strip_suffix(names::GKE_POOL_SUFFIX)
             .ok_or_else(|| fail(issuer, oauth("invalid_target", TARGET_HELP)))?;
@@ -511,7 +514,7 @@ impl<S: Store> App<S> {
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_owned();
-        let caller = |e: ApiError| (provider.clone(), sub.clone(), e);
+        let caller = |e: ApiError| (provider.clone(), Some(sub.clone()), e);
         audience_accepted(&claims, &[pool.to_owned()]).map_err(|e| caller(invalid_grant(e)))?;
         let ksa = ksa_claims(&claims, &sub).map_err(|e| caller(invalid_grant(e)))?;
         let shared = !cluster.isolated;
@@ -592,11 +595,11 @@ impl<S: Store> App<S> {
         pool_id: &str,
         provider_id: &str,
         token: &str,
-    ) -> Result<(FederatedIdentity, String), (String, String, ApiError)> {
+    ) -> Result<(FederatedIdentity, String), Refused> {
         let name = format!(
             "projects/{project_number}/locations/global/workloadIdentityPools/{pool_id}/providers/{provider_id}"
         );
-        let fail = |e: ApiError| (name.clone(), "unknown".to_owned(), e);
+        let fail = |e: ApiError| (name.clone(), None, e);
         let target = || fail(oauth("invalid_target", TARGET_HELP));
         let pool = match self.store.get_pool(project_number, pool_id).await {
             Ok(p) => p,
@@ -631,7 +634,7 @@ impl<S: Store> App<S> {
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_owned();
-        let caller = |e: ApiError| (name.clone(), sub.clone(), e);
+        let caller = |e: ApiError| (name.clone(), Some(sub.clone()), e);
         let allowed: Vec<String> =
             serde_json::from_str(&provider.allowed_audiences_json).unwrap_or_default();
         let accepted = if allowed.is_empty() {
@@ -722,7 +725,7 @@ impl<S: Store> App<S> {
             if !holds {
                 return Err((
                     name.clone(),
-                    subject.clone(),
+                    Some(subject.clone()),
                     oauth(
                         "unauthorized_client",
                         "The given credential is rejected by the attribute condition.",

@@ -89,6 +89,37 @@ struct ServeArgs {
     /// Seconds each OIDC discovery request may take.
     #[arg(long, env = "WID_DISCOVERY_TIMEOUT_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
     discovery_timeout_seconds: u64,
+    /// How long audit records are kept: a number and a unit, s, m, h or d (e.g. 90d, 12h).
+    #[arg(long, env = "WID_AUDIT_RETENTION", default_value = "30d", value_parser = parse_retention)]
+    audit_retention: Duration,
+    /// An admin listener with /healthz and Prometheus /metrics (no credentials: bind it where
+    /// only the scraper reaches).
+    #[arg(long, env = "WID_ADMIN_ADDR")]
+    admin_addr: Option<std::net::SocketAddr>,
+}
+
+/// `90d`, `12h`, `30m` or `3600s`: at least a minute, at most ten years.
+fn parse_retention(text: &str) -> Result<Duration, String> {
+    let shape = || {
+        format!("'{text}' is not a retention: give a number and a unit, s, m, h or d (e.g. 30d)")
+    };
+    let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(shape)?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().map_err(|_| shape())?;
+    let unit = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(shape()),
+    };
+    let seconds = number.checked_mul(unit).ok_or_else(shape)?;
+    if !(60..=10 * 365 * 86_400).contains(&seconds) {
+        return Err(format!(
+            "'{text}': the retention must be between 1 minute and 10 years"
+        ));
+    }
+    Ok(Duration::from_secs(seconds))
 }
 
 /// `$XDG_DATA_HOME/wid`, else `~/.local/share/wid`, else `./wid-data`.
@@ -116,6 +147,8 @@ fn serve(args: ServeArgs) -> ExitCode {
         jwks_refresh_interval: Duration::from_secs(args.jwks_refresh_seconds),
         discovery_timeout: Duration::from_secs(args.discovery_timeout_seconds),
         issuer: args.issuer,
+        audit_retention: args.audit_retention,
+        admin_addr: args.admin_addr,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -475,6 +475,8 @@ pub async fn dev(args: DevArgs, data_dir: PathBuf) -> anyhow::Result<ExitCode> {
         jwks_refresh_interval: Duration::from_secs(3600),
         discovery_timeout: Duration::from_secs(10),
         issuer: None,
+        audit_retention: wid_token_service::DEFAULT_AUDIT_RETENTION,
+        admin_addr: None,
     })
     .await?;
     let iam_addr = service.local_addr()?;

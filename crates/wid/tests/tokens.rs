@@ -1554,3 +1554,158 @@ async fn fields_are_bounded_and_tokens_at_the_bounds_are_accepted() {
         .to_owned();
     assert!(message.contains("at most 2048"), "{message}");
 }
+
+/// The admin listener's address, from the server's "admin listener" log line.
+fn admin_base(server: &Server) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let found = server.log().lines().find_map(|line| {
+            let v: Value = serde_json::from_str(line).ok()?;
+            (v["message"] == "token service admin listener (healthz, metrics)")
+                .then(|| v["addr"].as_str().map(str::to_owned))?
+        });
+        if let Some(addr) = found {
+            return format!("http://{addr}");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no admin listener in the log:\n{}",
+            server.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+async fn metric(base: &str, name: &str) -> u64 {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(name)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+        .map_or(0, |v| v as u64)
+}
+
+fn data_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .expect("data dir")
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// Issue 10, item 5: an anonymous flood of refusals costs the trail a bounded number of records,
+/// each of bounded size, counted in the metrics; records past the retention are deleted.
+#[tokio::test]
+async fn anonymous_refusals_cannot_flood_the_audit_trail() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let server = Server::start_with(&data, &["--admin-addr", "127.0.0.1:0"]);
+    let api = server.api();
+    api.create_project("proj-a", "111111111111").await;
+    api.post(
+        "/v1/projects/proj-a/locations/europe-west1/clusters",
+        json!({"clusterName": "prod", "issuerUri": ISSUER, "jwksJson": Cluster::new().jwks()}),
+    )
+    .await
+    .ok();
+    let admin = admin_base(&server);
+    let flush = || async { api.get("/v1/auditEvents?limit=10000").await.ok().clone() };
+    flush().await;
+    let before = data_bytes(&data);
+    let log_before = server.log().len();
+
+    // An unsigned token with an 11.5 KB kid, 200 times.
+    let kid = "k".repeat(11_500);
+    let header = base64_url(json!({"alg": "RS256", "kid": kid}).to_string().as_bytes());
+    let payload = base64_url(b"{}");
+    let forged = format!("{header}.{payload}.c2ln");
+    for _ in 0..200 {
+        oauth_error(
+            &exchange(&api, &gke_audience(), &forged, "").await,
+            "invalid_grant",
+        );
+    }
+    let events = flush().await;
+    let refusals: Vec<&Value> = events["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| e["action"] == "token_exchange")
+        .collect();
+    assert_eq!(refusals.len(), 20, "recorded one by one up to 20 a minute");
+    for e in &refusals {
+        assert_eq!(e["caller"], "unauthenticated");
+        assert!(
+            e.to_string().len() < 2000,
+            "a record of {} bytes",
+            e.to_string().len()
+        );
+    }
+    assert_eq!(
+        metric(&admin, "wid_audit_unrecorded_refusals_total").await,
+        180
+    );
+    let records = metric(&admin, "wid_audit_records").await;
+    assert!(records >= 20, "{records}");
+    assert!(metric(&admin, "wid_audit_bytes").await > 0);
+    let grown = data_bytes(&data).saturating_sub(before);
+    assert!(
+        grown < 512 * 1024,
+        "the data directory grew by {grown} bytes"
+    );
+    let logged = server.log().len() - log_before;
+    assert!(logged < 200 * 1024, "the log grew by {logged} bytes");
+    assert!(
+        !server.log()[log_before..].contains(&kid[..1000]),
+        "the kid was logged whole"
+    );
+
+    // Retention: a record older than it is deleted when the service starts, and counted.
+    server.stop();
+    let store = wid_store::SqliteStore::open(&data.join("wid.db"))
+        .await
+        .expect("open");
+    use wid_store::Store;
+    store
+        .append_audit_batch(&[wid_store::AuditRow {
+            time: "2020-01-01T00:00:00Z".into(),
+            action: "ancient".into(),
+            ..Default::default()
+        }])
+        .await
+        .expect("append");
+    store.close().await;
+    let server = Server::start_with(
+        &data,
+        &["--admin-addr", "127.0.0.1:0", "--audit-retention", "90d"],
+    );
+    let admin = admin_base(&server);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while metric(&admin, "wid_audit_expired_records_total").await < 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the old record was not expired"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let events = server
+        .api()
+        .get("/v1/auditEvents?limit=10000")
+        .await
+        .ok()
+        .clone();
+    assert!(!events.to_string().contains("ancient"));
+    assert!(
+        events.to_string().contains("token_exchange"),
+        "recent records are kept"
+    );
+}
