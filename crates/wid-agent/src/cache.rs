@@ -3,18 +3,32 @@
 //!
 //! - A served token always has more than [`MIN_REMAINING`] seconds left, so that no client
 //!   refreshes on every call; `expires_in` counts down from the token's real expiry.
-//! - Concurrent misses of one key wait for one upstream call (a per-key async mutex).
+//! - Concurrent misses of one key wait for one upstream call (a turn per key, held only while
+//!   that key is being fetched).
 //! - A token with less than [`REFRESH_AHEAD`] left is refreshed in the background while the
 //!   cached one is served.
-//! - When the upstream fails, the cached token is served until its hard expiry (stale if
-//!   error), and background refreshes back off.
+//! - When the upstream is away (or the agent's own budget says not now), the cached token is
+//!   served until its hard expiry (stale if error), and background refreshes back off; when it
+//!   refuses, the token is dropped.
 //!
-//! The hot path (a fresh token) takes one short read lock and no lock across an await.
+//! What a pod can make the agent hold is bounded. Only tokens are kept: a fetch that fails
+//! leaves nothing behind. The tokens are in a moka cache, bounded in bytes node-wide
+//! ([`Bounds::node_bytes`], least useful first) and each expiring with its token; a pod holds at
+//! most [`Bounds::per_pod_entries`] tokens and [`Bounds::per_pod_bytes`] bytes, past which a new
+//! token is served but not kept (its next request asks again, within the pod's upstream budget).
+//!
+//! The hot path (a fresh token) is one lookup in moka's concurrent map, with no lock of ours and
+//! none held across an await.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use moka::ops::compute::Op;
+use moka::sync::Cache;
+use wid_runtime::log_limit::{LogLimit, left_out_note};
 
 use crate::upstream::{Minted, UpstreamError, now};
 
@@ -24,35 +38,47 @@ pub const MIN_REMAINING: i64 = 300;
 pub const REFRESH_AHEAD: i64 = 900;
 /// After a failed background refresh, wait this long before the next.
 const RETRY_AFTER: i64 = 30;
+/// What moka and this file keep per token besides its key and value, roughly.
+const ENTRY_OVERHEAD: usize = 160;
 
-#[derive(Default)]
-struct Slot {
-    value: RwLock<Option<Minted>>,
-    fetch: tokio::sync::Mutex<()>,
+/// How much the cache may hold.
+#[derive(Clone, Copy, Debug)]
+pub struct Bounds {
+    /// Tokens one pod may have kept.
+    pub per_pod_entries: usize,
+    /// Bytes (keys and tokens) one pod may have kept.
+    pub per_pod_bytes: usize,
+    /// Bytes the whole cache may hold.
+    pub node_bytes: u64,
+}
+
+impl Default for Bounds {
+    /// A pod's usual set is an access token or two and a few ID token audiences; 64 tokens of
+    /// the largest kind (a 2 KiB audience and its token) fit in 256 KiB.
+    fn default() -> Self {
+        Bounds {
+            per_pod_entries: 64,
+            per_pod_bytes: 256 * 1024,
+            node_bytes: 32 * 1024 * 1024,
+        }
+    }
+}
+
+struct Entry {
+    minted: Minted,
+    /// The pod uid it was fetched for.
+    owner: String,
+    /// Its weight, in bytes, as counted against its pod and the node.
+    weight: usize,
     refreshing: AtomicBool,
     retry_at: AtomicI64,
 }
 
-impl Slot {
-    fn read(&self) -> Option<Minted> {
-        self.value
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    fn store(&self, minted: Minted) {
-        *self.value.write().unwrap_or_else(PoisonError::into_inner) = Some(minted);
-    }
-
-    /// Drops the token, if it is still `token` (when given): one the upstream no longer takes,
-    /// or no longer gives.
-    fn clear(&self, token: Option<&str>) {
-        let mut value = self.value.write().unwrap_or_else(PoisonError::into_inner);
-        if token.is_none_or(|token| value.as_ref().is_some_and(|m| m.token == token)) {
-            *value = None;
-        }
-    }
+/// What one pod has kept.
+#[derive(Default)]
+struct Usage {
+    entries: usize,
+    bytes: usize,
 }
 
 /// What the cache did, for metrics and tests.
@@ -63,75 +89,181 @@ pub enum Source {
     Stale,
 }
 
-#[derive(Default)]
+/// The token cache; clones share it.
+#[derive(Clone)]
 pub struct TokenCache {
-    /// Slots by key, with the pod uid that owns them (dropped when the pod goes).
-    slots: Mutex<HashMap<String, (String, Arc<Slot>)>>,
+    tokens: Cache<String, Arc<Entry>>,
+    /// Per pod uid; kept in step with `tokens` by its eviction listener.
+    usage: Arc<Mutex<HashMap<String, Usage>>>,
+    /// The turns of keys being fetched, dropped when the last waiter is done.
+    inflight: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    bounds: Bounds,
+    stale_log: Arc<LogLimit>,
+}
+
+impl Default for TokenCache {
+    fn default() -> Self {
+        TokenCache::new(Bounds::default())
+    }
+}
+
+/// Expiry of each entry at its token's hard expiry, so that memory follows the tokens in use.
+struct AtTokenExpiry;
+
+impl AtTokenExpiry {
+    fn left(entry: &Entry) -> Option<Duration> {
+        Some(Duration::from_secs(
+            u64::try_from(entry.minted.expires_at - now()).unwrap_or(0),
+        ))
+    }
+}
+
+impl moka::Expiry<String, Arc<Entry>> for AtTokenExpiry {
+    fn expire_after_create(&self, _: &String, entry: &Arc<Entry>, _: Instant) -> Option<Duration> {
+        Self::left(entry)
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &String,
+        entry: &Arc<Entry>,
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Self::left(entry)
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl TokenCache {
-    fn slot(&self, key: &str, owner: &str) -> Arc<Slot> {
-        let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
-        slots
+    pub fn new(bounds: Bounds) -> TokenCache {
+        let usage: Arc<Mutex<HashMap<String, Usage>>> = Arc::default();
+        let released = usage.clone();
+        let tokens = Cache::builder()
+            .max_capacity(bounds.node_bytes)
+            .weigher(|_, entry: &Arc<Entry>| u32::try_from(entry.weight).unwrap_or(u32::MAX))
+            .expire_after(AtTokenExpiry)
+            // Whatever removed an entry (replaced, expired, evicted, forgotten), its pod has it
+            // no more.
+            .eviction_listener(move |_, entry: Arc<Entry>, _| {
+                let mut usage = lock(&released);
+                if let Some(pod) = usage.get_mut(&entry.owner) {
+                    pod.entries = pod.entries.saturating_sub(1);
+                    pod.bytes = pod.bytes.saturating_sub(entry.weight);
+                    if pod.entries == 0 {
+                        usage.remove(&entry.owner);
+                    }
+                }
+            })
+            .build();
+        TokenCache {
+            tokens,
+            usage,
+            inflight: Arc::default(),
+            bounds,
+            stale_log: Arc::new(LogLimit::new(Duration::from_secs(60))),
+        }
+    }
+
+    /// Keeps `minted` under `key` for `owner`, unless that pod already holds all it may (a token
+    /// that replaces one of its own always may); returns whether it was kept.
+    fn keep(&self, key: &str, owner: &str, minted: Minted) -> bool {
+        let weight = key.len() + owner.len() + minted.token.len() + ENTRY_OVERHEAD;
+        let replacing = self
+            .tokens
+            .get(key)
+            .is_some_and(|entry| entry.owner == owner);
+        {
+            let mut usage = lock(&self.usage);
+            let pod = usage.entry(owner.to_owned()).or_default();
+            let full = pod.entries >= self.bounds.per_pod_entries
+                || pod.bytes + weight > self.bounds.per_pod_bytes;
+            if full && !replacing {
+                if pod.entries == 0 {
+                    usage.remove(owner);
+                }
+                return false;
+            }
+            pod.entries += 1;
+            pod.bytes += weight;
+        }
+        // The listener takes the replaced entry off the pod's count.
+        self.tokens.insert(
+            key.to_owned(),
+            Arc::new(Entry {
+                minted,
+                owner: owner.to_owned(),
+                weight,
+                refreshing: AtomicBool::new(false),
+                retry_at: AtomicI64::new(0),
+            }),
+        );
+        true
+    }
+
+    /// Waits for the turn to fetch `key`: one fetch of a key at a time.
+    async fn turn(&self, key: &str) -> Turn {
+        let mutex = lock(&self.inflight)
             .entry(key.to_owned())
-            .or_insert_with(|| (owner.to_owned(), Arc::new(Slot::default())))
-            .1
-            .clone()
+            .or_default()
+            .clone();
+        Turn {
+            guard: Some(mutex.lock_owned().await),
+            inflight: self.inflight.clone(),
+            key: key.to_owned(),
+        }
     }
 
     /// Forgets the tokens of pods that are gone.
     pub fn retain_owners(&self, live: &[String]) {
-        self.slots
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .retain(|_, (owner, _)| live.contains(owner));
+        let live: HashSet<&str> = live.iter().map(String::as_str).collect();
+        for (key, entry) in self.tokens.iter() {
+            if !live.contains(entry.owner.as_str()) {
+                self.tokens.invalidate(key.as_str());
+            }
+        }
     }
 
     /// Forgets the token of `key` if it is still `token` (the upstream no longer accepts it):
     /// the next `get` fetches anew, once for all its concurrent callers, whoever forgot it.
     pub fn forget(&self, key: &str, token: &str) {
-        let slot = self
-            .slots
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(key)
-            .map(|(_, s)| s.clone());
-        if let Some(slot) = slot {
-            slot.clear(Some(token));
-        }
+        self.tokens
+            .entry(key.to_owned())
+            .and_compute_with(|current| match current {
+                Some(entry) if entry.value().minted.token == token => Op::Remove,
+                _ => Op::Nop,
+            });
+    }
+
+    /// How many tokens are kept (as of now: expired and removed ones are settled first).
+    pub fn tokens(&self) -> usize {
+        self.tokens.run_pending_tasks();
+        usize::try_from(self.tokens.entry_count()).unwrap_or(usize::MAX)
     }
 
     pub fn len(&self) -> usize {
-        self.slots
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
+        self.tokens()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// How many keys hold a token (a slot whose fetch failed holds none).
-    pub fn tokens(&self) -> usize {
-        self.slots
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .values()
-            .filter(|(_, slot)| slot.read().is_some())
-            .count()
+    /// How many tokens and bytes the pod `owner` has kept.
+    pub fn usage_of(&self, owner: &str) -> (usize, usize) {
+        lock(&self.usage)
+            .get(owner)
+            .map_or((0, 0), |u| (u.entries, u.bytes))
     }
 
     /// A cached token that is fresh enough to serve as it is (more than [`REFRESH_AHEAD`] left),
     /// without touching the fetch machinery: the hot path.
     pub fn fresh(&self, key: &str) -> Option<Minted> {
-        let slot = self
-            .slots
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(key)
-            .map(|(_, s)| s.clone())?;
-        slot.read().filter(|m| m.expires_at - now() > REFRESH_AHEAD)
+        let entry = self.tokens.get(key)?;
+        (entry.minted.expires_at - now() > REFRESH_AHEAD).then(|| entry.minted.clone())
     }
 
     /// The token for `key`, from the cache or from `fetch`.
@@ -145,212 +277,104 @@ impl TokenCache {
         F: Fn() -> Fut + Clone + Send + Sync + 'static,
         Fut: Future<Output = Result<Minted, UpstreamError>> + Send + 'static,
     {
-        let slot = self.slot(key, owner);
         let at = now();
-        if let Some(cached) = slot.read() {
-            let left = cached.expires_at - at;
+        if let Some(cached) = self.tokens.get(key) {
+            let left = cached.minted.expires_at - at;
             if left > MIN_REMAINING {
                 if left < REFRESH_AHEAD
-                    && at >= slot.retry_at.load(Ordering::Relaxed)
-                    && !slot.refreshing.swap(true, Ordering::AcqRel)
+                    && at >= cached.retry_at.load(Ordering::Relaxed)
+                    && !cached.refreshing.swap(true, Ordering::AcqRel)
                 {
-                    tokio::spawn(refresh(slot.clone(), fetch));
+                    let cache = self.clone();
+                    tokio::spawn(cache.refresh(key.to_owned(), owner.to_owned(), fetch));
                 }
-                return Ok((cached, Source::Hit));
+                return Ok((cached.minted.clone(), Source::Hit));
             }
         }
         // A miss: the first caller fetches, the others wait for it and read its result.
-        let _turn = slot.fetch.lock().await;
-        if let Some(cached) = slot.read()
-            && cached.expires_at - now() > MIN_REMAINING
+        let _turn = self.turn(key).await;
+        let current = self.tokens.get(key);
+        if let Some(cached) = &current
+            && cached.minted.expires_at - now() > MIN_REMAINING
         {
-            return Ok((cached, Source::Hit));
+            return Ok((cached.minted.clone(), Source::Hit));
         }
         match fetch().await {
             Ok(minted) => {
-                slot.store(minted.clone());
+                self.keep(key, owner, minted.clone());
                 Ok((minted, Source::Miss))
             }
             // Stale if the upstream is away, never if it refuses: a token it no longer gives is
             // not served, nor used to buy others.
-            Err(e @ UpstreamError::Unavailable(_)) => match slot.read() {
-                Some(cached) if cached.expires_at > now() => {
-                    tracing::warn!(error = ?e, "upstream failed; serving the cached token until it expires");
-                    Ok((cached, Source::Stale))
+            Err(e) if e.is_transient() => match current {
+                Some(cached) if cached.minted.expires_at > now() => {
+                    if let Some(left_out) = self.stale_log.admit("stale") {
+                        tracing::warn!(error = %e, "the upstream failed; serving cached tokens until they expire{}", left_out_note(left_out));
+                    }
+                    Ok((cached.minted.clone(), Source::Stale))
                 }
                 _ => Err(e),
             },
             Err(e) => {
-                slot.clear(None);
+                self.tokens.invalidate(key);
                 Err(e)
             }
         }
     }
-}
 
-async fn refresh<F, Fut>(slot: Arc<Slot>, fetch: F)
-where
-    F: Fn() -> Fut,
-    Fut: Future<Output = Result<Minted, UpstreamError>>,
-{
+    async fn refresh<F, Fut>(self, key: String, owner: String, fetch: F)
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<Minted, UpstreamError>>,
     {
-        let _turn = slot.fetch.lock().await;
+        let _turn = self.turn(&key).await;
         match fetch().await {
-            Ok(minted) => slot.store(minted),
-            Err(e @ UpstreamError::Unavailable(_)) => {
-                tracing::warn!(error = ?e, "background token refresh failed; backing off");
-                slot.retry_at.store(now() + RETRY_AFTER, Ordering::Relaxed);
+            Ok(minted) => {
+                self.keep(&key, &owner, minted);
+            }
+            Err(e) if e.is_transient() => {
+                if let Some(left_out) = self.stale_log.admit("refresh") {
+                    tracing::warn!(error = %e, "background token refreshes failed; backing off{}", left_out_note(left_out));
+                }
+                if let Some(cached) = self.tokens.get(&key) {
+                    cached
+                        .retry_at
+                        .store(now() + RETRY_AFTER, Ordering::Relaxed);
+                    cached.refreshing.store(false, Ordering::Release);
+                }
             }
             // Refused: the cached token is no longer served; the next request asks again and
             // hears the refusal.
             Err(e) => {
-                tracing::warn!(error = ?e, "the upstream refused to renew a token; it is dropped");
-                slot.clear(None);
+                tracing::info!(error = %e, "the upstream refused to renew a token; it is dropped");
+                self.tokens.invalidate(&key);
             }
         }
     }
-    slot.refreshing.store(false, Ordering::Release);
+}
+
+/// The turn to fetch one key; the last one done with a key removes its entry, so that nothing
+/// of a fetch outlives it.
+struct Turn {
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+    inflight: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    key: String,
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        let mut inflight = lock(&self.inflight);
+        // The map's reference and this turn's: nobody else waits for the key.
+        if inflight
+            .get(&self.key)
+            .is_some_and(|m| Arc::strong_count(m) <= 2)
+        {
+            inflight.remove(&self.key);
+        }
+        // Released under the map's lock, so that a newcomer finds either this mutex or none.
+        self.guard.take();
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::atomic::AtomicUsize;
-
-    use super::*;
-
-    fn minted(n: usize, lifetime: i64) -> Minted {
-        Minted {
-            token: format!("t{n}"),
-            expires_at: now() + lifetime,
-        }
-    }
-
-    #[tokio::test]
-    async fn concurrent_misses_make_one_call() {
-        let cache = Arc::new(TokenCache::default());
-        let calls = Arc::new(AtomicUsize::new(0));
-        let mut tasks = Vec::new();
-        for _ in 0..100 {
-            let (cache, calls) = (cache.clone(), calls.clone());
-            tasks.push(tokio::spawn(async move {
-                let fetch = move || {
-                    let calls = calls.clone();
-                    async move {
-                        let n = calls.fetch_add(1, Ordering::SeqCst);
-                        tokio::task::yield_now().await;
-                        Ok(minted(n, 3600))
-                    }
-                };
-                cache.get("k", "pod", fetch).await
-            }));
-        }
-        for t in tasks {
-            assert_eq!(t.await.expect("join").expect("token").0.token, "t0");
-        }
-        assert_eq!(calls.load(Ordering::SeqCst), 1);
-    }
-
-    #[tokio::test]
-    async fn old_tokens_are_replaced_and_stale_ones_served_on_error() {
-        let cache = TokenCache::default();
-        // A token with 200 s left is never served: a new one is fetched.
-        cache
-            .get("k", "pod", || async { Ok(minted(1, 200)) })
-            .await
-            .expect("first");
-        let (second, source) = cache
-            .get("k", "pod", || async { Ok(minted(2, 3600)) })
-            .await
-            .expect("second");
-        assert_eq!((second.token.as_str(), source), ("t2", Source::Miss));
-        // Upstream down with a 200-s token cached: served stale rather than failing.
-        let cache = TokenCache::default();
-        cache
-            .get("k", "pod", || async { Ok(minted(1, 200)) })
-            .await
-            .expect("first");
-        let (stale, source) = cache
-            .get("k", "pod", || async {
-                Err(UpstreamError::Unavailable("down".into()))
-            })
-            .await
-            .expect("stale");
-        assert_eq!((stale.token.as_str(), source), ("t1", Source::Stale));
-        // The upstream refuses (a binding removed, a cluster gone): the cached token is neither
-        // served nor kept.
-        let refused = || async {
-            Err(UpstreamError::Refused {
-                service: "STS",
-                status: 400,
-                reason: "Bad Request".into(),
-                message: "invalid_grant".into(),
-            })
-        };
-        assert!(cache.get("k", "pod", refused).await.is_err());
-        assert!(
-            cache
-                .get("k", "pod", || async {
-                    Err(UpstreamError::Unavailable("down".into()))
-                })
-                .await
-                .is_err(),
-            "the refused token was dropped"
-        );
-        // Nothing cached and upstream down: the error.
-        let empty = TokenCache::default();
-        assert!(
-            empty
-                .get("k", "pod", || async {
-                    Err(UpstreamError::Unavailable("down".into()))
-                })
-                .await
-                .is_err()
-        );
-    }
-
-    #[tokio::test]
-    async fn tokens_near_expiry_are_refreshed_in_the_background() {
-        let cache = TokenCache::default();
-        // 600 s left: served at once, and a refresh starts behind it.
-        cache
-            .get("k", "pod", || async { Ok(minted(1, 600)) })
-            .await
-            .expect("first");
-        let (served, source) = cache
-            .get("k", "pod", || async { Ok(minted(2, 3600)) })
-            .await
-            .expect("second");
-        assert_eq!((served.token.as_str(), source), ("t1", Source::Hit));
-        // Bounded wait for the background refresh to land.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        loop {
-            let (now_served, _) = cache
-                .get("k", "pod", || async { Ok(minted(3, 3600)) })
-                .await
-                .expect("third");
-            if now_served.token == "t2" {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the background refresh never landed"
-            );
-            tokio::task::yield_now().await;
-        }
-    }
-
-    #[tokio::test]
-    async fn departed_pods_are_forgotten() {
-        let cache = TokenCache::default();
-        cache
-            .get("a", "uid-a", || async { Ok(minted(1, 3600)) })
-            .await
-            .expect("a");
-        cache
-            .get("b", "uid-b", || async { Ok(minted(2, 3600)) })
-            .await
-            .expect("b");
-        cache.retain_owners(&["uid-b".to_owned()]);
-        assert_eq!(cache.len(), 1);
-    }
-}
+mod tests;

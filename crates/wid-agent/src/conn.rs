@@ -17,14 +17,22 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use wid_gce::Reply;
 use wid_gce::http1::{self, Connection, Framing};
+use wid_runtime::connections::Lease;
 use wid_runtime::serve::{Connections, Stop};
 
+use crate::pods::Caller;
 use crate::{Agent, Answer, Attested, answer, metrics};
 
 /// How long a keep-alive connection may sit idle between requests. Clients pool connections to
 /// the metadata server for the life of the process; closing an idle one costs them a reconnect,
 /// not an error.
 const IDLE: Duration = Duration::from_secs(120);
+/// The same for a connection whose address is no pod of the node (it was refused): no reason
+/// to keep it.
+const STRANGER_IDLE: Duration = Duration::from_secs(2);
+/// Connections one address that is no pod may hold; more are closed at once. Far more than a
+/// new pod opens before the agent learns of it, far fewer than the node's connections.
+pub const STRANGER_CONNECTIONS: usize = 64;
 
 #[derive(Clone)]
 pub(crate) struct MetadataConnections {
@@ -37,8 +45,9 @@ impl Connections for MetadataConnections {
         stream: TcpStream,
         peer: SocketAddr,
         stop: Stop,
+        lease: Lease,
     ) -> impl std::future::Future<Output = ()> + Send + 'static + use<> {
-        serve(self.agent.clone(), stream, peer, stop)
+        serve(self.agent.clone(), stream, peer, stop, lease)
     }
 }
 
@@ -73,12 +82,36 @@ enum End {
     Slow,
     BadHead,
     Io,
+    /// Closed to make room for another connection, or one too many of an address that is no
+    /// pod.
+    Shed,
 }
 
-async fn serve(agent: Arc<Agent>, mut stream: TcpStream, peer: SocketAddr, mut stop: Stop) {
-    let head_timeout = agent.config.header_read_timeout;
-    let end = run(&agent, head_timeout, &mut stream, peer, &mut stop).await;
+async fn serve(
+    agent: Arc<Agent>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    mut stop: Stop,
+    lease: Lease,
+) {
+    let stranger = is_stranger(&agent, &lease);
+    let end = if stranger && lease.peers() > STRANGER_CONNECTIONS {
+        End::Shed
+    } else {
+        let head_timeout = agent.config.header_read_timeout;
+        run(&agent, head_timeout, &mut stream, peer, &mut stop, &lease).await
+    };
+    if matches!(end, End::Shed) {
+        agent.metrics.connections_shed(1);
+    }
     tracing::debug!(%peer, ?end, "metadata connection ended");
+}
+
+/// Whether the connection's address is no pod's (unknown, or shared), as its lease then says.
+fn is_stranger(agent: &Agent, lease: &Lease) -> bool {
+    let stranger = !matches!(agent.resolver.resolve(lease.ip()), Caller::Pod(_));
+    lease.set_stranger(stranger);
+    stranger
 }
 
 async fn run(
@@ -87,6 +120,7 @@ async fn run(
     stream: &mut TcpStream,
     peer: SocketAddr,
     stop: &mut Stop,
+    lease: &Lease,
 ) -> End {
     let mut input: Vec<u8> = Vec::with_capacity(1024);
     let mut output: Vec<u8> = Vec::with_capacity(1024);
@@ -96,10 +130,13 @@ async fn run(
     // The pod this connection was confirmed to come from (`--attest-callers`): once per
     // connection and pod, not per request.
     let mut attested: Option<String> = None;
+    // Answered as no pod's: kept open only briefly between requests.
+    let mut stranger = false;
     loop {
         match http1::parse_head(&input) {
             Ok(Some(head)) => {
                 head_deadline = None;
+                lease.set_idle(false);
                 let started = std::time::Instant::now();
                 let endpoint = metrics::Endpoint::of_path(head.request.path);
                 let head_only = head.request.method == "HEAD";
@@ -210,21 +247,30 @@ async fn run(
                         End::Client
                     };
                 }
+                // A pod's answers are 200s; only another answer may mean its address changed.
+                if stranger || reply.status != 200 {
+                    stranger = is_stranger(agent, lease);
+                }
             }
             Ok(None) => {
                 // Bytes of a head already here (pipelined): its deadline runs from now.
                 if !input.is_empty() && head_deadline.is_none() {
                     head_deadline = Some(Instant::now() + head_timeout);
                 }
+                // Answering nothing: the table may ask this connection to make room.
+                lease.set_idle(true);
+                let idle = if stranger { STRANGER_IDLE } else { IDLE };
                 let read = match head_deadline {
                     // Between requests: idle, until the client's next one or the server stops.
                     None => tokio::select! {
-                        read = tokio::time::timeout(IDLE, stream.read_buf(&mut input)) => read.map_err(|_| End::Idle),
+                        read = tokio::time::timeout(idle, stream.read_buf(&mut input)) => read.map_err(|_| End::Idle),
                         () = stop.stopped() => Err(End::Stopped),
+                        () = lease.shed() => Err(End::Shed),
                     },
                     Some(deadline) => tokio::select! {
                         read = tokio::time::timeout_at(deadline, stream.read_buf(&mut input)) => read.map_err(|_| End::Slow),
                         () = stop.stopped(), if input.is_empty() => Err(End::Stopped),
+                        () = lease.shed() => Err(End::Shed),
                     },
                 };
                 match read {

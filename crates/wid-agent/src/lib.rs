@@ -68,6 +68,8 @@ pub struct Config {
     pub max_long_polls_per_pod: usize,
     /// Upstream calls per second, node-wide (bursts of ten times as many).
     pub upstream_per_second: f64,
+    /// Upstream calls per second of one pod (bursts of ten times as many), within the node's.
+    pub upstream_per_pod_per_second: f64,
     /// Threads serving the metadata port, each with its own socket and runtime.
     pub serve_threads: usize,
     /// How long a request from an address no pod has yet is held for the pod to appear.
@@ -116,6 +118,8 @@ struct Agent {
     per_pod: limits::PerPod,
     held_per_pod: limits::PerPod,
     budget: limits::Budget,
+    /// Log lines a pod's requests can cause again and again, one per kind and minute.
+    refusal_log: wid_runtime::log_limit::LogLimit,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -166,9 +170,15 @@ impl MetadataServer {
         )?;
         let per_pod = limits::PerPod::new(config.max_requests_per_pod.max(1));
         let held_per_pod = limits::PerPod::new(config.max_long_polls_per_pod.max(1));
-        let budget = limits::Budget::new(
+        let burst = |rate: f64| (rate * 10.0).max(1.0);
+        let (node, pod) = (
             config.upstream_per_second.max(0.1),
-            (config.upstream_per_second * 10.0).max(1.0),
+            config.upstream_per_pod_per_second.max(0.1),
+        );
+        let budget = limits::Budget::new(
+            (node, burst(node)),
+            (pod, burst(pod)),
+            config.upstream_timeout,
         );
         let project_number = config
             .project_number
@@ -191,6 +201,7 @@ impl MetadataServer {
             per_pod,
             held_per_pod,
             budget,
+            refusal_log: wid_runtime::log_limit::LogLimit::new(Duration::from_secs(60)),
         });
         Ok(MetadataServer { agent, listener })
     }
@@ -207,6 +218,7 @@ impl MetadataServer {
             agent.id_tokens.retain_owners(uids);
             agent.impersonating.retain_owners(uids);
             agent.ksa.retain_owners(uids);
+            agent.budget.forget_idle_pods();
         }
     }
 
@@ -325,7 +337,9 @@ fn answer(
             return Answer::WaitForPod(ip);
         }
         Caller::Unknown => {
-            tracing::info!(%ip, "request from an address that is no known pod");
+            if let Some(left_out) = agent.refusal_log.admit(&format!("unknown|{ip}")) {
+                tracing::info!(%ip, "request from an address that is no known pod{}", wid_runtime::log_limit::left_out_note(left_out));
+            }
             // Asked again after the bounded wait for the pod (`may_wait` is false only then).
             let waited = if agent.resolver.changes().is_some() {
                 format!(
@@ -343,7 +357,9 @@ fn answer(
             ));
         }
         Caller::Ambiguous(pods) => {
-            tracing::warn!(%ip, pods = ?pods, "two live pods have one address; both refused");
+            if let Some(left_out) = agent.refusal_log.admit(&format!("ambiguous|{ip}")) {
+                tracing::warn!(%ip, pods = ?pods, "two live pods have one address; both refused{}", wid_runtime::log_limit::left_out_note(left_out));
+            }
             if let Some(denials) = &agent.denials {
                 for pod in &pods {
                     if let Some((namespace, name)) = pod.split_once('/') {
@@ -464,6 +480,19 @@ fn upstream_error(what: &str, e: UpstreamError) -> Reply {
             503,
             format!("{what}: the token service is unavailable ({reason}); retry\n"),
         ),
+        // Nothing was asked: the pod is told so, and that it may retry.
+        UpstreamError::Throttled(limits::Exhausted::Pod) => Reply::text(
+            429,
+            format!(
+                "{what}: too many token requests from this pod reach the token service; retry with backoff\n"
+            ),
+        ),
+        UpstreamError::Throttled(limits::Exhausted::Node) => Reply::text(
+            503,
+            format!(
+                "{what}: the metadata server's calls to the token service are at their limit; retry shortly\n"
+            ),
+        ),
     }
 }
 
@@ -569,8 +598,34 @@ impl Agent {
     /// account that does not exist) where its owner looks: the pod's events.
     fn report(&self, pod: &Pod, error: &UpstreamError) {
         // The operator's view too: a wrong --project or an unregistered cluster shows here
-        // first, as STS's refusals of every pod.
-        tracing::warn!(pod = %format!("{}/{}", pod.namespace, pod.name), error = %error, "the token service refused a pod's token");
+        // first, as STS's refusals of every pod. One line per pod and kind a minute: a pod's
+        // retries are not the operator's reading.
+        let name = format!("{}/{}", pod.namespace, pod.name);
+        let (kind, node_wide) = match error {
+            UpstreamError::Refused { status, .. } => (format!("refused {status}"), false),
+            UpstreamError::Unavailable(_) => ("unavailable".to_owned(), true),
+            UpstreamError::Throttled(limits::Exhausted::Pod) => ("pod budget".to_owned(), false),
+            UpstreamError::Throttled(limits::Exhausted::Node) => ("node budget".to_owned(), true),
+        };
+        let key = if node_wide {
+            kind.clone()
+        } else {
+            format!("{kind}|{}", pod.uid)
+        };
+        if let Some(left_out) = self.refusal_log.admit(&key) {
+            let note = wid_runtime::log_limit::left_out_note(left_out);
+            match error {
+                UpstreamError::Refused { .. } => {
+                    tracing::warn!(pod = %name, error = %error, "the token service refused a pod's token{note}")
+                }
+                UpstreamError::Unavailable(_) => {
+                    tracing::warn!(pod = %name, error = %error, "the token service could not be reached for a pod's token{note}")
+                }
+                UpstreamError::Throttled(budget) => {
+                    tracing::warn!(pod = %name, %budget, "a pod's token was not asked for: a budget of upstream calls is spent{note}")
+                }
+            }
+        }
         let Some(denials) = &self.denials else {
             return;
         };
@@ -675,25 +730,23 @@ impl Agent {
         )
     }
 
-    /// Times an upstream call and counts its outcome.
+    /// Times an upstream call made for `pod` and counts its outcome, once the budgets give it a
+    /// turn (never longer than a call may take); a call they refuse is not made.
     async fn timed(
         &self,
+        pod: &Pod,
         call: impl std::future::Future<Output = Result<Minted, UpstreamError>>,
     ) -> Result<Minted, UpstreamError> {
-        // The node-wide budget: wait for a turn, but never longer than a call may take.
-        let wait = self.budget.reserve();
-        if wait > self.config.upstream_timeout {
-            return Err(UpstreamError::Unavailable(
-                "the node's budget of upstream calls is exhausted".into(),
-            ));
+        if let Err(exhausted) = self.budget.turn(&pod.uid).await {
+            self.metrics.throttled(exhausted);
+            return Err(UpstreamError::Throttled(exhausted));
         }
-        tokio::time::sleep(wait).await;
         let started = std::time::Instant::now();
         let result = call.await;
         let outcome = match &result {
             Ok(_) => "ok",
             Err(UpstreamError::Refused { .. }) => "refused",
-            Err(UpstreamError::Unavailable(_)) => "unavailable",
+            Err(UpstreamError::Unavailable(_) | UpstreamError::Throttled(_)) => "unavailable",
         };
         self.metrics.upstream(outcome, started.elapsed());
         result
@@ -713,11 +766,14 @@ impl Agent {
             let (federated, source) = self.impersonating_token(pod).await?;
             let answer = match call {
                 IamCall::AccessToken(scopes) => {
-                    self.timed(self.upstream.access_token(&federated.token, gsa, scopes))
-                        .await
+                    self.timed(
+                        pod,
+                        self.upstream.access_token(&federated.token, gsa, scopes),
+                    )
+                    .await
                 }
                 IamCall::IdToken(audience) => {
-                    self.timed(self.upstream.id_token(&federated.token, gsa, audience))
+                    self.timed(pod, self.upstream.id_token(&federated.token, gsa, audience))
                         .await
                 }
             };
@@ -764,6 +820,7 @@ impl Agent {
     async fn federated(&self, pod: &Pod, scopes: &[String]) -> Result<Minted, UpstreamError> {
         let ksa_token = self.ksa.token(pod, &self.config.pool()).await?;
         self.timed(
+            pod,
             self.upstream
                 .exchange(&self.sts_audience(), &ksa_token, scopes),
         )

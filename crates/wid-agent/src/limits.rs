@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -48,35 +48,92 @@ impl PerPod {
     }
 }
 
-/// A token bucket for upstream calls: `rate` per second, bursts of `burst`.
+/// Which budget of upstream calls had no room.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exhausted {
+    /// The calling pod's own.
+    Pod,
+    /// The node's, shared by its pods.
+    Node,
+}
+
+impl std::fmt::Display for Exhausted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Exhausted::Pod => "the pod's budget of calls to the token service is spent for now",
+            Exhausted::Node => "the node's budget of calls to the token service is spent for now",
+        })
+    }
+}
+
+/// The budgets of upstream calls: each pod's (keyed by pod uid) within the node's, both GCRA
+/// rate limiters (governor). A call waits for a turn of its pod, then of the node, at most
+/// `max_wait` in all; a call refused is never made and is charged to neither, so that a flood
+/// leaves no debt behind it. A pod's rate is a fraction of the node's: one pod alone cannot
+/// spend the node's budget, and another pod's first token never waits for its excess.
 pub struct Budget {
-    rate: f64,
-    burst: f64,
-    state: Mutex<(f64, Instant)>,
+    node: governor::DefaultDirectRateLimiter,
+    pods: governor::DefaultKeyedRateLimiter<String>,
+    max_wait: Duration,
+}
+
+/// A quota of `rate` calls per second with bursts of `burst`.
+fn quota(rate: f64, burst: f64) -> governor::Quota {
+    let period = Duration::from_secs_f64(1.0 / rate.max(0.01));
+    let burst = std::num::NonZeroU32::new(burst.clamp(1.0, f64::from(u32::MAX)) as u32)
+        .unwrap_or(std::num::NonZeroU32::MIN);
+    governor::Quota::with_period(period)
+        .unwrap_or_else(|| governor::Quota::per_second(std::num::NonZeroU32::MIN))
+        .allow_burst(burst)
 }
 
 impl Budget {
-    pub fn new(rate: f64, burst: f64) -> Budget {
+    /// `node` and `pod` are (calls per second, burst).
+    pub fn new(node: (f64, f64), pod: (f64, f64), max_wait: Duration) -> Budget {
         Budget {
-            rate,
-            burst,
-            state: Mutex::new((burst, Instant::now())),
+            node: governor::RateLimiter::direct(quota(node.0, node.1)),
+            pods: governor::RateLimiter::keyed(quota(pod.0, pod.1)),
+            max_wait,
         }
     }
 
-    /// How long to wait before the next call may go (zero when it may go now); the call is
-    /// counted either way.
-    pub fn reserve(&self) -> Duration {
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+    /// Waits for a turn of `pod` and of the node. A call that would wait longer than the bound
+    /// is refused at once, uncharged by the budget that refused it.
+    pub async fn turn(&self, pod: &str) -> Result<(), Exhausted> {
+        let deadline = Instant::now() + self.max_wait;
+        let pod = pod.to_owned();
+        wait_for(|| self.pods.check_key(&pod), deadline, Exhausted::Pod).await?;
+        wait_for(|| self.node.check(), deadline, Exhausted::Node).await
+    }
+
+    /// Forgets the state of pods whose budgets are full again (departed ones among them).
+    pub fn forget_idle_pods(&self) {
+        self.pods.retain_recent();
+        self.pods.shrink_to_fit();
+    }
+
+    /// Pods with a budget state.
+    pub fn pods_tracked(&self) -> usize {
+        self.pods.len()
+    }
+}
+
+/// Retries `check` until it passes, or refuses when its next cell would come after `deadline`.
+async fn wait_for(
+    check: impl Fn() -> Result<(), governor::NotUntil<Instant>>,
+    deadline: Instant,
+    exhausted: Exhausted,
+) -> Result<(), Exhausted> {
+    loop {
         let now = Instant::now();
-        let refill = now.duration_since(state.1).as_secs_f64() * self.rate;
-        state.0 = (state.0 + refill).min(self.burst) - 1.0;
-        state.1 = now;
-        if state.0 >= 0.0 {
-            Duration::ZERO
-        } else {
-            Duration::from_secs_f64(-state.0 / self.rate)
+        let wait = match check() {
+            Ok(()) => return Ok(()),
+            Err(not_until) => not_until.wait_time_from(now),
+        };
+        if now + wait > deadline {
+            return Err(exhausted);
         }
+        tokio::time::sleep(wait).await;
     }
 }
 
@@ -100,16 +157,35 @@ mod tests {
         assert!(limits.try_acquire(a).is_some());
     }
 
-    #[test]
-    fn budget_spreads_bursts() {
-        let budget = Budget::new(10.0, 3.0);
-        for _ in 0..3 {
-            assert_eq!(budget.reserve(), Duration::ZERO);
+    #[tokio::test]
+    async fn refused_calls_cost_nothing_and_pods_are_apart() {
+        // Pods: 10/s, bursts of 5; the node: 1000/s, bursts of 20.
+        let budget = Budget::new((1000.0, 20.0), (10.0, 5.0), Duration::ZERO);
+        for _ in 0..5 {
+            assert_eq!(budget.turn("a").await, Ok(()));
         }
-        let wait = budget.reserve();
-        assert!(
-            wait > Duration::from_millis(50) && wait <= Duration::from_millis(110),
-            "{wait:?}"
-        );
+        // Pod a's excess: refused at once, a thousand times...
+        for _ in 0..1000 {
+            assert_eq!(budget.turn("a").await, Err(Exhausted::Pod));
+        }
+        // ...yet another pod's first calls go, and a itself is back within one period.
+        assert_eq!(budget.turn("b").await, Ok(()));
+        tokio::time::sleep(Duration::from_millis(110)).await;
+        assert_eq!(budget.turn("a").await, Ok(()), "the refusals left no debt");
+    }
+
+    #[tokio::test]
+    async fn calls_wait_their_turn_within_the_bound() {
+        let budget = Budget::new((1000.0, 100.0), (20.0, 1.0), Duration::from_millis(200));
+        let started = Instant::now();
+        assert_eq!(budget.turn("a").await, Ok(()));
+        assert_eq!(budget.turn("a").await, Ok(()), "waited for the next cell");
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_millis(40), "{waited:?}");
+        // The node's own bound.
+        let node = Budget::new((1.0, 2.0), (1000.0, 1000.0), Duration::ZERO);
+        assert_eq!(node.turn("a").await, Ok(()));
+        assert_eq!(node.turn("b").await, Ok(()));
+        assert_eq!(node.turn("c").await, Err(Exhausted::Node));
     }
 }

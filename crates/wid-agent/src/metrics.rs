@@ -31,6 +31,12 @@ pub struct CacheLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BudgetLabels {
+    /// `pod` or `node`.
+    pub budget: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct UpstreamLabels {
     /// `ok`, `refused`, `unavailable`.
     pub outcome: &'static str,
@@ -100,6 +106,8 @@ pub struct Metrics {
     upstream_latency: Histogram,
     pod_waits: Counter,
     attestation_refusals: Counter,
+    throttled: Family<BudgetLabels, Counter>,
+    connections_shed: Counter,
     /// Set when scraped: what the agent holds now.
     addresses: Gauge,
     ready: Gauge,
@@ -118,6 +126,18 @@ impl Default for Metrics {
         let upstream_latency = latency_histogram();
         let pod_waits = Counter::default();
         let attestation_refusals = Counter::default();
+        let throttled = Family::<BudgetLabels, Counter>::default();
+        let connections_shed = Counter::default();
+        registry.register(
+            "upstream_throttled",
+            "Upstream calls not made because a budget (the pod's or the node's) was spent",
+            throttled.clone(),
+        );
+        registry.register(
+            "connections_shed",
+            "Idle or unanswered connections closed to make room: connections of the address holding the most, or of addresses that are no pod",
+            connections_shed.clone(),
+        );
         let (addresses, ready, cached_tokens) =
             (Gauge::default(), Gauge::default(), Gauge::default());
         registry.register(
@@ -198,6 +218,8 @@ impl Default for Metrics {
             upstream_latency,
             pod_waits,
             attestation_refusals,
+            throttled,
+            connections_shed,
             addresses,
             ready,
             cached_tokens,
@@ -235,6 +257,18 @@ impl Metrics {
             .get_or_create(&UpstreamLabels { outcome })
             .inc();
         self.upstream_latency.observe(elapsed.as_secs_f64());
+    }
+
+    pub fn throttled(&self, exhausted: crate::limits::Exhausted) {
+        let budget = match exhausted {
+            crate::limits::Exhausted::Pod => "pod",
+            crate::limits::Exhausted::Node => "node",
+        };
+        self.throttled.get_or_create(&BudgetLabels { budget }).inc();
+    }
+
+    pub fn connections_shed(&self, n: u64) {
+        self.connections_shed.inc_by(n);
     }
 
     pub fn pod_wait(&self) {

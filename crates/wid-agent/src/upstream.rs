@@ -40,6 +40,20 @@ pub enum UpstreamError {
     },
     /// It could not be reached or answered nonsense.
     Unavailable(String),
+    /// The agent's own budget of upstream calls allowed none now: nothing was asked upstream.
+    Throttled(crate::limits::Exhausted),
+}
+
+impl UpstreamError {
+    /// Whether asking again later may succeed with the same answer upstream: the upstream was
+    /// away, or not asked at all. A cached token is served through these, never through a
+    /// refusal.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            UpstreamError::Unavailable(_) | UpstreamError::Throttled(_)
+        )
+    }
 }
 
 /// For the operator's log; pods get GKE's rendering (`crate::upstream_error`).
@@ -53,6 +67,7 @@ impl std::fmt::Display for UpstreamError {
                 ..
             } => write!(f, "{service} returned {status}: {message}"),
             UpstreamError::Unavailable(reason) => write!(f, "unavailable: {reason}"),
+            UpstreamError::Throttled(budget) => write!(f, "not asked: {budget}"),
         }
     }
 }

@@ -3,6 +3,8 @@
 //!
 //! Only binaries read flags and the environment; this crate takes resolved values.
 
+pub mod connections;
+pub mod log_limit;
 pub mod logging;
 pub mod memo;
 pub mod private_files;

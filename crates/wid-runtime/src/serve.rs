@@ -1,10 +1,11 @@
 //! Serving a router on a listener until the process is asked to stop.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use axum::Router;
 use tokio::net::TcpListener;
+
+use crate::connections::{Lease, Table};
 
 /// Resolves when SIGINT or SIGTERM arrives.
 pub async fn shutdown_signal() {
@@ -43,13 +44,16 @@ impl Stop {
 }
 
 /// What serves one accepted connection (TCP_NODELAY already set) until it ends; when `stop`
-/// fires it finishes the request in hand and returns.
+/// fires it finishes the request in hand and returns. The connection holds its `lease` (its
+/// place in the listener's table) until it ends, and may say through it when it is idle and
+/// hear when it is asked to make room (see [`crate::connections`]).
 pub trait Connections: Clone + Send + Sync + 'static {
     fn serve(
         &self,
         stream: tokio::net::TcpStream,
         peer: SocketAddr,
         stop: Stop,
+        lease: Lease,
     ) -> impl std::future::Future<Output = ()> + Send + 'static + use<Self>;
 }
 
@@ -83,6 +87,7 @@ impl Connections for Http1 {
         stream: tokio::net::TcpStream,
         peer: SocketAddr,
         mut stop: Stop,
+        lease: Lease,
     ) -> impl std::future::Future<Output = ()> + Send + 'static + use<> {
         let router = self.router.clone();
         let service =
@@ -99,6 +104,8 @@ impl Connections for Http1 {
             .builder
             .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
         async move {
+            // hyper keeps its connections' state to itself: they are never idle to the table.
+            let _lease = lease;
             tokio::pin!(connection);
             tokio::select! {
                 _ = connection.as_mut() => return,
@@ -117,9 +124,9 @@ pub async fn serve(
     router: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let slots = Slots::new(MAX_CONNECTIONS);
+    let table = Table::new(MAX_CONNECTIONS);
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let accepting = accept_loop(listener, Http1::new(router), slots.clone(), Stop(stopped));
+    let accepting = accept_loop(listener, Http1::new(router), table.clone(), Stop(stopped));
     tokio::pin!(accepting);
     let accepted_all = tokio::select! {
         () = shutdown => false,
@@ -129,32 +136,12 @@ pub async fn serve(
     if !accepted_all {
         accepting.await;
     }
-    slots.drained().await;
+    table.drained(DRAIN).await;
     Ok(())
 }
 
-/// The connection cap, shared by every accepting thread of a listener.
-#[derive(Clone)]
-struct Slots {
-    semaphore: Arc<tokio::sync::Semaphore>,
-    max: u32,
-}
-
-impl Slots {
-    fn new(max: usize) -> Slots {
-        let max = u32::try_from(max.max(1)).unwrap_or(u32::MAX);
-        Slots {
-            semaphore: Arc::new(tokio::sync::Semaphore::new(max as usize)),
-            max,
-        }
-    }
-
-    /// Resolves when every connection has ended, or after the drain bound of 10 s.
-    async fn drained(&self) {
-        let all = self.semaphore.acquire_many(self.max);
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), all).await;
-    }
-}
+/// How long a stopping listener waits for its connections to end.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// One listening socket served by one single-threaded runtime per core, as nginx's workers
 /// serve theirs: the first thread accepts and hands connections to the threads in turn, and a
@@ -171,12 +158,8 @@ pub struct ThreadedListener {
     threads: usize,
 }
 
-/// An accepted connection on its way to its thread, with its slot.
-type Handoff = (
-    std::net::TcpStream,
-    SocketAddr,
-    tokio::sync::OwnedSemaphorePermit,
-);
+/// An accepted connection on its way to its thread, with its lease.
+type Handoff = (std::net::TcpStream, SocketAddr, Lease);
 
 impl ThreadedListener {
     /// Binds `addr`, to be served by `threads` threads (at least one).
@@ -205,14 +188,15 @@ impl ThreadedListener {
 
     /// Serves `connections` until `shutdown` resolves; then stops accepting, lets every thread
     /// finish its connections (bounded) and returns. At most `max_connections` are served at
-    /// once; the next ones wait, accepted, for a slot.
+    /// once; the next ones wait, accepted, for a place, which an idle connection may be asked
+    /// to make (see [`crate::connections`]).
     pub async fn serve(
         self,
         connections: impl Connections,
         max_connections: usize,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let slots = Slots::new(max_connections);
+        let table = Table::new(max_connections);
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let (senders, receivers): (Vec<_>, Vec<_>) = (0..self.threads)
             .map(|_| tokio::sync::mpsc::unbounded_channel::<Handoff>())
@@ -220,11 +204,11 @@ impl ThreadedListener {
         let mut acceptor = Some((self.socket, senders));
         let mut finished = tokio::task::JoinSet::new();
         for (index, mut handoffs) in receivers.into_iter().enumerate() {
-            let (connections, slots, stopped) =
-                (connections.clone(), slots.clone(), Stop(stopped.clone()));
+            let (connections, table, stopped) =
+                (connections.clone(), table.clone(), Stop(stopped.clone()));
             let accepting = acceptor
                 .take()
-                .map(|(socket, senders)| (socket, senders, slots.clone(), stopped.clone()));
+                .map(|(socket, senders)| (socket, senders, table.clone(), stopped.clone()));
             let (done, done_rx) = tokio::sync::oneshot::channel::<std::io::Result<()>>();
             std::thread::Builder::new()
                 .name(format!("wid-serve-{index}"))
@@ -234,23 +218,23 @@ impl ThreadedListener {
                         .build()
                         .and_then(|runtime| {
                             runtime.block_on(async move {
-                                if let Some((socket, senders, slots, stopped)) = accepting {
+                                if let Some((socket, senders, table, stopped)) = accepting {
                                     let listener = TcpListener::from_std(socket)?;
-                                    tokio::spawn(hand_out(listener, senders, slots, stopped));
+                                    tokio::spawn(hand_out(listener, senders, table, stopped));
                                 }
                                 // Until the acceptor stops and drops its senders.
-                                while let Some((stream, peer, permit)) = handoffs.recv().await {
+                                while let Some((stream, peer, lease)) = handoffs.recv().await {
                                     let Ok(stream) = tokio::net::TcpStream::from_std(stream) else {
                                         continue;
                                     };
-                                    let connection =
-                                        connections.serve(stream, peer, stopped.clone());
-                                    tokio::spawn(async move {
-                                        connection.await;
-                                        drop(permit);
-                                    });
+                                    tokio::spawn(connections.serve(
+                                        stream,
+                                        peer,
+                                        stopped.clone(),
+                                        lease,
+                                    ));
                                 }
-                                slots.drained().await;
+                                table.drained(DRAIN).await;
                                 Ok(())
                             })
                         });
@@ -283,38 +267,34 @@ impl ThreadedListener {
     }
 }
 
-/// Accepts until `stop` fires and hands each connection, with its slot, to the serving threads
-/// in turn.
+/// Accepts until `stop` fires and hands each connection, with its lease, to the serving
+/// threads in turn.
 async fn hand_out(
     listener: TcpListener,
     senders: Vec<tokio::sync::mpsc::UnboundedSender<Handoff>>,
-    slots: Slots,
+    table: Table,
     mut stop: Stop,
 ) {
     let mut next = 0;
-    while let Some((stream, peer, permit)) = accept_one(&listener, &slots, &mut stop).await {
+    while let Some((stream, peer, lease)) = accept_one(&listener, &table, &mut stop).await {
         let Ok(stream) = stream.into_std() else {
             continue;
         };
-        if senders[next].send((stream, peer, permit)).is_err() {
+        if senders[next].send((stream, peer, lease)).is_err() {
             break;
         }
         next = (next + 1) % senders.len();
     }
 }
 
-/// The next connection (TCP_NODELAY set) and a slot for it, or `None` once `stop` fires. The
-/// connection is accepted first and then waits for a slot, so that no slot ever waits on an
-/// accept.
+/// The next connection (TCP_NODELAY set) and a lease for it, or `None` once `stop` fires. The
+/// connection is accepted first and then waits for a place, so that no place ever waits on an
+/// accept, and the table knows whose connection needs one.
 async fn accept_one(
     listener: &TcpListener,
-    slots: &Slots,
+    table: &Table,
     stop: &mut Stop,
-) -> Option<(
-    tokio::net::TcpStream,
-    SocketAddr,
-    tokio::sync::OwnedSemaphorePermit,
-)> {
+) -> Option<(tokio::net::TcpStream, SocketAddr, Lease)> {
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -329,12 +309,12 @@ async fn accept_one(
             },
             () = stop.stopped() => return None,
         };
-        let permit = tokio::select! {
-            permit = slots.semaphore.clone().acquire_owned() => permit.ok()?,
+        let lease = tokio::select! {
+            lease = table.admit(peer.ip()) => lease,
             () = stop.stopped() => return None,
         };
         let _ = stream.set_nodelay(true);
-        return Some((stream, peer, permit));
+        return Some((stream, peer, lease));
     }
 }
 
@@ -342,15 +322,11 @@ async fn accept_one(
 async fn accept_loop(
     listener: TcpListener,
     connections: impl Connections,
-    slots: Slots,
+    table: Table,
     mut stop: Stop,
 ) {
-    while let Some((stream, peer, permit)) = accept_one(&listener, &slots, &mut stop).await {
-        let connection = connections.serve(stream, peer, stop.clone());
-        tokio::spawn(async move {
-            connection.await;
-            drop(permit);
-        });
+    while let Some((stream, peer, lease)) = accept_one(&listener, &table, &mut stop).await {
+        tokio::spawn(connections.serve(stream, peer, stop.clone(), lease));
     }
 }
 

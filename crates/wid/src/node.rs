@@ -68,9 +68,13 @@ pub struct NodeArgs {
     /// Long-polls (wait_for_change) of one pod held at once; more get a 429.
     #[arg(long, default_value_t = 64)]
     pub max_long_polls_per_pod: usize,
-    /// Upstream calls per second, node-wide.
+    /// Upstream calls per second, node-wide (bursts of ten times as many).
     #[arg(long, default_value_t = 100.0)]
     pub upstream_per_second: f64,
+    /// Upstream calls per second of one pod, within the node's (bursts of ten times as many):
+    /// one pod's excess never spends another's turn.
+    #[arg(long, default_value_t = 10.0)]
+    pub upstream_per_pod_per_second: f64,
     /// How long a request from an address no pod has yet is held for the pod to appear.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(0..=60_000))]
     pub pod_wait_ms: u64,
@@ -231,6 +235,7 @@ fn agent_config(
         max_requests_per_pod: node.max_requests_per_pod,
         max_long_polls_per_pod: node.max_long_polls_per_pod,
         upstream_per_second: node.upstream_per_second,
+        upstream_per_pod_per_second: node.upstream_per_pod_per_second,
         pod_wait: Duration::from_millis(node.pod_wait_ms),
         attest_callers: None,
         serve_threads: node.serve_threads.filter(|n| *n > 0).unwrap_or_else(|| {

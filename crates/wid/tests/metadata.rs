@@ -540,3 +540,344 @@ async fn connections_are_bounded_and_the_port_is_ours_alone() {
     .expect("join");
     assert!(exited.is_some(), "the agent did not exit after SIGTERM");
 }
+
+/// Sends one GET on `stream` and reads its response head and body (Content-Length framing);
+/// returns the status.
+async fn raw_get(stream: &mut tokio::net::TcpStream, path: &str) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nMetadata-Flavor: Google\r\n\r\n").as_bytes(),
+        )
+        .await
+        .ok()?;
+    let mut buf = Vec::new();
+    loop {
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk))
+            .await
+            .ok()?
+            .ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf);
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix("Content-Length: ")
+                        .or_else(|| l.strip_prefix("content-length: "))
+                })
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if body.len() >= length {
+                return head.split(' ').nth(1)?.parse().ok();
+            }
+        }
+    }
+}
+
+/// The agent's resident memory, in KiB.
+fn rss_kib(agent: &Agent) -> u64 {
+    std::fs::read_to_string(format!("/proc/{}/status", agent.child.id()))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("VmRSS:")?
+                .trim()
+                .strip_suffix("kB")?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+/// Issue 10, item 2: what one pod can make the agent hold is bounded: absurd audiences are
+/// refused, refused fetches leave nothing, and a pod keeps at most its share of tokens.
+#[tokio::test]
+async fn one_pod_cannot_make_the_agent_hold_much() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("data"));
+    let api = server.api();
+    // Pod b's annotation names an account its KSA is not bound to: every fetch is refused.
+    pods_file(
+        &dir.path().join("pods.json"),
+        "sa-b-runner@proj-a.iam.gserviceaccount.com",
+    );
+    let agent = start_agent_with(
+        dir.path(),
+        &server,
+        support::free_port(),
+        &[
+            "--upstream-per-pod-per-second",
+            "10000",
+            "--upstream-per-second",
+            "10000",
+        ],
+    )
+    .await;
+    let jwks = std::fs::read_to_string(dir.path().join("jwks.json")).expect("jwks");
+    setup(&api, &jwks).await;
+    api.post(
+        "/v1/projects/-/serviceAccounts/sa-b-runner@proj-a.iam.gserviceaccount.com:setIamPolicy",
+        json!({"policy": {"bindings": []}}),
+    )
+    .await
+    .ok();
+    let (a, b) = (pod_client("127.0.0.2"), pod_client("127.0.0.3"));
+    let identity = |audience: String| {
+        format!("instance/service-accounts/default/identity?audience={audience}")
+    };
+    let (status, body) = md(&a, &agent.base, &identity("a".repeat(8 * 1024))).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (400, "audience must be at most 2048 bytes\n")
+    );
+
+    // Refused fetches: thousands of 2 KiB audiences leave nothing behind.
+    md(&b, &agent.base, &identity("warm".into())).await;
+    let before = rss_kib(&agent);
+    for i in 0..3000 {
+        let (status, _) = md(
+            &b,
+            &agent.base,
+            &identity(format!("{i:04}{}", "x".repeat(2040))),
+        )
+        .await;
+        assert_eq!(status, 403);
+    }
+    let grown = rss_kib(&agent).saturating_sub(before);
+    assert!(
+        grown < 4 * 1024,
+        "the agent grew by {grown} KiB for refused fetches"
+    );
+
+    // Granted: the pod keeps at most 64 tokens; the rest are served, not kept.
+    for i in 0..150 {
+        let (status, _) = md(
+            &a,
+            &agent.base,
+            &identity(format!("https://svc-{i}.example")),
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+    let cached = agent.counter("wid_metadata_cached_tokens").await;
+    assert!(cached <= 64 + 2, "{cached} tokens cached");
+}
+
+/// Issue 10, item 3: a burst from one pod is refused without debt, and never delays another
+/// pod's first token; the refusals are not one log line each.
+#[tokio::test]
+async fn one_pods_burst_starves_nobody() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("data"));
+    let api = server.api();
+    pods_file(
+        &dir.path().join("pods.json"),
+        "sa-b-runner@proj-a.iam.gserviceaccount.com",
+    );
+    // The node: 100 calls a second (bursts of 1000); a pod: 10 (bursts of 100); waits of 1 s.
+    let agent = start_agent_with(
+        dir.path(),
+        &server,
+        support::free_port(),
+        &["--upstream-timeout-seconds", "1"],
+    )
+    .await;
+    let jwks = std::fs::read_to_string(dir.path().join("jwks.json")).expect("jwks");
+    setup(&api, &jwks).await;
+    let (a, b) = (pod_client("127.0.0.2"), pod_client("127.0.0.3"));
+    let identity = |audience: String| {
+        format!("instance/service-accounts/default/identity?audience={audience}")
+    };
+
+    // Pod a: 600 new audiences at once, far past its budget.
+    let burst: Vec<_> = (0..600)
+        .map(|i| {
+            let (a, base, path) = (
+                a.clone(),
+                agent.base.clone(),
+                identity(format!("https://burst-{i}.example")),
+            );
+            tokio::spawn(async move { md(&a, &base, &path).await.0 })
+        })
+        .collect();
+    // Meanwhile pod b's first token comes at once.
+    let started = Instant::now();
+    let (status, body) = md(&b, &agent.base, "instance/service-accounts/default/token").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "b waited {:?}",
+        started.elapsed()
+    );
+    let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+    for task in burst {
+        *statuses.entry(task.await.expect("join")).or_default() += 1;
+    }
+    assert!(
+        statuses.get(&200).copied().unwrap_or(0) >= 100,
+        "{statuses:?}"
+    );
+    assert!(statuses.get(&429).copied().unwrap_or(0) > 0, "{statuses:?}");
+    assert_eq!(
+        statuses.keys().filter(|s| ![200, 429].contains(*s)).count(),
+        0,
+        "{statuses:?}"
+    );
+    // The refusals left no debt: within a second or so, pod a gets a new audience again.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let (status, _) = md(&a, &agent.base, &identity("https://after.example".into())).await;
+        if status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pod a was still refused 3 s after its burst"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let lines = agent.log().lines().filter(|l| l.contains("budget")).count();
+    assert!(
+        lines <= 3,
+        "{lines} log lines for the refusals:\n{}",
+        agent.log()
+    );
+    assert!(
+        agent
+            .counter("wid_metadata_upstream_throttled_total{budget=\"pod\"}")
+            .await
+            > 0
+    );
+}
+
+/// Issue 10, item 4: an address holding many connections, pod or not, never keeps another pod
+/// from being served within a second or two.
+#[tokio::test]
+async fn connection_hogs_make_room() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("data"));
+    let api = server.api();
+    pods_file(
+        &dir.path().join("pods.json"),
+        "sa-b-runner@proj-a.iam.gserviceaccount.com",
+    );
+    let agent = start_agent_with(
+        dir.path(),
+        &server,
+        support::free_port(),
+        &["--max-connections", "50"],
+    )
+    .await;
+    let jwks = std::fs::read_to_string(dir.path().join("jwks.json")).expect("jwks");
+    setup(&api, &jwks).await;
+    let path = "/computeMetadata/v1/project/project-id";
+    let served_within = |ip: &'static str, bound: Duration| {
+        let base = agent.base.clone();
+        async move {
+            let client = reqwest::Client::builder()
+                .local_address(ip.parse::<IpAddr>().ok())
+                .timeout(bound)
+                .build()
+                .expect("client");
+            client
+                .get(format!("{base}{path}"))
+                .header("Metadata-Flavor", "Google")
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .ok()
+        }
+    };
+
+    // An address that is no pod takes every connection, each kept alive after its 403.
+    let mut strangers = Vec::new();
+    for _ in 0..50 {
+        let mut stream = raw_connect("127.0.0.9", &agent.base).await;
+        if raw_get(&mut stream, path).await == Some(403) {
+            strangers.push(stream);
+        }
+    }
+    let started = Instant::now();
+    assert_eq!(
+        served_within("127.0.0.2", Duration::from_secs(2)).await,
+        Some(200)
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+    drop(strangers);
+
+    // A pod takes every connection with keep-alives of its own: another pod is still served.
+    let mut hog = Vec::new();
+    for _ in 0..60 {
+        let mut stream = raw_connect("127.0.0.3", &agent.base).await;
+        if raw_get(&mut stream, path).await == Some(200) {
+            hog.push(stream);
+        }
+    }
+    assert!(hog.len() >= 49, "the hog got {} connections", hog.len());
+    let started = Instant::now();
+    assert_eq!(
+        served_within("127.0.0.2", Duration::from_secs(2)).await,
+        Some(200)
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(agent.counter("wid_metadata_connections_shed_total").await >= 1);
+    drop(hog);
+}
+
+/// Issue 10, item 4: an address that is no pod holds few connections (64): past them, new ones
+/// are closed at once.
+#[tokio::test]
+async fn strangers_hold_few_connections() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("data"));
+    pods_file(
+        &dir.path().join("pods.json"),
+        "sa-b-runner@proj-a.iam.gserviceaccount.com",
+    );
+    let agent = start_agent_with(
+        dir.path(),
+        &server,
+        support::free_port(),
+        &["--max-connections", "500"],
+    )
+    .await;
+    let mut streams = Vec::new();
+    for _ in 0..100 {
+        streams.push(raw_connect("127.0.0.9", &agent.base).await);
+    }
+    let reads: Vec<_> = streams
+        .into_iter()
+        .map(|mut s| {
+            tokio::spawn(async move {
+                (
+                    read_to_close(&mut s, Duration::from_millis(1500))
+                        .await
+                        .is_some(),
+                    s,
+                )
+            })
+        })
+        .collect();
+    let mut closed = 0;
+    let mut kept = Vec::new();
+    for read in reads {
+        let (was_closed, stream) = read.await.expect("join");
+        closed += usize::from(was_closed);
+        kept.push(stream);
+    }
+    assert_eq!(
+        closed,
+        100 - 64,
+        "connections past the cap are closed at once, the others kept"
+    );
+    // A pod is served meanwhile.
+    let (status, _) = md(&pod_client("127.0.0.2"), &agent.base, "project/project-id").await;
+    assert_eq!(status, 200);
+    assert!(agent.counter("wid_metadata_connections_shed_total").await >= 36);
+}
