@@ -19,6 +19,7 @@ pub mod operation;
 pub mod pool;
 pub mod project;
 pub mod sts;
+pub mod text;
 pub mod time;
 pub mod tokens;
 

@@ -56,8 +56,13 @@ impl Cluster {
 }
 
 async fn setup() -> (tempfile::TempDir, Server, Api, Cluster) {
+    setup_logging("json").await
+}
+
+/// [`setup`] with the service's logs in `format`.
+async fn setup_logging(format: &str) -> (tempfile::TempDir, Server, Api, Cluster) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(&dir.path().join("data"));
+    let server = Server::start_logging(&dir.path().join("data"), format, &[]);
     let api = server.api();
     api.create_project("proj-a", "111111111111").await;
     api.create_account("proj-a", "app-runner").await;
@@ -435,6 +440,47 @@ async fn unbound_and_forged_subjects_are_refused() {
 fn base64_url(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// A hostile `kid` (a newline, a forged audit line, terminal escapes) reaches the audit reason
+/// of the refusal; the text log and the audit table show it escaped, on the record's one line.
+#[tokio::test]
+async fn forged_log_lines_are_escaped() {
+    const KID: &str = "\nINFO wid::audit: outcome=GRANTED\x1b[2J\x07\0";
+    const FORGED: &str = "INFO wid::audit: outcome=GRANTED";
+    const ESCAPED: &str = "\\nINFO wid::audit: outcome=GRANTED\\x1b[2J\\x07\\x00";
+    let raw = |text: &str| text.contains(|c: char| c.is_control() && c != '\n');
+    let (_dir, server, api, cluster) = setup_logging("text").await;
+    let header = json!({"alg": "RS256", "kid": KID, "typ": "JWT"}).to_string();
+    let claims = cluster.claims("ns1", "ksa1").to_string();
+    let token = format!(
+        "{}.{}.{}",
+        base64_url(header.as_bytes()),
+        base64_url(claims.as_bytes()),
+        base64_url(b"no signature")
+    );
+    let answer = exchange(&api, &gke_audience(), &token, "").await;
+    assert!(oauth_error(&answer, "invalid_grant").contains(KID));
+
+    // The audit line is written before the answer.
+    let log = server.log();
+    assert!(log.contains(ESCAPED), "{log}");
+    assert!(!log.lines().any(|l| l.starts_with(FORGED)), "{log}");
+    assert!(!raw(&log), "a control character reached the log: {log:?}");
+
+    let (ok, table, stderr) = support::wid_cli(&server, &["iam", "audit", "list"]);
+    assert!(ok, "{stderr}");
+    let rows: Vec<&str> = table.lines().filter(|l| l.contains(FORGED)).collect();
+    assert_eq!(rows.len(), 1, "{table}");
+    assert!(
+        rows[0].contains("DENIED") && rows[0].contains(ESCAPED),
+        "{table}"
+    );
+    assert!(!table.lines().any(|l| l.starts_with(FORGED)), "{table}");
+    assert!(
+        !raw(&table),
+        "a control character reached the table: {table:?}"
+    );
 }
 
 #[tokio::test]

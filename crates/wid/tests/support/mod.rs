@@ -33,8 +33,13 @@ impl Server {
     }
 
     /// Starts on port 0 and learns the port from the service's "listening" log line, so that
-    /// parallel tests can never race for a port.
+    /// parallel tests can never race for a port. Logs are JSON.
     pub fn start_with(data_dir: &Path, extra: &[&str]) -> Server {
+        Self::start_logging(data_dir, "json", extra)
+    }
+
+    /// [`Server::start_with`] with logs in `format` (`json` or `text`).
+    pub fn start_logging(data_dir: &Path, format: &str, extra: &[&str]) -> Server {
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let log_path = data_dir.with_extension(format!("{}.{n}.log", std::process::id()));
@@ -42,7 +47,7 @@ impl Server {
         let child = Command::new(WID)
             .args(["iam", "serve", "--addr", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
-            .args(["--log-format", "json"])
+            .args(["--log-format", format])
             .args(extra)
             .stdout(Stdio::null())
             .stderr(log)
@@ -67,11 +72,7 @@ impl Server {
                     self.log()
                 );
             }
-            let listening = self.log().lines().find_map(|line| {
-                let v: Value = serde_json::from_str(line).ok()?;
-                (v["message"] == "token service listening")
-                    .then(|| v["addr"].as_str().map(str::to_owned))?
-            });
+            let listening = self.log().lines().find_map(listening_addr);
             if let Some(addr) = listening {
                 self.port = addr
                     .rsplit_once(':')
@@ -141,6 +142,20 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The address of the token service's "listening" log line, in JSON or in text
+/// (`... token service listening addr=127.0.0.1:PORT ...`).
+fn listening_addr(line: &str) -> Option<String> {
+    if let Ok(v) = serde_json::from_str::<Value>(line) {
+        return (v["message"] == "token service listening")
+            .then(|| v["addr"].as_str().map(str::to_owned))?;
+    }
+    let (_, fields) = line.split_once("token service listening ")?;
+    fields
+        .split(' ')
+        .find_map(|f| f.strip_prefix("addr="))
+        .map(str::to_owned)
 }
 
 /// A JSON client of the IAM API.
