@@ -44,7 +44,7 @@ async fn get_limited(http: &reqwest::Client, url: &str) -> Result<Vec<u8>, Strin
 pub async fn fetch_jwks(http: &reqwest::Client, issuer: &str) -> Result<String, String> {
     let issuer = issuer.trim_end_matches('/');
     let url = format!("{issuer}/.well-known/openid-configuration");
-    let doc: OidcDiscovery = serde_json::from_slice(&get_limited(http, &url).await?)
+    let doc: OidcDiscovery = wid_api::json::from_slice(&get_limited(http, &url).await?)
         .map_err(|e| format!("{url} is not an OpenID Connect discovery document: {e}"))?;
     if doc.issuer.trim_end_matches('/') != issuer {
         return Err(format!(

@@ -1219,3 +1219,73 @@ async fn id_token_requests_as_node_and_python_send_them() {
     let body: Value = big.json().await.expect("json");
     assert_eq!(body["error"], "invalid_request");
 }
+
+/// JSON with a key twice, spelt plainly or escaped, is refused wherever wid signs or trusts it:
+/// wid would check the last `exp`, a verifier reading the first would see another token.
+#[tokio::test]
+async fn duplicate_json_keys_are_refused() {
+    let (_dir, _server, api, cluster) = setup().await;
+    let sign = format!("/v1/projects/-/serviceAccounts/{EMAIL}:signJwt");
+    let (soon, decade) = (now() + 60, now() + 315_360_000);
+    for payload in [
+        format!(r#"{{"exp": {soon}, "\u0065xp": {decade}}}"#),
+        format!(r#"{{"exp": {soon}, "exp": {decade}}}"#),
+        format!(r#"{{"exp": {soon}, "x": [{{"a": 1, "\u0061": 2}}]}}"#),
+    ] {
+        let answer = api.post(&sign, json!({ "payload": payload })).await;
+        let message = answer.expect_error(400, "INVALID_ARGUMENT");
+        assert!(message.contains("duplicate key"), "{payload}: {message}");
+        assert!(answer.body.get("signedJwt").is_none());
+    }
+    let audit = api.get("/v1/auditEvents?limit=100").await;
+    let events = audit.ok()["events"].as_array().cloned().unwrap_or_default();
+    assert!(
+        !events
+            .iter()
+            .any(|e| e["action"] == "sign_jwt" && e["outcome"] == "GRANTED"),
+        "nothing was signed: {events:?}"
+    );
+
+    // A subject token naming two subjects.
+    let mut claims = cluster.claims("ns1", "ksa1");
+    claims.as_object_mut().expect("claims").remove("sub");
+    let claims = claims.to_string();
+    let claims = format!(
+        r#"{},"sub":"system:serviceaccount:ns1:other","sub":"system:serviceaccount:ns1:ksa1"}}"#,
+        claims.strip_suffix('}').expect("an object")
+    );
+    let token = cluster
+        .key
+        .sign_jws_payload(TokenType::Jwt, claims.as_bytes())
+        .expect("sign");
+    let answer = exchange(&api, &gke_audience(), &token, "").await;
+    assert!(
+        oauth_error(&answer, "invalid_grant").contains("duplicate key"),
+        "{answer:?}"
+    );
+
+    // A request body whose map field holds a key twice.
+    api.post(
+        "/v1/projects/proj-a/locations/global/workloadIdentityPools?workloadIdentityPoolId=dup-pool",
+        json!({}),
+    )
+    .await
+    .ok();
+    let body = format!(
+        r#"{{"oidc": {{"issuerUri": "{ISSUER}", "jwksJson": {}}},
+            "attributeMapping": {{"google.subject": "assertion.sub", "google.subject": "'admin'"}}}}"#,
+        Value::String(cluster.jwks())
+    );
+    let answer = api
+        .send(
+            "POST",
+            "/v1/projects/proj-a/locations/global/workloadIdentityPools/dup-pool/providers?workloadIdentityPoolProviderId=prod",
+            Some(body.into_bytes()),
+        )
+        .await;
+    let message = answer.expect_error(400, "INVALID_ARGUMENT");
+    assert!(
+        message.contains("Invalid JSON payload received") && message.contains("duplicate key"),
+        "{message}"
+    );
+}
