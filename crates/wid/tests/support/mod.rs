@@ -349,3 +349,40 @@ impl Agent {
             .unwrap_or(0)
     }
 }
+
+/// Whether the tests run as root, which `chown` to another user needs; learnt from the owner of
+/// a file just made, so that no call into libc is needed.
+pub fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    tempfile::NamedTempFile::new()
+        .and_then(|f| f.as_file().metadata())
+        .is_ok_and(|m| m.uid() == 0)
+}
+
+/// Runs `command`, which is expected to refuse to start: its output once it exits, or a panic
+/// with its log when it is still running after 20 s (it started instead).
+pub fn run_refused(command: &mut Command) -> (bool, String) {
+    let log = tempfile::NamedTempFile::new().expect("log file");
+    let mut child = command
+        .stdout(Stdio::null())
+        .stderr(log.reopen().expect("log"))
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "it started instead of refusing; log:\n{}",
+                std::fs::read_to_string(log.path()).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stderr = std::fs::read_to_string(log.path()).unwrap_or_default();
+    (status.success(), stderr)
+}
