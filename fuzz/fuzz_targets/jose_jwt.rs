@@ -1,5 +1,6 @@
 //! The JWT parser and verifier on arbitrary input: a compact JWS is split, decoded and verified
-//! against fixed RSA and EC keys, and the time checks run on whatever claims parse. Only "no
+//! against fixed RSA and EC keys, and the time checks run on whatever claims parse; the input is
+//! also given as is to the duplicate-key checker of the JSON wid signs or trusts. Only "no
 //! panic" is asserted; a forged signature verifying would be caught by the unit tests.
 #![no_main]
 
@@ -31,6 +32,7 @@ fn keys() -> &'static Vec<Jwk> {
 }
 
 fuzz_target!(|data: &[u8]| {
+    let _ = wid_api::json::check_unique_keys(data);
     let Ok(token) = std::str::from_utf8(data) else { return };
     if let Ok(parsed) = wid_jose::jws::parse(token) {
         let _ = check_times(&parsed.claims, 1_700_000_000, TimeRules { skew: 60, max_lifetime: 48 * 3600 });

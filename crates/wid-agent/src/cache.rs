@@ -91,14 +91,16 @@ pub enum Source {
 
 /// The token cache; clones share it.
 #[derive(Clone)]
-pub struct TokenCache {
+pub struct TokenCache(Arc<Inner>);
+
+struct Inner {
     tokens: Cache<String, Arc<Entry>>,
     /// Per pod uid; kept in step with `tokens` by its eviction listener.
     usage: Arc<Mutex<HashMap<String, Usage>>>,
     /// The turns of keys being fetched, dropped when the last waiter is done.
     inflight: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
     bounds: Bounds,
-    stale_log: Arc<LogLimit>,
+    stale_log: LogLimit,
 }
 
 impl Default for TokenCache {
@@ -159,13 +161,13 @@ impl TokenCache {
                 }
             })
             .build();
-        TokenCache {
+        TokenCache(Arc::new(Inner {
             tokens,
             usage,
             inflight: Arc::default(),
             bounds,
-            stale_log: Arc::new(LogLimit::new(Duration::from_secs(60))),
-        }
+            stale_log: LogLimit::new(Duration::from_secs(60)),
+        }))
     }
 
     /// Keeps `minted` under `key` for `owner`, unless that pod already holds all it may (a token
@@ -173,14 +175,15 @@ impl TokenCache {
     fn keep(&self, key: &str, owner: &str, minted: Minted) -> bool {
         let weight = key.len() + owner.len() + minted.token.len() + ENTRY_OVERHEAD;
         let replacing = self
+            .0
             .tokens
             .get(key)
             .is_some_and(|entry| entry.owner == owner);
         {
-            let mut usage = lock(&self.usage);
+            let mut usage = lock(&self.0.usage);
             let pod = usage.entry(owner.to_owned()).or_default();
-            let full = pod.entries >= self.bounds.per_pod_entries
-                || pod.bytes + weight > self.bounds.per_pod_bytes;
+            let full = pod.entries >= self.0.bounds.per_pod_entries
+                || pod.bytes + weight > self.0.bounds.per_pod_bytes;
             if full && !replacing {
                 if pod.entries == 0 {
                     usage.remove(owner);
@@ -191,7 +194,7 @@ impl TokenCache {
             pod.bytes += weight;
         }
         // The listener takes the replaced entry off the pod's count.
-        self.tokens.insert(
+        self.0.tokens.insert(
             key.to_owned(),
             Arc::new(Entry {
                 minted,
@@ -206,13 +209,13 @@ impl TokenCache {
 
     /// Waits for the turn to fetch `key`: one fetch of a key at a time.
     async fn turn(&self, key: &str) -> Turn {
-        let mutex = lock(&self.inflight)
+        let mutex = lock(&self.0.inflight)
             .entry(key.to_owned())
             .or_default()
             .clone();
         Turn {
             guard: Some(mutex.lock_owned().await),
-            inflight: self.inflight.clone(),
+            inflight: self.0.inflight.clone(),
             key: key.to_owned(),
         }
     }
@@ -220,9 +223,9 @@ impl TokenCache {
     /// Forgets the tokens of pods that are gone.
     pub fn retain_owners(&self, live: &[String]) {
         let live: HashSet<&str> = live.iter().map(String::as_str).collect();
-        for (key, entry) in self.tokens.iter() {
+        for (key, entry) in self.0.tokens.iter() {
             if !live.contains(entry.owner.as_str()) {
-                self.tokens.invalidate(key.as_str());
+                self.0.tokens.invalidate(key.as_str());
             }
         }
     }
@@ -230,7 +233,8 @@ impl TokenCache {
     /// Forgets the token of `key` if it is still `token` (the upstream no longer accepts it):
     /// the next `get` fetches anew, once for all its concurrent callers, whoever forgot it.
     pub fn forget(&self, key: &str, token: &str) {
-        self.tokens
+        self.0
+            .tokens
             .entry(key.to_owned())
             .and_compute_with(|current| match current {
                 Some(entry) if entry.value().minted.token == token => Op::Remove,
@@ -240,8 +244,8 @@ impl TokenCache {
 
     /// How many tokens are kept (as of now: expired and removed ones are settled first).
     pub fn tokens(&self) -> usize {
-        self.tokens.run_pending_tasks();
-        usize::try_from(self.tokens.entry_count()).unwrap_or(usize::MAX)
+        self.0.tokens.run_pending_tasks();
+        usize::try_from(self.0.tokens.entry_count()).unwrap_or(usize::MAX)
     }
 
     pub fn len(&self) -> usize {
@@ -254,7 +258,7 @@ impl TokenCache {
 
     /// How many tokens and bytes the pod `owner` has kept.
     pub fn usage_of(&self, owner: &str) -> (usize, usize) {
-        lock(&self.usage)
+        lock(&self.0.usage)
             .get(owner)
             .map_or((0, 0), |u| (u.entries, u.bytes))
     }
@@ -262,7 +266,7 @@ impl TokenCache {
     /// A cached token that is fresh enough to serve as it is (more than [`REFRESH_AHEAD`] left),
     /// without touching the fetch machinery: the hot path.
     pub fn fresh(&self, key: &str) -> Option<Minted> {
-        let entry = self.tokens.get(key)?;
+        let entry = self.0.tokens.get(key)?;
         (entry.minted.expires_at - now() > REFRESH_AHEAD).then(|| entry.minted.clone())
     }
 
@@ -278,7 +282,7 @@ impl TokenCache {
         Fut: Future<Output = Result<Minted, UpstreamError>> + Send + 'static,
     {
         let at = now();
-        if let Some(cached) = self.tokens.get(key) {
+        if let Some(cached) = self.0.tokens.get(key) {
             let left = cached.minted.expires_at - at;
             if left > MIN_REMAINING {
                 if left < REFRESH_AHEAD
@@ -293,7 +297,7 @@ impl TokenCache {
         }
         // A miss: the first caller fetches, the others wait for it and read its result.
         let _turn = self.turn(key).await;
-        let current = self.tokens.get(key);
+        let current = self.0.tokens.get(key);
         if let Some(cached) = &current
             && cached.minted.expires_at - now() > MIN_REMAINING
         {
@@ -308,7 +312,7 @@ impl TokenCache {
             // not served, nor used to buy others.
             Err(e) if e.is_transient() => match current {
                 Some(cached) if cached.minted.expires_at > now() => {
-                    if let Some(left_out) = self.stale_log.admit("stale") {
+                    if let Some(left_out) = self.0.stale_log.admit("stale") {
                         tracing::warn!(error = %e, "the upstream failed; serving cached tokens until they expire{}", left_out_note(left_out));
                     }
                     Ok((cached.minted.clone(), Source::Stale))
@@ -316,7 +320,7 @@ impl TokenCache {
                 _ => Err(e),
             },
             Err(e) => {
-                self.tokens.invalidate(key);
+                self.0.tokens.invalidate(key);
                 Err(e)
             }
         }
@@ -333,10 +337,10 @@ impl TokenCache {
                 self.keep(&key, &owner, minted);
             }
             Err(e) if e.is_transient() => {
-                if let Some(left_out) = self.stale_log.admit("refresh") {
+                if let Some(left_out) = self.0.stale_log.admit("refresh") {
                     tracing::warn!(error = %e, "background token refreshes failed; backing off{}", left_out_note(left_out));
                 }
-                if let Some(cached) = self.tokens.get(&key) {
+                if let Some(cached) = self.0.tokens.get(&key) {
                     cached
                         .retry_at
                         .store(now() + RETRY_AFTER, Ordering::Relaxed);
@@ -347,7 +351,7 @@ impl TokenCache {
             // hears the refusal.
             Err(e) => {
                 tracing::info!(error = %e, "the upstream refused to renew a token; it is dropped");
-                self.tokens.invalidate(&key);
+                self.0.tokens.invalidate(&key);
             }
         }
     }

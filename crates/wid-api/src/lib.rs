@@ -9,17 +9,23 @@
 //! Request types deny unknown fields, as Google's front end does ("Invalid JSON payload
 //! received. Unknown name ..."), but accept every field of the resource, output-only ones
 //! included, because clients such as gcloud send back the whole resource they read.
+//!
+//! Beside them, two pure rules for the text of those contracts, used on both sides of the wire:
+//! [`json`] refuses JSON with a key twice, [`text`] escapes control characters for text shown
+//! to people.
 
 pub mod bounds;
 pub mod cluster;
 pub mod credentials;
 pub mod error;
 pub mod iam;
+pub mod json;
 pub mod keys;
 pub mod operation;
 pub mod pool;
 pub mod project;
 pub mod sts;
+pub mod text;
 pub mod time;
 pub mod tokens;
 

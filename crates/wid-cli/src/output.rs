@@ -1,4 +1,9 @@
 //! Output: tables for people, JSON and YAML for scripts.
+//!
+//! Table cells escape control characters ([`wid_api::text::escape`]): values come from the
+//! service, and through it from requests (an audit reason quotes a JWT's `kid`), so a raw
+//! newline or ESC would forge a row or drive the terminal. JSON and YAML escape them themselves
+//! (serde-saphyr writes `\e`, `\n`, `\L` in double quotes).
 
 use serde_json::Value;
 
@@ -7,7 +12,12 @@ use crate::args::Format;
 /// One column of a table: its header and the JSON field it shows.
 pub type Column = (&'static str, &'static str);
 
+/// The text of a cell, escaped.
 fn cell(item: &Value, field: &str) -> String {
+    wid_api::text::escape(&cell_text(item, field)).into_owned()
+}
+
+fn cell_text(item: &Value, field: &str) -> String {
     match item.get(field) {
         None | Some(Value::Null) => String::new(),
         Some(Value::String(s)) => s.clone(),
@@ -98,6 +108,54 @@ mod tests {
             table(&items, &[("EMAIL", "email"), ("DISABLED", "disabled")]),
             "EMAIL     DISABLED\na@b       true\nlonger@b\n"
         );
+    }
+
+    /// A forged line and terminal escapes, as a hostile JWT `kid` brings them into a reason.
+    const FORGED: &str =
+        "kid 'x\nINFO wid::audit: outcome=GRANTED\x1b[2J\x07\0\t\r\x7f\u{9b}\u{85}\u{2028}'";
+
+    fn has_raw_controls(text: &str) -> bool {
+        text.contains(|c: char| {
+            (c.is_control() && c != '\n') || matches!(c, '\u{2028}' | '\u{2029}')
+        })
+    }
+
+    #[test]
+    fn table_cells_escape_controls() {
+        let items = [json!({"outcome": "DENIED", "reason": FORGED, "members": [FORGED]})];
+        let out = table(
+            &items,
+            &[
+                ("OUTCOME", "outcome"),
+                ("REASON", "reason"),
+                ("MEMBERS", "members"),
+            ],
+        );
+        let escaped = "kid 'x\\nINFO wid::audit: outcome=GRANTED\\x1b[2J\\x07\\x00\\t\\r\\x7f\\u{9b}\\u{85}\\u{2028}'";
+        assert_eq!(
+            out,
+            format!(
+                "OUTCOME  REASON{pad}  MEMBERS\nDENIED   {escaped}  {escaped}\n",
+                pad = " ".repeat(escaped.len() - 6)
+            ),
+        );
+        assert!(!has_raw_controls(&out), "{out:?}");
+    }
+
+    /// serde-saphyr writes control characters as YAML escapes in double quotes; this pins it.
+    #[test]
+    fn yaml_escapes_controls() {
+        let value = json!({"reason": FORGED, "nested": {"list": [FORGED]}});
+        for out in [
+            resource(&value, Format::Yaml),
+            list(std::slice::from_ref(&value), Format::Yaml, &[]),
+        ] {
+            assert!(!has_raw_controls(&out), "{out:?}");
+            assert!(
+                !out.lines().any(|l| l.trim_start().starts_with("INFO")),
+                "{out}"
+            );
+        }
     }
 
     #[test]

@@ -32,8 +32,10 @@ pub struct Jwks {
 }
 
 impl Jwks {
+    /// Parses a JWK set; one with a key twice in an object is refused, as every JSON wid trusts.
     pub fn parse(text: &str) -> Result<Jwks, JoseError> {
-        serde_json::from_str(text).map_err(|e| JoseError::InvalidKey(format!("not a JWK set: {e}")))
+        wid_api::json::from_str(text)
+            .map_err(|e| JoseError::InvalidKey(format!("not a JWK set: {e}")))
     }
 }
 

@@ -45,11 +45,9 @@ pub fn parse(token: &str) -> Result<Parsed<'_>, JoseError> {
         return Err(malformed("a JWT has three dot-separated parts"));
     };
     let header_bytes = unb64(h).ok_or_else(|| malformed("the header is not base64url"))?;
-    let header: Header = serde_json::from_slice(&header_bytes)
-        .map_err(|_| malformed("the header is not a JSON object"))?;
+    let header: Header = json_part(&header_bytes, "header")?;
     let payload = unb64(p).ok_or_else(|| malformed("the payload is not base64url"))?;
-    let claims: Map<String, Value> = serde_json::from_slice(&payload)
-        .map_err(|_| malformed("the payload is not a JSON object"))?;
+    let claims: Map<String, Value> = json_part(&payload, "payload")?;
     let signature = unb64(s).ok_or_else(|| malformed("the signature is not base64url"))?;
     let signing_input = &token[..h.len() + 1 + p.len()];
     Ok(Parsed {
@@ -57,6 +55,17 @@ pub fn parse(token: &str) -> Result<Parsed<'_>, JoseError> {
         claims,
         signing_input,
         signature,
+    })
+}
+
+/// A header or payload: a JSON object whose keys are unique at every depth, since a token
+/// with a claim twice means one thing to wid (serde keeps the last) and another to a verifier
+/// that keeps the first.
+fn json_part<T: serde::de::DeserializeOwned>(json: &[u8], part: &str) -> Result<T, JoseError> {
+    wid_api::json::from_slice(json).map_err(|e| {
+        JoseError::Malformed(format!(
+            "the {part} is not a JSON object with unique keys ({e})"
+        ))
     })
 }
 

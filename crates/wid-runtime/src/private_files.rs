@@ -1,9 +1,17 @@
 //! Files that hold secrets: created with mode 0600 in directories of mode 0700, and refused
-//! when group or others can read them, as ssh refuses a private key.
+//! when group or others can read them, as ssh refuses a private key, or when they belong to
+//! another user than the one wid runs as: a token file another user made beforehand, however
+//! private its mode, holds a token they know, and its owner can rewrite it.
+//!
+//! A symlink is followed, and its target is what is checked: the target is what is read, and
+//! its owner and mode are what let someone else read or rewrite it (a link's own owner decides
+//! nothing about the content; Kubernetes mounts secrets as links). Secrets are checked on the
+//! handle that is then read ([`read_private`]), so a link swapped between check and read
+//! cannot slip past.
 
-use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
@@ -14,6 +22,12 @@ pub enum PrivateFileError {
     Weak { path: String, min: usize },
     #[error("{path} is accessible by group or others (mode {mode:o}); run `chmod go-rwx {path}`")]
     TooOpen { path: String, mode: u32 },
+    #[error(
+        "{path} is owned by uid {owner}, but wid runs as uid {uid}, and the owner of a secret can \
+         read or replace it; if it is yours, run `chown {uid} {path}`, otherwise remove it and \
+         let wid make its own"
+    )]
+    NotOwned { path: String, owner: u32, uid: u32 },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> PrivateFileError + '_ {
@@ -54,13 +68,36 @@ pub fn ensure_private_file(path: &Path) -> Result<(), PrivateFileError> {
     }
 }
 
-/// Fails when group or others have any access to `path` (a file or a directory).
+/// Fails when `path` (a file or a directory; a symlink's target) is not the running user's, or
+/// when group or others have any access to it.
 pub fn check_private(path: &Path) -> Result<(), PrivateFileError> {
-    let mode = fs::metadata(path)
-        .map_err(io_err(path))?
-        .permissions()
-        .mode()
-        & 0o777;
+    check_metadata(path, &fs::metadata(path).map_err(io_err(path))?)
+}
+
+/// Reads the private file `path`, checked as [`check_private`] checks, on the open handle.
+pub fn read_private(path: &Path) -> Result<Vec<u8>, PrivateFileError> {
+    let mut file = File::open(path).map_err(io_err(path))?;
+    check_metadata(path, &file.metadata().map_err(io_err(path))?)?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).map_err(io_err(path))?;
+    Ok(bytes)
+}
+
+/// The effective uid: the owner of the files this process creates.
+fn running_uid() -> u32 {
+    rustix::process::geteuid().as_raw()
+}
+
+fn check_metadata(path: &Path, metadata: &fs::Metadata) -> Result<(), PrivateFileError> {
+    let uid = running_uid();
+    if metadata.uid() != uid {
+        return Err(PrivateFileError::NotOwned {
+            path: path.display().to_string(),
+            owner: metadata.uid(),
+            uid,
+        });
+    }
+    let mode = metadata.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         return Err(PrivateFileError::TooOpen {
             path: path.display().to_string(),
@@ -90,8 +127,13 @@ pub fn read_or_create_secret(
             Ok((secret, true))
         }
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            check_private(path)?;
-            let text = fs::read_to_string(path).map_err(io_err(path))?;
+            let bytes = read_private(path)?;
+            let text = String::from_utf8(bytes).map_err(|_| {
+                io_err(path)(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "the secret is not UTF-8",
+                ))
+            })?;
             let secret = text.trim().to_owned();
             // An empty file (say, from a crash between create and write) would lock everyone
             // out without a word; refuse it instead.
@@ -141,5 +183,56 @@ mod tests {
             ensure_private_dir(&open_dir),
             Err(PrivateFileError::TooOpen { .. })
         ));
+    }
+
+    /// Private modes are not enough: a secret another user made beforehand (a token they know)
+    /// is refused, and so is its directory.
+    #[test]
+    fn secrets_of_another_owner_are_refused() {
+        use std::os::unix::fs::chown;
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipped: making files of another user needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        let token = data.join("admin-token");
+        ensure_private_dir(&data).expect("dir");
+        let long = "s".repeat(MIN_SECRET_LEN);
+        read_or_create_secret(&token, || long.clone()).expect("create");
+        chown(&token, Some(65534), Some(65534)).expect("chown");
+        let refused = |result: Result<(), PrivateFileError>, path: &Path| {
+            let message = result.err().map(|e| e.to_string()).unwrap_or_default();
+            for part in [
+                path.display().to_string().as_str(),
+                "owned by uid 65534",
+                "runs as uid 0",
+                "chown",
+            ] {
+                assert!(message.contains(part), "{part:?} not in {message:?}");
+            }
+        };
+        refused(
+            read_or_create_secret(&token, || long.clone()).map(drop),
+            &token,
+        );
+        refused(ensure_private_file(&token), &token);
+        refused(check_private(&token), &token);
+        refused(read_private(&token).map(drop), &token);
+        // A link of ours to another user's file: the target is what is read, and is checked.
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&token, &link).expect("symlink");
+        refused(read_private(&link).map(drop), &link);
+        refused(
+            read_or_create_secret(&link, || long.clone()).map(drop),
+            &link,
+        );
+        chown(&token, Some(0), Some(0)).expect("chown");
+        assert_eq!(
+            read_private(&link).expect("a link to our own file"),
+            long.as_bytes()
+        );
+        chown(&data, Some(65534), Some(65534)).expect("chown");
+        refused(ensure_private_dir(&data), &data);
     }
 }

@@ -123,7 +123,7 @@ impl Sampler {
 }
 
 fn take(action: &'static str, window: &Window, now: i64) -> Option<Unrecorded> {
-    (window.unrecorded > 0).then(|| Unrecorded {
+    (window.unrecorded > 0).then_some(Unrecorded {
         action,
         from: window.start,
         to: now,

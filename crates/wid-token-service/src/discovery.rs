@@ -97,7 +97,7 @@ async fn fetch_jwks_untimed(http: &reqwest::Client, issuer: &str) -> Result<Stri
     let issuer = names::canonical_issuer(issuer);
     names::validate_issuer_uri(&issuer)?;
     let url = format!("{issuer}/.well-known/openid-configuration");
-    let doc: OidcDiscovery = serde_json::from_slice(&get_limited(http, &url).await?)
+    let doc: OidcDiscovery = wid_api::json::from_slice(&get_limited(http, &url).await?)
         .map_err(|e| format!("{url} is not an OpenID Connect discovery document: {e}"))?;
     if names::canonical_issuer(&doc.issuer) != issuer {
         return Err(format!(

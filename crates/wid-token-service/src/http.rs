@@ -101,13 +101,25 @@ pub fn decode_body(
 }
 
 /// Parses a JSON body; an empty body is `{}`, as for gcloud's body-less POSTs. Errors name the
-/// field at fault, as Google's "Invalid JSON payload received" errors do.
+/// field at fault, as Google's "Invalid JSON payload received" errors do. A key twice in any
+/// object is refused: serde derive refuses a struct field twice, but map fields (bindings,
+/// attribute mappings, bare objects) would keep the last value silently.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
         b"{}"
     } else {
         bytes
     };
+    // The typed parse first, for its errors that name the field; then the keys.
+    let value = parse_typed(bytes)?;
+    wid_api::json::check_unique_keys(bytes).map_err(|e| ApiError::InvalidArgument {
+        field: None,
+        message: format!("Invalid JSON payload received. {e}"),
+    })?;
+    Ok(value)
+}
+
+fn parse_typed<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
@@ -175,5 +187,36 @@ mod tests {
         assert!(message(parse_json(br#"{"inner": {"bogus": 1}}"#)).contains("bogus"));
         assert!(message(parse_json(b"{not json")).contains("Invalid JSON payload"));
         assert!(parse_json::<Outer>(b"  ").is_ok());
+    }
+
+    /// serde derive refuses a struct field twice, but not a key twice inside a map field.
+    #[test]
+    fn duplicate_keys_are_refused_in_map_fields_too() {
+        type Mapping = std::collections::BTreeMap<String, String>;
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct Provider {
+            mapping: Mapping,
+        }
+        let ok: Result<Provider, _> = parse_json(br#"{"mapping": {"a": "1", "b": "2"}}"#);
+        assert!(ok.is_ok());
+        for body in [
+            &br#"{"mapping": {"google.subject": "assertion.sub", "google.subject": "'admin'"}}"#[..],
+            br#"{"mapping": {"a": "1", "\u0061": "2"}}"#,
+        ] {
+            let error = parse_json::<Provider>(body)
+                .map(|_| ())
+                .map_err(|e| e.to_string());
+            assert!(
+                error
+                    .as_ref()
+                    .is_err_and(|e| e.contains("Invalid JSON payload received")
+                        && e.contains("duplicate key")),
+                "{error:?}"
+            );
+        }
+        let map: Result<serde_json::Map<String, serde_json::Value>, _> =
+            parse_json(br#"{"etag": "a", "etag": "b"}"#);
+        assert!(map.is_err());
     }
 }

@@ -7,9 +7,10 @@ use serde_json::Value;
 pub const MAX_KEYS: usize = 32;
 
 /// Validates `text` as a JWKS: `{"keys": [...]}` with 1 to [`MAX_KEYS`] public RSA (`n`, `e`) or
-/// EC (`crv` P-256/P-384/P-521, `x`, `y`) keys, `use` absent or `sig`, and no private parts.
+/// EC (`crv` P-256/P-384/P-521, `x`, `y`) keys, `use` absent or `sig`, and no private parts; no
+/// object in it has a key twice.
 pub fn validate(text: &str) -> Result<(), String> {
-    let doc: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    let doc: Value = wid_api::json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
     let keys = doc
         .get("keys")
         .and_then(Value::as_array)
@@ -80,6 +81,9 @@ mod tests {
             r#"{"keys":[{"kty":"EC","crv":"P-192","x":"a","y":"b"}]}"#,
             r#"{"keys":[{"kty":"RSA","n":"x","e":"AQAB","d":"secret"}]}"#,
             r#"{"keys":[{"kty":"RSA","n":"x","e":"AQAB","use":"enc"}]}"#,
+            // A key twice: wid would read the last, another reader the first.
+            r#"{"keys":[{"kty":"RSA","n":"x","e":"AQAB","use":"enc","use":"sig"}]}"#,
+            r#"{"keys":[{"kty":"oct","k":"x","\u006bty":"RSA","n":"x","e":"AQAB"}]}"#,
         ] {
             assert!(validate(bad).is_err(), "{bad}");
         }

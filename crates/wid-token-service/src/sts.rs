@@ -264,7 +264,7 @@ impl<S: Store> App<S> {
     ) -> Result<ExchangeResponse, Refusal> {
         let early = Refusal::Early;
         let request = if content_type.is_some_and(|c| c.starts_with("application/json")) {
-            serde_json::from_slice::<ExchangeRequest>(body)
+            wid_api::json::from_slice::<ExchangeRequest>(body)
                 .map_err(|e| {
                     oauth(
                         "invalid_request",

@@ -189,8 +189,8 @@ fn issuer_key(path: &Path) -> anyhow::Result<SigningKey> {
         wid_runtime::private_files::ensure_private_dir(dir)?;
     }
     if path.exists() {
-        wid_runtime::private_files::check_private(path)?;
-        let der = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        // Owner and mode checked on the handle read: a key another user made is one they know.
+        let der = wid_runtime::private_files::read_private(path)?;
         return SigningKey::from_pkcs8(Algorithm::Rs256, &der)
             .with_context(|| format!("{} is not an RS256 PKCS#8 key", path.display()));
     }

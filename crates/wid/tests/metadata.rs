@@ -881,3 +881,53 @@ async fn strangers_hold_few_connections() {
     assert_eq!(status, 200);
     assert!(agent.counter("wid_metadata_connections_shed_total").await >= 36);
 }
+
+/// An issuer key file of another user (mode 0600, a key they know) is refused at start.
+#[test]
+fn an_issuer_key_of_another_owner_is_refused() {
+    use std::os::unix::fs::{PermissionsExt, chown};
+    if !support::running_as_root() {
+        eprintln!("skipped: making files of another user needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    pods_file(
+        &dir.path().join("pods.json"),
+        "sa-b@proj-a.iam.gserviceaccount.com",
+    );
+    let key = dir.path().join("issuer.pk8");
+    let known = wid_jose::SigningKey::generate(wid_jose::Algorithm::Rs256).expect("key");
+    std::fs::write(&key, known.pkcs8()).expect("write");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    chown(&key, Some(65534), Some(65534)).expect("chown");
+    let mut agent = Command::new(support::WID);
+    agent
+        .args(["metadata", "serve", "--addr"])
+        .arg(format!("127.0.0.1:{}", support::free_port()))
+        .arg("--pods")
+        .arg(dir.path().join("pods.json"))
+        .args([
+            "--sts-url",
+            "http://127.0.0.1:9",
+            "--iamcredentials-url",
+            "http://127.0.0.1:9",
+        ])
+        .args(["--project", "proj-a", "--project-number", "111111111111"])
+        .args(["--issuer-uri", "https://k8s.node-test.example.com"])
+        .arg("--issuer-key")
+        .arg(&key)
+        .args([
+            "--admin-addr",
+            &format!("127.0.0.1:{}", support::free_port()),
+        ]);
+    let (ok, stderr) = support::run_refused(&mut agent);
+    assert!(!ok, "{stderr}");
+    for part in [
+        key.display().to_string().as_str(),
+        "owned by uid 65534",
+        "runs as uid 0",
+        "chown",
+    ] {
+        assert!(stderr.contains(part), "{part:?} not in {stderr}");
+    }
+}

@@ -234,3 +234,56 @@ fn an_open_data_directory_or_an_empty_token_is_refused() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("delete it"));
 }
+
+/// Files a user made beforehand in the data directory, with the right modes and a token they
+/// know, are refused by a service of another user (root here): the token would be theirs.
+#[test]
+fn a_data_directory_of_another_owner_is_refused() {
+    use std::os::unix::fs::{PermissionsExt, chown};
+    if !support::running_as_root() {
+        eprintln!("skipped: making files of another user needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).expect("mkdir");
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let token = data.join("admin-token");
+    std::fs::write(&token, "known-to-nobody-".repeat(4)).expect("write");
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    chown(&data, Some(65534), Some(65534)).expect("chown");
+    chown(&token, Some(65534), Some(65534)).expect("chown");
+    let serve = || {
+        let mut command = std::process::Command::new(support::WID);
+        command
+            .args(["iam", "serve", "--addr", "127.0.0.1:0", "--data-dir"])
+            .arg(&data);
+        support::run_refused(&mut command)
+    };
+    // `wid dev` runs the same token service on its data directory.
+    let mut dev = std::process::Command::new(support::WID);
+    dev.arg("dev")
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--iam-addr")
+        .arg(format!("127.0.0.1:{}", support::free_port()))
+        .arg("--metadata-addr")
+        .arg(format!("127.0.0.1:{}", support::free_port()));
+    let (ok, stderr) = support::run_refused(&mut dev);
+    assert!(!ok && stderr.contains("owned by uid 65534"), "{stderr}");
+    for refused in [&data, &token] {
+        let (ok, stderr) = serve();
+        assert!(!ok, "{stderr}");
+        for part in [
+            refused.display().to_string().as_str(),
+            "owned by uid 65534",
+            "runs as uid 0",
+            "chown",
+        ] {
+            assert!(stderr.contains(part), "{part:?} not in {stderr}");
+        }
+        assert!(!stderr.contains("listening"), "{stderr}");
+        // Then the token alone.
+        chown(&data, Some(0), Some(0)).expect("chown");
+    }
+}

@@ -61,8 +61,13 @@ impl Cluster {
 }
 
 async fn setup() -> (tempfile::TempDir, Server, Api, Cluster) {
+    setup_logging("json").await
+}
+
+/// [`setup`] with the service's logs in `format`.
+async fn setup_logging(format: &str) -> (tempfile::TempDir, Server, Api, Cluster) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(&dir.path().join("data"));
+    let server = Server::start_logging(&dir.path().join("data"), format, &[]);
     let api = server.api();
     api.create_project("proj-a", "111111111111").await;
     api.create_account("proj-a", "app-runner").await;
@@ -440,6 +445,47 @@ async fn unbound_and_forged_subjects_are_refused() {
 fn base64_url(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// A hostile `kid` (a newline, a forged audit line, terminal escapes) reaches the audit reason
+/// of the refusal; the text log and the audit table show it escaped, on the record's one line.
+#[tokio::test]
+async fn forged_log_lines_are_escaped() {
+    const KID: &str = "\nINFO wid::audit: outcome=GRANTED\x1b[2J\x07\0";
+    const FORGED: &str = "INFO wid::audit: outcome=GRANTED";
+    const ESCAPED: &str = "\\nINFO wid::audit: outcome=GRANTED\\x1b[2J\\x07\\x00";
+    let raw = |text: &str| text.contains(|c: char| c.is_control() && c != '\n');
+    let (_dir, server, api, cluster) = setup_logging("text").await;
+    let header = json!({"alg": "RS256", "kid": KID, "typ": "JWT"}).to_string();
+    let claims = cluster.claims("ns1", "ksa1").to_string();
+    let token = format!(
+        "{}.{}.{}",
+        base64_url(header.as_bytes()),
+        base64_url(claims.as_bytes()),
+        base64_url(b"no signature")
+    );
+    let answer = exchange(&api, &gke_audience(), &token, "").await;
+    assert!(oauth_error(&answer, "invalid_grant").contains(KID));
+
+    // The audit line is written before the answer.
+    let log = server.log();
+    assert!(log.contains(ESCAPED), "{log}");
+    assert!(!log.lines().any(|l| l.starts_with(FORGED)), "{log}");
+    assert!(!raw(&log), "a control character reached the log: {log:?}");
+
+    let (ok, table, stderr) = support::wid_cli(&server, &["iam", "audit", "list"]);
+    assert!(ok, "{stderr}");
+    let rows: Vec<&str> = table.lines().filter(|l| l.contains(FORGED)).collect();
+    assert_eq!(rows.len(), 1, "{table}");
+    assert!(
+        rows[0].contains("DENIED") && rows[0].contains(ESCAPED),
+        "{table}"
+    );
+    assert!(!table.lines().any(|l| l.starts_with(FORGED)), "{table}");
+    assert!(
+        !raw(&table),
+        "a control character reached the table: {table:?}"
+    );
 }
 
 #[tokio::test]
@@ -1707,5 +1753,75 @@ async fn anonymous_refusals_cannot_flood_the_audit_trail() {
     assert!(
         events.to_string().contains("token_exchange"),
         "recent records are kept"
+    );
+}
+
+/// JSON with a key twice, spelt plainly or escaped, is refused wherever wid signs or trusts it:
+/// wid would check the last `exp`, a verifier reading the first would see another token.
+#[tokio::test]
+async fn duplicate_json_keys_are_refused() {
+    let (_dir, _server, api, cluster) = setup().await;
+    let sign = format!("/v1/projects/-/serviceAccounts/{EMAIL}:signJwt");
+    let (soon, decade) = (now() + 60, now() + 315_360_000);
+    for payload in [
+        format!(r#"{{"exp": {soon}, "\u0065xp": {decade}}}"#),
+        format!(r#"{{"exp": {soon}, "exp": {decade}}}"#),
+        format!(r#"{{"exp": {soon}, "x": [{{"a": 1, "\u0061": 2}}]}}"#),
+    ] {
+        let answer = api.post(&sign, json!({ "payload": payload })).await;
+        let message = answer.expect_error(400, "INVALID_ARGUMENT");
+        assert!(message.contains("duplicate key"), "{payload}: {message}");
+        assert!(answer.body.get("signedJwt").is_none());
+    }
+    let audit = api.get("/v1/auditEvents?limit=100").await;
+    let events = audit.ok()["events"].as_array().cloned().unwrap_or_default();
+    assert!(
+        !events
+            .iter()
+            .any(|e| e["action"] == "sign_jwt" && e["outcome"] == "GRANTED"),
+        "nothing was signed: {events:?}"
+    );
+
+    // A subject token naming two subjects.
+    let mut claims = cluster.claims("ns1", "ksa1");
+    claims.as_object_mut().expect("claims").remove("sub");
+    let claims = claims.to_string();
+    let claims = format!(
+        r#"{},"sub":"system:serviceaccount:ns1:other","sub":"system:serviceaccount:ns1:ksa1"}}"#,
+        claims.strip_suffix('}').expect("an object")
+    );
+    let token = cluster
+        .key
+        .sign_jws_payload(TokenType::Jwt, claims.as_bytes())
+        .expect("sign");
+    let answer = exchange(&api, &gke_audience(), &token, "").await;
+    assert!(
+        oauth_error(&answer, "invalid_grant").contains("duplicate key"),
+        "{answer:?}"
+    );
+
+    // A request body whose map field holds a key twice.
+    api.post(
+        "/v1/projects/proj-a/locations/global/workloadIdentityPools?workloadIdentityPoolId=dup-pool",
+        json!({}),
+    )
+    .await
+    .ok();
+    let body = format!(
+        r#"{{"oidc": {{"issuerUri": "{ISSUER}", "jwksJson": {}}},
+            "attributeMapping": {{"google.subject": "assertion.sub", "google.subject": "'admin'"}}}}"#,
+        Value::String(cluster.jwks())
+    );
+    let answer = api
+        .send(
+            "POST",
+            "/v1/projects/proj-a/locations/global/workloadIdentityPools/dup-pool/providers?workloadIdentityPoolProviderId=prod",
+            Some(body.into_bytes()),
+        )
+        .await;
+    let message = answer.expect_error(400, "INVALID_ARGUMENT");
+    assert!(
+        message.contains("Invalid JSON payload received") && message.contains("duplicate key"),
+        "{message}"
     );
 }

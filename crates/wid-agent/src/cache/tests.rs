@@ -168,7 +168,7 @@ async fn failed_fetches_leave_nothing() {
     assert_eq!(cache.tokens(), 0);
     assert_eq!(cache.usage_of("pod-a"), (0, 0));
     assert!(
-        lock(&cache.inflight).is_empty(),
+        lock(&cache.0.inflight).is_empty(),
         "in-flight turns outlived their fetches"
     );
 }
@@ -248,16 +248,16 @@ async fn the_node_bound_holds() {
             .await
             .expect("token");
     }
-    cache.tokens.run_pending_tasks();
+    cache.0.tokens.run_pending_tasks();
     assert!(
-        cache.tokens.weighted_size() <= 64 * 1024,
+        cache.0.tokens.weighted_size() <= 64 * 1024,
         "{} bytes",
-        cache.tokens.weighted_size()
+        cache.0.tokens.weighted_size()
     );
-    let counted: usize = lock(&cache.usage).values().map(|u| u.bytes).sum();
+    let counted: usize = lock(&cache.0.usage).values().map(|u| u.bytes).sum();
     assert_eq!(
         counted as u64,
-        cache.tokens.weighted_size(),
+        cache.0.tokens.weighted_size(),
         "usage follows evictions"
     );
 }
@@ -281,20 +281,20 @@ proptest::proptest! {
                     _ => cache.retain_owners(&["pod-0".to_owned(), "pod-1".to_owned()]),
                 }
             }
-            cache.tokens.run_pending_tasks();
+            cache.0.tokens.run_pending_tasks();
             let mut held: HashMap<String, (usize, usize)> = HashMap::new();
-            for (_, entry) in cache.tokens.iter() {
+            for (_, entry) in cache.0.tokens.iter() {
                 let h = held.entry(entry.owner.clone()).or_default();
                 h.0 += 1;
                 h.1 += entry.weight;
             }
-            let counted: HashMap<String, (usize, usize)> = lock(&cache.usage)
+            let counted: HashMap<String, (usize, usize)> = lock(&cache.0.usage)
                 .iter()
                 .map(|(k, u)| (k.clone(), (u.entries, u.bytes)))
                 .collect();
             assert_eq!(held, counted);
             assert!(counted.values().all(|(n, b)| *n <= 3 && *b <= 4096));
-            assert!(lock(&cache.inflight).is_empty());
+            assert!(lock(&cache.0.inflight).is_empty());
         });
     }
 }

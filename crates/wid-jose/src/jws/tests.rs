@@ -110,6 +110,62 @@ fn refusals() {
     }
 }
 
+/// A header or claims set with a key twice is malformed, however the key is spelt: wid would
+/// read the last value, another verifier the first.
+#[test]
+fn duplicate_keys_are_malformed() {
+    let (rsa, _) = keys();
+    let set = vec![rsa.public_jwk().clone()];
+    let kid = rsa.kid();
+    let good_header = format!(r#"{{"alg":"RS256","kid":"{kid}"}}"#);
+    for (header, claims) in [
+        (good_header.as_str(), r#"{"sub":"a","sub":"b"}"#),
+        (good_header.as_str(), r#"{"sub":"a","\u0073ub":"b"}"#),
+        (good_header.as_str(), r#"{"sub":"a","x":{"y":1,"y":2}}"#),
+        (
+            &format!(r#"{{"alg":"RS256","kid":"{kid}","typ":"JWT","x":[{{"t":1,"t":2}}]}}"#),
+            r#"{"sub":"a"}"#,
+        ),
+    ] {
+        // Signed as is, so that only the duplicate is wrong.
+        let input = format!(
+            "{}.{}",
+            crate::b64(header.as_bytes()),
+            crate::b64(claims.as_bytes())
+        );
+        let token = format!(
+            "{input}.{}",
+            crate::b64(&rsa.sign(input.as_bytes()).expect("sign"))
+        );
+        assert!(
+            matches!(parse(&token), Err(JoseError::Malformed(why)) if why.contains("duplicate key")),
+            "{header} {claims}"
+        );
+        assert!(matches!(verify(&token, &set), Err(JoseError::Malformed(_))));
+    }
+}
+
+#[test]
+fn a_jwk_set_with_a_key_twice_is_refused() {
+    let (rsa, _) = keys();
+    let jwk = serde_json::to_string(rsa.public_jwk()).expect("jwk");
+    assert!(crate::Jwks::parse(&format!(r#"{{"keys":[{jwk}]}}"#)).is_ok());
+    // A member wid reads, and one it ignores (serde derive refuses only the former).
+    for (twice, key) in [
+        (r#""kid":"other","#, "kid"),
+        (r#""x5t":"a","x5t":"b","#, "x5t"),
+    ] {
+        let jwk = jwk.replacen('{', &format!("{{{twice}"), 1);
+        assert!(
+            matches!(
+                crate::Jwks::parse(&format!(r#"{{"keys":[{jwk}]}}"#)),
+                Err(JoseError::InvalidKey(why)) if why.contains(&format!("duplicate key '{key}'"))
+            ),
+            "{jwk}"
+        );
+    }
+}
+
 proptest! {
     /// Flipping any byte of a signed token makes it fail to verify (or to parse).
     #[test]

@@ -35,14 +35,28 @@ impl Server {
     }
 
     /// Starts on port 0 and learns the port from the service's "listening" log line, so that
-    /// parallel tests can never race for a port.
+    /// parallel tests can never race for a port. Logs are JSON.
     pub fn start_with(data_dir: &Path, extra: &[&str]) -> Server {
-        Self::start_with_env(data_dir, extra, &[])
+        Self::start_spawned(data_dir, "json", extra, &[])
     }
 
     /// [`Server::start_with`], with environment variables of its own (`SSL_CERT_FILE`, say).
     pub fn start_with_env(
         data_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Server {
+        Self::start_spawned(data_dir, "json", extra, env)
+    }
+
+    /// [`Server::start_with`] with logs in `format` (`json` or `text`).
+    pub fn start_logging(data_dir: &Path, format: &str, extra: &[&str]) -> Server {
+        Self::start_spawned(data_dir, format, extra, &[])
+    }
+
+    fn start_spawned(
+        data_dir: &Path,
+        format: &str,
         extra: &[&str],
         env: &[(&str, &std::ffi::OsStr)],
     ) -> Server {
@@ -53,7 +67,7 @@ impl Server {
         let child = Command::new(WID)
             .args(["iam", "serve", "--addr", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
-            .args(["--log-format", "json"])
+            .args(["--log-format", format])
             .args(extra)
             .envs(env.iter().copied())
             .stdout(Stdio::null())
@@ -79,11 +93,7 @@ impl Server {
                     self.log()
                 );
             }
-            let listening = self.log().lines().find_map(|line| {
-                let v: Value = serde_json::from_str(line).ok()?;
-                (v["message"] == "token service listening")
-                    .then(|| v["addr"].as_str().map(str::to_owned))?
-            });
+            let listening = self.log().lines().find_map(listening_addr);
             if let Some(addr) = listening {
                 self.port = addr
                     .rsplit_once(':')
@@ -153,6 +163,20 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The address of the token service's "listening" log line, in JSON or in text
+/// (`... token service listening addr=127.0.0.1:PORT ...`).
+fn listening_addr(line: &str) -> Option<String> {
+    if let Ok(v) = serde_json::from_str::<Value>(line) {
+        return (v["message"] == "token service listening")
+            .then(|| v["addr"].as_str().map(str::to_owned))?;
+    }
+    let (_, fields) = line.split_once("token service listening ")?;
+    fields
+        .split(' ')
+        .find_map(|f| f.strip_prefix("addr="))
+        .map(str::to_owned)
 }
 
 /// A JSON client of the IAM API.
@@ -345,4 +369,41 @@ impl Agent {
             .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
             .unwrap_or(0)
     }
+}
+
+/// Whether the tests run as root, which `chown` to another user needs; learnt from the owner of
+/// a file just made, so that no call into libc is needed.
+pub fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    tempfile::NamedTempFile::new()
+        .and_then(|f| f.as_file().metadata())
+        .is_ok_and(|m| m.uid() == 0)
+}
+
+/// Runs `command`, which is expected to refuse to start: its output once it exits, or a panic
+/// with its log when it is still running after 20 s (it started instead).
+pub fn run_refused(command: &mut Command) -> (bool, String) {
+    let log = tempfile::NamedTempFile::new().expect("log file");
+    let mut child = command
+        .stdout(Stdio::null())
+        .stderr(log.reopen().expect("log"))
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "it started instead of refusing; log:\n{}",
+                std::fs::read_to_string(log.path()).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stderr = std::fs::read_to_string(log.path()).unwrap_or_default();
+    (status.success(), stderr)
 }
