@@ -105,6 +105,8 @@ pub struct App<S> {
     audit_tx: tokio::sync::mpsc::Sender<audit::AuditMessage>,
     /// Which unauthenticated refusals are recorded one by one.
     audit_sampler: audit::Sampler,
+    /// Log lines a caller can cause again and again, one per kind and minute.
+    log_limit: wid_runtime::log_limit::LogLimit,
     metrics: Arc<Metrics>,
     /// Access tokens whose signature verified, by value.
     verified_tokens: wid_runtime::memo::Memo<String, wid_api::tokens::AccessTokenClaims>,
@@ -221,6 +223,7 @@ impl TokenService {
             refetch_gate: sts::RefetchGate::default(),
             audit_tx,
             audit_sampler: audit::Sampler::default(),
+            log_limit: wid_runtime::log_limit::LogLimit::new(Duration::from_secs(60)),
             metrics,
             verified_tokens: wid_runtime::memo::Memo::new(10_000),
             parsed_policies: wid_runtime::memo::Memo::new(10_000),

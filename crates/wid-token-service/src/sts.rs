@@ -144,10 +144,10 @@ struct KsaClaims<'a> {
     pod: Option<(&'a str, &'a str)>,
 }
 
-/// Reads the KSA of a cluster's token: `sub` is `system:serviceaccount:NAMESPACE:NAME`, and the
-/// `kubernetes.io` claims, when present, must name that same KSA. A token whose claims disagree
-/// with its subject is refused, not half-believed: a uid vouches for a KSA only beside the names
-/// it belongs to.
+/// Reads the KSA of a cluster's token: `sub` is `system:serviceaccount:NAMESPACE:NAME`. The uid
+/// of its `kubernetes.io` claims is taken only beside the names it belongs to: when those claims
+/// name the same KSA as `sub`, and the uid is shaped like one. Otherwise it is left out, and the
+/// token satisfies no uid member: a uid vouches for nothing on its own.
 fn ksa_claims<'a>(claims: &'a Map<String, Value>, sub: &'a str) -> Result<KsaClaims<'a>, String> {
     let (namespace, name) = sub
         .strip_prefix("system:serviceaccount:")
@@ -159,39 +159,21 @@ fn ksa_claims<'a>(claims: &'a Map<String, Value>, sub: &'a str) -> Result<KsaCla
             format!("The subject '{sub}' is not a Kubernetes service account (system:serviceaccount:NAMESPACE:NAME).")
         })?;
     let k8s = claims.get("kubernetes.io");
-    let text = |value: Option<&'a Value>, what: &str| match value {
-        None => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.as_str())),
-        Some(_) => Err(format!(
-            "The subject token's kubernetes.io {what} is not a string."
-        )),
-    };
-    let claimed_ns = text(k8s.and_then(|k| k.get("namespace")), "namespace")?;
+    let text = |value: Option<&'a Value>| value.and_then(Value::as_str);
     let account = k8s.and_then(|k| k.get("serviceaccount"));
-    let claimed_name = text(account.and_then(|a| a.get("name")), "serviceaccount.name")?;
-    let uid = text(account.and_then(|a| a.get("uid")), "serviceaccount.uid")?;
-    // Kubernetes uids are UUIDs; anything far from one is no uid to pin.
-    if uid
-        .is_some_and(|u| u.is_empty() || u.len() > 128 || !u.bytes().all(|b| b.is_ascii_graphic()))
-    {
-        return Err(
-            "The subject token's kubernetes.io serviceaccount.uid is not a Kubernetes uid.".into(),
-        );
-    }
-    if claimed_ns.is_some_and(|c| c != namespace) || claimed_name.is_some_and(|c| c != name) {
-        return Err(format!(
-            "The subject token's kubernetes.io claims name the service account {}/{}, but its subject is {namespace}/{name}.",
-            claimed_ns.unwrap_or(namespace),
-            claimed_name.unwrap_or(name)
-        ));
-    }
+    let names_agree = text(k8s.and_then(|k| k.get("namespace"))) == Some(namespace)
+        && text(account.and_then(|a| a.get("name"))) == Some(name);
+    // Kubernetes uids are UUIDs; anything far from one is no uid.
+    let uid = text(account.and_then(|a| a.get("uid")))
+        .filter(|u| !u.is_empty() && u.len() <= 128 && u.bytes().all(|b| b.is_ascii_graphic()))
+        .filter(|_| names_agree);
     let pod = k8s
         .and_then(|k| k.get("pod"))
         .and_then(|p| Some((p.get("name")?.as_str()?, p.get("uid")?.as_str()?)));
     Ok(KsaClaims {
         namespace,
         name,
-        uid: uid.filter(|_| claimed_ns.is_some() && claimed_name.is_some()),
+        uid,
         pod,
     })
 }
@@ -518,9 +500,10 @@ impl<S: Store> App<S> {
         audience_accepted(&claims, &[pool.to_owned()]).map_err(|e| caller(invalid_grant(e)))?;
         let ksa = ksa_claims(&claims, &sub).map_err(|e| caller(invalid_grant(e)))?;
         let shared = !cluster.isolated;
-        if shared && let Some(uid) = ksa.uid {
-            self.pin_uid(&cluster, &ksa, uid).await.map_err(caller)?;
-        }
+        let uid = match ksa.uid {
+            Some(uid) if shared => self.pin_uid(&cluster, &ksa, uid).await.map_err(caller)?,
+            _ => None,
+        };
         let subject = if shared {
             gke_subject(ksa.namespace, ksa.name)
         } else {
@@ -537,7 +520,7 @@ impl<S: Store> App<S> {
             // What the pool's selectors may trust of the claims: only shared clusters' (see
             // `wid_iam::member`).
             namespace: shared.then(|| ksa.namespace.to_owned()),
-            service_account_uid: ksa.uid.filter(|_| shared).map(str::to_owned),
+            service_account_uid: uid.map(str::to_owned),
             shared_cluster: shared,
             clusters: vec![
                 names::canonical_issuer(&cluster.issuer_uri),
@@ -556,15 +539,15 @@ impl<S: Store> App<S> {
     }
 
     /// Pins the uid a shared cluster's token presents to the KSA it names, the first time the
-    /// project sees it, and refuses a token presenting it for another cluster or KSA: a uid
-    /// selector names one KSA of one cluster, as a Kubernetes uid does, even though every shared
-    /// cluster may speak for every namespace and name.
-    async fn pin_uid(
+    /// project sees it; returns it if it is that KSA's, `None` if it was first presented for
+    /// another cluster or KSA. So a uid member names one KSA of one cluster, as a Kubernetes uid
+    /// does, although every shared cluster may speak for every namespace and name.
+    async fn pin_uid<'u>(
         &self,
         cluster: &ClusterRow,
         ksa: &KsaClaims<'_>,
-        uid: &str,
-    ) -> Result<(), ApiError> {
+        uid: &'u str,
+    ) -> Result<Option<&'u str>, ApiError> {
         let claimed = KsaUidRow {
             project_id: cluster.project_id.clone(),
             uid: uid.to_owned(),
@@ -576,16 +559,17 @@ impl<S: Store> App<S> {
         let pinned = self.store.pin_service_account_uid(&claimed).await?;
         let same = (&pinned.cluster_uid, &pinned.namespace, &pinned.name)
             == (&claimed.cluster_uid, &claimed.namespace, &claimed.name);
-        if !same {
+        if same {
+            return Ok(Some(uid));
+        }
+        if let Some(left_out) = self.log_limit.admit(&format!("uid|{}", cluster.uid)) {
             tracing::warn!(cluster = %cluster.name, location = %cluster.location, uid,
                 claimed = %format!("{}/{}", ksa.namespace, ksa.name),
                 pinned = %format!("{}/{} of cluster uid {}", pinned.namespace, pinned.name, pinned.cluster_uid),
-                "a cluster's token presented another service account's uid; refused");
-            return Err(invalid_grant(
-                "The subject token's service account uid belongs to another Kubernetes service account.",
-            ));
+                "a cluster's token presented another service account's uid; it is ignored{}",
+                wid_runtime::log_limit::left_out_note(left_out));
         }
-        Ok(())
+        Ok(None)
     }
 
     /// The generic form: a pool's OIDC provider, its audiences, mapping and condition.
@@ -828,7 +812,7 @@ mod tests {
     }
 
     #[test]
-    fn ksa_claims_must_agree_with_the_subject() {
+    fn a_uid_is_taken_only_beside_its_names() {
         let claims = |v: Value| v.as_object().cloned().unwrap_or_default();
         let sub = "system:serviceaccount:ns1:ksa1";
         let full = claims(serde_json::json!({"kubernetes.io": {"namespace": "ns1",
@@ -842,19 +826,24 @@ mod tests {
                 pod: Some(("p", "P"))
             })
         );
-        // A uid beside another KSA's names is refused, whichever name differs.
+        // A uid beside another KSA's names, beside none, or not shaped like one, is left out;
+        // the KSA is still the one `sub` names.
         for other in [
             serde_json::json!({"namespace": "other", "serviceaccount": {"name": "ksa1", "uid": "U"}}),
             serde_json::json!({"namespace": "ns1", "serviceaccount": {"name": "other", "uid": "U"}}),
             serde_json::json!({"namespace": 1, "serviceaccount": {"name": "ksa1", "uid": "U"}}),
+            serde_json::json!({"serviceaccount": {"uid": "U"}}),
             serde_json::json!({"namespace": "ns1", "serviceaccount": {"name": "ksa1", "uid": 7}}),
+            serde_json::json!({"namespace": "ns1", "serviceaccount": {"name": "ksa1", "uid": "a b"}}),
         ] {
             let c = claims(serde_json::json!({"kubernetes.io": other}));
-            assert!(ksa_claims(&c, sub).is_err(), "{c:?}");
+            let ksa = ksa_claims(&c, sub).expect("the token names a KSA");
+            assert_eq!(
+                (ksa.namespace, ksa.name, ksa.uid),
+                ("ns1", "ksa1", None),
+                "{c:?}"
+            );
         }
-        // A uid without the names it belongs to vouches for nothing.
-        let bare = claims(serde_json::json!({"kubernetes.io": {"serviceaccount": {"uid": "U"}}}));
-        assert_eq!(ksa_claims(&bare, sub).map(|k| k.uid), Ok(None));
         assert!(ksa_claims(&full, "system:serviceaccount:ns1").is_err());
         assert!(ksa_claims(&full, "alice").is_err());
     }

@@ -1334,32 +1334,37 @@ async fn clusters_cannot_claim_what_the_pool_does_not_trust_them_with() {
             "isolated {ns}/{ksa}"
         );
     }
-    // A shared cluster presenting the victim's uid, for the victim's names or another's: refused
-    // at STS, the uid being prod's.
+    // A shared cluster presenting the victim's uid, for the victim's names or another's: the uid
+    // is prod's ns1/ksa1's, so it is ignored: exchanged, never the account.
     for (ns, ksa) in [("ns1", "ksa1"), ("ns2", "ksa2")] {
-        let answer = exchange(
-            &api,
-            &audience(staging_iss),
-            &token(&staging, staging_iss, ns, ksa, &claim_victim_uid),
-            "",
-        )
-        .await;
-        let message = oauth_error(&answer, "invalid_grant");
-        assert!(message.contains("uid belongs to another"), "{message}");
+        let subject = token(&staging, staging_iss, ns, ksa, &claim_victim_uid);
+        let from_staging = federated(exchange(&api, &audience(staging_iss), &subject, "").await);
+        assert_eq!(
+            generate_status(&api, &from_staging, &by_uid).await,
+            403,
+            "shared {ns}/{ksa}"
+        );
     }
-    // Claims that disagree with the subject are refused, not half-believed.
+    // A uid beside names that are not its token's subject's vouches for nothing.
     let other_names = |c: &mut Value| {
         c["kubernetes.io"]["namespace"] = json!("ns1");
         c["kubernetes.io"]["serviceaccount"]["name"] = json!("ksa1");
+        c["kubernetes.io"]["serviceaccount"]["uid"] = json!(victim_uid);
     };
-    let answer = exchange(
-        &api,
-        &audience(staging_iss),
-        &token(&staging, staging_iss, "ns2", "ksa2", &other_names),
-        "",
-    )
-    .await;
-    assert!(oauth_error(&answer, "invalid_grant").contains("but its subject is ns2/ksa2"));
+    let subject = token(&staging, staging_iss, "ns2", "ksa2", &other_names);
+    let mixed = federated(exchange(&api, &audience(staging_iss), &subject, "").await);
+    assert_eq!(generate_status(&api, &mixed, &by_uid).await, 403);
+    // The victim still is the account.
+    let again = federated(
+        exchange(
+            &api,
+            &gke_audience(),
+            &token(&prod, ISSUER, "ns1", "ksa1", &keep),
+            "",
+        )
+        .await,
+    );
+    assert_eq!(generate_status(&api, &again, &by_uid).await, 200);
     // Staging's own ns1/ksa1 (its own uid) is the same member by name, not by uid.
     let staging_ns1 = federated(
         exchange(
