@@ -6,6 +6,8 @@
 //! The server is the real `wid` binary next to this one, on loopback; the load comes from this
 //! process, closed-loop, with keep-alive connections.
 
+mod cache;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -213,10 +215,12 @@ where
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) != Some("tokens") {
-        bail!("usage: wid-bench tokens [SECONDS] [CONCURRENCY]");
-    }
     let seconds: f64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(10.0);
+    match args.get(1).map(String::as_str) {
+        Some("tokens") => {}
+        Some("cache") => return cache::run(seconds).await,
+        _ => bail!("usage: wid-bench tokens [SECONDS] [CONCURRENCY] | cache [SECONDS]"),
+    }
     let concurrency: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(32);
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
