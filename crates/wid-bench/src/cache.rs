@@ -17,12 +17,7 @@ struct SlotMap(Mutex<HashMap<String, (String, Arc<RwLock<Option<Minted>>>)>>);
 
 impl SlotMap {
     fn fresh(&self, key: &str) -> Option<Minted> {
-        let slot = self
-            .0
-            .lock()
-            .ok()?
-            .get(key)
-            .map(|(_, s)| s.clone())?;
+        let slot = self.0.lock().ok()?.get(key).map(|(_, s)| s.clone())?;
         let value = slot.read().ok()?.clone();
         value.filter(|m| m.expires_at - now() > 900)
     }
@@ -91,10 +86,11 @@ pub async fn run(seconds: f64) -> anyhow::Result<()> {
             })
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        slots.0.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.insert(
-            key.clone(),
-            (owner, Arc::new(RwLock::new(Some(token(i))))),
-        );
+        slots
+            .0
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?
+            .insert(key.clone(), (owner, Arc::new(RwLock::new(Some(token(i))))));
     }
     let (cache, slots) = (Arc::new(cache), Arc::new(slots));
     println!("lookup|threads|lookups/s|ns per lookup|vs the replaced cache");
@@ -108,7 +104,10 @@ pub async fn run(seconds: f64) -> anyhow::Result<()> {
             Arc::new(move |k| cache.fresh(k).is_some())
         });
         let ns = |r: f64| 1e9 * threads as f64 / r;
-        println!("replaced (mutex + slot lock)|{threads}|{old:.0}|{:.0}|", ns(old));
+        println!(
+            "replaced (mutex + slot lock)|{threads}|{old:.0}|{:.0}|",
+            ns(old)
+        );
         println!(
             "moka (TokenCache::fresh)|{threads}|{new:.0}|{:.0}|{:.2}x",
             ns(new),
