@@ -13,7 +13,10 @@ use wid_agent::upstream::{Minted, now};
 /// The lookup of the replaced cache, as it was: one mutex over the slot map, then the slot's read
 /// lock and a clone of the token.
 #[derive(Default)]
-struct SlotMap(Mutex<HashMap<String, (String, Arc<RwLock<Option<Minted>>>)>>);
+struct SlotMap(Mutex<HashMap<String, (String, Slot)>>);
+
+/// A slot of the replaced cache: the token of one key, if fetched.
+type Slot = Arc<RwLock<Option<Minted>>>;
 
 impl SlotMap {
     fn fresh(&self, key: &str) -> Option<Minted> {
