@@ -20,7 +20,7 @@ use std::sync::LazyLock;
 use libfuzzer_sys::fuzz_target;
 use wid_iam::policy::{RawBinding, RequestContext};
 use wid_iam::roles::{ALL_PERMISSIONS, Role};
-use wid_iam::{Caller, FederatedCaller, Policy, is_allowed};
+use wid_iam::{Caller, FederatedCaller, Policy, Vouch, is_allowed};
 
 static CALLERS: LazyLock<Vec<Caller>> = LazyLock::new(|| {
     vec![
@@ -33,6 +33,7 @@ static CALLERS: LazyLock<Vec<Caller>> = LazyLock::new(|| {
             namespace: Some("ns1".into()),
             clusters: vec!["https://issuer.example.com".into()],
             service_account_uid: Some("uid-1".into()),
+            vouch: Vouch::SharedCluster,
             pod: None,
         }),
         Caller::User("alice@example.com".into()),
