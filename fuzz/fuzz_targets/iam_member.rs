@@ -25,7 +25,9 @@ static CALLERS: LazyLock<Vec<Caller>> = LazyLock::new(|| {
                 ("team".to_owned(), "a/b".to_owned()),
             ]),
             namespace: Some("ns1".into()),
-            clusters: vec!["https://container.googleapis.com/v1/projects/p/locations/l/clusters/c".into()],
+            clusters: vec![
+                "https://container.googleapis.com/v1/projects/p/locations/l/clusters/c".into(),
+            ],
             service_account_uid: Some("0a1b2c3d-0000-4000-8000-000000000000".into()),
             vouch: Vouch::SharedCluster,
             pod: None,

@@ -33,9 +33,18 @@ fn keys() -> &'static Vec<Jwk> {
 
 fuzz_target!(|data: &[u8]| {
     let _ = wid_api::json::check_unique_keys(data);
-    let Ok(token) = std::str::from_utf8(data) else { return };
+    let Ok(token) = std::str::from_utf8(data) else {
+        return;
+    };
     if let Ok(parsed) = wid_jose::jws::parse(token) {
-        let _ = check_times(&parsed.claims, 1_700_000_000, TimeRules { skew: 60, max_lifetime: 48 * 3600 });
+        let _ = check_times(
+            &parsed.claims,
+            1_700_000_000,
+            TimeRules {
+                skew: 60,
+                max_lifetime: 48 * 3600,
+            },
+        );
     }
     let _ = wid_jose::verify(token, keys());
     let _ = wid_jose::Jwks::parse(token);

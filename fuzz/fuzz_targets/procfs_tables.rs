@@ -13,7 +13,12 @@ fuzz_target!(|data: &[u8]| {
     if let Some(uid) = wid_procfs::pod_uid_of_cgroup(text) {
         assert_eq!(uid.len(), 36);
     }
-    for local in ["127.0.0.1:80", "10.4.0.7:41234", "[::ffff:10.4.0.7]:41234", "[fd00::1]:80"] {
+    for local in [
+        "127.0.0.1:80",
+        "10.4.0.7:41234",
+        "[::ffff:10.4.0.7]:41234",
+        "[fd00::1]:80",
+    ] {
         let local = local.parse().expect("address");
         let _ = wid_procfs::socket_table_has(text, local, local);
     }
