@@ -27,8 +27,8 @@ struct Maps {
     clusters: Map<(String, String), Vec<ClusterRow>>,
     pools: Map<(String, String), Option<PoolRow>>,
     providers: Map<(String, String, String), Option<ProviderRow>>,
-    /// Pinned uids, by project and uid: a pin changes only when its cluster is deleted.
-    ksa_uids: Map<(String, String), KsaUidRow>,
+    /// The KSAs that presented a uid, by project and uid.
+    ksa_uids: Map<(String, String), Vec<KsaUidRow>>,
 }
 
 /// A [`Store`] with a read-through cache of the lookups the token path makes.
@@ -254,16 +254,20 @@ impl<S: Store> Store for CachedStore<S> {
         self.write(self.inner.delete_cluster(project_id, location, name))
             .await
     }
-    async fn pin_service_account_uid(&self, row: &KsaUidRow) -> Result<KsaUidRow> {
-        // Pinning writes only a row no other read depends on: nothing to invalidate, and the
-        // pin read back is cached like any read.
+    async fn present_service_account_uid(&self, row: &KsaUidRow) -> Result<Vec<KsaUidRow>> {
+        // A presenter seen before adds nothing: its answer is what was read then, kept until a
+        // write (a new presenter of any uid, a cluster deleted) clears the cache.
         let key = (row.project_id.clone(), row.uid.clone());
-        self.read(
-            &self.maps.ksa_uids,
-            key,
-            self.inner.pin_service_account_uid(row),
-        )
-        .await
+        if let Some(known) = self.maps.ksa_uids.get(&key)
+            && known.iter().any(|k| k.same_presenter(row))
+        {
+            return Ok(known);
+        }
+        let presenters = self
+            .write(self.inner.present_service_account_uid(row))
+            .await?;
+        self.maps.ksa_uids.put(key, presenters.clone());
+        Ok(presenters)
     }
     async fn list_discovery_targets(&self) -> Result<Vec<DiscoveryTarget>> {
         self.inner.list_discovery_targets().await

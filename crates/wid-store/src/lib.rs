@@ -157,7 +157,7 @@ pub trait Store: Clone + Send + Sync + 'static {
         project_id: &str,
         location: &str,
     ) -> impl Future<Output = Result<Vec<ClusterRow>>> + Send;
-    /// Deletes the cluster and the uids it pinned.
+    /// Deletes the cluster and the uids its KSAs presented.
     fn delete_cluster(
         &self,
         project_id: &str,
@@ -165,12 +165,12 @@ pub trait Store: Clone + Send + Sync + 'static {
         name: &str,
     ) -> impl Future<Output = Result<()>> + Send;
 
-    /// The KSA the uid `row.uid` belongs to in its project: `row` itself when the uid was never
-    /// seen (it is stored), else the row stored first.
-    fn pin_service_account_uid(
+    /// Records that the KSA of `row` presented the uid `row.uid`, and returns every KSA that
+    /// ever presented it in the project, that one included.
+    fn present_service_account_uid(
         &self,
         row: &KsaUidRow,
-    ) -> impl Future<Output = Result<KsaUidRow>> + Send;
+    ) -> impl Future<Output = Result<Vec<KsaUidRow>>> + Send;
 
     /// Providers and clusters without uploaded keys.
     fn list_discovery_targets(&self) -> impl Future<Output = Result<Vec<DiscoveryTarget>>> + Send;

@@ -78,8 +78,8 @@ pub struct ClusterRow {
     pub create_time: String,
 }
 
-/// The Kubernetes service account a uid belongs to, as the first token that presented the uid
-/// named it.
+/// A Kubernetes service account that presented a uid: the cluster whose token carried it, and the
+/// namespace and name that token's subject named.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KsaUidRow {
     pub project_id: String,
@@ -89,6 +89,25 @@ pub struct KsaUidRow {
     pub namespace: String,
     pub name: String,
     pub first_seen: String,
+}
+
+impl KsaUidRow {
+    /// Whether two rows are presentations by one KSA (the time aside).
+    pub fn same_presenter(&self, other: &KsaUidRow) -> bool {
+        (
+            &self.project_id,
+            &self.uid,
+            &self.cluster_uid,
+            &self.namespace,
+            &self.name,
+        ) == (
+            &other.project_id,
+            &other.uid,
+            &other.cluster_uid,
+            &other.namespace,
+            &other.name,
+        )
+    }
 }
 
 /// A signing key. Times are Unix seconds.

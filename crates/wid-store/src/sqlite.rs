@@ -630,10 +630,10 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn pin_service_account_uid(&self, row: &KsaUidRow) -> Result<KsaUidRow> {
+    async fn present_service_account_uid(&self, row: &KsaUidRow) -> Result<Vec<KsaUidRow>> {
         sqlx::query(
             "INSERT INTO ksa_uids (project_id, uid, cluster_uid, namespace, name, first_seen)
-             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (project_id, uid) DO NOTHING",
+             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
         )
         .bind(&row.project_id)
         .bind(&row.uid)
@@ -643,19 +643,25 @@ impl Store for SqliteStore {
         .bind(&row.first_seen)
         .execute(&self.pool)
         .await?;
-        let r = sqlx::query("SELECT * FROM ksa_uids WHERE project_id = ? AND uid = ?")
-            .bind(&row.project_id)
-            .bind(&row.uid)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(KsaUidRow {
-            project_id: r.try_get("project_id")?,
-            uid: r.try_get("uid")?,
-            cluster_uid: r.try_get("cluster_uid")?,
-            namespace: r.try_get("namespace")?,
-            name: r.try_get("name")?,
-            first_seen: r.try_get("first_seen")?,
-        })
+        let rows = sqlx::query(
+            "SELECT * FROM ksa_uids WHERE project_id = ? AND uid = ? ORDER BY first_seen, cluster_uid, namespace, name",
+        )
+        .bind(&row.project_id)
+        .bind(&row.uid)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(KsaUidRow {
+                    project_id: r.try_get("project_id")?,
+                    uid: r.try_get("uid")?,
+                    cluster_uid: r.try_get("cluster_uid")?,
+                    namespace: r.try_get("namespace")?,
+                    name: r.try_get("name")?,
+                    first_seen: r.try_get("first_seen")?,
+                })
+            })
+            .collect()
     }
 
     async fn list_discovery_targets(&self) -> Result<Vec<DiscoveryTarget>> {

@@ -325,7 +325,7 @@ async fn audit_is_newest_first() {
 }
 
 #[tokio::test]
-async fn a_uid_is_pinned_to_its_first_cluster_until_that_cluster_goes() {
+async fn every_presenter_of_a_uid_is_kept_until_its_cluster_goes() {
     let (_dir, s) = store().await;
     s.create_project(&project_row("proj-a", "100"))
         .await
@@ -348,7 +348,7 @@ async fn a_uid_is_pinned_to_its_first_cluster_until_that_cluster_goes() {
     s.create_cluster(&cluster("b", "cluster-b"))
         .await
         .expect("b");
-    let pin = |cluster_uid: &str, ns: &str| KsaUidRow {
+    let presenter = |cluster_uid: &str, ns: &str| KsaUidRow {
         project_id: "proj-a".into(),
         uid: "U".into(),
         cluster_uid: cluster_uid.into(),
@@ -357,35 +357,61 @@ async fn a_uid_is_pinned_to_its_first_cluster_until_that_cluster_goes() {
         first_seen: "t".into(),
     };
     let cached = CachedStore::new(s.clone());
+    let first = presenter("cluster-a", "ns1");
     assert_eq!(
         cached
-            .pin_service_account_uid(&pin("cluster-a", "ns1"))
+            .present_service_account_uid(&first)
             .await
             .expect("first"),
-        pin("cluster-a", "ns1")
+        vec![first.clone()]
     );
-    // Another cluster, or another name, gets the first pin back.
-    for other in [pin("cluster-b", "ns1"), pin("cluster-a", "ns2")] {
-        assert_eq!(
-            cached.pin_service_account_uid(&other).await.expect("again"),
-            pin("cluster-a", "ns1")
-        );
-        assert_eq!(
-            s.pin_service_account_uid(&other).await.expect("uncached"),
-            pin("cluster-a", "ns1")
-        );
-    }
-    // The pin goes with its cluster, through the cache too.
-    cached
-        .delete_cluster("proj-a", "l", "a")
-        .await
-        .expect("delete");
+    // The same presenter again: one presenter still, through the cache and without it.
     assert_eq!(
         cached
-            .pin_service_account_uid(&pin("cluster-b", "ns1"))
+            .present_service_account_uid(&first)
             .await
-            .expect("re-pinned"),
-        pin("cluster-b", "ns1")
+            .expect("again"),
+        vec![first.clone()]
+    );
+    // Another cluster, or another name: two presenters, whoever asks.
+    let other = presenter("cluster-b", "ns1");
+    assert_eq!(
+        cached
+            .present_service_account_uid(&other)
+            .await
+            .expect("other")
+            .len(),
+        2
+    );
+    assert_eq!(
+        cached
+            .present_service_account_uid(&first)
+            .await
+            .expect("first again")
+            .len(),
+        2,
+        "the cache does not hide the second presenter"
+    );
+    assert_eq!(
+        s.present_service_account_uid(&presenter("cluster-a", "ns2"))
+            .await
+            .expect("name")
+            .len(),
+        3
+    );
+    // Presentations go with their cluster, through the cache too.
+    cached
+        .delete_cluster("proj-a", "l", "b")
+        .await
+        .expect("delete");
+    s.delete_cluster("proj-a", "l", "a").await.expect("delete");
+    let cached = CachedStore::new(s.clone());
+    assert_eq!(
+        cached
+            .present_service_account_uid(&other)
+            .await
+            .expect("alone"),
+        vec![other.clone()]
     );
 }
 

@@ -501,7 +501,10 @@ impl<S: Store> App<S> {
         let ksa = ksa_claims(&claims, &sub).map_err(|e| caller(invalid_grant(e)))?;
         let shared = !cluster.isolated;
         let uid = match ksa.uid {
-            Some(uid) if shared => self.pin_uid(&cluster, &ksa, uid).await.map_err(caller)?,
+            Some(uid) if shared => self
+                .uid_if_unambiguous(&cluster, &ksa, uid)
+                .await
+                .map_err(caller)?,
             _ => None,
         };
         let subject = if shared {
@@ -538,17 +541,18 @@ impl<S: Store> App<S> {
         Ok((identity, provider))
     }
 
-    /// Pins the uid a shared cluster's token presents to the KSA it names, the first time the
-    /// project sees it; returns it if it is that KSA's, `None` if it was first presented for
-    /// another cluster or KSA. So a uid member names one KSA of one cluster, as a Kubernetes uid
-    /// does, although every shared cluster may speak for every namespace and name.
-    async fn pin_uid<'u>(
+    /// Records that the KSA of a shared cluster's token presented `uid`, and returns it if that
+    /// KSA is the only one that ever did in the project; `None` when another cluster or KSA
+    /// presented it too. A uid member so names one KSA of one cluster, as a Kubernetes uid does,
+    /// although every shared cluster may speak for every namespace and name: a uid presented by
+    /// two is ambiguous and names neither, whichever came first.
+    async fn uid_if_unambiguous<'u>(
         &self,
         cluster: &ClusterRow,
         ksa: &KsaClaims<'_>,
         uid: &'u str,
     ) -> Result<Option<&'u str>, ApiError> {
-        let claimed = KsaUidRow {
+        let presenter = KsaUidRow {
             project_id: cluster.project_id.clone(),
             uid: uid.to_owned(),
             cluster_uid: cluster.uid.clone(),
@@ -556,17 +560,25 @@ impl<S: Store> App<S> {
             name: ksa.name.to_owned(),
             first_seen: crate::iam::now_rfc3339(),
         };
-        let pinned = self.store.pin_service_account_uid(&claimed).await?;
-        let same = (&pinned.cluster_uid, &pinned.namespace, &pinned.name)
-            == (&claimed.cluster_uid, &claimed.namespace, &claimed.name);
-        if same {
+        let presenters = self.store.present_service_account_uid(&presenter).await?;
+        if presenters.len() <= 1 {
             return Ok(Some(uid));
         }
-        if let Some(left_out) = self.log_limit.admit(&format!("uid|{}", cluster.uid)) {
-            tracing::warn!(cluster = %cluster.name, location = %cluster.location, uid,
-                claimed = %format!("{}/{}", ksa.namespace, ksa.name),
-                pinned = %format!("{}/{} of cluster uid {}", pinned.namespace, pinned.name, pinned.cluster_uid),
-                "a cluster's token presented another service account's uid; it is ignored{}",
+        if let Some(left_out) = self
+            .log_limit
+            .admit(&format!("uid|{}|{uid}", cluster.project_id))
+        {
+            let all: Vec<String> = presenters
+                .iter()
+                .map(|p| {
+                    format!(
+                        "{}/{} of cluster uid {}",
+                        p.namespace, p.name, p.cluster_uid
+                    )
+                })
+                .collect();
+            tracing::warn!(project = %cluster.project_id, uid, presenters = ?all,
+                "clusters' tokens presented one service-account uid for several service accounts; it names none of them until the clusters that presented it wrongly are deleted{}",
                 wid_runtime::log_limit::left_out_note(left_out));
         }
         Ok(None)

@@ -1,5 +1,6 @@
--- Which Kubernetes service account a uid belongs to: the cluster, namespace and name that first
--- presented it. A uid names one KSA of one cluster; a token presenting it for another is refused.
+-- Which Kubernetes service accounts presented a uid: each cluster, namespace and name whose token
+-- carried it. A uid names a KSA only while one KSA presented it; one presented by two is
+-- ambiguous and names none. Presentations go with their cluster.
 CREATE TABLE ksa_uids (
     project_id  TEXT NOT NULL,
     uid         TEXT NOT NULL,
@@ -7,7 +8,7 @@ CREATE TABLE ksa_uids (
     namespace   TEXT NOT NULL,
     name        TEXT NOT NULL,
     first_seen  TEXT NOT NULL,
-    PRIMARY KEY (project_id, uid)
+    PRIMARY KEY (project_id, uid, cluster_uid, namespace, name)
 );
 CREATE INDEX ksa_uids_by_cluster ON ksa_uids (cluster_uid);
 
