@@ -99,12 +99,25 @@ async fn serve(
         End::Shed
     } else {
         let head_timeout = agent.config.header_read_timeout;
-        run(&agent, head_timeout, &mut stream, peer, &mut stop, &lease).await
+        let accepted = Accepted {
+            peer,
+            lease: &lease,
+            stranger,
+        };
+        run(&agent, head_timeout, &mut stream, accepted, &mut stop).await
     };
     if matches!(end, End::Shed) {
         agent.metrics.connections_shed(1);
     }
     tracing::debug!(%peer, ?end, "metadata connection ended");
+}
+
+/// Who is at the far end of a connection, and its place in the listener's table.
+struct Accepted<'a> {
+    peer: SocketAddr,
+    lease: &'a Lease,
+    /// Whether the address was no pod's when the connection came.
+    stranger: bool,
 }
 
 /// Whether the connection's address is no pod's (unknown, or shared), as its lease then says.
@@ -118,10 +131,10 @@ async fn run(
     agent: &Arc<Agent>,
     head_timeout: Duration,
     stream: &mut TcpStream,
-    peer: SocketAddr,
+    accepted: Accepted<'_>,
     stop: &mut Stop,
-    lease: &Lease,
 ) -> End {
+    let (peer, lease) = (accepted.peer, accepted.lease);
     let mut input: Vec<u8> = Vec::with_capacity(1024);
     let mut output: Vec<u8> = Vec::with_capacity(1024);
     // One deadline for a whole head, from accept for the first and from its first byte for the
@@ -130,13 +143,18 @@ async fn run(
     // The pod this connection was confirmed to come from (`--attest-callers`): once per
     // connection and pod, not per request.
     let mut attested: Option<String> = None;
-    // Answered as no pod's: kept open only briefly between requests.
-    let mut stranger = false;
+    // No pod's address: kept open only briefly between requests.
+    let mut stranger = accepted.stranger;
+    // Whether bytes of an unfinished head are counted against the address (`Lease::hold_head`).
+    let mut holding = false;
     loop {
         match http1::parse_head(&input) {
             Ok(Some(head)) => {
                 head_deadline = None;
                 lease.set_idle(false);
+                if std::mem::take(&mut holding) {
+                    lease.hold_head(0);
+                }
                 let started = std::time::Instant::now();
                 let endpoint = metrics::Endpoint::of_path(head.request.path);
                 let head_only = head.request.method == "HEAD";
@@ -232,14 +250,17 @@ async fn run(
                     stream,
                     &mut output,
                     &reply,
-                    head_only,
-                    connection,
+                    (head_only, connection),
                     head_timeout,
+                    lease,
                 )
                 .await
                 {
                     return end;
                 }
+                // A large head or reply is not kept for the life of a keep-alive connection.
+                shrink(&mut input);
+                shrink(&mut output);
                 if connection == Connection::Close {
                     return if keep_alive {
                         End::Stopped
@@ -253,6 +274,13 @@ async fn run(
                 }
             }
             Ok(None) => {
+                // The bytes of an unfinished head count against the address's bound.
+                if !input.is_empty() {
+                    if !lease.hold_head(input.len()) {
+                        return End::Shed;
+                    }
+                    holding = true;
+                }
                 // Bytes of a head already here (pipelined): its deadline runs from now.
                 if !input.is_empty() && head_deadline.is_none() {
                     head_deadline = Some(Instant::now() + head_timeout);
@@ -262,12 +290,15 @@ async fn run(
                 let idle = if stranger { STRANGER_IDLE } else { IDLE };
                 let read = match head_deadline {
                     // Between requests: idle, until the client's next one or the server stops.
+                    // A request that came is read before a call to make room is heeded.
                     None => tokio::select! {
+                        biased;
                         read = tokio::time::timeout(idle, stream.read_buf(&mut input)) => read.map_err(|_| End::Idle),
                         () = stop.stopped() => Err(End::Stopped),
                         () = lease.shed() => Err(End::Shed),
                     },
                     Some(deadline) => tokio::select! {
+                        biased;
                         read = tokio::time::timeout_at(deadline, stream.read_buf(&mut input)) => read.map_err(|_| End::Slow),
                         () = stop.stopped(), if input.is_empty() => Err(End::Stopped),
                         () = lease.shed() => Err(End::Shed),
@@ -289,9 +320,9 @@ async fn run(
                     stream,
                     &mut output,
                     &e.reply(),
-                    false,
-                    Connection::Close,
+                    (false, Connection::Close),
                     head_timeout,
+                    lease,
                 )
                 .await;
                 return End::BadHead;
@@ -321,13 +352,16 @@ async fn until_closed(
 
 /// Writes `reply`. The usual reply fits the socket's buffer at once; only a client that does not
 /// read costs a timer.
+/// Writes `reply` (`head_only` for HEAD) with the connection's fate. A client that does not take
+/// it has `timeout`, and meanwhile its connection is answering nothing: it may be asked to make
+/// room.
 async fn respond(
     stream: &mut TcpStream,
     output: &mut Vec<u8>,
     reply: &Reply,
-    head_only: bool,
-    connection: Connection,
+    (head_only, connection): (bool, Connection),
     timeout: Duration,
+    lease: &Lease,
 ) -> Result<(), End> {
     output.clear();
     http_date(|date| {
@@ -347,13 +381,29 @@ async fn respond(
         Err(_) => return Err(End::Io),
     };
     if written < output.len() {
-        match tokio::time::timeout(timeout, stream.write_all(&output[written..])).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => return Err(End::Io),
-            Err(_) => return Err(End::Slow),
-        }
+        lease.set_idle(true);
+        let rest = tokio::time::timeout(timeout, stream.write_all(&output[written..]));
+        let outcome = tokio::select! {
+            biased;
+            written = rest => match written {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(_)) => Err(End::Io),
+                Err(_) => Err(End::Slow),
+            },
+            () = lease.shed() => Err(End::Shed),
+        };
+        lease.set_idle(false);
+        outcome?;
     }
     Ok(())
+}
+
+/// Gives back the memory of a buffer grown by a large head or reply, once it is empty.
+fn shrink(buffer: &mut Vec<u8>) {
+    const KEPT: usize = 1024;
+    if buffer.is_empty() && buffer.capacity() > 4 * KEPT {
+        *buffer = Vec::with_capacity(KEPT);
+    }
 }
 
 /// Calls `f` with the current `Date` value, formatted once per second per thread.

@@ -7,6 +7,10 @@
 //! marked a stranger (no pod has it), then one of the address holding the most connections. So
 //! an address that holds many connections, pod or not, never keeps another from being served,
 //! and one busy address may still use every connection while nobody else needs one.
+//!
+//! The table also bounds the bytes of request heads still arriving: at most
+//! [`HEAD_BYTES_PER_ADDRESS`] per address and [`HEAD_BYTES`] in all, so that connections that
+//! trickle large heads cannot make the server hold much, whoever opens them.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -16,9 +20,16 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
+/// Bytes of unfinished request heads one address may have the server hold.
+pub const HEAD_BYTES_PER_ADDRESS: usize = 1024 * 1024;
+/// The same for every address together.
+pub const HEAD_BYTES: usize = 16 * 1024 * 1024;
+
 /// What a connection says of itself, and how it is asked to close.
 #[derive(Default)]
 struct State {
+    /// Bytes of an unfinished request head it holds.
+    head_bytes: AtomicUsize,
     /// Answering nothing: it may be closed to make room.
     idle: AtomicBool,
     /// Its address is no known client of the server (no pod): its idle time goes first.
@@ -26,9 +37,18 @@ struct State {
     shed: Notify,
 }
 
+/// One address's connections, and the bytes of unfinished heads they hold.
+#[derive(Default)]
+struct Holder {
+    leases: HashMap<u64, Arc<State>>,
+    head_bytes: usize,
+}
+
 #[derive(Default)]
 struct Inner {
-    by_ip: Mutex<HashMap<IpAddr, HashMap<u64, Arc<State>>>>,
+    by_ip: Mutex<HashMap<IpAddr, Holder>>,
+    /// Bytes of unfinished heads of every address (under `by_ip`'s lock).
+    head_bytes: AtomicUsize,
     count: AtomicUsize,
     next_id: AtomicU64,
     /// Notified whenever a connection ends.
@@ -88,7 +108,11 @@ impl Table {
         }
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let state = Arc::new(State::default());
-        by_ip.entry(ip).or_default().insert(id, state.clone());
+        by_ip
+            .entry(ip)
+            .or_default()
+            .leases
+            .insert(id, state.clone());
         self.inner.count.fetch_add(1, Ordering::AcqRel);
         Some(Lease {
             inner: self.inner.clone(),
@@ -122,14 +146,14 @@ impl Table {
         let idle = |state: &&Arc<State>| state.idle.load(Ordering::Acquire);
         let stranger = by_ip
             .values()
-            .flat_map(HashMap::values)
+            .flat_map(|h| h.leases.values())
             .find(|s| idle(s) && s.stranger.load(Ordering::Acquire));
         let chosen = stranger.or_else(|| {
-            let mut holders: Vec<&HashMap<u64, Arc<State>>> = by_ip.values().collect();
-            holders.sort_by_key(|leases| std::cmp::Reverse(leases.len()));
+            let mut holders: Vec<&Holder> = by_ip.values().collect();
+            holders.sort_by_key(|h| std::cmp::Reverse(h.leases.len()));
             holders
                 .into_iter()
-                .find_map(|leases| leases.values().find(idle))
+                .find_map(|h| h.leases.values().find(idle))
         });
         match chosen {
             Some(state) => {
@@ -179,7 +203,27 @@ impl Lease {
     pub fn peers(&self) -> usize {
         lock(&self.inner.by_ip)
             .get(&self.ip)
-            .map_or(0, HashMap::len)
+            .map_or(0, |h| h.leases.len())
+    }
+
+    /// Says that the connection holds `bytes` of an unfinished request head (0 once it is
+    /// complete); false, with nothing counted, when that would take its address or the server
+    /// past their bound: the connection should then close.
+    pub fn hold_head(&self, bytes: usize) -> bool {
+        let mut by_ip = lock(&self.inner.by_ip);
+        let Some(holder) = by_ip.get_mut(&self.ip) else {
+            return false;
+        };
+        let held = self.state.head_bytes.load(Ordering::Acquire);
+        let total = self.inner.head_bytes.load(Ordering::Acquire);
+        let (address, all) = (holder.head_bytes - held + bytes, total - held + bytes);
+        if bytes > held && (address > HEAD_BYTES_PER_ADDRESS || all > HEAD_BYTES) {
+            return false;
+        }
+        holder.head_bytes = address;
+        self.inner.head_bytes.store(all, Ordering::Release);
+        self.state.head_bytes.store(bytes, Ordering::Release);
+        true
     }
 
     /// The peer's address, IPv4-mapped addresses as IPv4.
@@ -192,12 +236,15 @@ impl Drop for Lease {
     fn drop(&mut self) {
         {
             let mut by_ip = lock(&self.inner.by_ip);
-            if let Some(leases) = by_ip.get_mut(&self.ip) {
-                leases.remove(&self.id);
-                if leases.is_empty() {
+            let held = self.state.head_bytes.load(Ordering::Acquire);
+            if let Some(holder) = by_ip.get_mut(&self.ip) {
+                holder.leases.remove(&self.id);
+                holder.head_bytes -= held;
+                if holder.leases.is_empty() {
                     by_ip.remove(&self.ip);
                 }
             }
+            self.inner.head_bytes.fetch_sub(held, Ordering::AcqRel);
             self.inner.count.fetch_sub(1, Ordering::AcqRel);
         }
         self.inner.freed.notify_waiters();
@@ -269,6 +316,36 @@ mod tests {
         drop((b, newcomer));
         table.drained(Duration::from_secs(1)).await;
         assert!(table.is_empty());
+    }
+
+    #[test]
+    fn unfinished_heads_are_bounded_per_address() {
+        let table = Table::new(1000);
+        let leases: Vec<Lease> = (0..100)
+            .map(|_| table.try_admit(ip(1)).expect("lease"))
+            .collect();
+        let per = 16 * 1024;
+        let held = leases.iter().take_while(|l| l.hold_head(per)).count();
+        assert_eq!(held, HEAD_BYTES_PER_ADDRESS / per, "the address's bound");
+        // Another address is not affected; a finished head gives its bytes back.
+        let other = table.try_admit(ip(2)).expect("other");
+        assert!(other.hold_head(per));
+        assert!(leases[0].hold_head(0));
+        assert!(leases[held].hold_head(per));
+        // Gone connections give theirs back too.
+        drop(leases);
+        let again = table.try_admit(ip(1)).expect("again");
+        assert!(again.hold_head(HEAD_BYTES_PER_ADDRESS));
+        drop((again, other));
+        // And every address together.
+        let many: Vec<Lease> = (10..40)
+            .map(|i| table.try_admit(ip(i)).expect("lease"))
+            .collect();
+        let held = many
+            .iter()
+            .filter(|l| l.hold_head(HEAD_BYTES_PER_ADDRESS))
+            .count();
+        assert_eq!(held, HEAD_BYTES / HEAD_BYTES_PER_ADDRESS);
     }
 
     #[test]

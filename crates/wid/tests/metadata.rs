@@ -931,3 +931,139 @@ fn an_issuer_key_of_another_owner_is_refused() {
         assert!(stderr.contains(part), "{part:?} not in {stderr}");
     }
 }
+
+/// Issue 10, item 2 (the review after it): connections are no way around the bounds. A large
+/// head does not stay in its keep-alive connection's memory, and unfinished heads are bounded per
+/// address.
+#[tokio::test]
+async fn connections_cannot_make_the_agent_hold_much() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("data"));
+    pods_file(
+        &dir.path().join("pods.json"),
+        "sa-b-runner@proj-a.iam.gserviceaccount.com",
+    );
+    let agent = start_agent(dir.path(), &server).await;
+    let pad = "p".repeat(15 * 1024);
+    let before = rss_kib(&agent);
+    // 1,500 keep-alive connections of one pod, each after one request with a 15 KiB header.
+    let mut kept = Vec::new();
+    for _ in 0..1500 {
+        let mut stream = raw_connect("127.0.0.2", &agent.base).await;
+        stream
+            .write_all(format!("GET /computeMetadata/v1/project/project-id HTTP/1.1\r\nHost: x\r\nMetadata-Flavor: Google\r\nX-Pad: {pad}\r\n\r\n").as_bytes())
+            .await
+            .expect("write");
+        kept.push(stream);
+    }
+    for stream in &mut kept {
+        assert_eq!(
+            raw_get(stream, "/computeMetadata/v1/project/project-id").await,
+            Some(200)
+        );
+    }
+    let grown = rss_kib(&agent).saturating_sub(before);
+    assert!(grown < 16 * 1024, "1,500 idle connections hold {grown} KiB");
+    drop(kept);
+    // 1,500 unfinished 15 KiB heads: the address holds at most 1 MiB of them.
+    let before = rss_kib(&agent);
+    let mut unfinished = Vec::new();
+    for _ in 0..1500 {
+        let mut stream = raw_connect("127.0.0.3", &agent.base).await;
+        let _ = stream
+            .write_all(format!("GET / HTTP/1.1\r\nX-Pad: {pad}").as_bytes())
+            .await;
+        unfinished.push(stream);
+    }
+    // Bounded wait for the agent to have read them all.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while agent.counter("wid_metadata_connections_shed_total").await < 1000 {
+        assert!(
+            Instant::now() < deadline,
+            "unfinished heads past the bound were not closed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let grown = rss_kib(&agent).saturating_sub(before);
+    assert!(grown < 16 * 1024, "1,500 unfinished heads hold {grown} KiB");
+    // Another pod is served meanwhile.
+    assert_eq!(
+        md(&pod_client("127.0.0.4"), &agent.base, "project/project-id")
+            .await
+            .0,
+        200
+    );
+}
+
+/// Issue 10, item 4 (the review after it): a client that pipelines requests and never reads the
+/// answers does not keep its connections from being asked to make room.
+#[tokio::test]
+async fn connections_that_do_not_read_make_room_too() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("data"));
+    pods_file(
+        &dir.path().join("pods.json"),
+        "sa-b-runner@proj-a.iam.gserviceaccount.com",
+    );
+    let agent = start_agent_with(
+        dir.path(),
+        &server,
+        support::free_port(),
+        &["--max-connections", "20"],
+    )
+    .await;
+    let request = "GET /computeMetadata/v1/?recursive=true HTTP/1.1\r\nHost: x\r\nMetadata-Flavor: Google\r\n\r\n";
+    let mut hogs = Vec::new();
+    for _ in 0..20 {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(4096).expect("rcvbuf");
+        socket
+            .bind("127.0.0.3:0".parse().expect("addr"))
+            .expect("bind");
+        let mut stream = socket
+            .connect(
+                agent
+                    .base
+                    .trim_start_matches("http://")
+                    .parse()
+                    .expect("addr"),
+            )
+            .await
+            .expect("connect");
+        // Requests in a pipeline until the agent's answers back up (bounded).
+        let pipeline = request.repeat(100);
+        let _ = tokio::time::timeout(Duration::from_millis(500), async {
+            for _ in 0..40 {
+                if stream.write_all(pipeline.as_bytes()).await.is_err() {
+                    break;
+                }
+            }
+        })
+        .await;
+        hogs.push(stream);
+    }
+    let started = Instant::now();
+    let client = reqwest::Client::builder()
+        .local_address("127.0.0.2".parse::<IpAddr>().ok())
+        .timeout(Duration::from_secs(3))
+        .build()
+        .expect("client");
+    let status = client
+        .get(format!(
+            "{}/computeMetadata/v1/project/project-id",
+            agent.base
+        ))
+        .header("Metadata-Flavor", "Google")
+        .send()
+        .await
+        .map(|r| r.status().as_u16());
+    assert_eq!(status.ok(), Some(200), "another pod was not served");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        started.elapsed()
+    );
+    drop(hogs);
+}
