@@ -17,14 +17,24 @@
 use std::collections::HashSet;
 use std::fmt;
 
-use serde::Deserialize;
 use serde::de::{self, DeserializeOwned, Deserializer, MapAccess, SeqAccess, Visitor};
 
 /// Fails when `json` is not one JSON value (surrounding whitespace allowed), or when one of its
 /// objects, at any depth, has a key twice. The error names the key.
 pub fn check_unique_keys(json: &[u8]) -> Result<(), serde_json::Error> {
+    check(json, false)
+}
+
+/// [`check_unique_keys`], with keys that differ only in ASCII case taken as one: for JSON that
+/// wid signs for others to read, since some readers match keys without case (Go's
+/// `encoding/json` fills a struct's `exp` from `"EXP"`, the last one winning).
+pub fn check_unique_keys_ignoring_case(json: &[u8]) -> Result<(), serde_json::Error> {
+    check(json, true)
+}
+
+fn check(json: &[u8], ignore_case: bool) -> Result<(), serde_json::Error> {
     let mut de = serde_json::Deserializer::from_slice(json);
-    UniqueKeys::deserialize(&mut de)?;
+    de::DeserializeSeed::deserialize(UniqueKeys { ignore_case }, &mut de)?;
     de.end()
 }
 
@@ -40,61 +50,70 @@ pub fn from_str<T: DeserializeOwned>(json: &str) -> Result<T, serde_json::Error>
 }
 
 /// A JSON value, seen and dropped; deserialising it is the check.
-struct UniqueKeys;
+#[derive(Clone, Copy)]
+struct UniqueKeys {
+    ignore_case: bool,
+}
 
-impl<'de> Deserialize<'de> for UniqueKeys {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(UniqueKeys)
+impl<'de> de::DeserializeSeed<'de> for UniqueKeys {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
     }
 }
 
 impl<'de> Visitor<'de> for UniqueKeys {
-    type Value = UniqueKeys;
+    type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON value")
     }
 
-    fn visit_bool<E>(self, _: bool) -> Result<Self, E> {
-        Ok(self)
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
     }
 
-    fn visit_i64<E>(self, _: i64) -> Result<Self, E> {
-        Ok(self)
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
     }
 
-    fn visit_u64<E>(self, _: u64) -> Result<Self, E> {
-        Ok(self)
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
     }
 
-    fn visit_f64<E>(self, _: f64) -> Result<Self, E> {
-        Ok(self)
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
     }
 
-    fn visit_str<E>(self, _: &str) -> Result<Self, E> {
-        Ok(self)
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
     }
 
-    fn visit_unit<E>(self) -> Result<Self, E> {
-        Ok(self)
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self, A::Error> {
-        while seq.next_element::<UniqueKeys>()?.is_some() {}
-        Ok(self)
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(self)?.is_some() {}
+        Ok(())
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let mut seen = HashSet::new();
         // serde_json unescapes keys before handing them over.
         while let Some(key) = map.next_key::<String>()? {
-            if seen.contains(&key) {
+            let compared = if self.ignore_case {
+                key.to_ascii_lowercase()
+            } else {
+                key.clone()
+            };
+            if !seen.insert(compared) {
                 return Err(de::Error::custom(format_args!("duplicate key '{key}'")));
             }
-            map.next_value::<UniqueKeys>()?;
-            seen.insert(key);
+            map.next_value_seed(self)?;
         }
-        Ok(self)
+        Ok(())
     }
 }
 
@@ -103,6 +122,19 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use serde_json::{Map, Value};
+
+    #[test]
+    fn keys_differing_in_case_only_are_one_key_for_what_wid_signs() {
+        let payload = br#"{"sub": "a", "exp": 1, "nested": {"EXP": 2}, "EXP": 3}"#;
+        assert!(
+            check_unique_keys(payload).is_ok(),
+            "spelt apart, they are apart"
+        );
+        let e = check_unique_keys_ignoring_case(payload).expect_err("EXP is exp");
+        assert!(e.to_string().contains("duplicate key 'EXP'"), "{e}");
+        assert!(check_unique_keys_ignoring_case(br#"{"a": {"b": 1}, "c": [{"b": 2}]}"#).is_ok());
+        assert!(check_unique_keys_ignoring_case(br#"[{"Aud": 1, "aud": 2}]"#).is_err());
+    }
 
     fn refused(json: &str) -> String {
         match check_unique_keys(json.as_bytes()) {

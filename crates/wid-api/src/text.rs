@@ -6,8 +6,9 @@
 //! every such character a visible escape instead, so one record stays one line of inert text.
 //!
 //! What is escaped: the C0 controls (`\n`, `\r`, `\t` by name, the others as `\xHH`, NUL as
-//! `\x00`), DEL (`\x7f`), the C1 controls U+0080-U+009F and the Unicode line and paragraph
-//! separators U+2028/U+2029 (as `\u{HHHH}`), and the backslash itself (as `\\`). Escaping the
+//! `\x00`), DEL (`\x7f`), the C1 controls U+0080-U+009F, the Unicode line and paragraph
+//! separators U+2028/U+2029 and the bidirectional controls (U+061C, U+200E/F, U+202A-U+202E,
+//! U+2066-U+2069) (as `\u{HHHH}`), and the backslash itself (as `\\`). Escaping the
 //! backslash keeps the result unambiguous: every backslash in it starts an escape, so a value
 //! holding the two characters `\n` is shown as `\\n` and cannot pass for an escaped newline;
 //! the original is always recoverable. Everything else, printable Unicode included, is kept.
@@ -17,8 +18,14 @@ use std::fmt::{self, Write};
 
 /// Whether `c` is shown as an escape rather than as itself.
 fn needs_escape(c: char) -> bool {
-    // `is_control` is the Cc category: C0, DEL and C1.
-    c == '\\' || c.is_control() || matches!(c, '\u{2028}' | '\u{2029}')
+    // `is_control` is the Cc category: C0, DEL and C1. The bidirectional controls reorder what
+    // a terminal shows (a reason could show another account than the one it names).
+    c == '\\'
+        || c.is_control()
+        || matches!(
+            c,
+            '\u{2028}' | '\u{2029}' | '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+        )
 }
 
 /// Writes `text` to `out` with every control character (and the backslash) escaped; see the
@@ -59,6 +66,14 @@ pub fn escape(text: &str) -> Cow<'_, str> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn bidirectional_controls_are_escaped() {
+        // "admin" shown reversed by RIGHT-TO-LEFT OVERRIDE: not in a log or table.
+        assert_eq!(escape("a\u{202e}nimda"), "a\\u{202e}nimda");
+        assert_eq!(escape("\u{2066}x\u{2069}"), "\\u{2066}x\\u{2069}");
+        assert_eq!(escape("\u{200f}"), "\\u{200f}");
+    }
 
     /// The inverse of [`escape`], to show that nothing is lost or ambiguous.
     fn unescape(text: &str) -> Option<String> {
@@ -135,7 +150,7 @@ mod tests {
         }
 
         #[test]
-        fn text_without_controls_is_kept(s in "[^\\p{Cc}\\\\\u{2028}\u{2029}]*") {
+        fn text_without_controls_is_kept(s in "[^\\p{Cc}\\\\\u{2028}\u{2029}\u{061c}\u{200e}\u{200f}\u{202a}-\u{202e}\u{2066}-\u{2069}]*") {
             prop_assert!(matches!(escape(&s), Cow::Borrowed(t) if t == s));
         }
     }

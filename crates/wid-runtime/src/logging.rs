@@ -148,9 +148,23 @@ impl Visit for EscapingVisitor<'_> {
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        if self.start(field) {
-            self.result = write!(Escaping(&mut self.writer), "{value:?}");
+        if field.name() == "message" {
+            if self.start(field) {
+                self.result = write!(Escaping(&mut self.writer), "{value:?}");
+            }
+            return;
         }
+        if !self.start(field) {
+            return;
+        }
+        // A value with a space, `=` or `"` in it is quoted, so that no value can pass for more
+        // fields after it (` outcome=GRANTED` inside a reason); plain words and numbers are not.
+        let text = format!("{value:?}");
+        self.result = if text.is_empty() || text.contains([' ', '=', '"']) {
+            quoted(&mut self.writer, &text)
+        } else {
+            Escaping(&mut self.writer).write_str(&text)
+        };
     }
 }
 
@@ -250,14 +264,40 @@ mod tests {
             assert!(out.ends_with('\n'), "{out:?}");
             let escaped = "x'\\nINFO wid::audit: outcome=GRANTED\\x1b[2J\\x07\\x00";
             assert!(out.contains(&format!("refused {escaped}")), "{out:?}");
-            assert!(out.contains(&format!("reason={escaped}")), "{out:?}");
+            // Values with a space (or `=`, `"`) are quoted, whatever their kind.
+            assert!(out.contains(&format!("reason=\"{escaped}\"")), "{out:?}");
             assert!(out.contains(&format!("kid=\"{escaped}\"")), "{out:?}");
-            assert!(out.contains(&format!("cause={escaped}")), "{out:?}");
+            assert!(out.contains(&format!("cause=\"{escaped}\"")), "{out:?}");
             assert!(out.contains(r#"quoted="a\"b\\""#), "{out:?}");
             if !terminal {
                 assert!(!has_raw_controls(&out), "{out:?}");
             }
         }
+    }
+
+    /// A value cannot pass for fields after it: the only `outcome=` outside quotes is the real
+    /// one, and plain words stay unquoted.
+    #[test]
+    fn values_cannot_forge_fields() {
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let forged = "kid 'k' outcome=GRANTED caller=bootstrap-admin";
+        tracing::subscriber::with_default(
+            text(EnvFilter::new("info"), move || writer.clone(), false),
+            || {
+                tracing::info!(reason = %forged, outcome = %"DENIED", count = 3, "audit");
+            },
+        );
+        let out = buffer.text();
+        assert!(
+            out.contains(
+                r#"reason="kid 'k' outcome=GRANTED caller=bootstrap-admin" outcome=DENIED count=3"#
+            ),
+            "{out:?}"
+        );
+        // Outside quotes, one `outcome=`.
+        let unquoted: String = out.split('"').step_by(2).collect();
+        assert_eq!(unquoted.matches("outcome=").count(), 1, "{out:?}");
     }
 
     /// JSON escapes control characters itself; this pins that.

@@ -249,16 +249,17 @@ impl<S: Store> App<S> {
     }
 
     async fn record(&self, row: AuditRow) {
+        // Every field a string, quoted in text logs: a value cannot pass for another field.
         tracing::info!(
             target: "wid::audit",
-            action = %row.action,
-            caller = %row.caller,
-            provider = %row.provider,
-            target_account = %row.target,
-            token_id = %row.token_id,
-            outcome = %row.outcome,
-            reason = %row.reason,
-            pod = %row.pod,
+            action = row.action.as_str(),
+            caller = row.caller.as_str(),
+            provider = row.provider.as_str(),
+            target_account = row.target.as_str(),
+            token_id = row.token_id.as_str(),
+            outcome = row.outcome.as_str(),
+            reason = row.reason.as_str(),
+            pod = row.pod.as_str(),
             "audit"
         );
         if self

@@ -367,14 +367,16 @@ impl<S: Store> App<S> {
                             "The payload must be a JSON object (the JWT claims set) as a string.",
                         )
                     })?;
-                // The claims are checked here as serde reads them (the last of a key twice);
-                // a verifier that keeps the first would see other claims, say a later `exp`.
-                wid_api::json::check_unique_keys(request.payload.as_bytes()).map_err(|e| {
-                    ApiError::invalid(
-                        "payload",
-                        format!("The payload must not repeat a claim: {e}."),
-                    )
-                })?;
+                // The claims are checked here as serde reads them (the last of a key twice,
+                // keys as spelt); a verifier that keeps the first, or matches keys without case,
+                // would see other claims, say a later `exp` as `EXP`.
+                wid_api::json::check_unique_keys_ignoring_case(request.payload.as_bytes())
+                    .map_err(|e| {
+                        ApiError::invalid(
+                            "payload",
+                            format!("The payload must not repeat a claim: {e}."),
+                        )
+                    })?;
                 let now = now();
                 if let Some(exp) = claims.get("exp") {
                     let exp = exp.as_i64().ok_or_else(|| {

@@ -1775,6 +1775,8 @@ async fn duplicate_json_keys_are_refused() {
     for payload in [
         format!(r#"{{"exp": {soon}, "\u0065xp": {decade}}}"#),
         format!(r#"{{"exp": {soon}, "exp": {decade}}}"#),
+        // Go's encoding/json fills `exp` from `EXP` too, the last one winning.
+        format!(r#"{{"sub": "a", "exp": {soon}, "EXP": {decade}}}"#),
         format!(r#"{{"exp": {soon}, "x": [{{"a": 1, "\u0061": 2}}]}}"#),
     ] {
         let answer = api.post(&sign, json!({ "payload": payload })).await;
