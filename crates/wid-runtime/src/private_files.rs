@@ -74,6 +74,31 @@ pub fn check_private(path: &Path) -> Result<(), PrivateFileError> {
     check_metadata(path, &fs::metadata(path).map_err(io_err(path))?)
 }
 
+/// [`check_private`] when `path` exists; nothing when it does not (a file another program makes
+/// later, such as SQLite's journal, is checked by its next start).
+pub fn check_private_if_exists(path: &Path) -> Result<(), PrivateFileError> {
+    match fs::metadata(path) {
+        Ok(metadata) => check_metadata(path, &metadata),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err(path)(e)),
+    }
+}
+
+/// Writes `bytes` to a new file `path` of mode 0600, through the handle that created it, so that
+/// nothing put at the path meanwhile (a symlink, another file) receives them; fails if `path`
+/// exists.
+pub fn write_new_private(path: &Path, bytes: &[u8]) -> Result<(), PrivateFileError> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io_err(path))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(io_err(path))
+}
+
 /// Reads the private file `path`, checked as [`check_private`] checks, on the open handle.
 pub fn read_private(path: &Path) -> Result<Vec<u8>, PrivateFileError> {
     let mut file = File::open(path).map_err(io_err(path))?;

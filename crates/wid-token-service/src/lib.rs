@@ -31,6 +31,7 @@ pub mod sts;
 pub mod tokens;
 
 use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -160,12 +161,22 @@ impl TokenService {
                 source,
             })?;
         private_files::ensure_private_dir(&config.data_dir)?;
+        // Every file is opened through the directory as it is now: the database is reopened by
+        // path for as long as the service runs, and a symlink on the way could be pointed
+        // elsewhere meanwhile.
+        let data_dir =
+            std::fs::canonicalize(&config.data_dir).map_err(|source| StartError::Lock {
+                path: config.data_dir.display().to_string(),
+                source,
+            })?;
         // One process per data directory: the store's cache is coherent only with one writer.
-        let lock_path = config.data_dir.join(LOCK_FILE);
+        let lock_path = data_dir.join(LOCK_FILE);
+        // The lock holds nothing; it is only made private like everything beside it.
         let lock = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(0o600)
             .open(&lock_path)
             .map_err(|source| StartError::Lock {
                 path: lock_path.display().to_string(),
@@ -174,9 +185,15 @@ impl TokenService {
         if lock.try_lock().is_err() {
             return Err(StartError::Locked(config.data_dir.display().to_string()));
         }
-        let db_path = config.data_dir.join(DATABASE_FILE);
+        let db_path = data_dir.join(DATABASE_FILE);
         private_files::ensure_private_file(&db_path)?;
-        let token_path = config.data_dir.join(ADMIN_TOKEN_FILE);
+        // SQLite replays its journal when it opens the database: it is as private as the rest.
+        for journal in ["-wal", "-shm"] {
+            let mut path = db_path.clone().into_os_string();
+            path.push(journal);
+            private_files::check_private_if_exists(std::path::Path::new(&path))?;
+        }
+        let token_path = data_dir.join(ADMIN_TOKEN_FILE);
         let (admin_token, created) =
             private_files::read_or_create_secret(&token_path, wid_runtime::secrets::random_token)?;
         if created {

@@ -195,8 +195,7 @@ fn issuer_key(path: &Path) -> anyhow::Result<SigningKey> {
             .with_context(|| format!("{} is not an RS256 PKCS#8 key", path.display()));
     }
     let key = KsaIssuer::generate_key()?;
-    wid_runtime::private_files::ensure_private_file(path)?;
-    std::fs::write(path, key.pkcs8()).with_context(|| format!("writing {}", path.display()))?;
+    wid_runtime::private_files::write_new_private(path, key.pkcs8())?;
     Ok(key)
 }
 

@@ -286,4 +286,15 @@ fn a_data_directory_of_another_owner_is_refused() {
         // Then the token alone.
         chown(&data, Some(0), Some(0)).expect("chown");
     }
+    // SQLite's journal is replayed when the database opens: one of another owner is refused too.
+    chown(&token, Some(0), Some(0)).expect("chown");
+    let wal = data.join("wid.db-wal");
+    std::fs::write(&wal, b"").expect("wal");
+    std::fs::set_permissions(&wal, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    chown(&wal, Some(65534), Some(65534)).expect("chown");
+    let (ok, stderr) = serve();
+    assert!(
+        !ok && stderr.contains("wid.db-wal") && stderr.contains("owned by uid 65534"),
+        "{stderr}"
+    );
 }
