@@ -176,14 +176,34 @@ pub fn canonical_issuer(uri: &str) -> String {
 }
 
 /// Whether wid may fetch `url` (a `jwks_uri`, or where a redirect points) for an issuer whose
-/// discovery began at an `https://` URL (`from_https`) or at a plain loopback one: the issuer
-/// rule applied to every hop, and never a step down from TLS to plain HTTP.
+/// discovery began at, or went through, an `https://` URL (`from_https`): the issuer rule on the
+/// scheme and host of every hop (plain HTTP only to loopback), and never a step down from TLS.
+/// Unlike an issuer, a fetched URL may have a query and escapes (Azure AD B2C's `…/keys?p=…`).
 pub fn may_fetch(url: &str, from_https: bool) -> Result<(), String> {
-    let parsed = parse_url(url).map_err(|why| format!("'{url}': {why}"))?;
-    if from_https && !parsed.secure {
-        return Err(format!(
-            "'{url}' is plain http:// after https://; keys are fetched over TLS only"
-        ));
+    let bad = |why: &str| Err(format!("'{url}': {why}"));
+    if url.len() > 2048 || !url.bytes().all(|b| b.is_ascii_graphic()) {
+        return bad("it must be an absolute https:// URL.");
+    }
+    let lower = |n: usize| url.get(..n).map(str::to_ascii_lowercase);
+    let (secure, rest) = if lower(8).as_deref() == Some("https://") {
+        (true, &url[8..])
+    } else if lower(7).as_deref() == Some("http://") {
+        (false, &url[7..])
+    } else {
+        return bad("it must be an absolute https:// URL.");
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.is_empty() || authority.contains('@') {
+        return bad("it must name a host.");
+    }
+    let Some((host, _)) = split_host_port(authority) else {
+        return bad("its host or port is malformed.");
+    };
+    if !secure && !is_loopback_host(host) {
+        return bad("plain http:// is only fetched from loopback hosts; use https://.");
+    }
+    if from_https && !secure {
+        return bad("it is plain http:// after https://; keys are fetched over TLS only.");
     }
     Ok(())
 }
@@ -384,8 +404,14 @@ mod tests {
         assert!(may_fetch("https://k1.example/keys", true).is_ok());
         assert!(may_fetch("http://127.0.0.1:9/keys", false).is_ok());
         assert!(may_fetch("https://10.0.0.1/keys", false).is_ok());
+        // Queries and escapes are a fetched URL's own business.
+        assert!(may_fetch("https://login.example/tfp/keys?p=B2C_1_signin&x=%2F", true).is_ok());
+        assert!(may_fetch("http://localhost:9/k?x=1", false).is_ok());
         for (url, from_https) in [
             ("http://10.0.0.1/keys", true),
+            ("http://localhost.evil.example/keys", false),
+            ("https://user@host/keys", true),
+            ("http://[::ffff:10.0.0.1]/keys", false),
             ("http://10.0.0.1/keys", false),
             ("http://127.0.0.1/keys", true),
             ("http://169.254.169.254/computeMetadata/v1/", false),

@@ -37,10 +37,11 @@ pub const DISCOVERY_FAILED: &str = "the discovery document or its key set could 
 /// loopback, and never after TLS), at most [`MAX_REDIRECTS`].
 pub fn redirect_policy() -> reqwest::redirect::Policy {
     reqwest::redirect::Policy::custom(|attempt| {
+        // Any hop over TLS, not only the first: http → https → http is a step down too.
         let from_https = attempt
             .previous()
-            .first()
-            .is_some_and(|first| first.scheme() == "https");
+            .iter()
+            .any(|hop| hop.scheme() == "https");
         if attempt.previous().len() > MAX_REDIRECTS {
             return attempt.error(format!("more than {MAX_REDIRECTS} redirects"));
         }
@@ -51,12 +52,25 @@ pub fn redirect_policy() -> reqwest::redirect::Policy {
     })
 }
 
+/// An error and its causes, for the log (reqwest's own text leaves out why a redirect was
+/// refused).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
 async fn get_limited(http: &reqwest::Client, url: &str) -> Result<Vec<u8>, String> {
     let mut response = http
         .get(url)
         .send()
         .await
-        .map_err(|e| format!("GET {url}: {e}"))?;
+        .map_err(|e| format!("GET {url}: {}", with_causes(&e)))?;
     if !response.status().is_success() {
         return Err(format!("GET {url}: HTTP {}", response.status()));
     }

@@ -590,6 +590,25 @@ async fn discovery_never_steps_down_to_plain_http_nor_tells_what_it_saw() {
         0,
         "a redirect to plain HTTP was followed"
     );
+    // Nor from a loopback issuer that goes through https on the way: http → https → http.
+    let via = https_redirect.clone();
+    let first_hop = axum::Router::new().route(
+        "/.well-known/openid-configuration",
+        get(move || {
+            let via = format!("{via}/.well-known/openid-configuration");
+            async move { axum::response::Redirect::temporary(&via) }
+        }),
+    );
+    let (loopback_issuer, _hops, _hop_task) = counted_http(first_hop).await;
+    register("via-tls", &loopback_issuer)
+        .await
+        .expect_error(400, "FAILED_PRECONDITION");
+    assert_eq!(
+        plain_hits.load(Ordering::SeqCst),
+        0,
+        "http → https → http was followed"
+    );
+    assert!(server.log().contains("redirect refused"), "{}", server.log());
     redirect_task.abort();
 
     // The same https issuer with its keys over TLS is registered: the CA is trusted, the rule is
