@@ -59,7 +59,19 @@ impl Default for Bounds {
         Bounds {
             per_pod_entries: 64,
             per_pod_bytes: 256 * 1024,
-            node_bytes: 32 * 1024 * 1024,
+            node_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+impl Bounds {
+    /// For the caches of one token per pod and KSA (the federated token that buys the others,
+    /// the KSA token): a few per pod, 4 MiB in all.
+    pub fn one_per_pod() -> Bounds {
+        Bounds {
+            per_pod_entries: 8,
+            per_pod_bytes: 64 * 1024,
+            node_bytes: 4 * 1024 * 1024,
         }
     }
 }

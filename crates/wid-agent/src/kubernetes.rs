@@ -423,7 +423,7 @@ impl TokenRequests {
         TokenRequests {
             client,
             issuer,
-            cache: TokenCache::default(),
+            cache: TokenCache::new(crate::cache::Bounds::one_per_pod()),
         }
     }
 

@@ -196,7 +196,7 @@ impl MetadataServer {
             upstream,
             access_tokens: TokenCache::default(),
             id_tokens: TokenCache::default(),
-            impersonating: TokenCache::default(),
+            impersonating: TokenCache::new(cache::Bounds::one_per_pod()),
             metrics: metrics::Metrics::default(),
             per_pod,
             held_per_pod,

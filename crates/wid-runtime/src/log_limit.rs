@@ -7,8 +7,10 @@ use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-/// Kinds tracked at once; past this many, the oldest are forgotten (and may log again).
+/// Kinds tracked at once; past this many, those quiet for an interval are forgotten, and new
+/// ones while all are busy count as one.
 const MAX_KINDS: usize = 4096;
+const OTHER: &str = "\0other";
 
 pub struct LogLimit {
     interval: Duration,
@@ -44,13 +46,35 @@ impl LogLimit {
         }
         if kinds.len() >= MAX_KINDS {
             let interval = self.interval;
-            kinds.retain(|_, (last, _)| now.duration_since(*last) < interval);
+            kinds.retain(|k, (last, _)| k == OTHER || now.duration_since(*last) < interval);
+            // Still full: a flood of new kinds; they share one kind rather than reset the others.
             if kinds.len() >= MAX_KINDS {
-                kinds.clear();
+                return self.admit_other(&mut kinds, now);
             }
         }
         kinds.insert(kind.to_owned(), (now, 0));
         Some(0)
+    }
+
+    fn admit_other(
+        &self,
+        kinds: &mut HashMap<String, (Instant, u64)>,
+        now: Instant,
+    ) -> Option<u64> {
+        match kinds.get_mut(OTHER) {
+            Some((last, left_out)) if now.duration_since(*last) < self.interval => {
+                *left_out += 1;
+                None
+            }
+            Some((last, left_out)) => {
+                *last = now;
+                Some(std::mem::take(left_out))
+            }
+            None => {
+                kinds.insert(OTHER.to_owned(), (now, 0));
+                Some(0)
+            }
+        }
     }
 }
 
@@ -87,6 +111,17 @@ mod tests {
         for i in 0..(MAX_KINDS * 3) {
             limit.admit_at(&format!("k{i}"), t0);
         }
-        assert!(limit.kinds.lock().map(|k| k.len()).unwrap_or(0) <= MAX_KINDS);
+        assert!(limit.kinds.lock().map(|k| k.len()).unwrap_or(0) <= MAX_KINDS + 1);
+        // A kind seen before the flood is still limited: the flood did not reset it.
+        assert_eq!(limit.admit_at("k0", t0 + Duration::from_secs(1)), None);
+        // New kinds during the flood share one line an interval.
+        let admitted = (0..100)
+            .filter(|i| {
+                limit
+                    .admit_at(&format!("new{i}"), t0 + Duration::from_secs(2))
+                    .is_some()
+            })
+            .count();
+        assert!(admitted <= 1, "{admitted}");
     }
 }

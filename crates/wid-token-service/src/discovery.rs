@@ -38,10 +38,7 @@ pub const DISCOVERY_FAILED: &str = "the discovery document or its key set could 
 pub fn redirect_policy() -> reqwest::redirect::Policy {
     reqwest::redirect::Policy::custom(|attempt| {
         // Any hop over TLS, not only the first: http → https → http is a step down too.
-        let from_https = attempt
-            .previous()
-            .iter()
-            .any(|hop| hop.scheme() == "https");
+        let from_https = attempt.previous().iter().any(|hop| hop.scheme() == "https");
         if attempt.previous().len() > MAX_REDIRECTS {
             return attempt.error(format!("more than {MAX_REDIRECTS} redirects"));
         }

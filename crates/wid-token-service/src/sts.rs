@@ -167,9 +167,16 @@ fn ksa_claims<'a>(claims: &'a Map<String, Value>, sub: &'a str) -> Result<KsaCla
     let uid = text(account.and_then(|a| a.get("uid")))
         .filter(|u| !u.is_empty() && u.len() <= 128 && u.bytes().all(|b| b.is_ascii_graphic()))
         .filter(|_| names_agree);
+    // Shaped like a pod's name and uid, or left out: it goes into the federated token.
     let pod = k8s
         .and_then(|k| k.get("pod"))
-        .and_then(|p| Some((p.get("name")?.as_str()?, p.get("uid")?.as_str()?)));
+        .and_then(|p| Some((p.get("name")?.as_str()?, p.get("uid")?.as_str()?)))
+        .filter(|(name, uid)| {
+            names::is_kubernetes_service_account(name)
+                && !uid.is_empty()
+                && uid.len() <= 128
+                && uid.bytes().all(|b| b.is_ascii_graphic())
+        });
     Ok(KsaClaims {
         namespace,
         name,
@@ -856,6 +863,11 @@ mod tests {
                 "{c:?}"
             );
         }
+        // A pod claim not shaped like a pod's is left out of the federated token.
+        let big = claims(
+            serde_json::json!({"kubernetes.io": {"pod": {"name": "p".repeat(20_000), "uid": "P"}}}),
+        );
+        assert_eq!(ksa_claims(&big, sub).map(|k| k.pod), Ok(None));
         assert!(ksa_claims(&full, "system:serviceaccount:ns1").is_err());
         assert!(ksa_claims(&full, "alice").is_err());
     }

@@ -608,7 +608,11 @@ async fn discovery_never_steps_down_to_plain_http_nor_tells_what_it_saw() {
         0,
         "http → https → http was followed"
     );
-    assert!(server.log().contains("redirect refused"), "{}", server.log());
+    assert!(
+        server.log().contains("redirect refused"),
+        "{}",
+        server.log()
+    );
     redirect_task.abort();
 
     // The same https issuer with its keys over TLS is registered: the CA is trusted, the rule is
