@@ -579,6 +579,41 @@ async fn raw_get(stream: &mut tokio::net::TcpStream, path: &str) -> Option<u16> 
     }
 }
 
+/// The agent's CPU time so far, in clock ticks (utime + stime).
+fn cpu_ticks(agent: &Agent) -> u64 {
+    let stat =
+        std::fs::read_to_string(format!("/proc/{}/stat", agent.child.id())).unwrap_or_default();
+    // The fields after the command's closing parenthesis; utime and stime are the 12th and 13th.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    fields
+        .get(11)
+        .and_then(|f| f.parse::<u64>().ok())
+        .unwrap_or(0)
+        + fields
+            .get(12)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+}
+
+/// Waits (bounded) until the agent's CPU time stops growing for a quarter of a second.
+async fn wait_until_idle(agent: &Agent) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = cpu_ticks(agent);
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = cpu_ticks(agent);
+        if now == last {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the agent stayed busy for 30 s");
+        last = now;
+    }
+}
+
 /// The agent's resident memory, in KiB.
 fn rss_kib(agent: &Agent) -> u64 {
     std::fs::read_to_string(format!("/proc/{}/status", agent.child.id()))
@@ -1044,6 +1079,9 @@ async fn connections_that_do_not_read_make_room_too() {
         .await;
         hogs.push(stream);
     }
+    // The agent is done answering what it can of the pipelines (its CPU time stands still):
+    // what is measured next is making room, not the work the hogs asked for.
+    wait_until_idle(&agent).await;
     let started = Instant::now();
     let client = reqwest::Client::builder()
         .local_address("127.0.0.2".parse::<IpAddr>().ok())
