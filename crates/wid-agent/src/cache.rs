@@ -183,8 +183,8 @@ impl TokenCache {
     }
 
     /// Keeps `minted` under `key` for `owner`, unless that pod already holds all it may (a token
-    /// that replaces one of its own always may); returns whether it was kept.
-    fn keep(&self, key: &str, owner: &str, minted: Minted) -> bool {
+    /// that replaces one of its own always may).
+    fn keep(&self, key: &str, owner: &str, minted: Minted) {
         let weight = key.len() + owner.len() + minted.token.len() + ENTRY_OVERHEAD;
         let replacing = self
             .0
@@ -200,7 +200,7 @@ impl TokenCache {
                 if pod.entries == 0 {
                     usage.remove(owner);
                 }
-                return false;
+                return;
             }
             pod.entries += 1;
             pod.bytes += weight;
@@ -216,7 +216,6 @@ impl TokenCache {
                 retry_at: AtomicI64::new(0),
             }),
         );
-        true
     }
 
     /// Waits for the turn to fetch `key`: one fetch of a key at a time.
@@ -260,16 +259,9 @@ impl TokenCache {
         usize::try_from(self.0.tokens.entry_count()).unwrap_or(usize::MAX)
     }
 
-    pub fn len(&self) -> usize {
-        self.tokens()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// How many tokens and bytes the pod `owner` has kept.
-    pub fn usage_of(&self, owner: &str) -> (usize, usize) {
+    #[cfg(test)]
+    fn usage_of(&self, owner: &str) -> (usize, usize) {
         lock(&self.0.usage)
             .get(owner)
             .map_or((0, 0), |u| (u.entries, u.bytes))

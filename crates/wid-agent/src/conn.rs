@@ -107,7 +107,7 @@ async fn serve(
         run(&agent, head_timeout, &mut stream, accepted, &mut stop).await
     };
     if matches!(end, End::Shed) {
-        agent.metrics.connections_shed(1);
+        agent.metrics.connection_shed();
     }
     tracing::debug!(%peer, ?end, "metadata connection ended");
 }
@@ -350,11 +350,9 @@ async fn until_closed(
     }
 }
 
-/// Writes `reply`. The usual reply fits the socket's buffer at once; only a client that does not
-/// read costs a timer.
-/// Writes `reply` (`head_only` for HEAD) with the connection's fate. A client that does not take
-/// it has `timeout`, and meanwhile its connection is answering nothing: it may be asked to make
-/// room.
+/// Writes `reply` (`head_only` for HEAD) with the connection's fate. The usual reply fits the
+/// socket's buffer at once; a client that does not take it has `timeout`, and meanwhile its
+/// connection is answering nothing: it may be asked to make room.
 async fn respond(
     stream: &mut TcpStream,
     output: &mut Vec<u8>,

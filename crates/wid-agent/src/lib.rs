@@ -26,12 +26,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use tokio::net::TcpListener;
 use wid_gce::{Account, Outcome, Reply, View};
+
+use wid_runtime::connections::canonical_ip;
 
 use crate::cache::TokenCache;
 use crate::pods::{Caller, Pod, Resolver};
@@ -272,12 +272,7 @@ async fn render_metrics(State(agent): State<Arc<Agent>>) -> Response {
         agent.resolver.ready(),
         agent.access_tokens.tokens() + agent.id_tokens.tokens() + agent.impersonating.tokens(),
     );
-    let mut response = Response::new(Body::from(agent.metrics.encode()));
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
-    );
-    response
+    wid_runtime::openmetrics::response(&agent.metrics.registry)
 }
 
 /// An answer decided at once, or one that waits (upstream calls, long-polls). The waiting kinds
@@ -330,7 +325,7 @@ fn answer(
     if let Some(reply) = wid_gce::precheck(gce) {
         return Answer::Now(reply);
     }
-    let ip = canonical(peer.ip());
+    let ip = canonical_ip(peer.ip());
     let pod = match agent.resolver.resolve(ip) {
         Caller::Pod(pod) => pod,
         Caller::Unknown if may_wait && agent.resolver.changes().is_some() => {
@@ -440,14 +435,6 @@ fn answer(
     }
 }
 
-/// IPv4 callers can arrive as IPv4-mapped IPv6 addresses on a dual-stack listener.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
-}
-
 /// The answer when attestation itself failed, not the caller.
 fn unconfirmed() -> Reply {
     Reply::text(503, "Unable to confirm the caller; retry.\n")
@@ -538,7 +525,7 @@ impl Agent {
             return Attested::Confirmed;
         };
         let peer = ends.pod;
-        let ip = canonical(peer.ip());
+        let ip = canonical_ip(peer.ip());
         let same_pod = |caller: &Caller| matches!(caller, Caller::Pod(p) if p.uid == pod.uid);
         let deadline = tokio::time::Instant::now() + self.config.pod_wait;
         let mut held = false;
@@ -600,31 +587,28 @@ impl Agent {
         // The operator's view too: a wrong --project or an unregistered cluster shows here
         // first, as STS's refusals of every pod. One line per pod and kind a minute: a pod's
         // retries are not the operator's reading.
-        let name = format!("{}/{}", pod.namespace, pod.name);
-        let (kind, node_wide) = match error {
-            UpstreamError::Refused { status, .. } => (format!("refused {status}"), false),
-            UpstreamError::Unavailable(_) => ("unavailable".to_owned(), true),
-            UpstreamError::Throttled(limits::Exhausted::Pod) => ("pod budget".to_owned(), false),
-            UpstreamError::Throttled(limits::Exhausted::Node) => ("node budget".to_owned(), true),
+        // Of the node's condition one line for all pods, of a pod's one line for that pod.
+        let (kind, what) = match error {
+            UpstreamError::Refused { status, .. } => (
+                format!("refused {status}|{}", pod.uid),
+                "the token service refused a pod's token",
+            ),
+            UpstreamError::Unavailable(_) => (
+                "unavailable".to_owned(),
+                "the token service could not be reached for a pod's token",
+            ),
+            UpstreamError::Throttled(limits::Exhausted::Pod) => (
+                format!("pod budget|{}", pod.uid),
+                "a pod's token was not asked for: its budget of upstream calls is spent",
+            ),
+            UpstreamError::Throttled(limits::Exhausted::Node) => (
+                "node budget".to_owned(),
+                "a pod's token was not asked for: the node's budget of upstream calls is spent",
+            ),
         };
-        let key = if node_wide {
-            kind.clone()
-        } else {
-            format!("{kind}|{}", pod.uid)
-        };
-        if let Some(left_out) = self.refusal_log.admit(&key) {
+        if let Some(left_out) = self.refusal_log.admit(&kind) {
             let note = wid_runtime::log_limit::left_out_note(left_out);
-            match error {
-                UpstreamError::Refused { .. } => {
-                    tracing::warn!(pod = %name, error = %error, "the token service refused a pod's token{note}")
-                }
-                UpstreamError::Unavailable(_) => {
-                    tracing::warn!(pod = %name, error = %error, "the token service could not be reached for a pod's token{note}")
-                }
-                UpstreamError::Throttled(budget) => {
-                    tracing::warn!(pod = %name, %budget, "a pod's token was not asked for: a budget of upstream calls is spent{note}")
-                }
-            }
+            tracing::warn!(pod = %format!("{}/{}", pod.namespace, pod.name), error = %error, "{what}{note}");
         }
         let Some(denials) = &self.denials else {
             return;

@@ -68,8 +68,9 @@ impl std::fmt::Display for Exhausted {
 
 /// The budgets of upstream calls: each pod's (keyed by pod uid) within the node's, both GCRA
 /// rate limiters (governor). A call waits for a turn of its pod, then of the node, at most
-/// `max_wait` in all; a call refused is never made and is charged to neither, so that a flood
-/// leaves no debt behind it. A pod's rate is a fraction of the node's: one pod alone cannot
+/// `max_wait` in all; a call refused is never made, and the budget that refused it is not
+/// charged (one the node's budget refuses has spent its pod's turn), so that a flood leaves no
+/// debt behind it. A pod's rate is a fraction of the node's: one pod alone cannot
 /// spend the node's budget, and another pod's first token never waits for its excess.
 pub struct Budget {
     node: governor::DefaultDirectRateLimiter,
@@ -110,11 +111,6 @@ impl Budget {
     pub fn forget_idle_pods(&self) {
         self.pods.retain_recent();
         self.pods.shrink_to_fit();
-    }
-
-    /// Pods with a budget state.
-    pub fn pods_tracked(&self) -> usize {
-        self.pods.len()
     }
 }
 

@@ -267,8 +267,8 @@ impl Metrics {
         self.throttled.get_or_create(&BudgetLabels { budget }).inc();
     }
 
-    pub fn connections_shed(&self, n: u64) {
-        self.connections_shed.inc_by(n);
+    pub fn connection_shed(&self) {
+        self.connections_shed.inc();
     }
 
     pub fn pod_wait(&self) {
@@ -285,14 +285,5 @@ impl Metrics {
         self.addresses.set(gauge(addresses));
         self.ready.set(i64::from(ready));
         self.cached_tokens.set(gauge(cached_tokens));
-    }
-
-    /// The text exposition format.
-    pub fn encode(&self) -> String {
-        let mut out = String::new();
-        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
-            out.clear();
-        }
-        out
     }
 }

@@ -181,10 +181,7 @@ pub fn token_fast_path(request: &Request<'_>, email: &str) -> Option<Outcome> {
     precheck(request).is_none().then_some(())?;
     let query = Query::parse(request.query)?;
     // Oversized scopes are refused by `answer`, in one place.
-    let oversized = query
-        .get("scopes")
-        .is_some_and(|s| s.len() > wid_api::bounds::MAX_SCOPE_BYTES);
-    if query.flag("wait_for_change") || query.get("alt").is_some() || oversized {
+    if query.flag("wait_for_change") || query.get("alt").is_some() || query.scopes_too_long() {
         return None;
     }
     Some(Outcome::Token {

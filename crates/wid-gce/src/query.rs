@@ -23,6 +23,12 @@ impl Query {
 
     /// The `scopes` parameter: a comma- or space-separated list (clients send either);
     /// empty when absent.
+    /// Whether `scopes` is longer than wid accepts in a token ([`wid_api::bounds`]).
+    pub fn scopes_too_long(&self) -> bool {
+        self.get("scopes")
+            .is_some_and(|s| s.len() > wid_api::bounds::MAX_SCOPE_BYTES)
+    }
+
     pub fn scopes(&self) -> Vec<String> {
         self.get("scopes")
             .map(|s| {

@@ -363,10 +363,7 @@ pub(crate) fn resolve(
             if query.flag("wait_for_change") {
                 return bad_request("wait_for_change is not supported on a token");
             }
-            if query
-                .get("scopes")
-                .is_some_and(|s| s.len() > wid_api::bounds::MAX_SCOPE_BYTES)
-            {
+            if query.scopes_too_long() {
                 return bad_request(&format!(
                     "scopes must be at most {} bytes",
                     wid_api::bounds::MAX_SCOPE_BYTES

@@ -132,6 +132,12 @@ pub fn is_kubernetes_service_account(name: &str) -> bool {
         })
 }
 
+/// A Kubernetes object uid as tokens carry them: a UUID in practice; anything far from one (empty,
+/// over 128 bytes, spaces or controls) is none.
+pub fn is_kubernetes_uid(uid: &str) -> bool {
+    !uid.is_empty() && uid.len() <= 128 && uid.bytes().all(|b| b.is_ascii_graphic())
+}
+
 /// An email address as IAM members carry them: `local@domain.tld`, no spaces or controls.
 pub fn is_email(s: &str) -> bool {
     let Some((local, domain)) = s.rsplit_once('@') else {

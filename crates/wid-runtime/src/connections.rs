@@ -44,11 +44,16 @@ struct Holder {
     head_bytes: usize,
 }
 
+/// Every address's connections, and the bytes of unfinished heads of them all.
+#[derive(Default)]
+struct Registry {
+    by_ip: HashMap<IpAddr, Holder>,
+    head_bytes: usize,
+}
+
 #[derive(Default)]
 struct Inner {
-    by_ip: Mutex<HashMap<IpAddr, Holder>>,
-    /// Bytes of unfinished heads of every address (under `by_ip`'s lock).
-    head_bytes: AtomicUsize,
+    registry: Mutex<Registry>,
     count: AtomicUsize,
     next_id: AtomicU64,
     /// Notified whenever a connection ends.
@@ -70,8 +75,9 @@ pub struct Lease {
     state: Arc<State>,
 }
 
-/// IPv4 peers can arrive as IPv4-mapped IPv6 addresses on a dual-stack listener.
-fn canonical(ip: IpAddr) -> IpAddr {
+/// A peer's address as one: IPv4 peers can arrive as IPv4-mapped IPv6 addresses on a dual-stack
+/// listener.
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,
@@ -101,14 +107,15 @@ impl Table {
 
     /// A place for a connection from `ip`, if one is free.
     fn try_admit(&self, ip: IpAddr) -> Option<Lease> {
-        let ip = canonical(ip);
-        let mut by_ip = lock(&self.inner.by_ip);
+        let ip = canonical_ip(ip);
+        let mut registry = lock(&self.inner.registry);
         if self.inner.count.load(Ordering::Acquire) >= self.max {
             return None;
         }
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let state = Arc::new(State::default());
-        by_ip
+        registry
+            .by_ip
             .entry(ip)
             .or_default()
             .leases
@@ -142,7 +149,8 @@ impl Table {
     /// Asks one idle connection to close: a stranger's, else one of the address with the most.
     /// Returns whether one was asked.
     fn shed_one(&self) -> bool {
-        let by_ip = lock(&self.inner.by_ip);
+        let registry = lock(&self.inner.registry);
+        let by_ip = &registry.by_ip;
         let idle = |state: &&Arc<State>| state.idle.load(Ordering::Acquire);
         let stranger = by_ip
             .values()
@@ -201,7 +209,8 @@ impl Lease {
 
     /// Connections from this connection's address, itself included.
     pub fn peers(&self) -> usize {
-        lock(&self.inner.by_ip)
+        lock(&self.inner.registry)
+            .by_ip
             .get(&self.ip)
             .map_or(0, |h| h.leases.len())
     }
@@ -210,18 +219,18 @@ impl Lease {
     /// complete); false, with nothing counted, when that would take its address or the server
     /// past their bound: the connection should then close.
     pub fn hold_head(&self, bytes: usize) -> bool {
-        let mut by_ip = lock(&self.inner.by_ip);
-        let Some(holder) = by_ip.get_mut(&self.ip) else {
+        let mut registry = lock(&self.inner.registry);
+        let total = registry.head_bytes;
+        let Some(holder) = registry.by_ip.get_mut(&self.ip) else {
             return false;
         };
         let held = self.state.head_bytes.load(Ordering::Acquire);
-        let total = self.inner.head_bytes.load(Ordering::Acquire);
         let (address, all) = (holder.head_bytes - held + bytes, total - held + bytes);
         if bytes > held && (address > HEAD_BYTES_PER_ADDRESS || all > HEAD_BYTES) {
             return false;
         }
         holder.head_bytes = address;
-        self.inner.head_bytes.store(all, Ordering::Release);
+        registry.head_bytes = all;
         self.state.head_bytes.store(bytes, Ordering::Release);
         true
     }
@@ -235,16 +244,16 @@ impl Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         {
-            let mut by_ip = lock(&self.inner.by_ip);
+            let mut registry = lock(&self.inner.registry);
             let held = self.state.head_bytes.load(Ordering::Acquire);
-            if let Some(holder) = by_ip.get_mut(&self.ip) {
+            if let Some(holder) = registry.by_ip.get_mut(&self.ip) {
                 holder.leases.remove(&self.id);
                 holder.head_bytes -= held;
                 if holder.leases.is_empty() {
-                    by_ip.remove(&self.ip);
+                    registry.by_ip.remove(&self.ip);
                 }
             }
-            self.inner.head_bytes.fetch_sub(held, Ordering::AcqRel);
+            registry.head_bytes -= held;
             self.inner.count.fetch_sub(1, Ordering::AcqRel);
         }
         self.inner.freed.notify_waiters();

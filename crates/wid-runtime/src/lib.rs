@@ -7,6 +7,7 @@ pub mod connections;
 pub mod log_limit;
 pub mod logging;
 pub mod memo;
+pub mod openmetrics;
 pub mod private_files;
 pub mod secrets;
 pub mod serve;

@@ -436,6 +436,9 @@ async fn audit_records_expire_by_time() {
         .expect("append");
     }
     let size = s.audit_size().await.expect("size");
+    // The store counts what it holds as `AuditSize::of` counts rows.
+    let listed = s.list_audit(10).await.expect("list");
+    assert_eq!(size, AuditSize::of(&listed));
     assert_eq!(size.records, 3);
     // Each record: a 20-byte time, a 2-byte action, and reasons of 0, 1 and 2 bytes.
     assert_eq!(size.bytes, 3 * 20 + 3 * 2 + 3);

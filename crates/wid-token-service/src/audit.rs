@@ -171,31 +171,6 @@ impl AuditMetrics {
     }
 }
 
-fn size_of(rows: &[AuditRow]) -> AuditSize {
-    AuditSize {
-        records: rows.len() as u64,
-        bytes: rows
-            .iter()
-            .map(|r| {
-                [
-                    &r.time,
-                    &r.action,
-                    &r.caller,
-                    &r.provider,
-                    &r.target,
-                    &r.token_id,
-                    &r.outcome,
-                    &r.reason,
-                    &r.pod,
-                ]
-                .iter()
-                .map(|f| f.len() as u64)
-                .sum::<u64>()
-            })
-            .sum(),
-    }
-}
-
 impl<S: Store> App<S> {
     /// Records an event. A store failure is logged, not returned: the answer is already decided,
     /// and the log line still carries the record.
@@ -359,7 +334,7 @@ pub async fn write_audit_forever<S: Store>(
         }
         if !batch.is_empty() {
             match store.append_audit_batch(&batch).await {
-                Ok(()) => metrics.audit.add(size_of(&batch), 1),
+                Ok(()) => metrics.audit.add(AuditSize::of(&batch), 1),
                 Err(e) => {
                     tracing::error!(error = %e, records = batch.len(), "cannot store audit records; they are in the log")
                 }

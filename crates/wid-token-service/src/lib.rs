@@ -77,16 +77,6 @@ impl Default for Metrics {
     }
 }
 
-impl Metrics {
-    pub fn encode(&self) -> String {
-        let mut out = String::new();
-        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
-            out.clear();
-        }
-        out
-    }
-}
-
 /// The name of the bootstrap admin token file in the data directory.
 pub const ADMIN_TOKEN_FILE: &str = "admin-token";
 /// The name of the SQLite database in the data directory.
@@ -301,16 +291,8 @@ async fn serve_admin(
         .route(
             "/metrics",
             axum::routing::get(move || {
-                let body = metrics.encode();
-                async move {
-                    (
-                        [(
-                            axum::http::header::CONTENT_TYPE,
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        )],
-                        body,
-                    )
-                }
+                let response = wid_runtime::openmetrics::response(&metrics.registry);
+                async move { response }
             }),
         );
     Ok(tokio::spawn(async move {

@@ -163,19 +163,15 @@ fn ksa_claims<'a>(claims: &'a Map<String, Value>, sub: &'a str) -> Result<KsaCla
     let account = k8s.and_then(|k| k.get("serviceaccount"));
     let names_agree = text(k8s.and_then(|k| k.get("namespace"))) == Some(namespace)
         && text(account.and_then(|a| a.get("name"))) == Some(name);
-    // Kubernetes uids are UUIDs; anything far from one is no uid.
     let uid = text(account.and_then(|a| a.get("uid")))
-        .filter(|u| !u.is_empty() && u.len() <= 128 && u.bytes().all(|b| b.is_ascii_graphic()))
+        .filter(|u| names::is_kubernetes_uid(u))
         .filter(|_| names_agree);
     // Shaped like a pod's name and uid, or left out: it goes into the federated token.
     let pod = k8s
         .and_then(|k| k.get("pod"))
         .and_then(|p| Some((p.get("name")?.as_str()?, p.get("uid")?.as_str()?)))
         .filter(|(name, uid)| {
-            names::is_kubernetes_service_account(name)
-                && !uid.is_empty()
-                && uid.len() <= 128
-                && uid.bytes().all(|b| b.is_ascii_graphic())
+            names::is_kubernetes_service_account(name) && names::is_kubernetes_uid(uid)
         });
     Ok(KsaClaims {
         namespace,

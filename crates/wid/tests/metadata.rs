@@ -579,6 +579,52 @@ async fn raw_get(stream: &mut tokio::net::TcpStream, path: &str) -> Option<u16> 
     }
 }
 
+/// A token service, and an agent with the flags `extra` for the pods of [`pods_file`], bound as
+/// [`setup`] binds them.
+struct Node {
+    _dir: tempfile::TempDir,
+    server: Server,
+    agent: Agent,
+}
+
+impl Node {
+    async fn start(extra: &[&str]) -> Node {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let server = Server::start(&dir.path().join("data"));
+        pods_file(
+            &dir.path().join("pods.json"),
+            "sa-b-runner@proj-a.iam.gserviceaccount.com",
+        );
+        let agent = start_agent_with(dir.path(), &server, support::free_port(), extra).await;
+        let jwks = std::fs::read_to_string(dir.path().join("jwks.json")).expect("jwks");
+        setup(&server.api(), &jwks).await;
+        Node {
+            _dir: dir,
+            server,
+            agent,
+        }
+    }
+}
+
+/// The status of the project id asked from `ip` within `bound`; `None` if not answered by then.
+async fn served_within(agent: &Agent, ip: &str, bound: Duration) -> Option<u16> {
+    let client = reqwest::Client::builder()
+        .local_address(ip.parse::<IpAddr>().ok())
+        .timeout(bound)
+        .build()
+        .expect("client");
+    client
+        .get(format!(
+            "{}/computeMetadata/v1/project/project-id",
+            agent.base
+        ))
+        .header("Metadata-Flavor", "Google")
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .ok()
+}
+
 /// The agent's CPU time so far, in clock ticks (utime + stime).
 fn cpu_ticks(agent: &Agent) -> u64 {
     let stat =
@@ -634,28 +680,15 @@ fn rss_kib(agent: &Agent) -> u64 {
 /// refused, refused fetches leave nothing, and a pod keeps at most its share of tokens.
 #[tokio::test]
 async fn one_pod_cannot_make_the_agent_hold_much() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(&dir.path().join("data"));
-    let api = server.api();
-    // Pod b's annotation names an account its KSA is not bound to: every fetch is refused.
-    pods_file(
-        &dir.path().join("pods.json"),
-        "sa-b-runner@proj-a.iam.gserviceaccount.com",
-    );
-    let agent = start_agent_with(
-        dir.path(),
-        &server,
-        support::free_port(),
-        &[
-            "--upstream-per-pod-per-second",
-            "10000",
-            "--upstream-per-second",
-            "10000",
-        ],
-    )
+    let node = Node::start(&[
+        "--upstream-per-pod-per-second",
+        "10000",
+        "--upstream-per-second",
+        "10000",
+    ])
     .await;
-    let jwks = std::fs::read_to_string(dir.path().join("jwks.json")).expect("jwks");
-    setup(&api, &jwks).await;
+    let (api, agent) = (node.server.api(), &node.agent);
+    // Pod b's annotation names an account its KSA is no longer bound to: every fetch is refused.
     api.post(
         "/v1/projects/-/serviceAccounts/sa-b-runner@proj-a.iam.gserviceaccount.com:setIamPolicy",
         json!({"policy": {"bindings": []}}),
@@ -674,7 +707,7 @@ async fn one_pod_cannot_make_the_agent_hold_much() {
 
     // Refused fetches: thousands of 2 KiB audiences leave nothing behind.
     md(&b, &agent.base, &identity("warm".into())).await;
-    let before = rss_kib(&agent);
+    let before = rss_kib(agent);
     for i in 0..3000 {
         let (status, _) = md(
             &b,
@@ -684,7 +717,7 @@ async fn one_pod_cannot_make_the_agent_hold_much() {
         .await;
         assert_eq!(status, 403);
     }
-    let grown = rss_kib(&agent).saturating_sub(before);
+    let grown = rss_kib(agent).saturating_sub(before);
     assert!(
         grown < 4 * 1024,
         "the agent grew by {grown} KiB for refused fetches"
@@ -708,23 +741,9 @@ async fn one_pod_cannot_make_the_agent_hold_much() {
 /// pod's first token; the refusals are not one log line each.
 #[tokio::test]
 async fn one_pods_burst_starves_nobody() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(&dir.path().join("data"));
-    let api = server.api();
-    pods_file(
-        &dir.path().join("pods.json"),
-        "sa-b-runner@proj-a.iam.gserviceaccount.com",
-    );
     // The node: 100 calls a second (bursts of 1000); a pod: 10 (bursts of 100); waits of 1 s.
-    let agent = start_agent_with(
-        dir.path(),
-        &server,
-        support::free_port(),
-        &["--upstream-timeout-seconds", "1"],
-    )
-    .await;
-    let jwks = std::fs::read_to_string(dir.path().join("jwks.json")).expect("jwks");
-    setup(&api, &jwks).await;
+    let node = Node::start(&["--upstream-timeout-seconds", "1"]).await;
+    let agent = &node.agent;
     let (a, b) = (pod_client("127.0.0.2"), pod_client("127.0.0.3"));
     let identity = |audience: String| {
         format!("instance/service-accounts/default/identity?audience={audience}")
@@ -795,40 +814,9 @@ async fn one_pods_burst_starves_nobody() {
 /// from being served within a second or two.
 #[tokio::test]
 async fn connection_hogs_make_room() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(&dir.path().join("data"));
-    let api = server.api();
-    pods_file(
-        &dir.path().join("pods.json"),
-        "sa-b-runner@proj-a.iam.gserviceaccount.com",
-    );
-    let agent = start_agent_with(
-        dir.path(),
-        &server,
-        support::free_port(),
-        &["--max-connections", "50"],
-    )
-    .await;
-    let jwks = std::fs::read_to_string(dir.path().join("jwks.json")).expect("jwks");
-    setup(&api, &jwks).await;
+    let node = Node::start(&["--max-connections", "50"]).await;
+    let agent = &node.agent;
     let path = "/computeMetadata/v1/project/project-id";
-    let served_within = |ip: &'static str, bound: Duration| {
-        let base = agent.base.clone();
-        async move {
-            let client = reqwest::Client::builder()
-                .local_address(ip.parse::<IpAddr>().ok())
-                .timeout(bound)
-                .build()
-                .expect("client");
-            client
-                .get(format!("{base}{path}"))
-                .header("Metadata-Flavor", "Google")
-                .send()
-                .await
-                .map(|r| r.status().as_u16())
-                .ok()
-        }
-    };
 
     // An address that is no pod takes every connection, each kept alive after its 403.
     let mut strangers = Vec::new();
@@ -840,7 +828,7 @@ async fn connection_hogs_make_room() {
     }
     let started = Instant::now();
     assert_eq!(
-        served_within("127.0.0.2", Duration::from_secs(2)).await,
+        served_within(agent, "127.0.0.2", Duration::from_secs(2)).await,
         Some(200)
     );
     assert!(started.elapsed() < Duration::from_secs(2));
@@ -857,7 +845,7 @@ async fn connection_hogs_make_room() {
     assert!(hog.len() >= 49, "the hog got {} connections", hog.len());
     let started = Instant::now();
     assert_eq!(
-        served_within("127.0.0.2", Duration::from_secs(2)).await,
+        served_within(agent, "127.0.0.2", Duration::from_secs(2)).await,
         Some(200)
     );
     assert!(started.elapsed() < Duration::from_secs(2));
@@ -869,19 +857,8 @@ async fn connection_hogs_make_room() {
 /// are closed at once.
 #[tokio::test]
 async fn strangers_hold_few_connections() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(&dir.path().join("data"));
-    pods_file(
-        &dir.path().join("pods.json"),
-        "sa-b-runner@proj-a.iam.gserviceaccount.com",
-    );
-    let agent = start_agent_with(
-        dir.path(),
-        &server,
-        support::free_port(),
-        &["--max-connections", "500"],
-    )
-    .await;
+    let node = Node::start(&["--max-connections", "500"]).await;
+    let agent = &node.agent;
     let mut streams = Vec::new();
     for _ in 0..100 {
         streams.push(raw_connect("127.0.0.9", &agent.base).await);
@@ -920,7 +897,6 @@ async fn strangers_hold_few_connections() {
 /// An issuer key file of another user (mode 0600, a key they know) is refused at start.
 #[test]
 fn an_issuer_key_of_another_owner_is_refused() {
-    use std::os::unix::fs::{PermissionsExt, chown};
     if !support::running_as_root() {
         eprintln!("skipped: making files of another user needs root");
         return;
@@ -932,9 +908,7 @@ fn an_issuer_key_of_another_owner_is_refused() {
     );
     let key = dir.path().join("issuer.pk8");
     let known = wid_jose::SigningKey::generate(wid_jose::Algorithm::Rs256).expect("key");
-    std::fs::write(&key, known.pkcs8()).expect("write");
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-    chown(&key, Some(65534), Some(65534)).expect("chown");
+    support::write_as_nobody(&key, known.pkcs8());
     let mut agent = Command::new(support::WID);
     agent
         .args(["metadata", "serve", "--addr"])
@@ -973,15 +947,10 @@ fn an_issuer_key_of_another_owner_is_refused() {
 #[tokio::test]
 async fn connections_cannot_make_the_agent_hold_much() {
     use tokio::io::AsyncWriteExt;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(&dir.path().join("data"));
-    pods_file(
-        &dir.path().join("pods.json"),
-        "sa-b-runner@proj-a.iam.gserviceaccount.com",
-    );
-    let agent = start_agent(dir.path(), &server).await;
+    let node = Node::start(&[]).await;
+    let agent = &node.agent;
     let pad = "p".repeat(15 * 1024);
-    let before = rss_kib(&agent);
+    let before = rss_kib(agent);
     // 1,500 keep-alive connections of one pod, each after one request with a 15 KiB header.
     let mut kept = Vec::new();
     for _ in 0..1500 {
@@ -998,11 +967,11 @@ async fn connections_cannot_make_the_agent_hold_much() {
             Some(200)
         );
     }
-    let grown = rss_kib(&agent).saturating_sub(before);
+    let grown = rss_kib(agent).saturating_sub(before);
     assert!(grown < 16 * 1024, "1,500 idle connections hold {grown} KiB");
     drop(kept);
     // 1,500 unfinished 15 KiB heads: the address holds at most 1 MiB of them.
-    let before = rss_kib(&agent);
+    let before = rss_kib(agent);
     let mut unfinished = Vec::new();
     for _ in 0..1500 {
         let mut stream = raw_connect("127.0.0.3", &agent.base).await;
@@ -1020,7 +989,7 @@ async fn connections_cannot_make_the_agent_hold_much() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let grown = rss_kib(&agent).saturating_sub(before);
+    let grown = rss_kib(agent).saturating_sub(before);
     assert!(grown < 16 * 1024, "1,500 unfinished heads hold {grown} KiB");
     // Another pod is served meanwhile.
     assert_eq!(
@@ -1036,19 +1005,8 @@ async fn connections_cannot_make_the_agent_hold_much() {
 #[tokio::test]
 async fn connections_that_do_not_read_make_room_too() {
     use tokio::io::AsyncWriteExt;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(&dir.path().join("data"));
-    pods_file(
-        &dir.path().join("pods.json"),
-        "sa-b-runner@proj-a.iam.gserviceaccount.com",
-    );
-    let agent = start_agent_with(
-        dir.path(),
-        &server,
-        support::free_port(),
-        &["--max-connections", "20"],
-    )
-    .await;
+    let node = Node::start(&["--max-connections", "20"]).await;
+    let agent = &node.agent;
     let request = "GET /computeMetadata/v1/?recursive=true HTTP/1.1\r\nHost: x\r\nMetadata-Flavor: Google\r\n\r\n";
     let mut hogs = Vec::new();
     for _ in 0..20 {
@@ -1081,23 +1039,10 @@ async fn connections_that_do_not_read_make_room_too() {
     }
     // The agent is done answering what it can of the pipelines (its CPU time stands still):
     // what is measured next is making room, not the work the hogs asked for.
-    wait_until_idle(&agent).await;
+    wait_until_idle(agent).await;
     let started = Instant::now();
-    let client = reqwest::Client::builder()
-        .local_address("127.0.0.2".parse::<IpAddr>().ok())
-        .timeout(Duration::from_secs(3))
-        .build()
-        .expect("client");
-    let status = client
-        .get(format!(
-            "{}/computeMetadata/v1/project/project-id",
-            agent.base
-        ))
-        .header("Metadata-Flavor", "Google")
-        .send()
-        .await
-        .map(|r| r.status().as_u16());
-    assert_eq!(status.ok(), Some(200), "another pod was not served");
+    let status = served_within(agent, "127.0.0.2", Duration::from_secs(3)).await;
+    assert_eq!(status, Some(200), "another pod was not served");
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "took {:?}",

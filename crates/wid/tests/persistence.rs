@@ -249,10 +249,8 @@ fn a_data_directory_of_another_owner_is_refused() {
     std::fs::create_dir(&data).expect("mkdir");
     std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).expect("chmod");
     let token = data.join("admin-token");
-    std::fs::write(&token, "known-to-nobody-".repeat(4)).expect("write");
-    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-    chown(&data, Some(65534), Some(65534)).expect("chown");
-    chown(&token, Some(65534), Some(65534)).expect("chown");
+    support::write_as_nobody(&token, "known-to-nobody-".repeat(4).as_bytes());
+    chown(&data, Some(support::NOBODY), Some(support::NOBODY)).expect("chown");
     let serve = || {
         let mut command = std::process::Command::new(support::WID);
         command
@@ -288,10 +286,7 @@ fn a_data_directory_of_another_owner_is_refused() {
     }
     // SQLite's journal is replayed when the database opens: one of another owner is refused too.
     chown(&token, Some(0), Some(0)).expect("chown");
-    let wal = data.join("wid.db-wal");
-    std::fs::write(&wal, b"").expect("wal");
-    std::fs::set_permissions(&wal, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-    chown(&wal, Some(65534), Some(65534)).expect("chown");
+    support::write_as_nobody(&data.join("wid.db-wal"), b"");
     let (ok, stderr) = serve();
     assert!(
         !ok && stderr.contains("wid.db-wal") && stderr.contains("owned by uid 65534"),

@@ -488,6 +488,36 @@ async fn providers_without_keys_use_discovery() {
     }
 }
 
+/// An OIDC issuer over HTTPS with a certificate of `ca`, naming itself the issuer and
+/// `jwks_uri` (default: its own `/openid/v1/jwks`, which it serves) in its discovery document.
+async fn https_issuer(
+    ca: &support::tls::TestCa,
+    jwks_uri: Option<String>,
+) -> (String, tokio::task::JoinHandle<()>) {
+    // The document names the server's URL, known only once it listens.
+    let base = Arc::new(std::sync::OnceLock::<String>::new());
+    let named = base.clone();
+    let router = axum::Router::new()
+        .route(
+            "/.well-known/openid-configuration",
+            get(move || {
+                let issuer = named.get().cloned().unwrap_or_default();
+                let keys = jwks_uri
+                    .clone()
+                    .unwrap_or_else(|| format!("{issuer}/openid/v1/jwks"));
+                let doc = json!({"issuer": issuer, "jwks_uri": keys});
+                async move { ([("content-type", "application/json")], doc.to_string()) }
+            }),
+        )
+        .route(
+            "/openid/v1/jwks",
+            get(|| async { ([("content-type", "application/json")], JWKS) }),
+        );
+    let (url, task) = support::tls::serve_https(router, ca.server_cert()).await;
+    let _ = base.set(url.clone());
+    (url, task)
+}
+
 /// A plain-HTTP server on loopback that counts what it is asked, answering with `router`.
 async fn counted_http(
     router: axum::Router,
@@ -540,22 +570,7 @@ async fn discovery_never_steps_down_to_plain_http_nor_tells_what_it_saw() {
         get(|| async { ([("content-type", "application/json")], JWKS) }),
     );
     let (plain, plain_hits, _plain_task) = counted_http(keys).await;
-    let (https_down, task) = {
-        let cert = ca.server_cert();
-        let holder = Arc::new(std::sync::OnceLock::<String>::new());
-        let named = holder.clone();
-        let jwks_uri = format!("{plain}/openid/v1/jwks");
-        let router = axum::Router::new().route(
-            "/.well-known/openid-configuration",
-            get(move || {
-                let doc = json!({"issuer": named.get().cloned().unwrap_or_default(), "jwks_uri": jwks_uri});
-                async move { ([("content-type", "application/json")], doc.to_string()) }
-            }),
-        );
-        let (url, task) = support::tls::serve_https(router, cert).await;
-        let _ = holder.set(url.clone());
-        (url, task)
-    };
+    let (https_down, task) = https_issuer(&ca, Some(format!("{plain}/openid/v1/jwks"))).await;
     let refused = register("downgrade", &https_down).await;
     let message = refused.expect_error(400, "FAILED_PRECONDITION").to_owned();
     assert!(message.contains("log has the detail"), "{message}");
@@ -617,23 +632,7 @@ async fn discovery_never_steps_down_to_plain_http_nor_tells_what_it_saw() {
 
     // The same https issuer with its keys over TLS is registered: the CA is trusted, the rule is
     // what refused the others.
-    let holder = Arc::new(std::sync::OnceLock::<String>::new());
-    let named = holder.clone();
-    let router = axum::Router::new()
-        .route(
-            "/.well-known/openid-configuration",
-            get(move || {
-                let base = named.get().cloned().unwrap_or_default();
-                let doc = json!({"issuer": base, "jwks_uri": format!("{base}/openid/v1/jwks")});
-                async move { ([("content-type", "application/json")], doc.to_string()) }
-            }),
-        )
-        .route(
-            "/openid/v1/jwks",
-            get(|| async { ([("content-type", "application/json")], JWKS) }),
-        );
-    let (https_good, _good_task) = support::tls::serve_https(router, ca.server_cert()).await;
-    let _ = holder.set(https_good.clone());
+    let (https_good, _good_task) = https_issuer(&ca, None).await;
     register("good", &https_good).await.ok();
 
     // A loopback "issuer" that is something else (the token service's own admin API, which

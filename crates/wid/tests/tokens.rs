@@ -1249,6 +1249,27 @@ async fn generate_status(api: &Api, federated: &str, email: &str) -> u16 {
         .status
 }
 
+/// The federated token STS gives `ns/ksa` of `cluster`, whose issuer is `issuer`, for a token
+/// whose claims `edit` changed first.
+async fn federated_for(
+    api: &Api,
+    cluster: &Cluster,
+    issuer: &str,
+    ns: &str,
+    ksa: &str,
+    edit: &dyn Fn(&mut Value),
+) -> String {
+    let mut claims = cluster.claims(ns, ksa);
+    claims["iss"] = json!(issuer);
+    edit(&mut claims);
+    let audience = format!("identitynamespace:{POOL}:{issuer}");
+    let answer = exchange(api, &audience, &cluster.token(&claims), "").await;
+    answer.ok()["access_token"]
+        .as_str()
+        .expect("token")
+        .to_owned()
+}
+
 const SET: &str = "principalSet://iam.googleapis.com/projects/111111111111/locations/global/workloadIdentityPools/proj-a.svc.id.goog";
 
 /// Issue 10, item 1: no cluster's token satisfies a member that trusts claims it may not make.
@@ -1256,17 +1277,16 @@ const SET: &str = "principalSet://iam.googleapis.com/projects/111111111111/locat
 /// one KSA of one cluster, whatever another cluster, shared or isolated, claims.
 #[tokio::test]
 async fn clusters_cannot_claim_what_the_pool_does_not_trust_them_with() {
-    let (_dir, _server, api, prod) = setup().await;
+    let (_dir, server, api, prod) = setup().await;
     let staging = Cluster::new();
     let lab = Cluster::new();
+    let (staging_iss, lab_iss) = (
+        "https://k8s.staging.example.com",
+        "https://k8s.lab.example.com",
+    );
     for (name, issuer, cluster, isolated) in [
-        (
-            "staging",
-            "https://k8s.staging.example.com",
-            &staging,
-            false,
-        ),
-        ("lab", "https://k8s.lab.example.com", &lab, true),
+        ("staging", staging_iss, &staging, false),
+        ("lab", lab_iss, &lab, true),
     ] {
         api.post(
             "/v1/projects/proj-a/locations/us-east1/clusters",
@@ -1275,25 +1295,7 @@ async fn clusters_cannot_claim_what_the_pool_does_not_trust_them_with() {
         .await
         .ok();
     }
-    let token =
-        |cluster: &Cluster, issuer: &str, ns: &str, ksa: &str, edit: &dyn Fn(&mut Value)| {
-            let mut claims = cluster.claims(ns, ksa);
-            claims["iss"] = json!(issuer);
-            edit(&mut claims);
-            cluster.token(&claims)
-        };
     let keep = |_: &mut Value| {};
-    let audience = |issuer: &str| format!("identitynamespace:{POOL}:{issuer}");
-    let (staging_iss, lab_iss) = (
-        "https://k8s.staging.example.com",
-        "https://k8s.lab.example.com",
-    );
-    let federated = |answer: support::Answer| -> String {
-        answer.ok()["access_token"]
-            .as_str()
-            .expect("token")
-            .to_owned()
-    };
 
     // The victim: prod's ns1/ksa1, bound by its uid only.
     let victim_uid = prod.uid("ns1", "ksa1");
@@ -1303,42 +1305,24 @@ async fn clusters_cannot_claim_what_the_pool_does_not_trust_them_with() {
         &format!("principal://iam.googleapis.com/projects/111111111111/locations/global/workloadIdentityPools/{POOL}/kubernetes.serviceaccount.uid/{victim_uid}"),
     )
     .await;
-    let victim = federated(
-        exchange(
-            &api,
-            &gke_audience(),
-            &token(&prod, ISSUER, "ns1", "ksa1", &keep),
-            "",
-        )
-        .await,
-    );
-    assert_eq!(generate_status(&api, &victim, &by_uid).await, 200);
+    let victim_status = || async {
+        let victim = federated_for(&api, &prod, ISSUER, "ns1", "ksa1", &keep).await;
+        generate_status(&api, &victim, &by_uid).await
+    };
+    assert_eq!(victim_status().await, 200);
 
     // An isolated cluster claiming the uid, for its own ns1/ksa1 or for anyone: exchanged (its
     // tokens are valid), never the account.
     let claim_victim_uid =
         |c: &mut Value| c["kubernetes.io"]["serviceaccount"]["uid"] = json!(victim_uid);
     for (ns, ksa) in [("ns1", "ksa1"), ("ns2", "ksa2")] {
-        let from_lab = federated(
-            exchange(
-                &api,
-                &audience(lab_iss),
-                &token(&lab, lab_iss, ns, ksa, &claim_victim_uid),
-                "",
-            )
-            .await,
-        );
+        let from_lab = federated_for(&api, &lab, lab_iss, ns, ksa, &claim_victim_uid).await;
         assert_eq!(
             generate_status(&api, &from_lab, &by_uid).await,
             403,
             "isolated {ns}/{ksa}"
         );
     }
-    let victim_token = || token(&prod, ISSUER, "ns1", "ksa1", &keep);
-    let victim_status = || async {
-        let again = federated(exchange(&api, &gke_audience(), &victim_token(), "").await);
-        generate_status(&api, &again, &by_uid).await
-    };
     // A uid beside names that are not its token's subject's vouches for nothing, and changes
     // nothing for the uid's own KSA.
     let other_names = |c: &mut Value| {
@@ -1346,53 +1330,35 @@ async fn clusters_cannot_claim_what_the_pool_does_not_trust_them_with() {
         c["kubernetes.io"]["serviceaccount"]["name"] = json!("ksa1");
         c["kubernetes.io"]["serviceaccount"]["uid"] = json!(victim_uid);
     };
-    let subject = token(&staging, staging_iss, "ns2", "ksa2", &other_names);
-    let mixed = federated(exchange(&api, &audience(staging_iss), &subject, "").await);
+    let mixed = federated_for(&api, &staging, staging_iss, "ns2", "ksa2", &other_names).await;
     assert_eq!(generate_status(&api, &mixed, &by_uid).await, 403);
     assert_eq!(victim_status().await, 200);
     // A shared cluster presenting the victim's uid for another KSA: the uid is now ambiguous and
     // names nobody, the presenter nor the victim, whoever came first...
-    let subject = token(&staging, staging_iss, "ns2", "ksa2", &claim_victim_uid);
-    let from_staging = federated(exchange(&api, &audience(staging_iss), &subject, "").await);
+    let from_staging = federated_for(
+        &api,
+        &staging,
+        staging_iss,
+        "ns2",
+        "ksa2",
+        &claim_victim_uid,
+    )
+    .await;
     assert_eq!(generate_status(&api, &from_staging, &by_uid).await, 403);
     assert_eq!(victim_status().await, 403, "an ambiguous uid names nobody");
     assert!(
-        _server.log().contains("several service accounts"),
+        server.log().contains("several service accounts"),
         "the operator is told"
     );
     // Staging's own ns1/ksa1 (its own uid) is the same member by name, not by uid.
-    let staging_ns1 = federated(
-        exchange(
-            &api,
-            &audience(staging_iss),
-            &token(&staging, staging_iss, "ns1", "ksa1", &keep),
-            "",
-        )
-        .await,
-    );
+    let staging_ns1 = federated_for(&api, &staging, staging_iss, "ns1", "ksa1", &keep).await;
     assert_eq!(generate_status(&api, &staging_ns1, &by_uid).await, 403);
 
     // Namespace and pool-wide selectors: shared clusters only.
     let by_ns = account_bound_to(&api, "by-ns-sa", &format!("{SET}/namespace/ns3")).await;
     let whole_pool = account_bound_to(&api, "whole-pool-sa", &format!("{SET}/*")).await;
-    let lab_ns3 = federated(
-        exchange(
-            &api,
-            &audience(lab_iss),
-            &token(&lab, lab_iss, "ns3", "app", &keep),
-            "",
-        )
-        .await,
-    );
-    let staging_ns3 = federated(
-        exchange(
-            &api,
-            &audience(staging_iss),
-            &token(&staging, staging_iss, "ns3", "app", &keep),
-            "",
-        )
-        .await,
-    );
+    let lab_ns3 = federated_for(&api, &lab, lab_iss, "ns3", "app", &keep).await;
+    let staging_ns3 = federated_for(&api, &staging, staging_iss, "ns3", "app", &keep).await;
     assert_eq!(generate_status(&api, &lab_ns3, &by_ns).await, 403);
     assert_eq!(generate_status(&api, &lab_ns3, &whole_pool).await, 403);
     assert_eq!(generate_status(&api, &staging_ns3, &by_ns).await, 200);

@@ -138,7 +138,7 @@ async fn departed_pods_are_forgotten() {
         .await
         .expect("b");
     cache.retain_owners(&["uid-b".to_owned()]);
-    assert_eq!(cache.len(), 1);
+    assert_eq!(cache.tokens(), 1);
 }
 
 fn refused() -> UpstreamError {

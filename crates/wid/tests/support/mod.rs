@@ -380,6 +380,17 @@ pub fn running_as_root() -> bool {
         .is_ok_and(|m| m.uid() == 0)
 }
 
+/// The uid and gid of `nobody`, the other user of the owner tests.
+pub const NOBODY: u32 = 65534;
+
+/// Writes `bytes` to `path` as a private file (mode 0600) of another user, `nobody` (needs root).
+pub fn write_as_nobody(path: &Path, bytes: &[u8]) {
+    use std::os::unix::fs::{PermissionsExt, chown};
+    std::fs::write(path, bytes).expect("write");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    chown(path, Some(NOBODY), Some(NOBODY)).expect("chown");
+}
+
 /// Runs `command`, which is expected to refuse to start: its output once it exits, or a panic
 /// with its log when it is still running after 20 s (it started instead).
 pub fn run_refused(command: &mut Command) -> (bool, String) {
