@@ -1,10 +1,50 @@
 #!/usr/bin/env bash
 # Runs every check and test of wid, as CI does. Installs what the tests need first, so that it
-# passes on a fresh machine: run it from anywhere.
+# passes on a fresh machine: run it from anywhere. Each step says when it starts and how long it
+# took; a summary of what ran and what passed closes the run, whether it passed or not.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-step() { printf '\n==> %s\n' "$*"; }
+started=$SECONDS
+current=""
+step_started=$SECONDS
+summary=()
+outputs="$(mktemp -d)"
+
+# Ends the step in hand (if any), recording its time, and starts the next.
+step() {
+    finish_step
+    current="$*"
+    step_started=$SECONDS
+    printf '\n==> %s\n' "$*"
+}
+
+finish_step() {
+    if [ -n "$current" ]; then
+        local took=$((SECONDS - step_started))
+        summary+=("ok    ${took}s  $current")
+        printf '    ok (%ss)\n' "$took"
+        current=""
+    fi
+}
+
+report() {
+    local status=$?
+    if [ -n "$current" ]; then
+        summary+=("FAIL  $((SECONDS - step_started))s  $current")
+    fi
+    printf '\n==> summary\n'
+    printf '    %s\n' "${summary[@]}"
+    grep -h -E '^ *Summary \[' "$outputs/rust-tests" 2>/dev/null | sed 's/^ */    Rust tests: /' || true
+    tail -n 1 "$outputs/client-tests" 2>/dev/null | sed 's/^=* */    Client tests: /; s/ =*$//' || true
+    if [ "$status" = 0 ]; then
+        printf '    all passed in %ss\n' "$((SECONDS - started))"
+    else
+        printf '    FAILED (exit %s) after %ss: %s\n' "$status" "$((SECONDS - started))" "${current:-?}"
+    fi
+    rm -rf "$outputs"
+}
+trap report EXIT
 
 step "prerequisites"
 command -v cargo >/dev/null || { echo "cargo is missing: install Rust (rustup) first" >&2; exit 1; }
@@ -39,7 +79,7 @@ fi
 step "format"
 cargo fmt --all --check
 
-step "lint"
+step "lint (builds the workspace for clippy: a few minutes on a fresh machine)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "one crypto backend (aws-lc-rs): ring must not be in the tree"
@@ -52,19 +92,21 @@ fi
 
 step "fuzz targets compile"
 # Running them needs nightly and cargo-fuzz (see fuzz/README.md); checking them needs neither.
-cargo check --manifest-path fuzz/Cargo.toml --target-dir target/fuzz-check --quiet
+cargo check --manifest-path fuzz/Cargo.toml --target-dir target/fuzz-check
 
-step "tests"
+step "tests (Rust: unit, property and end-to-end)"
 if cargo nextest --version >/dev/null 2>&1; then
-    cargo nextest run --workspace --locked --no-fail-fast
+    cargo nextest run --workspace --locked --no-fail-fast 2>&1 | tee "$outputs/rust-tests"
 else
-    cargo test --workspace --locked --no-fail-fast
+    cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$outputs/rust-tests"
 fi
 
 step "client compatibility (google-auth, gcloud, Node, Rust) and multi-node network-namespace tests"
-cargo build --locked --bin wid --bin wid-kube-fake --quiet
+cargo build --locked --bin wid --bin wid-kube-fake
 # Google's Rust auth library, in a workspace of its own (tests/rust-clients).
-cargo build --locked --quiet --manifest-path tests/rust-clients/Cargo.toml --target-dir target/rust-clients
+cargo build --locked --manifest-path tests/rust-clients/Cargo.toml --target-dir target/rust-clients
 WID_BIN="$PWD/target/debug/wid" WID_KUBE_FAKE="$PWD/target/debug/wid-kube-fake" \
     WID_RUST_CLIENT="$PWD/target/rust-clients/debug/wid-rust-clients" \
-    .venv/bin/python -m pytest tests/python -q -p no:cacheprovider
+    .venv/bin/python -m pytest tests/python -q -p no:cacheprovider -o console_output_style=count \
+    | tee "$outputs/client-tests"
+finish_step

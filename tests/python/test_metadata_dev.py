@@ -3,7 +3,6 @@ tokens, and gcloud, with only the environment lines `wid dev` prints."""
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -12,19 +11,12 @@ import pytest
 import requests
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def dev(wid_bin, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("dev")
-    md, iam = _free_port(), _free_port()
     log = tmp / "dev.log"
     process = subprocess.Popen(
-        [wid_bin, "dev", "--metadata-addr", f"127.0.0.1:{md}", "--iam-addr", f"127.0.0.1:{iam}", "--data-dir", str(tmp / "data")],
+        [wid_bin, "dev", "--metadata-addr", "127.0.0.1:0", "--iam-addr", "127.0.0.1:0", "--data-dir", str(tmp / "data")],
         stdout=subprocess.PIPE,
         stderr=log.open("w"),
         text=True,
@@ -58,8 +50,10 @@ def dev_env(dev, monkeypatch):
 
 
 def test_printed_lines(dev):
-    assert set(dev) == {"GCE_METADATA_HOST", "GCE_METADATA_IP", "GCE_METADATA_ROOT", "GOOGLE_CLOUD_PROJECT"}
+    assert set(dev) == {"GCE_METADATA_HOST", "GCE_METADATA_IP", "GCE_METADATA_ROOT", "GOOGLE_CLOUD_PROJECT", "CLOUDSDK_CONFIG"}
     assert dev["GOOGLE_CLOUD_PROJECT"] == "wid-dev"
+    # gcloud's configuration of wid dev's own, in its data directory, named absolutely.
+    assert os.path.isabs(dev["CLOUDSDK_CONFIG"]) and dev["CLOUDSDK_CONFIG"].endswith("/data/gcloud")
 
 
 CLIENT = """

@@ -13,47 +13,95 @@ pub enum Format {
     Yaml,
 }
 
-/// How the CLI reaches the token service.
+/// How the CLI reaches the token service, and how it prints: the options of every admin
+/// command (not of `wid iam serve`, which is the service).
 #[derive(Args, Clone, Debug)]
 pub struct ClientArgs {
-    /// Base URL of the wid token service.
+    /// Base URL of the wid token service, with its scheme.
     #[arg(
         long,
         env = "WID_ENDPOINT",
         global = true,
-        default_value = "http://127.0.0.1:8080"
+        default_value = "http://127.0.0.1:8080",
+        value_parser = parse_endpoint
     )]
     pub endpoint: String,
     /// File holding the credential: the bootstrap admin token (DATA_DIR/admin-token) or an
-    /// access token. Default: admin-token in the default data directory, if there is one.
+    /// access token [default: admin-token in the default data directory, if there is one].
     #[arg(long, env = "WID_TOKEN_FILE", global = true)]
     pub token_file: Option<PathBuf>,
-    /// Output format.
-    #[arg(long, value_enum, global = true, default_value_t = Format::Table)]
-    pub format: Format,
+    /// Output format [default: lists as tables, single resources as YAML, as gcloud prints
+    /// them].
+    #[arg(long, value_enum, global = true)]
+    pub format: Option<Format>,
+}
+
+/// An http(s) base URL; a bare `HOST:PORT` is refused with the URL it probably meant.
+pub fn parse_endpoint(text: &str) -> Result<String, String> {
+    let scheme = text.split_once("://").map(|(scheme, _)| scheme);
+    match scheme {
+        Some("http" | "https") => {}
+        Some(other) => {
+            return Err(format!(
+                "'{other}://' is not a scheme the token service speaks: use http:// or https://"
+            ));
+        }
+        None => {
+            return Err(format!(
+                "'{text}' has no scheme: give the URL, e.g. http://{text} (or https:// for TLS)"
+            ));
+        }
+    }
+    let url = reqwest::Url::parse(text).map_err(|e| format!("'{text}' is not a URL: {e}"))?;
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("'{text}' names no host"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("'{text}': a base URL has no query or fragment"));
+    }
+    Ok(text.to_owned())
+}
+
+/// A group of admin commands with the options of every admin command ([`ClientArgs`]).
+#[derive(Args, Debug)]
+pub struct Group<C: Subcommand> {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    #[command(subcommand)]
+    pub command: C,
 }
 
 /// `wid iam ...` admin commands.
 #[derive(Subcommand, Debug)]
 pub enum AdminCommand {
     /// Projects: an id, a number and the fixed GKE pool PROJECT.svc.id.goog.
-    #[command(subcommand)]
-    Projects(ProjectsCommand),
+    Projects(Group<ProjectsCommand>),
     /// IAM service accounts and their IAM policies.
-    #[command(subcommand, name = "service-accounts")]
-    ServiceAccounts(ServiceAccountsCommand),
+    #[command(name = "service-accounts")]
+    ServiceAccounts(Group<ServiceAccountsCommand>),
     /// Workload identity pools and their OIDC providers.
-    #[command(subcommand, name = "workload-identity-pools")]
-    WorkloadIdentityPools(PoolsCommand),
+    #[command(name = "workload-identity-pools")]
+    WorkloadIdentityPools(Group<PoolsCommand>),
     /// Kubernetes clusters registered as providers of the project's GKE pool.
-    #[command(subcommand)]
-    Clusters(ClustersCommand),
+    Clusters(Group<ClustersCommand>),
     /// The token service's signing keys.
-    #[command(subcommand)]
-    Keys(KeysCommand),
+    Keys(Group<KeysCommand>),
     /// The audit trail of exchanges, issuances and denials.
-    #[command(subcommand)]
-    Audit(AuditCommand),
+    Audit(Group<AuditCommand>),
+}
+
+impl AdminCommand {
+    /// The options every admin command takes.
+    pub fn client(&self) -> &ClientArgs {
+        match self {
+            AdminCommand::Projects(g) => &g.client,
+            AdminCommand::ServiceAccounts(g) => &g.client,
+            AdminCommand::WorkloadIdentityPools(g) => &g.client,
+            AdminCommand::Clusters(g) => &g.client,
+            AdminCommand::Keys(g) => &g.client,
+            AdminCommand::Audit(g) => &g.client,
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -72,6 +120,7 @@ pub enum KeysCommand {
 pub enum AuditCommand {
     /// The newest audit records, newest first.
     List {
+        /// How many records, at most.
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
@@ -115,7 +164,10 @@ pub enum ProjectsCommand {
     /// List projects.
     List,
     /// Show one project.
-    Describe { project: String },
+    Describe {
+        /// The project's id or number.
+        project: String,
+    },
 }
 
 /// A condition in gcloud's `--condition=expression=EXPR,title=TITLE[,description=DESC]` form,
@@ -135,8 +187,10 @@ pub enum ServiceAccountsCommand {
         name: String,
         #[command(flatten)]
         project: ProjectArg,
+        /// A name for people.
         #[arg(long)]
         display_name: Option<String>,
+        /// A description for people.
         #[arg(long)]
         description: Option<String>,
     },
@@ -146,24 +200,40 @@ pub enum ServiceAccountsCommand {
         project: ProjectArg,
     },
     /// Show a service account (by email or unique id).
-    Describe { service_account: String },
+    Describe {
+        /// The service account: its email, or its unique id.
+        service_account: String,
+    },
     /// Change a service account's display name or description.
     Update {
+        /// The service account: its email, or its unique id.
         service_account: String,
+        /// A name for people.
         #[arg(long)]
         display_name: Option<String>,
+        /// A description for people.
         #[arg(long)]
         description: Option<String>,
     },
     /// Delete a service account.
-    Delete { service_account: String },
+    Delete {
+        /// The service account: its email, or its unique id.
+        service_account: String,
+    },
     /// Disable a service account: no tokens are issued for it.
-    Disable { service_account: String },
+    Disable {
+        /// The service account: its email, or its unique id.
+        service_account: String,
+    },
     /// Enable a disabled service account.
-    Enable { service_account: String },
+    Enable {
+        /// The service account: its email, or its unique id.
+        service_account: String,
+    },
     /// Add a member to a role in the account's IAM policy.
     #[command(name = "add-iam-policy-binding")]
     AddIamPolicyBinding {
+        /// The service account: its email, or its unique id.
         service_account: String,
         /// e.g. serviceAccount:PROJECT.svc.id.goog[NAMESPACE/KSA] or user:alice@example.com.
         #[arg(long)]
@@ -177,9 +247,12 @@ pub enum ServiceAccountsCommand {
     /// Remove a member from a role in the account's IAM policy.
     #[command(name = "remove-iam-policy-binding")]
     RemoveIamPolicyBinding {
+        /// The service account: its email, or its unique id.
         service_account: String,
+        /// The member to remove, as it was added.
         #[arg(long)]
         member: String,
+        /// The role to remove it from.
         #[arg(long)]
         role: String,
         #[command(flatten)]
@@ -190,12 +263,17 @@ pub enum ServiceAccountsCommand {
     },
     /// Show the account's IAM policy.
     #[command(name = "get-iam-policy")]
-    GetIamPolicy { service_account: String },
+    GetIamPolicy {
+        /// The service account: its email, or its unique id.
+        service_account: String,
+    },
     /// Replace the account's IAM policy with the one in a JSON file (as get-iam-policy --format
     /// json prints it; its etag guards against concurrent changes).
     #[command(name = "set-iam-policy")]
     SetIamPolicy {
+        /// The service account: its email, or its unique id.
         service_account: String,
+        /// The policy, in JSON: `get-iam-policy --format json` edited.
         policy_file: PathBuf,
     },
     /// Exchange a subject token, then print an access token for the account. Needs no admin
@@ -254,8 +332,10 @@ pub struct OidcArgs {
     /// File with the issuer's JWKS; without it, keys come from the issuer's OIDC discovery.
     #[arg(long)]
     pub jwk_json_path: Option<PathBuf>,
+    /// A name for people.
     #[arg(long)]
     pub display_name: Option<String>,
+    /// A description for people.
     #[arg(long)]
     pub description: Option<String>,
     /// Disable the provider: it accepts no tokens.
@@ -267,15 +347,19 @@ pub struct OidcArgs {
 pub enum PoolsCommand {
     /// Create a workload identity pool.
     Create {
+        /// The pool id.
         pool: String,
         #[command(flatten)]
         project: ProjectArg,
         #[command(flatten)]
         location: LocationArg,
+        /// A name for people.
         #[arg(long)]
         display_name: Option<String>,
+        /// A description for people.
         #[arg(long)]
         description: Option<String>,
+        /// Create the pool disabled: it accepts no tokens.
         #[arg(long)]
         disabled: bool,
     },
@@ -288,6 +372,7 @@ pub enum PoolsCommand {
     },
     /// Show a pool.
     Describe {
+        /// The pool id.
         pool: String,
         #[command(flatten)]
         project: ProjectArg,
@@ -296,6 +381,7 @@ pub enum PoolsCommand {
     },
     /// Delete a pool and its providers.
     Delete {
+        /// The pool id.
         pool: String,
         #[command(flatten)]
         project: ProjectArg,
@@ -309,6 +395,7 @@ pub enum PoolsCommand {
 
 #[derive(Args, Debug, Clone)]
 pub struct PoolRef {
+    /// The pool of the provider.
     #[arg(long)]
     pub workload_identity_pool: String,
     #[command(flatten)]
@@ -322,6 +409,7 @@ pub enum ProvidersCommand {
     /// Create an OIDC provider.
     #[command(name = "create-oidc")]
     CreateOidc {
+        /// The provider id.
         provider: String,
         #[command(flatten)]
         pool: PoolRef,
@@ -331,6 +419,7 @@ pub enum ProvidersCommand {
     /// Change an OIDC provider: only the flags given change.
     #[command(name = "update-oidc")]
     UpdateOidc {
+        /// The provider id.
         provider: String,
         #[command(flatten)]
         pool: PoolRef,
@@ -344,12 +433,14 @@ pub enum ProvidersCommand {
     },
     /// Show a provider.
     Describe {
+        /// The provider id.
         provider: String,
         #[command(flatten)]
         pool: PoolRef,
     },
     /// Delete a provider.
     Delete {
+        /// The provider id.
         provider: String,
         #[command(flatten)]
         pool: PoolRef,
@@ -384,6 +475,7 @@ pub struct ClusterKeys {
 pub enum ClustersCommand {
     /// Register a Kubernetes cluster as a provider of the project's pool PROJECT.svc.id.goog.
     Register {
+        /// The cluster's name.
         name: String,
         #[command(flatten)]
         project: ProjectArg,
@@ -412,17 +504,21 @@ pub enum ClustersCommand {
     },
     /// Show a registered cluster.
     Describe {
+        /// The cluster's name.
         name: String,
         #[command(flatten)]
         project: ProjectArg,
+        /// Where the cluster runs, as registered.
         #[arg(long)]
         location: String,
     },
     /// Unregister a cluster: its tokens are no longer accepted.
     Delete {
+        /// The cluster's name.
         name: String,
         #[command(flatten)]
         project: ProjectArg,
+        /// Where the cluster runs, as registered.
         #[arg(long)]
         location: String,
     },

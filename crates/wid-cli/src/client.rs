@@ -1,27 +1,97 @@
-//! A small client for the token service's Google-style REST API.
+//! A small client for the token service's Google-style REST API: requests, and failures told
+//! in words that say what to do.
 
 use std::path::Path;
 
 use reqwest::Method;
 use serde_json::Value;
 
-/// A failure the user should read: an API error with Google's message, or a transport problem.
+/// A failure the user should read.
 #[derive(Debug)]
-pub struct CallError {
-    pub status: Option<u16>,
-    pub message: String,
+pub enum CallError {
+    /// The credential file cannot be used.
+    Credential(String),
+    /// No HTTP answer came; `reason` says why and what to try.
+    Unreachable { endpoint: String, reason: String },
+    /// The service answered with an error: Google's message (or the OAuth error).
+    Api { status: u16, message: String },
+    /// The service answered something this client cannot read.
+    Protocol { endpoint: String, detail: String },
 }
 
 impl std::fmt::Display for CallError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.status {
-            Some(status) => write!(f, "HTTP {status}: {}", self.message),
-            None => f.write_str(&self.message),
+        match self {
+            CallError::Credential(message) => f.write_str(message),
+            CallError::Unreachable { endpoint, reason } => {
+                write!(f, "cannot reach the token service at {endpoint}: {reason}")
+            }
+            CallError::Api { status, message } => write!(f, "HTTP {status}: {message}"),
+            CallError::Protocol { endpoint, detail } => {
+                write!(f, "the token service at {endpoint} answered {detail}")
+            }
         }
     }
 }
 
 impl std::error::Error for CallError {}
+
+impl CallError {
+    /// The HTTP status of an API error.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            CallError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// Why a request got no answer, and what to try, from the causes reqwest reports.
+fn transport_failure(endpoint: &str, error: &reqwest::Error) -> CallError {
+    let mut causes = Vec::new();
+    let mut io_kind = None;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            io_kind = io_kind.or(Some(io.kind()));
+        }
+        causes.push(cause.to_string());
+        source = cause.source();
+    }
+    let all = causes.join(": ");
+    let tls = endpoint.starts_with("https://");
+    let other_scheme = |scheme: &str| {
+        endpoint
+            .split_once("://")
+            .map_or_else(String::new, |(_, rest)| format!("{scheme}://{rest}"))
+    };
+    let reason = if io_kind == Some(std::io::ErrorKind::ConnectionRefused) {
+        "nothing listens there (connection refused). Is it running? Start it with `wid dev` or \
+         `wid iam serve`, or name where it runs with --endpoint or WID_ENDPOINT"
+            .to_owned()
+    } else if error.is_timeout() {
+        "no answer in time. Is the address right, and the service up?".to_owned()
+    } else if tls && (all.contains("InvalidContentType") || all.contains("corrupt message")) {
+        format!(
+            "it does not speak TLS there. If it serves plain HTTP, use {}",
+            other_scheme("http")
+        )
+    } else if !tls && (all.contains("invalid HTTP") || all.contains("parse")) {
+        format!(
+            "what answered is not plain HTTP. If it serves TLS, use {}",
+            other_scheme("https")
+        )
+    } else if all.contains("dns error") || all.contains("failed to lookup") {
+        "its host name does not resolve. Is --endpoint (WID_ENDPOINT) right?".to_owned()
+    } else {
+        // The innermost cause says the most; the outer ones repeat the URL.
+        causes.last().cloned().unwrap_or(all)
+    };
+    CallError::Unreachable {
+        endpoint: endpoint.to_owned(),
+        reason,
+    }
+}
 
 pub struct Client {
     base: String,
@@ -40,42 +110,53 @@ pub fn segment(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, SET).to_string()
 }
 
+/// Reads a credential file: one token, surrounding whitespace ignored.
+fn read_credential(path: &Path) -> Result<String, CallError> {
+    let token = std::fs::read_to_string(path)
+        .map_err(|e| {
+            CallError::Credential(format!(
+                "cannot read the credential in {}: {e}",
+                path.display()
+            ))
+        })?
+        .trim()
+        .to_owned();
+    if token.is_empty() {
+        return Err(CallError::Credential(format!(
+            "the credential file {} is empty",
+            path.display()
+        )));
+    }
+    Ok(token)
+}
+
 impl Client {
     /// A client that authenticates with the credential in `token_file`, or with none (for the
-    /// OAuth endpoints, which take no bearer token).
+    /// OAuth endpoints, which take no bearer token). `endpoint` is an http(s) base URL
+    /// ([`crate::args::parse_endpoint`]).
     pub fn new(endpoint: &str, token_file: Option<&Path>) -> Result<Client, CallError> {
         let token = match token_file {
-            Some(path) => {
-                let token = std::fs::read_to_string(path)
-                    .map_err(|e| CallError {
-                        status: None,
-                        message: format!("cannot read the credential in {}: {e}", path.display()),
-                    })?
-                    .trim()
-                    .to_owned();
-                if token.is_empty() {
-                    return Err(CallError {
-                        status: None,
-                        message: format!("the credential file {} is empty", path.display()),
-                    });
-                }
-                token
-            }
+            Some(path) => read_credential(path)?,
             None => String::new(),
         };
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(60))
             .user_agent(concat!("wid-cli/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| CallError {
-                status: None,
-                message: e.to_string(),
+            .map_err(|e| CallError::Unreachable {
+                endpoint: endpoint.to_owned(),
+                reason: format!("cannot build an HTTP client: {e}"),
             })?;
         Ok(Client {
             base: endpoint.trim_end_matches('/').to_owned(),
             token,
             http,
         })
+    }
+
+    /// The base URL, without a trailing slash.
+    pub fn base(&self) -> &str {
+        &self.base
     }
 
     /// The same client with another bearer token.
@@ -87,21 +168,28 @@ impl Client {
         }
     }
 
+    /// Sends a request; the answer's status and body, or why none came.
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<(reqwest::StatusCode, Vec<u8>), CallError> {
+        let response = request
+            .send()
+            .await
+            .map_err(|e| transport_failure(&self.base, &e))?;
+        let status = response.status();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| transport_failure(&self.base, &e))?;
+        Ok((status, body.to_vec()))
+    }
+
     /// POSTs a form (the STS endpoints); OAuth errors come back as `error: error_description`.
     pub async fn post_form(&self, path: &str, form: &[(&str, &str)]) -> Result<Value, CallError> {
         let url = format!("{}{path}", self.base);
-        let response = self
-            .http
-            .post(&url)
-            .form(form)
-            .send()
-            .await
-            .map_err(|e| CallError {
-                status: None,
-                message: format!("cannot reach the token service at {}: {e}", self.base),
-            })?;
-        let status = response.status();
-        let value: Value = response.json().await.unwrap_or(Value::Null);
+        let (status, bytes) = self.send(self.http.post(&url).form(form)).await?;
+        let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         if status.is_success() {
             return Ok(value);
         }
@@ -110,10 +198,10 @@ impl Client {
             value.get("error_description").and_then(Value::as_str),
         ) {
             (Some(error), Some(description)) => format!("{error}: {description}"),
-            _ => value.to_string(),
+            _ => String::from_utf8_lossy(&bytes).into_owned(),
         };
-        Err(CallError {
-            status: Some(status.as_u16()),
+        Err(CallError::Api {
+            status: status.as_u16(),
             message,
         })
     }
@@ -134,26 +222,27 @@ impl Client {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response = request.send().await.map_err(|e| CallError {
-            status: None,
-            message: format!("cannot reach the token service at {}: {e}", self.base),
-        })?;
-        let status = response.status();
-        let bytes = response.bytes().await.map_err(|e| CallError {
-            status: Some(status.as_u16()),
-            message: e.to_string(),
-        })?;
-        let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        let (status, bytes) = self.send(request).await?;
+        let value: Option<Value> = serde_json::from_slice(&bytes).ok();
         if status.is_success() {
-            return Ok(value);
+            if bytes.is_empty() {
+                return Ok(Value::Null);
+            }
+            return value.ok_or_else(|| CallError::Protocol {
+                endpoint: self.base.clone(),
+                detail: format!(
+                    "{status} with a body that is not JSON: is it wid's token service?"
+                ),
+            });
         }
         let message = value
-            .pointer("/error/message")
+            .as_ref()
+            .and_then(|v| v.pointer("/error/message"))
             .and_then(Value::as_str)
             .map(str::to_owned)
             .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
-        Err(CallError {
-            status: Some(status.as_u16()),
+        Err(CallError::Api {
+            status: status.as_u16(),
             message,
         })
     }

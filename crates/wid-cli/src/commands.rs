@@ -6,6 +6,11 @@ use anyhow::{Context, bail};
 use reqwest::Method;
 use serde_json::{Map, Value, json};
 
+use wid_api::cluster::Cluster;
+use wid_api::iam::{Expr, ServiceAccount};
+use wid_api::project::Project;
+
+use crate::admin::{Admin, account_path, add_binding, clusters_path, remove_binding};
 use crate::args::*;
 use crate::client::{Client, segment};
 use crate::output::{self, Column};
@@ -58,23 +63,21 @@ const CLUSTER_COLUMNS: &[Column] = &[
 ];
 
 /// Runs an admin command. `default_token_file` is used when no credential file is named.
-pub async fn run(
-    command: AdminCommand,
-    client_args: ClientArgs,
-    default_token_file: Option<PathBuf>,
-) -> anyhow::Result<()> {
+pub async fn run(command: AdminCommand, default_token_file: Option<PathBuf>) -> anyhow::Result<()> {
+    let client_args = command.client().clone();
     // Exchanging a subject token needs no admin credential: the subject token is the credential.
     let needs_admin = !matches!(
-        command,
-        AdminCommand::ServiceAccounts(
-            ServiceAccountsCommand::PrintAccessToken { .. }
-                | ServiceAccountsCommand::PrintIdentityToken { .. }
-        )
+        &command,
+        AdminCommand::ServiceAccounts(Group {
+            command: ServiceAccountsCommand::PrintAccessToken { .. }
+                | ServiceAccountsCommand::PrintIdentityToken { .. },
+            ..
+        })
     );
     let token_file = client_args.token_file.clone().or(default_token_file);
     if needs_admin && token_file.is_none() {
         bail!(
-            "no credential: pass --token-file or set WID_TOKEN_FILE (the bootstrap token is DATA_DIR/admin-token)"
+            "no credential: pass --token-file or set WID_TOKEN_FILE (the bootstrap token is DATA_DIR/admin-token; `wid dev` prints the line to paste)"
         );
     }
     let client = Client::new(
@@ -87,32 +90,23 @@ pub async fn run(
     )?;
     let cli = Cli {
         client,
-        format: client_args.format,
+        // Unsaid, gcloud's default: lists as tables and single resources as YAML.
+        format: client_args.format.unwrap_or_default(),
     };
     match command {
-        AdminCommand::Projects(c) => cli.projects(c).await,
-        AdminCommand::ServiceAccounts(c) => cli.service_accounts(c).await,
-        AdminCommand::WorkloadIdentityPools(c) => cli.pools(c).await,
-        AdminCommand::Clusters(c) => cli.clusters(c).await,
-        AdminCommand::Keys(c) => cli.keys(c).await,
-        AdminCommand::Audit(c) => cli.audit(c).await,
+        AdminCommand::Projects(g) => cli.projects(g.command).await,
+        AdminCommand::ServiceAccounts(g) => cli.service_accounts(g.command).await,
+        AdminCommand::WorkloadIdentityPools(g) => cli.pools(g.command).await,
+        AdminCommand::Clusters(g) => cli.clusters(g.command).await,
+        AdminCommand::Keys(g) => cli.keys(g.command).await,
+        AdminCommand::Audit(g) => cli.audit(g.command).await,
     }
 }
 
 struct Cli {
     client: Client,
+    /// Table prints single resources as YAML, as gcloud's describe does.
     format: Format,
-}
-
-/// The path of a service account given by email or unique id: under its project when the email
-/// names it, else under `projects/-`.
-fn account_path(account: &str) -> String {
-    let project = wid_iam::names::parse_service_account_email(account).map_or("-", |(_, p)| p);
-    format!(
-        "/v1/projects/{}/serviceAccounts/{}",
-        segment(project),
-        segment(account)
-    )
 }
 
 /// IAM Credentials names accounts under `projects/-` only.
@@ -136,14 +130,6 @@ fn providers_path(pool: &PoolRef) -> String {
     )
 }
 
-fn clusters_path(project: &ProjectArg, location: &str) -> String {
-    format!(
-        "/v1/projects/{}/locations/{}/clusters",
-        segment(&project.project),
-        segment(location)
-    )
-}
-
 /// The resource inside a finished Operation, without its type tag.
 fn operation_response(op: Value) -> Value {
     let mut response = op.get("response").cloned().unwrap_or(Value::Null);
@@ -151,6 +137,11 @@ fn operation_response(op: Value) -> Value {
         map.remove("@type");
     }
     response
+}
+
+/// A wire type as JSON, for printing.
+fn to_value(value: &impl serde::Serialize) -> Value {
+    serde_json::to_value(value).unwrap_or(Value::Null)
 }
 
 fn items(value: &Value, field: &str) -> Vec<Value> {
@@ -162,7 +153,7 @@ fn items(value: &Value, field: &str) -> Vec<Value> {
 }
 
 /// gcloud's `--condition=expression=EXPR,title=TITLE,description=DESC` (or `None`).
-fn parse_condition(text: Option<&str>) -> anyhow::Result<Option<Value>> {
+fn parse_condition(text: Option<&str>) -> anyhow::Result<Option<Expr>> {
     let Some(text) = text.filter(|t| !t.eq_ignore_ascii_case("none")) else {
         return Ok(None);
     };
@@ -184,14 +175,22 @@ fn parse_condition(text: Option<&str>) -> anyhow::Result<Option<Value>> {
             },
         }
     }
-    let map: Map<String, Value> = fields
-        .into_iter()
-        .map(|(k, v)| (k, Value::String(v)))
-        .collect();
-    if !map.contains_key("expression") {
+    let mut expr = Expr::default();
+    let mut has_expression = false;
+    for (key, value) in fields {
+        match key.as_str() {
+            "expression" => {
+                expr.expression = value;
+                has_expression = true;
+            }
+            "title" => expr.title = value,
+            _ => expr.description = value,
+        }
+    }
+    if !has_expression {
         bail!("--condition needs expression=EXPR");
     }
-    Ok(Some(Value::Object(map)))
+    Ok(Some(expr))
 }
 
 /// `KEY=EXPR,KEY=EXPR` where each key is google.* or attribute.*; commas inside an expression
@@ -227,6 +226,15 @@ impl Cli {
         print!("{}", output::resource(value, self.format));
     }
 
+    /// A wire type, printed as the service sent it.
+    fn print_typed(&self, value: &impl serde::Serialize) {
+        self.print(&to_value(value));
+    }
+
+    fn admin(&self) -> Admin<'_> {
+        Admin::new(&self.client)
+    }
+
     fn print_list(&self, items: &[Value], columns: &[Column]) {
         print!("{}", output::list(items, self.format, columns));
     }
@@ -242,29 +250,23 @@ impl Cli {
                 number,
                 name,
             } => {
-                let mut body = json!({ "projectId": project_id });
-                if let Some(n) = number {
-                    body["projectNumber"] = json!(n);
-                }
-                if let Some(n) = name {
-                    body["name"] = json!(n);
-                }
-                let project = self
-                    .client
-                    .call(Method::POST, "/v1/projects", &[], Some(&body))
-                    .await?;
+                let project = Project {
+                    project_id: project_id.clone(),
+                    project_number: number.unwrap_or_default(),
+                    name: name.unwrap_or_default(),
+                    ..Project::default()
+                };
+                let project = self.admin().create_project(&project).await?;
                 eprintln!("Created project [{project_id}].");
-                self.print(&project);
+                self.print_typed(&project);
             }
             ProjectsCommand::List => self.print_list(
                 &items(&self.get("/v1/projects").await?, "projects"),
                 PROJECT_COLUMNS,
             ),
-            ProjectsCommand::Describe { project } => self.print(
-                &self
-                    .get(&format!("/v1/projects/{}", segment(&project)))
-                    .await?,
-            ),
+            ProjectsCommand::Describe { project } => {
+                self.print_typed(&self.admin().project(&project).await?)
+            }
         }
         Ok(())
     }
@@ -278,42 +280,22 @@ impl Cli {
                 display_name,
                 description,
             } => {
-                let body = json!({
-                    "accountId": name,
-                    "serviceAccount": {
-                        "displayName": display_name.unwrap_or_default(),
-                        "description": description.unwrap_or_default(),
-                    },
-                });
-                let path = format!("/v1/projects/{}/serviceAccounts", segment(&project.project));
-                let sa = self
-                    .client
-                    .call(Method::POST, &path, &[], Some(&body))
+                let account = ServiceAccount {
+                    display_name: display_name.unwrap_or_default(),
+                    description: description.unwrap_or_default(),
+                    ..ServiceAccount::default()
+                };
+                let account = self
+                    .admin()
+                    .create_service_account(&project.project, &name, &account)
                     .await?;
                 eprintln!("Created service account [{name}].");
-                self.print(&sa);
+                self.print_typed(&account);
             }
             C::List { project } => {
-                let mut all = Vec::new();
-                let mut token = String::new();
-                let path = format!("/v1/projects/{}/serviceAccounts", segment(&project.project));
-                loop {
-                    let page = self
-                        .client
-                        .call(
-                            Method::GET,
-                            &path,
-                            &[("pageSize", "100"), ("pageToken", &token)],
-                            None,
-                        )
-                        .await?;
-                    all.extend(items(&page, "accounts"));
-                    match page.get("nextPageToken").and_then(Value::as_str) {
-                        Some(next) if !next.is_empty() => token = next.to_owned(),
-                        _ => break,
-                    }
-                }
-                self.print_list(&all, SA_COLUMNS);
+                let accounts = self.admin().service_accounts(&project.project).await?;
+                let accounts: Vec<Value> = accounts.iter().map(to_value).collect();
+                self.print_list(&accounts, SA_COLUMNS);
             }
             C::Describe { service_account } => {
                 self.print(&self.get(&account_path(&service_account)).await?)
@@ -409,7 +391,7 @@ impl Cli {
                 self.print_token(&answer, "token");
             }
             C::GetIamPolicy { service_account } => {
-                self.print(&self.get_policy(&service_account).await?)
+                self.print_typed(&self.admin().iam_policy(&service_account).await?)
             }
             C::SetIamPolicy {
                 service_account,
@@ -419,7 +401,12 @@ impl Cli {
                     .with_context(|| format!("reading {}", policy_file.display()))?;
                 let policy: Value = serde_json::from_str(&text)
                     .with_context(|| format!("{} is not a JSON policy", policy_file.display()))?;
-                let set = self.set_policy(&service_account, policy).await?;
+                let path = format!("{}:setIamPolicy", account_path(&service_account));
+                let body = json!({ "policy": policy });
+                let set = self
+                    .client
+                    .call(Method::POST, &path, &[], Some(&body))
+                    .await?;
                 eprintln!("Updated IAM policy for serviceAccount [{service_account}].");
                 self.print(&set);
             }
@@ -430,11 +417,12 @@ impl Cli {
                 condition,
             } => {
                 let condition = parse_condition(condition.condition.as_deref())?;
-                let mut policy = self.get_policy(&service_account).await?;
+                let admin = self.admin();
+                let mut policy = admin.iam_policy(&service_account).await?;
                 add_binding(&mut policy, &member, &role, condition);
-                let set = self.set_policy(&service_account, policy).await?;
+                let set = admin.set_iam_policy(&service_account, &policy).await?;
                 eprintln!("Updated IAM policy for serviceAccount [{service_account}].");
-                self.print(&set);
+                self.print_typed(&set);
             }
             C::RemoveIamPolicyBinding {
                 service_account,
@@ -444,15 +432,16 @@ impl Cli {
                 all,
             } => {
                 let condition = parse_condition(condition.condition.as_deref())?;
-                let mut policy = self.get_policy(&service_account).await?;
+                let admin = self.admin();
+                let mut policy = admin.iam_policy(&service_account).await?;
                 if !remove_binding(&mut policy, &member, &role, condition.as_ref(), all) {
                     bail!(
                         "Policy binding with the specified principal, role, and condition not found!"
                     );
                 }
-                let set = self.set_policy(&service_account, policy).await?;
+                let set = admin.set_iam_policy(&service_account, &policy).await?;
                 eprintln!("Updated IAM policy for serviceAccount [{service_account}].");
-                self.print(&set);
+                self.print_typed(&set);
             }
         }
         Ok(())
@@ -535,27 +524,6 @@ impl Cli {
             .await?;
         self.print_list(&items(&answer, "events"), AUDIT_COLUMNS);
         Ok(())
-    }
-
-    async fn get_policy(&self, account: &str) -> anyhow::Result<Value> {
-        let path = format!("{}:getIamPolicy", account_path(account));
-        Ok(self
-            .client
-            .call(
-                Method::POST,
-                &path,
-                &[("options.requestedPolicyVersion", "3")],
-                None,
-            )
-            .await?)
-    }
-
-    async fn set_policy(&self, account: &str, policy: Value) -> anyhow::Result<Value> {
-        let path = format!("{}:setIamPolicy", account_path(account));
-        Ok(self
-            .client
-            .call(Method::POST, &path, &[], Some(&json!({ "policy": policy })))
-            .await?)
     }
 
     async fn pools(&self, command: PoolsCommand) -> anyhow::Result<()> {
@@ -762,34 +730,31 @@ impl Cli {
                         "--issuer-uri is required with --jwk-json-path (--kubeconfig and --discover read it from the cluster's API server)"
                     );
                 };
-                let mut body = json!({
-                    "clusterName": name,
-                    "issuerUri": issuer_uri,
-                    "discover": keys.discover,
-                    "isolated": isolated,
-                });
-                if let Some(jwks) = keys.read_from_api_server {
-                    body["jwksJson"] = json!(jwks);
-                }
-                if let Some(path) = keys.jwk_json_path {
-                    let text = std::fs::read_to_string(&path)
-                        .with_context(|| format!("reading {}", path.display()))?;
-                    body["jwksJson"] = json!(text);
-                }
+                let jwks_json = match (keys.read_from_api_server, keys.jwk_json_path) {
+                    (Some(jwks), _) => jwks,
+                    (None, Some(path)) => std::fs::read_to_string(&path)
+                        .with_context(|| format!("reading {}", path.display()))?,
+                    (None, None) => String::new(),
+                };
+                let cluster = Cluster {
+                    cluster_name: name.clone(),
+                    issuer_uri,
+                    jwks_json,
+                    discover: keys.discover,
+                    isolated,
+                    ..Cluster::default()
+                };
                 let cluster = self
-                    .client
-                    .call(
-                        Method::POST,
-                        &clusters_path(&project, &location),
-                        &[],
-                        Some(&body),
-                    )
+                    .admin()
+                    .register_cluster(&project.project, &location, &cluster)
                     .await?;
                 eprintln!("Registered cluster [{name}] in [{location}].");
-                self.print(&cluster);
+                self.print_typed(&cluster);
             }
             ClustersCommand::List { project, location } => {
-                let list = self.get(&clusters_path(&project, &location)).await?;
+                let list = self
+                    .get(&clusters_path(&project.project, &location))
+                    .await?;
                 self.print_list(&items(&list, "clusters"), CLUSTER_COLUMNS);
             }
             ClustersCommand::Describe {
@@ -801,7 +766,7 @@ impl Cli {
                     &self
                         .get(&format!(
                             "{}/{}",
-                            clusters_path(&project, &location),
+                            clusters_path(&project.project, &location),
                             segment(&name)
                         ))
                         .await?,
@@ -812,8 +777,9 @@ impl Cli {
                 project,
                 location,
             } => {
-                let path = format!("{}/{}", clusters_path(&project, &location), segment(&name));
-                self.client.call(Method::DELETE, &path, &[], None).await?;
+                self.admin()
+                    .delete_cluster(&project.project, &location, &name)
+                    .await?;
                 eprintln!("Deleted cluster [{name}] in [{location}].");
             }
         }
@@ -821,120 +787,19 @@ impl Cli {
     }
 }
 
-fn same_condition(binding: &Value, condition: Option<&Value>) -> bool {
-    let expression = |c: Option<&Value>| c.and_then(|c| c.get("expression")).cloned();
-    expression(binding.get("condition")) == expression(condition)
-}
-
-/// Adds `member` to the binding of `role` with `condition`, creating it if needed; a condition
-/// makes the policy version 3, as gcloud does.
-fn add_binding(policy: &mut Value, member: &str, role: &str, condition: Option<Value>) {
-    if !policy.get("bindings").is_some_and(Value::is_array) {
-        policy["bindings"] = json!([]);
-    }
-    let has_condition = condition.is_some();
-    let any_condition = |p: &Value| {
-        items(p, "bindings")
-            .iter()
-            .any(|b| b.get("condition").is_some())
-    };
-    if let Some(bindings) = policy["bindings"].as_array_mut() {
-        match bindings.iter_mut().find(|b| {
-            b.get("role").and_then(Value::as_str) == Some(role)
-                && same_condition(b, condition.as_ref())
-        }) {
-            Some(binding) => {
-                if let Some(members) = binding["members"].as_array_mut()
-                    && !members.iter().any(|m| m.as_str() == Some(member))
-                {
-                    members.push(json!(member));
-                }
-            }
-            None => {
-                let mut binding = json!({ "role": role, "members": [member] });
-                if let Some(c) = condition {
-                    binding["condition"] = c;
-                }
-                bindings.push(binding);
-            }
-        }
-    }
-    policy["version"] = json!(if has_condition || any_condition(policy) {
-        3
-    } else {
-        1
-    });
-}
-
-/// Removes `member` from `role`'s binding with `condition` (any condition with `all`).
-/// Returns whether anything was removed.
-fn remove_binding(
-    policy: &mut Value,
-    member: &str,
-    role: &str,
-    condition: Option<&Value>,
-    all: bool,
-) -> bool {
-    let mut removed = false;
-    if let Some(bindings) = policy.get_mut("bindings").and_then(Value::as_array_mut) {
-        for binding in bindings.iter_mut() {
-            if binding.get("role").and_then(Value::as_str) != Some(role)
-                || !(all || same_condition(binding, condition))
-            {
-                continue;
-            }
-            if let Some(members) = binding.get_mut("members").and_then(Value::as_array_mut) {
-                let before = members.len();
-                members.retain(|m| m.as_str() != Some(member));
-                removed |= members.len() != before;
-            }
-        }
-        bindings.retain(|b| {
-            b.get("members")
-                .and_then(Value::as_array)
-                .is_some_and(|m| !m.is_empty())
-        });
-    }
-    removed
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn bindings_are_added_once_and_removed() {
-        let mut policy = json!({ "etag": "ACAB" });
-        add_binding(&mut policy, "user:a@b.co", "roles/viewer", None);
-        add_binding(&mut policy, "user:a@b.co", "roles/viewer", None);
-        assert_eq!(
-            policy["bindings"],
-            json!([{ "role": "roles/viewer", "members": ["user:a@b.co"] }])
-        );
-        assert_eq!(policy["version"], json!(1));
-        assert!(remove_binding(
-            &mut policy,
-            "user:a@b.co",
-            "roles/viewer",
-            None,
-            false
-        ));
-        assert_eq!(policy["bindings"], json!([]));
-        assert!(!remove_binding(
-            &mut policy,
-            "user:a@b.co",
-            "roles/viewer",
-            None,
-            false
-        ));
-    }
 
     #[test]
     fn conditions_and_mappings_parse() {
         let c = parse_condition(Some("expression=a == 'x,y',title=t"))
             .expect("parses")
             .expect("some");
-        assert_eq!(c, json!({ "expression": "a == 'x,y'", "title": "t" }));
+        assert_eq!(
+            (c.expression.as_str(), c.title.as_str()),
+            ("a == 'x,y'", "t")
+        );
         assert_eq!(parse_condition(Some("None")).expect("parses"), None);
         let m = parse_mapping(
             "google.subject=assertion.sub,attribute.ns=assertion['kubernetes.io'].namespace",
@@ -942,14 +807,5 @@ mod tests {
         .expect("parses");
         assert_eq!(m.len(), 2);
         assert!(parse_mapping("nokey").is_err());
-    }
-
-    #[test]
-    fn account_paths() {
-        assert_eq!(
-            account_path("a-sa@p1.iam.gserviceaccount.com"),
-            "/v1/projects/p1/serviceAccounts/a-sa@p1.iam.gserviceaccount.com"
-        );
-        assert_eq!(account_path("123"), "/v1/projects/-/serviceAccounts/123");
     }
 }

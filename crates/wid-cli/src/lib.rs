@@ -1,8 +1,10 @@
-//! The wid admin CLI, shaped like `gcloud iam`: argument definitions ([`args`]), a typed HTTP
-//! client for the token service's IAM API ([`client`]), output formats ([`output`]), and the
-//! commands that tie them together ([`commands`]). It knows the service only through its wire
+//! The wid admin CLI, shaped like `gcloud iam`: argument definitions ([`args`]), an HTTP client
+//! for the token service's IAM API ([`client`]) and its admin operations as typed calls
+//! ([`admin`]), output formats ([`output`]), and the commands that tie them together
+//! ([`commands`]). It knows the service only through its wire
 //! protocol, like any other client.
 
+pub mod admin;
 pub mod args;
 pub mod client;
 pub mod commands;

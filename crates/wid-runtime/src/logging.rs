@@ -32,7 +32,10 @@ pub fn init(format: LogFormat, filter: &str) {
         LogFormat::Text => tracing::subscriber::set_global_default(text(
             filter,
             std::io::stderr,
-            std::io::stderr().is_terminal(),
+            colours(
+                std::io::stderr().is_terminal(),
+                std::env::var_os("NO_COLOR").as_deref(),
+            ),
         )),
         LogFormat::Json => tracing::subscriber::set_global_default(json(filter, std::io::stderr)),
     };
@@ -43,21 +46,24 @@ pub fn init(format: LogFormat, filter: &str) {
     }
 }
 
-/// The text subscriber. Colours only on a terminal (where tracing-subscriber still honours
-/// `NO_COLOR`): a log file is read by tools, and its only escape bytes would be ours.
-fn text<W>(filter: EnvFilter, writer: W, terminal: bool) -> impl tracing::Subscriber + Send + Sync
+/// Whether text logs are coloured: only on a terminal (a log file is read by tools, and its only
+/// escape bytes would be ours), and never when `NO_COLOR` is set to anything but empty
+/// (no-color.org).
+pub fn colours(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
+/// The text subscriber, coloured or not.
+fn text<W>(filter: EnvFilter, writer: W, ansi: bool) -> impl tracing::Subscriber + Send + Sync
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    let builder = tracing_subscriber::fmt()
+    tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
-        .fmt_fields(EscapedFields);
-    if terminal {
-        builder.finish()
-    } else {
-        builder.with_ansi(false).finish()
-    }
+        .fmt_fields(EscapedFields)
+        .with_ansi(ansi)
+        .finish()
 }
 
 fn json<W>(filter: EnvFilter, writer: W) -> impl tracing::Subscriber + Send + Sync
@@ -298,6 +304,32 @@ mod tests {
         // Outside quotes, one `outcome=`.
         let unquoted: String = out.split('"').step_by(2).collect();
         assert_eq!(unquoted.matches("outcome=").count(), 1, "{out:?}");
+    }
+
+    #[test]
+    fn colours_only_on_a_terminal_without_no_color() {
+        use std::ffi::OsStr;
+        assert!(colours(true, None));
+        assert!(
+            colours(true, Some(OsStr::new(""))),
+            "an empty NO_COLOR is unset"
+        );
+        assert!(!colours(true, Some(OsStr::new("1"))));
+        assert!(!colours(false, None), "a file or a pipe gets no escapes");
+        assert!(!colours(false, Some(OsStr::new("1"))));
+    }
+
+    /// Uncoloured text logs carry no escape byte at all, not even tracing's level colours.
+    #[test]
+    fn uncoloured_logs_have_no_escapes() {
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        tracing::subscriber::with_default(
+            text(EnvFilter::new("info"), move || writer.clone(), false),
+            || tracing::warn!(path = "/x", "plain"),
+        );
+        let out = buffer.text();
+        assert!(out.contains("WARN") && !out.contains('\x1b'), "{out:?}");
     }
 
     /// JSON escapes control characters itself; this pins that.

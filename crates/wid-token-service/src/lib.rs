@@ -142,7 +142,7 @@ pub struct TokenService {
 impl TokenService {
     /// Prepares the data directory (mode 0700), the database (mode 0600, migrated) and the
     /// bootstrap admin token (written on first start, mode 0600), and binds the listener.
-    pub async fn start(config: Config) -> Result<TokenService, StartError> {
+    pub async fn start(mut config: Config) -> Result<TokenService, StartError> {
         // Bind first: a taken port should fail before anything is written to the data directory.
         let listener = TcpListener::bind(config.addr)
             .await
@@ -159,6 +159,7 @@ impl TokenService {
                 path: config.data_dir.display().to_string(),
                 source,
             })?;
+        config.data_dir.clone_from(&data_dir);
         // One process per data directory: the store's cache is coherent only with one writer.
         let lock_path = data_dir.join(LOCK_FILE);
         // The lock holds nothing; it is only made private like everything beside it.

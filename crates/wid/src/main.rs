@@ -7,11 +7,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use wid_runtime::logging::{self, LogFormat};
 
 mod allocator;
+mod dev;
 mod node;
+mod report;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -33,7 +35,13 @@ enum Command {
     Metadata(MetadataCommand),
     /// The token service and the metadata server in one process on loopback, bootstrapped for
     /// a laptop or CI; prints the lines to paste for Google's clients.
-    Dev(node::DevArgs),
+    #[command(long_about = dev::LONG_ABOUT)]
+    Dev(dev::DevArgs),
+    /// Print a completion script for a shell, e.g. `wid completion bash > ~/.local/share/bash-completion/completions/wid`.
+    Completion {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -44,8 +52,6 @@ enum MetadataCommand {
 
 #[derive(Args, Debug)]
 struct IamArgs {
-    #[command(flatten)]
-    client: wid_cli::ClientArgs,
     #[command(subcommand)]
     command: IamCommand,
 }
@@ -64,26 +70,45 @@ enum LogFormatArg {
     Json,
 }
 
+/// How a long-running command logs (to standard error).
+#[derive(Args, Debug, Clone)]
+pub struct LogArgs {
+    /// Log format: text for people (coloured on a terminal unless NO_COLOR is set), json for
+    /// collectors.
+    #[arg(long, value_enum, env = "WID_LOG_FORMAT", default_value = "text")]
+    log_format: LogFormatArg,
+    /// Log filter: a level (error, warn, info, debug) or per-module directives, e.g.
+    /// `warn,wid::audit=info`.
+    #[arg(long, env = "WID_LOG", default_value = "info")]
+    log: String,
+}
+
+impl LogArgs {
+    fn init(&self) {
+        let format = match self.log_format {
+            LogFormatArg::Text => LogFormat::Text,
+            LogFormatArg::Json => LogFormat::Json,
+        };
+        logging::init(format, &self.log);
+    }
+}
+
 #[derive(Args, Debug)]
 struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "WID_ADDR", default_value = "127.0.0.1:8080")]
     addr: std::net::SocketAddr,
-    /// Directory of the database and the bootstrap admin token (created with mode 0700).
-    /// Default: $XDG_DATA_HOME/wid or ~/.local/share/wid.
+    /// Directory of the database and the bootstrap admin token (created with mode 0700)
+    /// [default: $XDG_DATA_HOME/wid or ~/.local/share/wid].
     #[arg(long, env = "WID_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    /// Log format.
-    #[arg(long, value_enum, env = "WID_LOG_FORMAT", default_value = "text")]
-    log_format: LogFormatArg,
-    /// Log filter, e.g. info or wid_token_service=debug.
-    #[arg(long, env = "WID_LOG", default_value = "info")]
-    log: String,
+    #[command(flatten)]
+    log: LogArgs,
     /// Seconds between fetches of keys that come from OIDC discovery.
     #[arg(long, env = "WID_JWKS_REFRESH_SECONDS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
     jwks_refresh_seconds: u64,
     /// The issuer of the tokens this service signs (the `iss` claim, and the base of its OIDC
-    /// discovery document). Default: http://ADDR as bound.
+    /// discovery document) [default: http://ADDR as bound].
     #[arg(long, env = "WID_ISSUER")]
     issuer: Option<String>,
     /// Seconds each OIDC discovery request may take.
@@ -133,14 +158,7 @@ fn default_data_dir() -> PathBuf {
     }
 }
 
-fn serve(args: ServeArgs) -> ExitCode {
-    logging::init(
-        match args.log_format {
-            LogFormatArg::Text => LogFormat::Text,
-            LogFormatArg::Json => LogFormat::Json,
-        },
-        &args.log,
-    );
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = wid_token_service::Config {
         addr: args.addr,
         data_dir: args.data_dir.unwrap_or_else(default_data_dir),
@@ -150,88 +168,47 @@ fn serve(args: ServeArgs) -> ExitCode {
         audit_retention: args.audit_retention,
         admin_addr: args.admin_addr,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("ERROR: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(async {
-        let service = match wid_token_service::TokenService::start(config).await {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("ERROR: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
-        match service.serve(wid_runtime::serve::shutdown_signal()).await {
-            Ok(()) => {
-                tracing::info!("token service stopped");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("ERROR: {e}");
-                ExitCode::FAILURE
-            }
-        }
-    })
+    let service = wid_token_service::TokenService::start(config)
+        .await
+        .map_err(|e| report::if_in_use(e.into(), "--addr"))?;
+    service.serve(wid_runtime::serve::shutdown_signal()).await?;
+    tracing::info!("token service stopped");
+    Ok(())
 }
 
-fn admin(mut command: wid_cli::AdminCommand, client: wid_cli::ClientArgs) -> ExitCode {
+async fn admin(mut command: wid_cli::AdminCommand) -> anyhow::Result<()> {
     let default_token = std::env::var_os("WID_DATA_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(default_data_dir)
         .join(wid_token_service::ADMIN_TOKEN_FILE);
     let default_token = default_token.is_file().then_some(default_token);
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("ERROR: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let run = async {
-        node::read_cluster_from_api_server(&mut command).await?;
-        wid_cli::run(command, client, default_token).await
-    };
-    match runtime.block_on(run) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("ERROR: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    node::read_cluster_from_api_server(&mut command).await?;
+    wid_cli::run(command, default_token).await
 }
 
-/// Runs an async command on a multi-threaded runtime, printing its error.
-fn run_async<F: std::future::Future<Output = anyhow::Result<ExitCode>>>(
-    f: impl FnOnce() -> F,
-) -> ExitCode {
-    logging::init(
-        LogFormat::Text,
-        &std::env::var("WID_LOG").unwrap_or_else(|_| "info".into()),
-    );
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("ERROR: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+/// How many threads a command's runtime has.
+enum Threads {
+    One,
+    PerCore,
+}
+
+/// Runs `work` on a runtime of its own and turns its outcome into the exit code, printing a
+/// failure once, with what to try.
+fn run(threads: Threads, work: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let runtime = match threads {
+        Threads::One => tokio::runtime::Builder::new_current_thread(),
+        Threads::PerCore => tokio::runtime::Builder::new_multi_thread(),
+    }
+    .enable_all()
+    .build();
+    let outcome = match runtime {
+        Ok(runtime) => runtime.block_on(work),
+        Err(e) => Err(anyhow::Error::new(e).context("cannot start the async runtime")),
     };
-    match runtime.block_on(f()) {
-        Ok(code) => code,
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("ERROR: {e:#}");
+            eprintln!("{}", report::render(&e));
             ExitCode::FAILURE
         }
     }
@@ -240,24 +217,62 @@ fn run_async<F: std::future::Future<Output = anyhow::Result<ExitCode>>>(
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Metadata(MetadataCommand::Serve(args)) => run_async(|| async {
-            node::metadata_serve(*args, default_data_dir().join("dev")).await?;
-            Ok(ExitCode::SUCCESS)
-        }),
+        Command::Metadata(MetadataCommand::Serve(args)) => {
+            args.log.init();
+            run(
+                Threads::PerCore,
+                node::metadata_serve(*args, default_data_dir().join("dev")),
+            )
+        }
         Command::Dev(args) => {
+            args.log.init();
             let data_dir = args
                 .data_dir
                 .clone()
                 .unwrap_or_else(|| default_data_dir().join("dev"));
-            run_async(|| node::dev(args, data_dir))
+            run(Threads::PerCore, dev::run(args, data_dir))
         }
         Command::Iam(IamArgs {
             command: IamCommand::Serve(args),
-            ..
-        }) => serve(args),
+        }) => {
+            args.log.init();
+            run(Threads::PerCore, serve(args))
+        }
         Command::Iam(IamArgs {
             command: IamCommand::Admin(command),
-            client,
-        }) => admin(command, client),
+        }) => run(Threads::One, admin(command)),
+        Command::Completion { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "wid", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    /// Every argument of every command says what it is in `--help`.
+    #[test]
+    fn every_argument_is_described() {
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in command.get_arguments() {
+                let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+                if !builtin && arg.get_help().is_none() && !arg.is_hide_set() {
+                    missing.push(format!("{path} {}", arg.get_id()));
+                }
+            }
+            for sub in command.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "wid", &mut missing);
+        assert!(missing.is_empty(), "arguments without help: {missing:#?}");
     }
 }

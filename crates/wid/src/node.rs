@@ -3,18 +3,14 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, FromArgMatches};
-use serde_json::{Value, json};
 use wid_agent::Denials;
 use wid_agent::kubernetes::{KubeResolver, PodEvents, TokenRequests};
-use wid_agent::pods::{
-    FixedResolver, GSA_ANNOTATION, Pod, Resolver, StaticResolver, WithNodeIdentity,
-};
+use wid_agent::pods::{Pod, Resolver, StaticResolver, WithNodeIdentity};
 use wid_agent::upstream::KsaIssuer;
 use wid_agent::upstream::KsaTokens;
 use wid_agent::{Config, MetadataServer};
@@ -158,29 +154,12 @@ pub struct MetadataServeArgs {
     pub proc_root: PathBuf,
     #[command(flatten)]
     pub node: NodeArgs,
-}
-
-#[derive(Args, Debug)]
-pub struct DevArgs {
-    /// Where the metadata server listens.
-    #[arg(long, default_value = "127.0.0.1:8988")]
-    pub metadata_addr: SocketAddr,
-    /// Where the token service listens.
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    pub iam_addr: SocketAddr,
-    /// The token service's data directory.
-    #[arg(long, env = "WID_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// Pods other than the default loopback one: a JSON file, reloaded when it changes.
-    #[arg(long)]
-    pub pods: Option<PathBuf>,
-    /// The dev project.
-    #[arg(long, default_value = DEV_PROJECT)]
-    pub project: String,
+    #[command(flatten)]
+    pub log: crate::LogArgs,
 }
 
 /// Reads the issuer key, or makes one (mode 0600).
-fn issuer_key(path: &Path) -> anyhow::Result<SigningKey> {
+pub(crate) fn issuer_key(path: &Path) -> anyhow::Result<SigningKey> {
     // The key file is private (0600); its directory is the operator's choice.
     if let Some(dir) = path
         .parent()
@@ -207,7 +186,7 @@ fn hostname() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
-fn agent_config(
+pub(crate) fn agent_config(
     addr: SocketAddr,
     sts: &str,
     iam: &str,
@@ -244,7 +223,7 @@ fn agent_config(
 }
 
 /// Raises the open-files limit for thousands of connections, and says what it got.
-fn raise_open_files() {
+pub(crate) fn raise_open_files() {
     match wid_runtime::serve::raise_open_files_limit() {
         Ok(limit) => tracing::info!(limit, "open files limit"),
         Err(e) => tracing::warn!(error = %e, "cannot raise the open files limit"),
@@ -255,12 +234,12 @@ fn raise_open_files() {
 pub const DEV_PROJECT: &str = "wid-dev";
 
 /// The issuer of the KSA tokens of `wid dev`'s cluster (and of an agent with a pods file).
-fn dev_issuer_uri(project: &str) -> String {
+pub(crate) fn dev_issuer_uri(project: &str) -> String {
     format!("https://kubernetes.{project}.wid.local")
 }
 
 /// The file of the cluster issuer key in `wid dev`'s data directory.
-fn dev_issuer_key(data_dir: &Path) -> PathBuf {
+pub(crate) fn dev_issuer_key(data_dir: &Path) -> PathBuf {
     data_dir.join("agent-issuer.pk8")
 }
 
@@ -338,7 +317,8 @@ pub async fn metadata_serve(args: MetadataServeArgs, dev_data_dir: PathBuf) -> a
                 KsaTokens::Issuer(Box::new(issuer)),
                 None,
             )
-            .await?;
+            .await
+            .map_err(|e| crate::report::if_in_use(e.into(), "--addr"))?;
             tokio::spawn(pods.watch(departed_pods(&server, node_uid)));
             server
         }
@@ -358,7 +338,8 @@ pub async fn metadata_serve(args: MetadataServeArgs, dev_data_dir: PathBuf) -> a
                 Arc::new(PodEvents::new(client.clone(), node_name.clone()));
             let server =
                 MetadataServer::start(config, with_node(resolver.clone()), ksa, Some(events))
-                    .await?;
+                    .await
+                    .map_err(|e| crate::report::if_in_use(e.into(), "--addr"))?;
             let taint = args.ready_taint.clone().filter(|t| !t.is_empty());
             let forget = departed_pods(&server, node_uid);
             tokio::spawn(resolver.watch_pods(client, node_name, taint, forget));
@@ -410,9 +391,11 @@ async fn kube_config(kubeconfig: Option<&Path>) -> anyhow::Result<kube::Config> 
 pub async fn read_cluster_from_api_server(
     command: &mut wid_cli::AdminCommand,
 ) -> anyhow::Result<()> {
-    let wid_cli::AdminCommand::Clusters(wid_cli::args::ClustersCommand::Register {
-        issuer_uri,
-        keys,
+    let wid_cli::AdminCommand::Clusters(wid_cli::args::Group {
+        command:
+            wid_cli::args::ClustersCommand::Register {
+                issuer_uri, keys, ..
+            },
         ..
     }) = command
     else {
@@ -447,217 +430,18 @@ pub async fn read_cluster_from_api_server(
     Ok(())
 }
 
-/// Calls the dev token service as its admin; `ok_codes` are statuses taken as success.
-async fn admin(
-    http: &reqwest::Client,
-    base: &str,
-    token: &str,
-    method: reqwest::Method,
-    path: &str,
-    body: Value,
-    ok_codes: &[u16],
-) -> anyhow::Result<Value> {
-    let response = http
-        .request(method, format!("{base}{path}"))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await?;
-    let status = response.status().as_u16();
-    let value: Value = response.json().await.unwrap_or(Value::Null);
-    if (200..300).contains(&status) || ok_codes.contains(&status) {
-        return Ok(value);
-    }
-    bail!("{path}: {status} {value}")
-}
-
-pub async fn dev(args: DevArgs, data_dir: PathBuf) -> anyhow::Result<ExitCode> {
-    raise_open_files();
-    let service = wid_token_service::TokenService::start(wid_token_service::Config {
-        addr: args.iam_addr,
-        data_dir: data_dir.clone(),
-        jwks_refresh_interval: Duration::from_secs(3600),
-        discovery_timeout: Duration::from_secs(10),
-        issuer: None,
-        audit_retention: wid_token_service::DEFAULT_AUDIT_RETENTION,
-        admin_addr: None,
-    })
-    .await?;
-    let iam_addr = service.local_addr()?;
-    let base = format!("http://{iam_addr}");
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut stop_iam = stop_rx.clone();
-    let iam_task = tokio::spawn(service.serve(async move {
-        let _ = stop_iam.changed().await;
-    }));
-
-    // Bootstrap, idempotently: a restart finds everything in place.
-    let token = std::fs::read_to_string(data_dir.join(wid_token_service::ADMIN_TOKEN_FILE))?
-        .trim()
-        .to_owned();
-    let http = reqwest::Client::new();
-    let project = args.project.clone();
-    admin(
-        &http,
-        &base,
-        &token,
-        reqwest::Method::POST,
-        "/v1/projects",
-        json!({"projectId": project}),
-        &[409],
-    )
-    .await?;
-    let number = admin(
-        &http,
-        &base,
-        &token,
-        reqwest::Method::GET,
-        &format!("/v1/projects/{project}"),
-        Value::Null,
-        &[],
-    )
-    .await?["projectNumber"]
-        .as_str()
-        .context("no project number")?
-        .to_owned();
-    let account = "dev-runner";
-    let email = format!("{account}@{project}.iam.gserviceaccount.com");
-    admin(
-        &http,
-        &base,
-        &token,
-        reqwest::Method::POST,
-        &format!("/v1/projects/{project}/serviceAccounts"),
-        json!({"accountId": account, "serviceAccount": {"displayName": "wid dev workloads"}}),
-        &[409],
-    )
-    .await?;
-    let issuer_uri = dev_issuer_uri(&project);
-    let issuer = KsaIssuer::new(issuer_key(&dev_issuer_key(&data_dir))?, issuer_uri.clone());
-    let clusters = format!("/v1/projects/{project}/locations/local/clusters");
-    // The cluster's keys are the agent's: register them again if the key changed.
-    admin(
-        &http,
-        &base,
-        &token,
-        reqwest::Method::DELETE,
-        &format!("{clusters}/dev"),
-        Value::Null,
-        &[404],
-    )
-    .await?;
-    admin(
-        &http,
-        &base,
-        &token,
-        reqwest::Method::POST,
-        &clusters,
-        json!({"clusterName": "dev", "issuerUri": issuer_uri, "jwksJson": issuer.jwks_json()}),
-        &[],
-    )
-    .await?;
-    let member = format!("serviceAccount:{project}.svc.id.goog[default/default]");
-    let policy_path = format!("/v1/projects/-/serviceAccounts/{email}");
-    let policy = admin(
-        &http,
-        &base,
-        &token,
-        reqwest::Method::POST,
-        &format!("{policy_path}:getIamPolicy"),
-        json!({}),
-        &[],
-    )
-    .await?;
-    let bound = policy["bindings"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|b| {
-            b["role"] == "roles/iam.workloadIdentityUser"
-                && b["members"]
-                    .as_array()
-                    .is_some_and(|m| m.iter().any(|x| x == &json!(member)))
-        });
-    if !bound {
-        let mut bindings = policy["bindings"].as_array().cloned().unwrap_or_default();
-        bindings.push(json!({"role": "roles/iam.workloadIdentityUser", "members": [member]}));
-        admin(
-            &http,
-            &base,
-            &token,
-            reqwest::Method::POST,
-            &format!("{policy_path}:setIamPolicy"),
-            json!({"policy": {"etag": policy["etag"], "bindings": bindings}}),
-            &[],
-        )
-        .await?;
-    }
-
-    // The node settings of `wid metadata serve` as its flags default them (and their environment
-    // variables set them), with `wid dev`'s project and cluster.
+/// `wid dev`'s node: the settings of `wid metadata serve` as its flags default them (and their
+/// environment variables set them), with the dev project and cluster.
+pub(crate) fn dev_node(project: &str, number: &str) -> anyhow::Result<NodeArgs> {
     let defaults = NodeArgs::augment_args(clap::Command::new("wid-dev"))
         .try_get_matches_from(["wid-dev"])
         .and_then(|matches| NodeArgs::from_arg_matches(&matches))
         .context("the node settings' defaults")?;
-    let node = NodeArgs {
-        project: Some(project.clone()),
-        project_number: Some(number.clone()),
+    Ok(NodeArgs {
+        project: Some(project.to_owned()),
+        project_number: Some(number.to_owned()),
         cluster_name: "dev".into(),
         cluster_location: "local".into(),
         ..defaults
-    };
-    let config = agent_config(
-        args.metadata_addr,
-        &base,
-        &base,
-        &node,
-        &project,
-        Some(&number),
-    );
-    let (resolver, watched): (Arc<dyn Resolver>, Option<Arc<StaticResolver>>) = match &args.pods {
-        Some(path) => {
-            let pods = StaticResolver::open(path)?;
-            (pods.clone(), Some(pods))
-        }
-        None => {
-            let pod = Pod {
-                ip: "127.0.0.1".parse()?,
-                namespace: "default".into(),
-                name: "wid-dev".into(),
-                uid: "00000000-0000-4000-8000-000000000001".into(),
-                service_account_name: "default".into(),
-                annotations: [(GSA_ANNOTATION.to_owned(), email.clone())]
-                    .into_iter()
-                    .collect(),
-            };
-            (Arc::new(FixedResolver { pod: Arc::new(pod) }), None)
-        }
-    };
-    let server =
-        MetadataServer::start(config, resolver, KsaTokens::Issuer(Box::new(issuer)), None).await?;
-    if let Some(pods) = watched {
-        let forget = server.pod_forgetter();
-        tokio::spawn(pods.watch(forget));
-    }
-    let md = server.local_addr()?;
-    println!("# wid dev: the token service is at {base}, the metadata server at http://{md}");
-    println!("# Callers from 127.0.0.1 are the pod default/default, bound to {email}.");
-    println!(
-        "export GCE_METADATA_HOST={md} GCE_METADATA_IP={md} GCE_METADATA_ROOT={md} GOOGLE_CLOUD_PROJECT={project}"
-    );
-    println!("# To reshape bindings with `wid iam ...`:");
-    println!(
-        "export WID_ENDPOINT={base} WID_TOKEN_FILE={}",
-        data_dir.join(wid_token_service::ADMIN_TOKEN_FILE).display()
-    );
-    let mut stop_md = stop_rx.clone();
-    let md_task = tokio::spawn(server.serve(async move {
-        let _ = stop_md.changed().await;
-    }));
-    wid_runtime::serve::shutdown_signal().await;
-    let _ = stop_tx.send(true);
-    let (iam, md) = tokio::join!(iam_task, md_task);
-    iam??;
-    md??;
-    Ok(ExitCode::SUCCESS)
+    })
 }

@@ -491,3 +491,247 @@ fn cli_errors_are_clear() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no credential"));
 }
+
+/// `wid` with `args` and no server: (success, stdout, stderr).
+fn wid(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(WID)
+        .args(args)
+        .env_remove("WID_ENDPOINT")
+        .env_remove("WID_TOKEN_FILE")
+        .output()
+        .expect("run wid");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn failures_say_what_went_wrong_once_and_what_to_try() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("data"));
+    let token = server.token_file();
+    let token = token.to_str().expect("path");
+    let list = |endpoint: &str| {
+        wid(&[
+            "iam",
+            "projects",
+            "list",
+            "--endpoint",
+            endpoint,
+            "--token-file",
+            token,
+        ])
+    };
+    // No scheme: the URL it probably meant.
+    let address = server.base().replace("http://", "");
+    let (ok, _, err) = list(&address);
+    assert!(!ok);
+    assert!(
+        err.contains("has no scheme") && err.contains(&format!("http://{address}")),
+        "{err}"
+    );
+    // Nothing listens: is it running, and how to name another.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a port");
+    let (ok, _, err) = list(&format!("http://{closed}"));
+    assert!(!ok);
+    assert!(
+        err.contains("connection refused") && err.contains("wid dev") && err.contains("--endpoint"),
+        "{err}"
+    );
+    assert!(!err.contains("error sending request"), "{err}");
+    // TLS against plain HTTP: use http://.
+    let (ok, _, err) = list(&server.base().replace("http://", "https://"));
+    assert!(!ok);
+    assert!(
+        err.contains("does not speak TLS") && err.contains(&server.base()),
+        "{err}"
+    );
+    // A taken port: said once, with the flag that moves it.
+    let taken = server.base().replace("http://", "");
+    let (ok, stderr) = support::run_refused(std::process::Command::new(WID).args([
+        "iam",
+        "serve",
+        "--addr",
+        &taken,
+        "--data-dir",
+        dir.path().join("other").to_str().expect("path"),
+    ]));
+    assert!(!ok);
+    assert_eq!(
+        stderr.matches("Address already in use").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("hint: ") && stderr.contains("--addr"),
+        "{stderr}"
+    );
+    let (ok, stderr) = support::run_refused(std::process::Command::new(WID).args([
+        "dev",
+        "--iam-addr",
+        &taken,
+        "--data-dir",
+        dir.path().join("dev").to_str().expect("path"),
+    ]));
+    assert!(!ok);
+    assert_eq!(
+        stderr.matches("Address already in use").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(stderr.contains("--iam-addr"), "{stderr}");
+}
+
+#[test]
+fn help_says_what_each_command_does_and_takes() {
+    let (_, serve, _) = wid(&["iam", "serve", "--help"]);
+    for client_flag in ["--endpoint", "--token-file", "--format"] {
+        assert!(
+            !serve.contains(client_flag),
+            "serve takes no {client_flag}:\n{serve}"
+        );
+    }
+    let (_, describe, _) = wid(&["iam", "service-accounts", "describe", "--help"]);
+    assert!(
+        describe.contains("Usage: wid iam service-accounts describe [OPTIONS] <SERVICE_ACCOUNT>"),
+        "{describe}"
+    );
+    assert!(
+        describe.contains("<SERVICE_ACCOUNT>  The service account: its email, or its unique id"),
+        "{describe}"
+    );
+    // --format's default is what the command does: tables for lists, YAML for one resource.
+    assert!(!describe.contains("[default: table]"), "{describe}");
+    assert!(describe.contains("single resources as YAML"), "{describe}");
+    let (_, dev, _) = wid(&["dev", "--help"]);
+    for promised in [
+        "~/.local/share/wid/dev",
+        "--log <LOG>",
+        "--log-format <LOG_FORMAT>",
+        "Ctrl-C",
+        "standard output",
+    ] {
+        assert!(
+            dev.contains(promised),
+            "wid dev --help lacks {promised}:\n{dev}"
+        );
+    }
+}
+
+#[test]
+fn completion_scripts_for_each_shell() {
+    for (shell, marker) in [
+        ("bash", "complete -F _wid"),
+        ("zsh", "#compdef wid"),
+        ("fish", "complete -c wid"),
+    ] {
+        let (ok, script, err) = wid(&["completion", shell]);
+        assert!(ok && script.contains(marker), "{shell}: {err}");
+        assert!(script.contains("service-accounts"), "{shell}");
+    }
+    let (_, bash, _) = wid(&["completion", "bash"]);
+    let file = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(file.path(), bash).expect("write");
+    let check = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(file.path())
+        .output()
+        .expect("bash");
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
+
+/// What a quiet first start looks like: lines to paste with absolute paths on standard output,
+/// logs without colour codes and without a refusal on standard error.
+#[test]
+fn wid_dev_prints_lines_that_work_anywhere_and_logs_apart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let args = [
+        "--metadata-addr",
+        "127.0.0.1:0",
+        "--iam-addr",
+        "127.0.0.1:0",
+        "--data-dir",
+        "./wid-data",
+    ];
+    let home = std::fs::canonicalize(dir.path()).expect("canonical");
+    for start in ["first", "second"] {
+        let log = dir.path().join(format!("{start}.log"));
+        let dev = support::DevProcess::start(dir.path(), &args, &log);
+        for line in dev.printed.lines() {
+            assert!(
+                line.starts_with("# ") || line.starts_with("export "),
+                "{start} start: stdout has more than lines to paste: {line}"
+            );
+        }
+        assert_eq!(
+            dev.exported("WID_TOKEN_FILE"),
+            home.join("wid-data/admin-token").display().to_string()
+        );
+        assert_eq!(
+            dev.exported("CLOUDSDK_CONFIG"),
+            home.join("wid-data/gcloud").display().to_string()
+        );
+        let log = dev.log();
+        assert!(log.contains("token service listening"), "{log}");
+        assert!(!log.contains('\x1b'), "colour codes in a log file:\n{log}");
+        for alarming in [" WARN ", " ERROR ", "status=4", "status=5"] {
+            assert!(
+                !log.contains(alarming),
+                "{start} start logged {alarming}:\n{log}"
+            );
+        }
+        // Paths in the log are absolute too.
+        assert!(!log.contains("data_dir=./"), "{log}");
+    }
+}
+
+/// Colours on a terminal, none with NO_COLOR (no-color.org): run under a pseudo-terminal.
+#[test]
+fn logs_are_coloured_on_a_terminal_unless_no_color() {
+    let Ok(script) = which("script") else {
+        panic!("`script` (util-linux/bsdutils) is needed to give wid a terminal");
+    };
+    let run = |no_color: Option<&str>| {
+        // An agent that logs its start, then refuses a pods file that is not there.
+        let mut command = std::process::Command::new(&script);
+        command
+            .args(["-qec"])
+            .arg(format!(
+                "{WID} metadata serve --addr 127.0.0.1:0 --pods /nonexistent/pods.json"
+            ))
+            .arg("/dev/null")
+            .env_remove("NO_COLOR");
+        if let Some(value) = no_color {
+            command.env("NO_COLOR", value);
+        }
+        let out = command.output().expect("script");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let coloured = run(None);
+    assert!(
+        coloured.contains("open files limit") && coloured.contains('\x1b'),
+        "{coloured:?}"
+    );
+    let plain = run(Some("1"));
+    assert!(
+        plain.contains("open files limit") && !plain.contains('\x1b'),
+        "{plain:?}"
+    );
+}
+
+fn which(program: &str) -> Result<std::path::PathBuf, ()> {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join(program))
+        .find(|path| path.is_file())
+        .ok_or(())
+}

@@ -418,3 +418,86 @@ pub fn run_refused(command: &mut Command) -> (bool, String) {
     let stderr = std::fs::read_to_string(log.path()).unwrap_or_default();
     (status.success(), stderr)
 }
+
+/// A running `wid dev`, stopped when dropped: what it printed on standard output until its
+/// last `export` line, and its log file (standard error).
+pub struct DevProcess {
+    pub child: Child,
+    pub printed: String,
+    pub log: PathBuf,
+}
+
+impl DevProcess {
+    /// Starts `wid dev ARGS` in `cwd`, its standard error in `log`; returns once it has printed
+    /// the lines to paste (at most 60 s).
+    pub fn start(cwd: &Path, args: &[&str], log: &Path) -> DevProcess {
+        use std::io::BufRead;
+        let mut child = Command::new(WID)
+            .arg("dev")
+            .args(args)
+            .current_dir(cwd)
+            .env_remove("WID_DATA_DIR")
+            .env_remove("WID_PROJECT")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(log).expect("log file"))
+            .spawn()
+            .expect("spawn wid dev");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut printed = String::new();
+        while !printed.contains("\nexport WID_ENDPOINT=") {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    printed.push('\n');
+                    printed.push_str(&line);
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!(
+                        "wid dev printed no lines to paste in 60 s; stdout:{printed}\nlog:\n{}",
+                        std::fs::read_to_string(log).unwrap_or_default()
+                    );
+                }
+            }
+        }
+        DevProcess {
+            child,
+            printed: printed.trim_start().to_owned(),
+            log: log.to_owned(),
+        }
+    }
+
+    /// The value of `NAME=` in the printed lines.
+    pub fn exported(&self, name: &str) -> String {
+        let prefix = format!("{name}=");
+        self.printed
+            .lines()
+            .filter(|l| l.starts_with("export "))
+            .flat_map(|l| l.split(' ').skip(1))
+            .find_map(|pair| pair.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("{name} is not exported:\n{}", self.printed))
+            .to_owned()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for DevProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
