@@ -377,33 +377,6 @@ fn annotations(sa: Option<&ServiceAccount>) -> BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
-/// The cluster's service-account token issuer, from the API server's OIDC discovery.
-pub async fn discover_issuer(client: &Client) -> Result<String, kube::Error> {
-    let request = http::Request::get("/.well-known/openid-configuration")
-        .body(Vec::new())
-        .map_err(kube::Error::HttpError)?;
-    let document: serde_json::Value = client.request(request).await?;
-    document["issuer"]
-        .as_str()
-        .filter(|issuer| !issuer.is_empty())
-        .map(str::to_owned)
-        .ok_or_else(|| {
-            kube::Error::Discovery(kube::error::DiscoveryError::MissingResource(
-                "issuer in /.well-known/openid-configuration".into(),
-            ))
-        })
-}
-
-/// The cluster's service-account token keys, as its API server publishes them
-/// (`/openid/v1/jwks`, whatever host the discovery document's `jwks_uri` names: the API server
-/// always serves them there, also when the issuer is published elsewhere).
-pub async fn service_account_jwks(client: &Client) -> Result<String, kube::Error> {
-    let request = http::Request::get("/openid/v1/jwks")
-        .body(Vec::new())
-        .map_err(kube::Error::HttpError)?;
-    client.request_text(request).await
-}
-
 /// KSA tokens from the TokenRequest API: audience the pool, bound to the pod, short-lived, in the
 /// agent's token cache per pod (one request for concurrent misses, renewed ahead of expiry,
 /// served while the API server is away).

@@ -465,10 +465,6 @@ pub struct ClusterKeys {
     /// refreshed: after the cluster rotates its signing key, delete and register it again.
     #[arg(long, value_name = "FILE")]
     pub kubeconfig: Option<PathBuf>,
-    /// The JWKS read from the API server for --kubeconfig; the binary reads it (the CLI knows
-    /// only the token service's protocol) and fills in the issuer.
-    #[arg(skip)]
-    pub read_from_api_server: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]

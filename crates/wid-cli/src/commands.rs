@@ -139,6 +139,47 @@ fn operation_response(op: Value) -> Value {
     response
 }
 
+/// The issuer and uploaded keys of a cluster to register: `--jwk-json-path`'s file; the API
+/// server's issuer and keys with `--kubeconfig`; with `--discover` and no `--issuer-uri`, the
+/// issuer of the API server `kubectl` would use (the token service fetches the keys).
+async fn cluster_keys(
+    issuer_uri: Option<String>,
+    keys: &ClusterKeys,
+) -> anyhow::Result<(String, String)> {
+    if keys.kubeconfig.is_none() && !(keys.discover && issuer_uri.is_none()) {
+        let Some(issuer_uri) = issuer_uri else {
+            bail!(
+                "--issuer-uri is required with --jwk-json-path (--kubeconfig and --discover read it from the cluster's API server)"
+            );
+        };
+        let jwks_json = match &keys.jwk_json_path {
+            Some(path) => std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?,
+            None => String::new(),
+        };
+        return Ok((issuer_uri, jwks_json));
+    }
+    let server = wid_kube::ApiServer::find(keys.kubeconfig.as_deref())
+        .await
+        .context(
+            "the cluster's issuer is read from its API server: set KUBECONFIG, give --issuer-uri, or use --kubeconfig FILE instead of --discover",
+        )?;
+    eprintln!(
+        "Reading the cluster's issuer from the API server at {}.",
+        server.url()
+    );
+    let (read_uri, jwks_json) = if keys.kubeconfig.is_some() {
+        let issuer = server.issuer().await?;
+        (issuer.uri, issuer.jwks_json)
+    } else {
+        (server.issuer_uri().await?, String::new())
+    };
+    if let Some(given) = issuer_uri.filter(|given| *given != read_uri) {
+        bail!("the cluster's API server names its issuer {read_uri}, not {given}");
+    }
+    Ok((read_uri, jwks_json))
+}
+
 /// A wire type as JSON, for printing.
 fn to_value(value: &impl serde::Serialize) -> Value {
     serde_json::to_value(value).unwrap_or(Value::Null)
@@ -722,20 +763,7 @@ impl Cli {
                 keys,
                 isolated,
             } => {
-                if keys.kubeconfig.is_some() && keys.read_from_api_server.is_none() {
-                    anyhow::bail!("--kubeconfig: the cluster's issuer and keys were not read");
-                }
-                let Some(issuer_uri) = issuer_uri else {
-                    anyhow::bail!(
-                        "--issuer-uri is required with --jwk-json-path (--kubeconfig and --discover read it from the cluster's API server)"
-                    );
-                };
-                let jwks_json = match (keys.read_from_api_server, keys.jwk_json_path) {
-                    (Some(jwks), _) => jwks,
-                    (None, Some(path)) => std::fs::read_to_string(&path)
-                        .with_context(|| format!("reading {}", path.display()))?,
-                    (None, None) => String::new(),
-                };
+                let (issuer_uri, jwks_json) = cluster_keys(issuer_uri, &keys).await?;
                 let cluster = Cluster {
                     cluster_name: name.clone(),
                     issuer_uri,

@@ -176,13 +176,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn admin(mut command: wid_cli::AdminCommand) -> anyhow::Result<()> {
+async fn admin(command: wid_cli::AdminCommand) -> anyhow::Result<()> {
     let default_token = std::env::var_os("WID_DATA_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(default_data_dir)
         .join(wid_token_service::ADMIN_TOKEN_FILE);
     let default_token = default_token.is_file().then_some(default_token);
-    node::read_cluster_from_api_server(&mut command).await?;
     wid_cli::run(command, default_token).await
 }
 

@@ -327,10 +327,9 @@ pub async fn metadata_serve(args: MetadataServeArgs, dev_data_dir: PathBuf) -> a
                 .node_name
                 .clone()
                 .context("--node-name (or WID_NODE_NAME, from the downward API) is required on Kubernetes; or give --pods FILE")?;
-            let client = kube_client(args.kubeconfig.as_deref()).await?;
-            let issuer = wid_agent::kubernetes::discover_issuer(&client)
-                .await
-                .context("reading the cluster's service-account issuer from the API server's /.well-known/openid-configuration")?;
+            let server = wid_kube::ApiServer::find(args.kubeconfig.as_deref()).await?;
+            let issuer = server.issuer_uri().await?;
+            let client = server.client().clone();
             tracing::info!(%issuer, node = %node_name, "watching this node's pods");
             let resolver = KubeResolver::new();
             let ksa = KsaTokens::TokenRequest(TokenRequests::new(client.clone(), issuer));
@@ -362,72 +361,6 @@ fn departed_pods(
         live.extend(node_uid.clone());
         forget(&live)
     }
-}
-
-/// A client of the Kubernetes API: from `kubeconfig`, or as `kubectl` finds one (KUBECONFIG,
-/// ~/.kube/config, the in-cluster service account).
-async fn kube_client(kubeconfig: Option<&Path>) -> anyhow::Result<kube::Client> {
-    let config = kube_config(kubeconfig).await?;
-    kube::Client::try_from(config).context("building the Kubernetes client")
-}
-
-async fn kube_config(kubeconfig: Option<&Path>) -> anyhow::Result<kube::Config> {
-    Ok(match kubeconfig {
-        Some(path) => {
-            let file = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("reading the kubeconfig {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
-                .await
-                .with_context(|| format!("the kubeconfig {}", path.display()))?
-        }
-        None => kube::Config::infer()
-            .await
-            .context("no Kubernetes configuration: give --kubeconfig, or run in a pod")?,
-    })
-}
-
-/// `wid iam clusters register --kubeconfig FILE`: reads the cluster's issuer and keys from its
-/// API server, with the kubeconfig's credentials, into the command.
-pub async fn read_cluster_from_api_server(
-    command: &mut wid_cli::AdminCommand,
-) -> anyhow::Result<()> {
-    let wid_cli::AdminCommand::Clusters(wid_cli::args::Group {
-        command:
-            wid_cli::args::ClustersCommand::Register {
-                issuer_uri, keys, ..
-            },
-        ..
-    }) = command
-    else {
-        return Ok(());
-    };
-    // --discover with an issuer: the token service does it all. Without one, the issuer is the
-    // API server's to tell, and the keys the token service's to fetch from it.
-    if keys.kubeconfig.is_none() && !(keys.discover && issuer_uri.is_none()) {
-        return Ok(());
-    }
-    let config = kube_config(keys.kubeconfig.as_deref()).await.context(
-        "the cluster's issuer is read from its API server: set KUBECONFIG, give --issuer-uri, or use --kubeconfig FILE instead of --discover",
-    )?;
-    eprintln!(
-        "Reading the cluster's issuer from the API server at {}.",
-        config.cluster_url
-    );
-    let client = kube::Client::try_from(config).context("building the Kubernetes client")?;
-    let issuer = wid_agent::kubernetes::discover_issuer(&client)
-        .await
-        .context("reading the issuer from the API server's /.well-known/openid-configuration")?;
-    if let Some(given) = issuer_uri.as_ref().filter(|given| **given != issuer) {
-        bail!("the cluster's API server names its issuer {issuer}, not {given}");
-    }
-    if keys.kubeconfig.is_some() {
-        let jwks = wid_agent::kubernetes::service_account_jwks(&client)
-            .await
-            .context("reading the cluster's keys from the API server's /openid/v1/jwks")?;
-        keys.read_from_api_server = Some(jwks);
-    }
-    *issuer_uri = Some(issuer);
-    Ok(())
 }
 
 /// `wid dev`'s node: the settings of `wid metadata serve` as its flags default them (and their
