@@ -23,7 +23,8 @@ use crate::App;
 use crate::audit::Event;
 use crate::auth::Resource;
 use crate::error::ApiError;
-use crate::http::parse_json;
+use crate::http::Input;
+use crate::routes::AccountName;
 use crate::tokens::{Minted, now};
 
 /// The longest access token: an hour, as Google's without an organisation policy.
@@ -84,6 +85,120 @@ fn delegate_id(delegate: &str) -> Option<&str> {
     delegate
         .strip_prefix("projects/-/serviceAccounts/")
         .filter(|id| !id.is_empty() && !id.contains('/'))
+}
+
+/// What a credentials call gave: the answer, the id of what it issued (a token's `jti`, or the
+/// signing key's), and the target account's email, for the audit trail.
+struct Issued {
+    answer: Value,
+    token_id: String,
+    target: String,
+}
+
+impl Issued {
+    fn new(
+        answer: &impl serde::Serialize,
+        token_id: String,
+        target: String,
+    ) -> Result<Issued, ApiError> {
+        let answer = serde_json::to_value(answer).map_err(|e| ApiError::Internal(e.to_string()))?;
+        Ok(Issued {
+            answer,
+            token_id,
+            target,
+        })
+    }
+}
+
+/// The scopes (blank ones dropped; at least one, within the bound) and lifetime (an hour at
+/// most, the default) a generateAccessToken request asks for.
+fn access_token_terms(
+    request: &GenerateAccessTokenRequest,
+) -> Result<(Vec<String>, i64), ApiError> {
+    let scopes: Vec<String> = request
+        .scope
+        .iter()
+        .flatten()
+        .filter(|s| !s.trim().is_empty())
+        .cloned()
+        .collect();
+    if scopes.is_empty() {
+        return Err(ApiError::invalid(
+            "scope",
+            "Scope required: name at least one OAuth scope.",
+        ));
+    }
+    let joined = scopes.iter().map(|s| s.len() + 1).sum::<usize>();
+    if joined > MAX_SCOPE_BYTES {
+        return Err(ApiError::invalid(
+            "scope",
+            format!("The scopes take {joined} bytes; at most {MAX_SCOPE_BYTES} are accepted."),
+        ));
+    }
+    let lifetime = match request.lifetime.as_deref() {
+        None | Some("") => MAX_LIFETIME_SECS,
+        Some(text) => parse_lifetime(text)
+            .filter(|l| (1..=MAX_LIFETIME_SECS).contains(l))
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    "lifetime",
+                    format!(
+                        "The lifetime '{text}' is invalid: it must be a duration such as \"3600s\", at most {MAX_LIFETIME_SECS}s."
+                    ),
+                )
+            })?,
+    };
+    Ok((scopes, lifetime))
+}
+
+/// An ID token's audience: given, and within the bound.
+fn check_id_token_audience(audience: &str) -> Result<(), ApiError> {
+    if audience.trim().is_empty() {
+        return Err(ApiError::invalid("audience", "The audience is required."));
+    }
+    if audience.len() > MAX_AUDIENCE_BYTES {
+        return Err(ApiError::invalid(
+            "audience",
+            format!(
+                "The audience is {} bytes long; at most {MAX_AUDIENCE_BYTES} are accepted.",
+                audience.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A signJwt payload: a JSON object, no claim twice (nor twice but for case: Go's readers take
+/// `EXP` for `exp`), and an `exp`, if any, an integer at most 12 hours ahead of `now`. The
+/// claims are checked as serde reads them (the last of a key twice, keys as spelt); a verifier
+/// that keeps the first, or matches keys without case, would see other claims.
+fn check_sign_jwt_claims(payload: &str, now: i64) -> Result<(), ApiError> {
+    let claims: serde_json::Map<String, Value> = serde_json::from_str(payload).map_err(|_| {
+        ApiError::invalid(
+            "payload",
+            "The payload must be a JSON object (the JWT claims set) as a string.",
+        )
+    })?;
+    wid_api::json::check_unique_keys_ignoring_case(payload.as_bytes()).map_err(|e| {
+        ApiError::invalid(
+            "payload",
+            format!("The payload must not repeat a claim: {e}."),
+        )
+    })?;
+    if let Some(exp) = claims.get("exp") {
+        let exp = exp
+            .as_i64()
+            .ok_or_else(|| ApiError::invalid("payload", "The 'exp' claim must be an integer."))?;
+        if exp > now + MAX_SIGN_JWT_AHEAD_SECS {
+            return Err(ApiError::invalid(
+                "payload",
+                format!(
+                    "The 'exp' claim may be at most {MAX_SIGN_JWT_AHEAD_SECS} seconds in the future."
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 impl<S: Store> App<S> {
@@ -180,243 +295,159 @@ impl<S: Store> App<S> {
         .await;
     }
 
+    /// Runs an IAM Credentials verb for `caller` on the account `name` names, and records the
+    /// outcome in the audit trail.
     pub(crate) async fn credentials_call(
         &self,
         caller: &Caller,
-        project: &str,
-        account: &str,
+        name: &AccountName,
         verb: CredentialsVerb,
-        body: &[u8],
+        input: &Input,
     ) -> Result<Value, ApiError> {
-        let result = self
-            .credentials_inner(caller, project, account, verb, body)
-            .await;
+        let result = self.issue(caller, name, verb, input).await;
         let caller_name = caller.to_string();
         let pod = match caller {
             Caller::Federated(federated) => federated.pod.as_deref().unwrap_or(""),
             _ => "",
         };
-        match &result {
-            Ok((_, token_id, target)) => {
-                self.audit(Event {
-                    action: verb.action(),
-                    caller: Some(&caller_name),
-                    provider: "",
-                    target,
-                    token_id,
-                    pod,
-                    outcome: Ok(()),
-                })
-                .await;
-            }
-            Err(e) => {
-                let reason = e.to_string();
-                self.audit(Event {
-                    action: verb.action(),
-                    caller: Some(&caller_name),
-                    provider: "",
-                    target: account,
-                    token_id: "",
-                    pod,
-                    outcome: Err(&reason),
-                })
-                .await;
-            }
-        }
-        result.map(|(value, _, _)| value)
+        let (target, token_id, failure) = match &result {
+            Ok(issued) => (issued.target.as_str(), issued.token_id.as_str(), None),
+            Err(e) => (name.account.as_str(), "", Some(e.to_string())),
+        };
+        self.audit(Event {
+            action: verb.action(),
+            caller: Some(&caller_name),
+            provider: "",
+            target,
+            token_id,
+            pod,
+            outcome: failure.as_deref().map_or(Ok(()), Err),
+        })
+        .await;
+        result.map(|issued| issued.answer)
     }
 
-    /// Returns the answer, the issued token's id, and the target's email.
-    async fn credentials_inner(
+    async fn issue(
         &self,
         caller: &Caller,
-        project: &str,
-        account: &str,
+        name: &AccountName,
         verb: CredentialsVerb,
-        body: &[u8],
-    ) -> Result<(Value, String, String), ApiError> {
-        if project != "-" {
+        input: &Input,
+    ) -> Result<Issued, ApiError> {
+        if name.project != "-" {
             return Err(ApiError::invalid(
                 "name",
-                format!("The project must be '-': use projects/-/serviceAccounts/{account}."),
+                format!(
+                    "The project must be '-': use projects/-/serviceAccounts/{}.",
+                    name.account
+                ),
             ));
         }
-        let to_value =
-            |v: Result<Value, serde_json::Error>| v.map_err(|e| ApiError::Internal(e.to_string()));
+        let account = name.account.as_str();
         match verb {
             CredentialsVerb::GenerateAccessToken => {
-                let request: GenerateAccessTokenRequest = parse_json(body)?;
-                let scopes: Vec<String> = request
-                    .scope
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter(|s| !s.trim().is_empty())
-                    .collect();
-                if scopes.is_empty() {
-                    return Err(ApiError::invalid(
-                        "scope",
-                        "Scope required: name at least one OAuth scope.",
-                    ));
-                }
-                let joined = scopes.iter().map(|s| s.len() + 1).sum::<usize>();
-                if joined > MAX_SCOPE_BYTES {
-                    return Err(ApiError::invalid(
-                        "scope",
-                        format!(
-                            "The scopes take {joined} bytes; at most {MAX_SCOPE_BYTES} are accepted."
-                        ),
-                    ));
-                }
-                let lifetime = match request.lifetime.as_deref() {
-                    None | Some("") => MAX_LIFETIME_SECS,
-                    Some(text) => parse_lifetime(text).filter(|l| (1..=MAX_LIFETIME_SECS).contains(l)).ok_or_else(|| {
-                        ApiError::invalid(
-                            "lifetime",
-                            format!("The lifetime '{text}' is invalid: it must be a duration such as \"3600s\", at most {MAX_LIFETIME_SECS}s."),
-                        )
-                    })?,
-                };
-                let target = self
-                    .authorized_target(
-                        caller,
-                        account,
-                        request.delegates.as_deref(),
-                        verb.permission(),
-                    )
-                    .await?;
-                let now = now();
-                let Minted { token, jti, exp } =
-                    self.mint_access(&target, &scopes, lifetime, caller, now)?;
-                let answer = GenerateAccessTokenResponse {
-                    access_token: token,
-                    expire_time: wid_api::time::rfc3339(exp),
-                };
-                Ok((to_value(serde_json::to_value(answer))?, jti, target.email))
+                self.generate_access_token(caller, account, input.json()?)
+                    .await
             }
             CredentialsVerb::GenerateIdToken => {
-                let request: GenerateIdTokenRequest = parse_json(body)?;
-                if request.audience.trim().is_empty() {
-                    return Err(ApiError::invalid("audience", "The audience is required."));
-                }
-                if request.audience.len() > MAX_AUDIENCE_BYTES {
-                    return Err(ApiError::invalid(
-                        "audience",
-                        format!(
-                            "The audience is {} bytes long; at most {MAX_AUDIENCE_BYTES} are accepted.",
-                            request.audience.len()
-                        ),
-                    ));
-                }
-                let target = self
-                    .authorized_target(
-                        caller,
-                        account,
-                        request.delegates.as_deref(),
-                        verb.permission(),
-                    )
-                    .await?;
-                let minted = self
-                    .mint_id_token(
-                        &target,
-                        &request.audience,
-                        request.include_email,
-                        request.use_email_azp,
-                        now(),
-                    )
-                    .await?;
-                let answer = GenerateIdTokenResponse {
-                    token: minted.token,
-                };
-                let id = minted.jti;
-                Ok((to_value(serde_json::to_value(answer))?, id, target.email))
+                self.generate_id_token(caller, account, input.json()?).await
             }
-            CredentialsVerb::SignBlob => {
-                let request: SignBlobRequest = parse_json(body)?;
-                let payload = base64::engine::general_purpose::STANDARD
-                    .decode(request.payload.trim())
-                    .map_err(|_| {
-                        ApiError::invalid("payload", "The payload must be standard base64.")
-                    })?;
-                let target = self
-                    .authorized_target(
-                        caller,
-                        account,
-                        request.delegates.as_deref(),
-                        verb.permission(),
-                    )
-                    .await?;
-                let key = self.keys.current().account.clone();
-                let kid = key.kid().to_owned();
-                let signature = crate::tokens::sign_off_thread(move || key.sign(&payload)).await?;
-                let answer = SignBlobResponse {
-                    key_id: kid.clone(),
-                    signed_blob: base64::engine::general_purpose::STANDARD.encode(signature),
-                };
-                Ok((
-                    to_value(serde_json::to_value(answer))?,
-                    format!("blob:{kid}"),
-                    target.email,
-                ))
-            }
-            CredentialsVerb::SignJwt => {
-                let request: SignJwtRequest = parse_json(body)?;
-                let claims: serde_json::Map<String, Value> = serde_json::from_str(&request.payload)
-                    .map_err(|_| {
-                        ApiError::invalid(
-                            "payload",
-                            "The payload must be a JSON object (the JWT claims set) as a string.",
-                        )
-                    })?;
-                // The claims are checked here as serde reads them (the last of a key twice,
-                // keys as spelt); a verifier that keeps the first, or matches keys without case,
-                // would see other claims, say a later `exp` as `EXP`.
-                wid_api::json::check_unique_keys_ignoring_case(request.payload.as_bytes())
-                    .map_err(|e| {
-                        ApiError::invalid(
-                            "payload",
-                            format!("The payload must not repeat a claim: {e}."),
-                        )
-                    })?;
-                let now = now();
-                if let Some(exp) = claims.get("exp") {
-                    let exp = exp.as_i64().ok_or_else(|| {
-                        ApiError::invalid("payload", "The 'exp' claim must be an integer.")
-                    })?;
-                    if exp > now + MAX_SIGN_JWT_AHEAD_SECS {
-                        return Err(ApiError::invalid(
-                            "payload",
-                            format!(
-                                "The 'exp' claim may be at most {MAX_SIGN_JWT_AHEAD_SECS} seconds in the future."
-                            ),
-                        ));
-                    }
-                }
-                let target = self
-                    .authorized_target(
-                        caller,
-                        account,
-                        request.delegates.as_deref(),
-                        verb.permission(),
-                    )
-                    .await?;
-                let key = self.keys.current().account.clone();
-                let kid = key.kid().to_owned();
-                let payload = request.payload.into_bytes();
-                let jwt = crate::tokens::sign_off_thread(move || {
-                    key.sign_jws_payload(TokenType::Jwt, &payload)
-                })
-                .await?;
-                let answer = SignJwtResponse {
-                    key_id: kid.clone(),
-                    signed_jwt: jwt,
-                };
-                Ok((
-                    to_value(serde_json::to_value(answer))?,
-                    format!("jwt:{kid}"),
-                    target.email,
-                ))
-            }
+            CredentialsVerb::SignBlob => self.sign_blob(caller, account, input.json()?).await,
+            CredentialsVerb::SignJwt => self.sign_jwt(caller, account, input.json()?).await,
         }
+    }
+
+    async fn generate_access_token(
+        &self,
+        caller: &Caller,
+        account: &str,
+        request: GenerateAccessTokenRequest,
+    ) -> Result<Issued, ApiError> {
+        let (scopes, lifetime) = access_token_terms(&request)?;
+        let permission = CredentialsVerb::GenerateAccessToken.permission();
+        let target = self
+            .authorized_target(caller, account, request.delegates.as_deref(), permission)
+            .await?;
+        let Minted { token, jti, exp } =
+            self.mint_access(&target, &scopes, lifetime, caller, now())?;
+        let answer = GenerateAccessTokenResponse {
+            access_token: token,
+            expire_time: wid_api::time::rfc3339(exp),
+        };
+        Issued::new(&answer, jti, target.email)
+    }
+
+    async fn generate_id_token(
+        &self,
+        caller: &Caller,
+        account: &str,
+        request: GenerateIdTokenRequest,
+    ) -> Result<Issued, ApiError> {
+        check_id_token_audience(&request.audience)?;
+        let permission = CredentialsVerb::GenerateIdToken.permission();
+        let target = self
+            .authorized_target(caller, account, request.delegates.as_deref(), permission)
+            .await?;
+        let minted = self
+            .mint_id_token(
+                &target,
+                &request.audience,
+                request.include_email,
+                request.use_email_azp,
+                now(),
+            )
+            .await?;
+        let answer = GenerateIdTokenResponse {
+            token: minted.token,
+        };
+        Issued::new(&answer, minted.jti, target.email)
+    }
+
+    async fn sign_blob(
+        &self,
+        caller: &Caller,
+        account: &str,
+        request: SignBlobRequest,
+    ) -> Result<Issued, ApiError> {
+        let payload = base64::engine::general_purpose::STANDARD
+            .decode(request.payload.trim())
+            .map_err(|_| ApiError::invalid("payload", "The payload must be standard base64."))?;
+        let permission = CredentialsVerb::SignBlob.permission();
+        let target = self
+            .authorized_target(caller, account, request.delegates.as_deref(), permission)
+            .await?;
+        let key = self.keys.current().account.clone();
+        let kid = key.kid().to_owned();
+        let signature = crate::tokens::sign_off_thread(move || key.sign(&payload)).await?;
+        let answer = SignBlobResponse {
+            key_id: kid.clone(),
+            signed_blob: base64::engine::general_purpose::STANDARD.encode(signature),
+        };
+        Issued::new(&answer, format!("blob:{kid}"), target.email)
+    }
+
+    async fn sign_jwt(
+        &self,
+        caller: &Caller,
+        account: &str,
+        request: SignJwtRequest,
+    ) -> Result<Issued, ApiError> {
+        check_sign_jwt_claims(&request.payload, now())?;
+        let permission = CredentialsVerb::SignJwt.permission();
+        let target = self
+            .authorized_target(caller, account, request.delegates.as_deref(), permission)
+            .await?;
+        let key = self.keys.current().account.clone();
+        let kid = key.kid().to_owned();
+        let payload = request.payload.into_bytes();
+        let jwt =
+            crate::tokens::sign_off_thread(move || key.sign_jws_payload(TokenType::Jwt, &payload))
+                .await?;
+        let answer = SignJwtResponse {
+            key_id: kid.clone(),
+            signed_jwt: jwt,
+        };
+        Issued::new(&answer, format!("jwt:{kid}"), target.email)
     }
 
     /// The target account once the caller may act on it: it exists (404 otherwise), the
@@ -467,5 +498,42 @@ mod tests {
         }
         assert_eq!(delegate_id("projects/-/serviceAccounts/a@b"), Some("a@b"));
         assert_eq!(delegate_id("projects/p/serviceAccounts/a@b"), None);
+    }
+
+    #[test]
+    fn access_token_terms_default_and_bound() {
+        let request = |scope: Vec<&str>, lifetime: Option<&str>| GenerateAccessTokenRequest {
+            scope: Some(scope.into_iter().map(str::to_owned).collect()),
+            lifetime: lifetime.map(str::to_owned),
+            ..GenerateAccessTokenRequest::default()
+        };
+        let (scopes, lifetime) =
+            access_token_terms(&request(vec!["a", " ", "b"], None)).expect("valid");
+        assert_eq!(
+            (scopes, lifetime),
+            (vec!["a".to_owned(), "b".to_owned()], 3600)
+        );
+        assert!(
+            access_token_terms(&request(vec![" "], None)).is_err(),
+            "no scope"
+        );
+        assert!(access_token_terms(&request(vec!["a"], Some("3601s"))).is_err());
+        assert!(access_token_terms(&request(vec!["a"], Some("0s"))).is_err());
+        let long = "s".repeat(MAX_SCOPE_BYTES);
+        assert!(access_token_terms(&request(vec![long.as_str()], None)).is_err());
+    }
+
+    #[test]
+    fn sign_jwt_claims_are_checked() {
+        assert!(check_sign_jwt_claims(r#"{"sub": "x", "exp": 100}"#, 0).is_ok());
+        assert!(
+            check_sign_jwt_claims(r#"{"exp": 43201}"#, 0).is_err(),
+            "over 12 h"
+        );
+        assert!(check_sign_jwt_claims(r#"{"exp": "100"}"#, 0).is_err());
+        assert!(check_sign_jwt_claims(r#"{"exp": 1, "EXP": 2}"#, 0).is_err());
+        assert!(check_sign_jwt_claims("[1]", 0).is_err());
+        assert!(check_id_token_audience("").is_err());
+        assert!(check_id_token_audience(&"a".repeat(MAX_AUDIENCE_BYTES + 1)).is_err());
     }
 }

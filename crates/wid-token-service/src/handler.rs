@@ -1,5 +1,7 @@
-//! The one entry point of every request: route, authenticate, read the body, dispatch to the
-//! resource's rules, render, and log one line.
+//! The one entry point of every request, read top to bottom: the operation is decided once
+//! ([`routes::route`]), a public operation is answered, an authenticated one identifies its
+//! caller once, before its body is read, then runs; every failure becomes its reply in
+//! [`ApiError::into_response`]; one log line per request.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -7,15 +9,17 @@ use std::time::Instant;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::Method;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use wid_store::Store;
 
 use crate::App;
 use crate::error::ApiError;
-use crate::http::{decode_body, ok, parse_json, parse_query, query_value, read_body};
-use crate::routes::{AccountVerb, Route, route};
+use crate::http::{Input, decode_body, ok, parse_query, read_body};
+use crate::routes::{Authenticated, OAuth, Operation, Public, route};
+use wid_iam::Caller;
 
 /// The token service's router: every path goes through [`handle`].
 pub fn router<S: Store>(app: Arc<App<S>>) -> Router {
@@ -49,295 +53,171 @@ fn empty(result: Result<(), ApiError>) -> Result<Response, ApiError> {
     result.map(|()| ok(&serde_json::json!({})))
 }
 
+/// Clients whose HTTP stack cannot send PATCH (Google's Java clients) POST with
+/// `X-HTTP-Method-Override` instead, and Google honours it.
+fn method_of(parts: &Parts) -> Method {
+    let overridden = (parts.method == Method::POST)
+        .then(|| parts.headers.get("x-http-method-override"))
+        .flatten()
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| Method::from_bytes(v.trim().to_ascii_uppercase().as_bytes()).ok())
+        .filter(|m| [Method::GET, Method::PATCH, Method::PUT, Method::DELETE].contains(m));
+    overridden.unwrap_or_else(|| parts.method.clone())
+}
+
+/// Whether `path` is STS's, whose clients parse OAuth-shaped errors only.
+fn is_sts(path: &str) -> bool {
+    path == "/v1/token" || path == "/v1/introspect"
+}
+
+/// The request's body, size-bounded, its `Content-Encoding` undone.
+async fn body_of(headers: &HeaderMap, body: Body) -> Result<axum::body::Bytes, ApiError> {
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok());
+    decode_body(encoding, read_body(body).await?)
+}
+
 impl<S: Store> App<S> {
     async fn dispatch(&self, request: Request<Body>) -> Result<Response, ApiError> {
-        let (mut parts, body) = request.into_parts();
-        // Clients whose HTTP stack cannot send PATCH (Google's Java clients) POST with this
-        // header instead, and Google honours it.
-        if parts.method == Method::POST {
-            let overridden = parts
-                .headers
-                .get("x-http-method-override")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| Method::from_bytes(v.trim().to_ascii_uppercase().as_bytes()).ok());
-            if let Some(m) = overridden
-                .filter(|m| [Method::GET, Method::PATCH, Method::PUT, Method::DELETE].contains(m))
-            {
-                parts.method = m;
-            }
-        }
+        let (parts, body) = request.into_parts();
         let path = parts.uri.path();
-        let route = match route(&parts.method, path) {
-            Ok(route) => route,
-            // STS clients parse OAuth errors only.
-            Err(e) if path == "/v1/token" || path == "/v1/introspect" => {
-                return Err(e.oauth_shaped());
-            }
-            Err(e) => return Err(e),
-        };
+        let operation = route(&method_of(&parts), path).map_err(|e| match is_sts(path) {
+            true => e.oauth_shaped(),
+            false => e,
+        })?;
         let query = parse_query(parts.uri.query())?;
-        let content_type = parts
-            .headers
-            .get(axum::http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        // The endpoints that need no credentials: the OAuth ones and the public documents.
-        match &route {
-            Route::Healthz => return Ok(ok(&serde_json::json!({ "status": "ok" }))),
-            Route::Jwks => return Ok(self.jwks_document()),
-            Route::PemCerts => return Ok(self.pem_document()),
-            Route::OpenIdConfiguration => return Ok(ok(&self.openid_configuration())),
-            Route::AccountKeys { format, account } => {
-                return self.account_keys(format, account).await;
+        match operation {
+            Operation::Public(op) => self.public(op, &parts, query, body).await,
+            Operation::Authenticated(op) => {
+                // Authenticate before reading a body, so strangers cannot make us buffer one.
+                let caller = self.identify(&op, &parts.headers).await?;
+                let body = body_of(&parts.headers, body).await?;
+                self.authenticated(op, &caller, &Input { query, body })
+                    .await
             }
-            Route::Token | Route::Introspect | Route::TokenInfo => {
-                let encoding = parts
-                    .headers
-                    .get(axum::http::header::CONTENT_ENCODING)
-                    .and_then(|v| v.to_str().ok());
-                let body = match read_body(body).await.and_then(|b| decode_body(encoding, b)) {
-                    Ok(body) => body,
-                    Err(e) => return Err(e.oauth_shaped()),
-                };
-                let answer = match route {
-                    // A Basic client credential (gcloud sends one) is accepted and ignored.
-                    Route::Token => json(self.exchange(content_type.as_deref(), &body).await),
-                    Route::Introspect => json(self.introspect(&body).await),
-                    _ => {
-                        let mut params = query.clone();
-                        if parts.method == Method::POST {
-                            params.extend(
-                                serde_urlencoded::from_bytes::<Vec<(String, String)>>(&body)
-                                    .unwrap_or_default(),
-                            );
-                        }
-                        json(self.tokeninfo(&params).await)
-                    }
-                };
-                return answer.map_err(ApiError::oauth_shaped);
-            }
-            _ => {}
         }
-        // Authenticate before reading a body, so strangers cannot make us buffer one.
-        let caller = match self.authenticate(&parts.headers).await {
-            Ok(caller) => caller,
-            Err(e) => {
-                // A refused attempt at a credential is a denial the audit trail must show.
-                if let Route::ServiceAccountVerb {
-                    account,
-                    verb: AccountVerb::Credentials(verb),
-                    ..
-                } = &route
-                {
-                    self.audit_unauthenticated(*verb, account, &e).await;
-                }
-                return Err(e);
-            }
+    }
+
+    /// The caller of an authenticated operation; a refused attempt at a credential is a denial
+    /// the audit trail must show.
+    async fn identify(&self, op: &Authenticated, headers: &HeaderMap) -> Result<Caller, ApiError> {
+        let refused = match self.authenticate(headers).await {
+            Ok(caller) => return Ok(caller),
+            Err(e) => e,
         };
-        let encoding = parts
-            .headers
-            .get(axum::http::header::CONTENT_ENCODING)
-            .and_then(|v| v.to_str().ok());
-        let body = decode_body(encoding, read_body(body).await?)?;
-        let q = |name: &str| query_value(&query, name);
-        let m = &parts.method;
-        match route {
-            Route::Healthz
-            | Route::Jwks
-            | Route::PemCerts
-            | Route::OpenIdConfiguration
-            | Route::AccountKeys { .. }
-            | Route::Token
-            | Route::Introspect
-            | Route::TokenInfo => Err(ApiError::Internal(
-                "public route reached the authenticated dispatch".into(),
-            )),
-            Route::SigningKeys => json(self.list_signing_keys(&caller)),
-            Route::RotateSigningKeys => {
-                json(self.rotate_signing_keys(&caller, parse_json(&body)?).await)
+        if let Authenticated::Credentials(account, verb) = op {
+            self.audit_unauthenticated(*verb, &account.account, &refused)
+                .await;
+        }
+        Err(refused)
+    }
+
+    async fn public(
+        &self,
+        op: Public,
+        parts: &Parts,
+        query: Vec<(String, String)>,
+        body: Body,
+    ) -> Result<Response, ApiError> {
+        match op {
+            Public::Healthz => Ok(ok(&serde_json::json!({ "status": "ok" }))),
+            Public::Jwks => Ok(self.jwks_document()),
+            Public::PemCerts => Ok(self.pem_document()),
+            Public::OpenIdConfiguration => Ok(ok(&self.openid_configuration())),
+            Public::AccountKeys { format, account } => self.account_keys(&format, &account).await,
+            Public::OAuth(op) => self
+                .oauth(op, parts, query, body)
+                .await
+                .map_err(ApiError::oauth_shaped),
+        }
+    }
+
+    /// STS and tokeninfo, whose clients read OAuth-shaped errors.
+    async fn oauth(
+        &self,
+        op: OAuth,
+        parts: &Parts,
+        mut params: Vec<(String, String)>,
+        body: Body,
+    ) -> Result<Response, ApiError> {
+        let body = body_of(&parts.headers, body).await?;
+        match op {
+            // A Basic client credential (gcloud sends one) is accepted and ignored.
+            OAuth::Exchange => {
+                let content_type = parts
+                    .headers
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok());
+                json(self.exchange(content_type, &body).await)
             }
-            Route::AuditEvents => json(self.list_audit_events(&caller, q("limit")).await),
-            Route::Projects if m == Method::POST => {
-                json(self.create_project(&caller, parse_json(&body)?).await)
-            }
-            Route::Projects => json(self.list_projects(&caller).await),
-            Route::Project(p) => json(self.get_project(&caller, &p).await),
-            Route::ProjectPolicy(p, verb) => {
-                json(self.project_policy(&caller, &p, verb, &query, &body).await)
-            }
-            Route::ServiceAccounts(p) if m == Method::POST => json(
-                self.create_service_account(&caller, &p, parse_json(&body)?)
-                    .await,
-            ),
-            Route::ServiceAccounts(p) => json(
-                self.list_service_accounts(&caller, &p, q("pageSize"), q("pageToken"))
-                    .await,
-            ),
-            Route::ServiceAccount { project, account } => match *m {
-                Method::PATCH => json(
-                    self.update_service_account(
-                        &caller,
-                        &project,
-                        &account,
-                        parse_json(&body)?,
-                        false,
-                    )
-                    .await,
-                ),
-                Method::PUT => {
-                    let whole: wid_api::iam::ServiceAccount = parse_json(&body)?;
-                    let request = wid_api::iam::PatchServiceAccountRequest {
-                        service_account: Some(whole),
-                        update_mask: None,
-                    };
-                    json(
-                        self.update_service_account(&caller, &project, &account, request, true)
-                            .await,
-                    )
+            OAuth::Introspect => json(self.introspect(&body).await),
+            OAuth::TokenInfo { posted } => {
+                if posted {
+                    params.extend(
+                        serde_urlencoded::from_bytes::<Vec<(String, String)>>(&body)
+                            .unwrap_or_default(),
+                    );
                 }
-                Method::DELETE => empty(
-                    self.delete_service_account(&caller, &project, &account)
-                        .await,
-                ),
-                _ => json(self.get_service_account(&caller, &project, &account).await),
-            },
-            Route::ServiceAccountVerb {
-                project,
-                account,
-                verb,
-            } => match verb {
-                AccountVerb::Disable | AccountVerb::Enable => {
-                    // The body is `{}`; anything in it is refused as Google refuses unknown fields.
-                    let fields: serde_json::Map<String, serde_json::Value> = parse_json(&body)?;
-                    if let Some(name) = fields.keys().next() {
-                        return Err(ApiError::invalid(
-                            name,
-                            format!(
-                                "Invalid JSON payload received. Unknown name \"{name}\": this method takes an empty body."
-                            ),
-                        ));
-                    }
-                    empty(
-                        self.set_service_account_disabled(
-                            &caller,
-                            &project,
-                            &account,
-                            verb == AccountVerb::Disable,
-                        )
-                        .await,
-                    )
-                }
-                AccountVerb::Credentials(verb) => json(
-                    self.credentials_call(&caller, &project, &account, verb, &body)
-                        .await,
-                ),
-                AccountVerb::Policy(verb) => json(
-                    self.account_policy(&caller, &project, &account, verb, &query, &body)
-                        .await,
-                ),
-            },
-            Route::Pools { project, location } if m == Method::POST => json(
-                self.create_pool(
-                    &caller,
-                    &project,
-                    &location,
-                    q("workloadIdentityPoolId"),
-                    parse_json(&body)?,
-                )
-                .await,
-            ),
-            Route::Pools { project, location } => {
-                json(self.list_pools(&caller, &project, &location).await)
+                json(self.tokeninfo(&params).await)
             }
-            Route::Pool {
-                project,
-                location,
-                pool,
-            } => match *m {
-                Method::PATCH => json(
-                    self.update_pool(
-                        &caller,
-                        &project,
-                        &location,
-                        &pool,
-                        q("updateMask"),
-                        parse_json(&body)?,
-                    )
-                    .await,
-                ),
-                Method::DELETE => json(self.delete_pool(&caller, &project, &location, &pool).await),
-                _ => json(self.get_pool(&caller, &project, &location, &pool).await),
-            },
-            Route::Providers {
-                project,
-                location,
-                pool,
-            } if m == Method::POST => json(
-                self.create_provider(
-                    &caller,
-                    &project,
-                    &location,
-                    &pool,
-                    q("workloadIdentityPoolProviderId"),
-                    parse_json(&body)?,
-                )
-                .await,
-            ),
-            Route::Providers {
-                project,
-                location,
-                pool,
-            } => json(
-                self.list_providers(&caller, &project, &location, &pool)
+        }
+    }
+
+    async fn authenticated(
+        &self,
+        op: Authenticated,
+        caller: &Caller,
+        input: &Input,
+    ) -> Result<Response, ApiError> {
+        use Authenticated as A;
+        match op {
+            A::ListSigningKeys => json(self.list_signing_keys(caller)),
+            A::RotateSigningKeys => json(self.rotate_signing_keys(caller, input.json()?).await),
+            A::ListAuditEvents => json(self.list_audit_events(caller, input.query("limit")).await),
+            A::CreateProject => json(self.create_project(caller, input.json()?).await),
+            A::ListProjects => json(self.list_projects(caller).await),
+            A::GetProject(p) => json(self.get_project(caller, &p).await),
+            A::ProjectPolicy(p, verb) => json(self.project_policy(caller, &p, verb, input).await),
+            A::CreateServiceAccount(p) => {
+                json(self.create_service_account(caller, &p, input.json()?).await)
+            }
+            A::ListServiceAccounts(p) => json(self.list_service_accounts(caller, &p, input).await),
+            A::GetServiceAccount(a) => json(self.get_service_account(caller, &a).await),
+            A::PatchServiceAccount(a) => {
+                json(self.patch_service_account(caller, &a, input.json()?).await)
+            }
+            A::ReplaceServiceAccount(a) => json(
+                self.replace_service_account(caller, &a, input.json()?)
                     .await,
             ),
-            Route::Provider {
-                project,
-                location,
-                pool,
-                provider,
-            } => match *m {
-                Method::PATCH => json(
-                    self.update_provider(
-                        &caller,
-                        &project,
-                        &location,
-                        &pool,
-                        &provider,
-                        q("updateMask"),
-                        parse_json(&body)?,
-                    )
-                    .await,
-                ),
-                Method::DELETE => json(
-                    self.delete_provider(&caller, &project, &location, &pool, &provider)
-                        .await,
-                ),
-                _ => json(
-                    self.get_provider(&caller, &project, &location, &pool, &provider)
-                        .await,
-                ),
-            },
+            A::DeleteServiceAccount(a) => empty(self.delete_service_account(caller, &a).await),
+            A::DisableServiceAccount(a) => {
+                input.empty_object()?;
+                empty(self.set_service_account_disabled(caller, &a, true).await)
+            }
+            A::EnableServiceAccount(a) => {
+                input.empty_object()?;
+                empty(self.set_service_account_disabled(caller, &a, false).await)
+            }
+            A::AccountPolicy(a, verb) => json(self.account_policy(caller, &a, verb, input).await),
+            A::Credentials(a, verb) => json(self.credentials_call(caller, &a, verb, input).await),
+            A::CreatePool(l) => json(self.create_pool(caller, &l, input).await),
+            A::ListPools(l) => json(self.list_pools(caller, &l).await),
+            A::GetPool(p) => json(self.get_pool(caller, &p).await),
+            A::UpdatePool(p) => json(self.update_pool(caller, &p, input).await),
+            A::DeletePool(p) => json(self.delete_pool(caller, &p).await),
+            A::CreateProvider(p) => json(self.create_provider(caller, &p, input).await),
+            A::ListProviders(p) => json(self.list_providers(caller, &p).await),
+            A::GetProvider(p) => json(self.get_provider(caller, &p).await),
+            A::UpdateProvider(p) => json(self.update_provider(caller, &p, input).await),
+            A::DeleteProvider(p) => json(self.delete_provider(caller, &p).await),
             // Every operation finished before it was returned.
-            Route::Operation(name) => Ok(ok(&serde_json::json!({ "name": name, "done": true }))),
-            Route::Clusters { project, location } if m == Method::POST => json(
-                self.register_cluster(&caller, &project, &location, parse_json(&body)?)
-                    .await,
-            ),
-            Route::Clusters { project, location } => {
-                json(self.list_clusters(&caller, &project, &location).await)
-            }
-            Route::Cluster {
-                project,
-                location,
-                name,
-            } => match *m {
-                Method::DELETE => empty(
-                    self.delete_cluster(&caller, &project, &location, &name)
-                        .await,
-                ),
-                _ => json(self.get_cluster(&caller, &project, &location, &name).await),
-            },
+            A::GetOperation(name) => Ok(ok(&serde_json::json!({ "name": name, "done": true }))),
+            A::RegisterCluster(l) => json(self.register_cluster(caller, &l, input.json()?).await),
+            A::ListClusters(l) => json(self.list_clusters(caller, &l).await),
+            A::GetCluster(c) => json(self.get_cluster(caller, &c).await),
+            A::DeleteCluster(c) => empty(self.delete_cluster(caller, &c).await),
         }
     }
 }

@@ -152,6 +152,39 @@ pub fn query_value<'a>(query: &'a [(String, String)], name: &str) -> Option<&'a 
         .map(|(_, v)| v.as_str())
 }
 
+/// What a request carries besides its operation: its query and its body (decoded).
+pub struct Input {
+    pub query: Vec<(String, String)>,
+    pub body: axum::body::Bytes,
+}
+
+impl Input {
+    /// The value of query parameter `name`, if given.
+    pub fn query(&self, name: &str) -> Option<&str> {
+        query_value(&self.query, name)
+    }
+
+    /// The body as JSON of type `T` ([`parse_json`]).
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
+        parse_json(&self.body)
+    }
+
+    /// The body of a method that takes none but `{}`: anything in it is refused, as Google
+    /// refuses unknown fields.
+    pub fn empty_object(&self) -> Result<(), ApiError> {
+        let fields: serde_json::Map<String, serde_json::Value> = self.json()?;
+        match fields.keys().next() {
+            None => Ok(()),
+            Some(name) => Err(ApiError::invalid(
+                name,
+                format!(
+                    "Invalid JSON payload received. Unknown name \"{name}\": this method takes an empty body."
+                ),
+            )),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

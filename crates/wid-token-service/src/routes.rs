@@ -1,6 +1,13 @@
-//! Google's REST paths, parsed into a typed [`Route`] by a pure function, so that routing and
-//! its errors are tested without a server. Custom methods (`…/{sa}:getIamPolicy`) share their
-//! path segment with a resource id, which path routers cannot split; this parser does.
+//! Google's REST paths and methods, turned into the one [`Operation`] a request asks for by a
+//! pure function, so that routing and its errors are tested without a server. Custom methods
+//! (`…/{sa}:getIamPolicy`) share their path segment with a resource id, which path routers cannot
+//! split; this parser does.
+//!
+//! A request is decided once: its path names a [`Place`], and the place and the method name the
+//! operation ([`Place::operation`]); the methods a place allows (`405`'s `Allow`) are those for
+//! which it names one. Operations anyone may call ([`Public`]) and those of an authenticated
+//! caller ([`Authenticated`]) are different types, so that no public operation can reach the
+//! authenticated dispatch, nor the reverse.
 
 use axum::http::Method;
 
@@ -14,24 +21,55 @@ pub enum PolicyVerb {
     TestIamPermissions,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AccountVerb {
-    Policy(PolicyVerb),
-    Disable,
-    Enable,
-    /// IAM Credentials: generateAccessToken, generateIdToken, signBlob, signJwt.
-    Credentials(CredentialsVerb),
+/// A service account as a path names it: its project (`-` for any) and its email or unique id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccountName {
+    pub project: String,
+    pub account: String,
 }
 
+/// Where workload identity pools or clusters of a project are: `projects/P/locations/L`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Route {
+pub struct LocationName {
+    pub project: String,
+    pub location: String,
+}
+
+/// `projects/P/locations/L/workloadIdentityPools/POOL`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoolName {
+    pub parent: LocationName,
+    pub pool: String,
+}
+
+/// `…/workloadIdentityPools/POOL/providers/PROVIDER`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProviderName {
+    pub pool: PoolName,
+    pub provider: String,
+}
+
+/// `projects/P/locations/L/clusters/NAME`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterName {
+    pub parent: LocationName,
+    pub name: String,
+}
+
+/// What a request can ask for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Operation {
+    Public(Public),
+    Authenticated(Authenticated),
+}
+
+/// Operations that need no credential of the service: the caller's credential is what they
+/// examine (STS, tokeninfo), or what they answer is public.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Public {
     Healthz,
-    /// STS `POST /v1/token`.
-    Token,
-    /// STS `POST /v1/introspect`.
-    Introspect,
-    /// `/tokeninfo`.
-    TokenInfo,
+    /// Operations on a token the request carries, answered in OAuth's error shape.
+    OAuth(OAuth),
     /// `/oauth2/v3/certs`.
     Jwks,
     /// `/oauth2/v1/certs`.
@@ -43,92 +81,175 @@ pub enum Route {
         format: String,
         account: String,
     },
-    /// `GET /v1/signingKeys`.
-    SigningKeys,
-    /// `POST /v1/signingKeys:rotate`.
+}
+
+/// STS and tokeninfo: their clients read OAuth-shaped errors only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OAuth {
+    /// STS `POST /v1/token`.
+    Exchange,
+    /// STS `POST /v1/introspect`.
+    Introspect,
+    /// `/tokeninfo`; POSTed parameters are read as well as the query's.
+    TokenInfo { posted: bool },
+}
+
+/// Operations of an authenticated caller: the admin API and IAM Credentials.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Authenticated {
+    ListSigningKeys,
     RotateSigningKeys,
-    /// `GET /v1/auditEvents`.
+    ListAuditEvents,
+    CreateProject,
+    ListProjects,
+    GetProject(String),
+    ProjectPolicy(String, PolicyVerb),
+    CreateServiceAccount(String),
+    ListServiceAccounts(String),
+    GetServiceAccount(AccountName),
+    /// PATCH, with an update mask.
+    PatchServiceAccount(AccountName),
+    /// PUT: the whole resource.
+    ReplaceServiceAccount(AccountName),
+    DeleteServiceAccount(AccountName),
+    DisableServiceAccount(AccountName),
+    EnableServiceAccount(AccountName),
+    AccountPolicy(AccountName, PolicyVerb),
+    /// IAM Credentials: generateAccessToken, generateIdToken, signBlob, signJwt.
+    Credentials(AccountName, CredentialsVerb),
+    CreatePool(LocationName),
+    ListPools(LocationName),
+    GetPool(PoolName),
+    UpdatePool(PoolName),
+    DeletePool(PoolName),
+    CreateProvider(PoolName),
+    ListProviders(PoolName),
+    GetProvider(ProviderName),
+    UpdateProvider(ProviderName),
+    DeleteProvider(ProviderName),
+    /// `…/operations/{id}` under a pool or provider: every operation is done when returned.
+    GetOperation(String),
+    RegisterCluster(LocationName),
+    ListClusters(LocationName),
+    GetCluster(ClusterName),
+    DeleteCluster(ClusterName),
+}
+
+/// What a path names, before its method says what to do there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Place {
+    Healthz,
+    Token,
+    Introspect,
+    TokenInfo,
+    Jwks,
+    PemCerts,
+    OpenIdConfiguration,
+    AccountKeys { format: String, account: String },
+    SigningKeys,
+    RotateSigningKeys,
     AuditEvents,
     Projects,
     Project(String),
     ProjectPolicy(String, PolicyVerb),
     ServiceAccounts(String),
-    ServiceAccount {
-        project: String,
-        account: String,
-    },
-    ServiceAccountVerb {
-        project: String,
-        account: String,
-        verb: AccountVerb,
-    },
-    Pools {
-        project: String,
-        location: String,
-    },
-    Pool {
-        project: String,
-        location: String,
-        pool: String,
-    },
-    Providers {
-        project: String,
-        location: String,
-        pool: String,
-    },
-    Provider {
-        project: String,
-        location: String,
-        pool: String,
-        provider: String,
-    },
-    /// `…/operations/{id}` under a pool or provider: every operation is done when returned.
+    ServiceAccount(AccountName),
+    AccountDisable(AccountName),
+    AccountEnable(AccountName),
+    AccountPolicy(AccountName, PolicyVerb),
+    AccountCredentials(AccountName, CredentialsVerb),
+    Pools(LocationName),
+    Pool(PoolName),
+    Providers(PoolName),
+    Provider(ProviderName),
     Operation(String),
-    Clusters {
-        project: String,
-        location: String,
-    },
-    Cluster {
-        project: String,
-        location: String,
-        name: String,
-    },
+    Clusters(LocationName),
+    Cluster(ClusterName),
 }
 
-impl Route {
-    /// The methods each route answers.
-    pub fn allowed(&self) -> &'static [Method] {
-        const GET: &[Method] = &[Method::GET];
-        const POST: &[Method] = &[Method::POST];
-        const LIST_CREATE: &[Method] = &[Method::GET, Method::POST];
-        const RESOURCE: &[Method] = &[Method::GET, Method::PATCH, Method::DELETE];
-        match self {
-            Route::Healthz
-            | Route::Project(_)
-            | Route::Operation(_)
-            | Route::Jwks
-            | Route::PemCerts
-            | Route::OpenIdConfiguration
-            | Route::AccountKeys { .. }
-            | Route::SigningKeys
-            | Route::AuditEvents => GET,
-            Route::TokenInfo => &[Method::GET, Method::POST],
-            Route::ProjectPolicy(..)
-            | Route::ServiceAccountVerb { .. }
-            | Route::Token
-            | Route::Introspect
-            | Route::RotateSigningKeys => POST,
-            Route::Projects
-            | Route::ServiceAccounts(_)
-            | Route::Pools { .. }
-            | Route::Providers { .. }
-            | Route::Clusters { .. } => LIST_CREATE,
-            Route::ServiceAccount { .. } => {
-                &[Method::GET, Method::PATCH, Method::PUT, Method::DELETE]
+/// Every method a place may allow, in the order `Allow` lists them.
+const METHODS: [Method; 5] = [
+    Method::GET,
+    Method::POST,
+    Method::PATCH,
+    Method::PUT,
+    Method::DELETE,
+];
+
+impl Place {
+    /// The operation `method` asks for here, if it is one this place has. HEAD is GET without a
+    /// body (hyper drops the body).
+    pub fn operation(&self, method: &Method) -> Option<Operation> {
+        use Authenticated as A;
+        use Public as P;
+        let method = if *method == Method::HEAD {
+            &Method::GET
+        } else {
+            method
+        };
+        let (get, post, patch, put, delete) = (
+            *method == Method::GET,
+            *method == Method::POST,
+            *method == Method::PATCH,
+            *method == Method::PUT,
+            *method == Method::DELETE,
+        );
+        let public = |op| Some(Operation::Public(op));
+        let authenticated = |op| Some(Operation::Authenticated(op));
+        match self.clone() {
+            Place::Healthz if get => public(P::Healthz),
+            Place::Token if post => public(P::OAuth(OAuth::Exchange)),
+            Place::Introspect if post => public(P::OAuth(OAuth::Introspect)),
+            Place::TokenInfo if get || post => public(P::OAuth(OAuth::TokenInfo { posted: post })),
+            Place::Jwks if get => public(P::Jwks),
+            Place::PemCerts if get => public(P::PemCerts),
+            Place::OpenIdConfiguration if get => public(P::OpenIdConfiguration),
+            Place::AccountKeys { format, account } if get => {
+                public(P::AccountKeys { format, account })
             }
-            Route::Pool { .. } | Route::Provider { .. } => RESOURCE,
-            Route::Cluster { .. } => &[Method::GET, Method::DELETE],
+            Place::SigningKeys if get => authenticated(A::ListSigningKeys),
+            Place::RotateSigningKeys if post => authenticated(A::RotateSigningKeys),
+            Place::AuditEvents if get => authenticated(A::ListAuditEvents),
+            Place::Projects if get => authenticated(A::ListProjects),
+            Place::Projects if post => authenticated(A::CreateProject),
+            Place::Project(p) if get => authenticated(A::GetProject(p)),
+            Place::ProjectPolicy(p, verb) if post => authenticated(A::ProjectPolicy(p, verb)),
+            Place::ServiceAccounts(p) if get => authenticated(A::ListServiceAccounts(p)),
+            Place::ServiceAccounts(p) if post => authenticated(A::CreateServiceAccount(p)),
+            Place::ServiceAccount(a) if get => authenticated(A::GetServiceAccount(a)),
+            Place::ServiceAccount(a) if patch => authenticated(A::PatchServiceAccount(a)),
+            Place::ServiceAccount(a) if put => authenticated(A::ReplaceServiceAccount(a)),
+            Place::ServiceAccount(a) if delete => authenticated(A::DeleteServiceAccount(a)),
+            Place::AccountDisable(a) if post => authenticated(A::DisableServiceAccount(a)),
+            Place::AccountEnable(a) if post => authenticated(A::EnableServiceAccount(a)),
+            Place::AccountPolicy(a, verb) if post => authenticated(A::AccountPolicy(a, verb)),
+            Place::AccountCredentials(a, verb) if post => authenticated(A::Credentials(a, verb)),
+            Place::Pools(l) if get => authenticated(A::ListPools(l)),
+            Place::Pools(l) if post => authenticated(A::CreatePool(l)),
+            Place::Pool(p) if get => authenticated(A::GetPool(p)),
+            Place::Pool(p) if patch => authenticated(A::UpdatePool(p)),
+            Place::Pool(p) if delete => authenticated(A::DeletePool(p)),
+            Place::Providers(p) if get => authenticated(A::ListProviders(p)),
+            Place::Providers(p) if post => authenticated(A::CreateProvider(p)),
+            Place::Provider(p) if get => authenticated(A::GetProvider(p)),
+            Place::Provider(p) if patch => authenticated(A::UpdateProvider(p)),
+            Place::Provider(p) if delete => authenticated(A::DeleteProvider(p)),
+            Place::Operation(name) if get => authenticated(A::GetOperation(name)),
+            Place::Clusters(l) if get => authenticated(A::ListClusters(l)),
+            Place::Clusters(l) if post => authenticated(A::RegisterCluster(l)),
+            Place::Cluster(c) if get => authenticated(A::GetCluster(c)),
+            Place::Cluster(c) if delete => authenticated(A::DeleteCluster(c)),
+            _ => None,
         }
+    }
+
+    /// The methods this place answers, as `Allow` lists them.
+    pub fn allowed(&self) -> Vec<&'static str> {
+        METHODS
+            .iter()
+            .filter(|m| self.operation(m).is_some())
+            .map(Method::as_str)
+            .collect()
     }
 }
 
@@ -136,6 +257,18 @@ fn not_found(path: &str) -> ApiError {
     ApiError::NotFound(format!(
         "The requested URL {path} was not found on this server."
     ))
+}
+
+/// The operation of a request's method and path (without its query).
+pub fn route(method: &Method, path: &str) -> Result<Operation, ApiError> {
+    let place = parse(path).ok_or_else(|| not_found(path))?;
+    place.operation(method).ok_or_else(|| {
+        let allow = place.allowed().join(", ");
+        ApiError::MethodNotAllowed {
+            message: format!("Method {method} is not supported on {path}; use {allow}."),
+            allow,
+        }
+    })
 }
 
 fn decode(segment: &str) -> Option<String> {
@@ -154,43 +287,42 @@ fn policy_verb(verb: &str) -> Option<PolicyVerb> {
     }
 }
 
-/// Parses a request path (without its query) into a route and checks the method.
-pub fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
-    let route = parse(path).ok_or_else(|| not_found(path))?;
-    let allowed = route.allowed();
-    // HEAD is GET without a body; hyper drops the body for us.
-    let method_ok =
-        allowed.contains(method) || (*method == Method::HEAD && allowed.contains(&Method::GET));
-    if !method_ok {
-        let allow = allowed
-            .iter()
-            .map(Method::as_str)
-            .collect::<Vec<_>>()
-            .join(", ");
-        return Err(ApiError::MethodNotAllowed {
-            message: format!("Method {method} is not supported on {path}; use {allow}."),
-            allow,
-        });
-    }
-    Ok(route)
+/// What a custom verb on a service account names.
+fn account_place(account: AccountName, verb: &str) -> Option<Place> {
+    Some(match verb {
+        "disable" => Place::AccountDisable(account),
+        "enable" => Place::AccountEnable(account),
+        "generateAccessToken" => {
+            Place::AccountCredentials(account, CredentialsVerb::GenerateAccessToken)
+        }
+        "generateIdToken" => Place::AccountCredentials(account, CredentialsVerb::GenerateIdToken),
+        "signBlob" => Place::AccountCredentials(account, CredentialsVerb::SignBlob),
+        "signJwt" => Place::AccountCredentials(account, CredentialsVerb::SignJwt),
+        other => Place::AccountPolicy(account, policy_verb(other)?),
+    })
 }
 
-fn parse(path: &str) -> Option<Route> {
-    match path {
-        "/healthz" => return Some(Route::Healthz),
-        "/tokeninfo" | "/oauth2/v3/tokeninfo" => return Some(Route::TokenInfo),
-        "/oauth2/v3/certs" => return Some(Route::Jwks),
-        "/oauth2/v1/certs" => return Some(Route::PemCerts),
-        "/.well-known/openid-configuration" => return Some(Route::OpenIdConfiguration),
-        _ => {}
-    }
-    if let Some(rest) = path.strip_prefix("/service_accounts/v1/metadata/") {
-        let (format, account) = rest.split_once('/')?;
-        return Some(Route::AccountKeys {
-            format: decode(format)?,
-            account: decode(account)?,
-        });
-    }
+/// The place of a path outside `/v1/`.
+fn document(path: &str) -> Option<Place> {
+    Some(match path {
+        "/healthz" => Place::Healthz,
+        "/tokeninfo" | "/oauth2/v3/tokeninfo" => Place::TokenInfo,
+        "/oauth2/v3/certs" => Place::Jwks,
+        "/oauth2/v1/certs" => Place::PemCerts,
+        "/.well-known/openid-configuration" => Place::OpenIdConfiguration,
+        _ => {
+            let rest = path.strip_prefix("/service_accounts/v1/metadata/")?;
+            let (format, account) = rest.split_once('/')?;
+            Place::AccountKeys {
+                format: decode(format)?,
+                account: decode(account)?,
+            }
+        }
+    })
+}
+
+/// The segments of a `/v1/` path, decoded, and its custom verb (`…/{id}:verb`), if any.
+fn segments(path: &str) -> Option<(Vec<String>, Option<&str>)> {
     let raw: Vec<&str> = path.strip_prefix("/v1/")?.split('/').collect();
     // A trailing custom verb belongs to the last segment: `{id}:verb`.
     let (last, verb) = match raw.last()?.rsplit_once(':') {
@@ -199,51 +331,55 @@ fn parse(path: &str) -> Option<Route> {
         }
         _ => (*raw.last()?, None),
     };
-    let mut segs = raw[..raw.len() - 1]
+    let mut segments = raw[..raw.len() - 1]
         .iter()
         .map(|s| decode(s))
         .collect::<Option<Vec<String>>>()?;
-    segs.push(decode(last)?);
-    let s: Vec<&str> = segs.iter().map(String::as_str).collect();
+    segments.push(decode(last)?);
+    Some((segments, verb))
+}
+
+fn parse(path: &str) -> Option<Place> {
+    if !path.starts_with("/v1/") {
+        return document(path);
+    }
+    let (segments, verb) = segments(path)?;
+    let s: Vec<&str> = segments.iter().map(String::as_str).collect();
     let o = |x: &str| x.to_owned();
-    let route = match (s.as_slice(), verb) {
-        (["token"], None) => Route::Token,
-        (["introspect"], None) => Route::Introspect,
-        (["signingKeys"], None) => Route::SigningKeys,
-        (["signingKeys"], Some("rotate")) => Route::RotateSigningKeys,
-        (["auditEvents"], None) => Route::AuditEvents,
-        (["projects"], None) => Route::Projects,
-        (["projects", p], None) => Route::Project(o(p)),
-        (["projects", p], Some(v)) => Route::ProjectPolicy(o(p), policy_verb(v)?),
-        (["projects", p, "serviceAccounts"], None) => Route::ServiceAccounts(o(p)),
-        (["projects", p, "serviceAccounts", a], None) => Route::ServiceAccount {
-            project: o(p),
-            account: o(a),
-        },
-        (["projects", p, "serviceAccounts", a], Some(v)) => Route::ServiceAccountVerb {
-            project: o(p),
-            account: o(a),
-            verb: match v {
-                "disable" => AccountVerb::Disable,
-                "enable" => AccountVerb::Enable,
-                "generateAccessToken" => {
-                    AccountVerb::Credentials(CredentialsVerb::GenerateAccessToken)
-                }
-                "generateIdToken" => AccountVerb::Credentials(CredentialsVerb::GenerateIdToken),
-                "signBlob" => AccountVerb::Credentials(CredentialsVerb::SignBlob),
-                "signJwt" => AccountVerb::Credentials(CredentialsVerb::SignJwt),
-                other => AccountVerb::Policy(policy_verb(other)?),
-            },
-        },
-        (["projects", p, "locations", l, "workloadIdentityPools"], None) => Route::Pools {
-            project: o(p),
-            location: o(l),
-        },
-        (["projects", p, "locations", l, "workloadIdentityPools", pool], None) => Route::Pool {
-            project: o(p),
-            location: o(l),
-            pool: o(pool),
-        },
+    let location = |p: &str, l: &str| LocationName {
+        project: o(p),
+        location: o(l),
+    };
+    let pool = |p: &str, l: &str, pool: &str| PoolName {
+        parent: location(p, l),
+        pool: o(pool),
+    };
+    let place = match (s.as_slice(), verb) {
+        (["token"], None) => Place::Token,
+        (["introspect"], None) => Place::Introspect,
+        (["signingKeys"], None) => Place::SigningKeys,
+        (["signingKeys"], Some("rotate")) => Place::RotateSigningKeys,
+        (["auditEvents"], None) => Place::AuditEvents,
+        (["projects"], None) => Place::Projects,
+        (["projects", p], None) => Place::Project(o(p)),
+        (["projects", p], Some(v)) => Place::ProjectPolicy(o(p), policy_verb(v)?),
+        (["projects", p, "serviceAccounts"], None) => Place::ServiceAccounts(o(p)),
+        (["projects", p, "serviceAccounts", a], verb) => {
+            let account = AccountName {
+                project: o(p),
+                account: o(a),
+            };
+            match verb {
+                None => Place::ServiceAccount(account),
+                Some(verb) => account_place(account, verb)?,
+            }
+        }
+        (["projects", p, "locations", l, "workloadIdentityPools"], None) => {
+            Place::Pools(location(p, l))
+        }
+        (["projects", p, "locations", l, "workloadIdentityPools", id], None) => {
+            Place::Pool(pool(p, l, id))
+        }
         (
             [
                 "projects",
@@ -251,15 +387,11 @@ fn parse(path: &str) -> Option<Route> {
                 "locations",
                 l,
                 "workloadIdentityPools",
-                pool,
+                id,
                 "providers",
             ],
             None,
-        ) => Route::Providers {
-            project: o(p),
-            location: o(l),
-            pool: o(pool),
-        },
+        ) => Place::Providers(pool(p, l, id)),
         (
             [
                 "projects",
@@ -267,17 +399,15 @@ fn parse(path: &str) -> Option<Route> {
                 "locations",
                 l,
                 "workloadIdentityPools",
-                pool,
+                id,
                 "providers",
-                prov,
+                provider,
             ],
             None,
-        ) => Route::Provider {
-            project: o(p),
-            location: o(l),
-            pool: o(pool),
-            provider: o(prov),
-        },
+        ) => Place::Provider(ProviderName {
+            pool: pool(p, l, id),
+            provider: o(provider),
+        }),
         (
             [
                 "projects",
@@ -290,37 +420,39 @@ fn parse(path: &str) -> Option<Route> {
                 _,
             ],
             None,
-        ) => Route::Operation(s.join("/")),
-        (["projects", p, "locations", l, "clusters"], None) => Route::Clusters {
-            project: o(p),
-            location: o(l),
-        },
-        (["projects", p, "locations", l, "clusters", n], None) => Route::Cluster {
-            project: o(p),
-            location: o(l),
+        ) => Place::Operation(s.join("/")),
+        (["projects", p, "locations", l, "clusters"], None) => Place::Clusters(location(p, l)),
+        (["projects", p, "locations", l, "clusters", n], None) => Place::Cluster(ClusterName {
+            parent: location(p, l),
             name: o(n),
-        },
+        }),
         _ => return None,
     };
-    Some(route)
+    Some(place)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn get(path: &str) -> Result<Route, ApiError> {
+    fn get(path: &str) -> Result<Operation, ApiError> {
         route(&Method::GET, path)
+    }
+
+    fn account(project: &str, account: &str) -> AccountName {
+        AccountName {
+            project: project.into(),
+            account: account.into(),
+        }
     }
 
     #[test]
     fn google_paths() {
         assert_eq!(
             get("/v1/projects/p/serviceAccounts/a%40p.iam.gserviceaccount.com").ok(),
-            Some(Route::ServiceAccount {
-                project: "p".into(),
-                account: "a@p.iam.gserviceaccount.com".into()
-            })
+            Some(Operation::Authenticated(Authenticated::GetServiceAccount(
+                account("p", "a@p.iam.gserviceaccount.com")
+            )))
         );
         assert_eq!(
             route(
@@ -328,34 +460,50 @@ mod tests {
                 "/v1/projects/-/serviceAccounts/a@p.iam.gserviceaccount.com:getIamPolicy"
             )
             .ok(),
-            Some(Route::ServiceAccountVerb {
-                project: "-".into(),
-                account: "a@p.iam.gserviceaccount.com".into(),
-                verb: AccountVerb::Policy(PolicyVerb::GetIamPolicy)
-            })
+            Some(Operation::Authenticated(Authenticated::AccountPolicy(
+                account("-", "a@p.iam.gserviceaccount.com"),
+                PolicyVerb::GetIamPolicy
+            )))
         );
         assert_eq!(
             route(&Method::POST, "/v1/projects/p/serviceAccounts/123:disable").ok(),
-            Some(Route::ServiceAccountVerb {
-                project: "p".into(),
-                account: "123".into(),
-                verb: AccountVerb::Disable
-            })
+            Some(Operation::Authenticated(
+                Authenticated::DisableServiceAccount(account("p", "123"))
+            ))
         );
         assert_eq!(
-            get("/v1/projects/123/locations/global/workloadIdentityPools/pool-1/providers/prov-1")
-                .ok(),
-            Some(Route::Provider {
-                project: "123".into(),
-                location: "global".into(),
-                pool: "pool-1".into(),
-                provider: "prov-1".into()
-            })
+            route(
+                &Method::DELETE,
+                "/v1/projects/123/locations/global/workloadIdentityPools/pool-1/providers/prov-1"
+            )
+            .ok(),
+            Some(Operation::Authenticated(Authenticated::DeleteProvider(
+                ProviderName {
+                    pool: PoolName {
+                        parent: LocationName {
+                            project: "123".into(),
+                            location: "global".into()
+                        },
+                        pool: "pool-1".into()
+                    },
+                    provider: "prov-1".into()
+                }
+            )))
         );
         assert!(matches!(
             get("/v1/projects/123/locations/global/workloadIdentityPools/pool-1/operations/abc"),
-            Ok(Route::Operation(_))
+            Ok(Operation::Authenticated(Authenticated::GetOperation(_)))
         ));
+        assert_eq!(
+            route(&Method::HEAD, "/oauth2/v3/certs").ok(),
+            Some(Operation::Public(Public::Jwks))
+        );
+        assert_eq!(
+            route(&Method::POST, "/tokeninfo").ok(),
+            Some(Operation::Public(Public::OAuth(OAuth::TokenInfo {
+                posted: true
+            })))
+        );
     }
 
     #[test]
@@ -370,13 +518,60 @@ mod tests {
         ] {
             assert!(matches!(get(bad), Err(ApiError::NotFound(_))), "{bad}");
         }
-        assert!(matches!(
-            route(&Method::DELETE, "/v1/projects/p/serviceAccounts"),
-            Err(ApiError::MethodNotAllowed { .. })
-        ));
-        assert!(matches!(
-            get("/v1/projects/p/serviceAccounts/a:disable"),
-            Err(ApiError::MethodNotAllowed { .. })
-        ));
+        let Err(ApiError::MethodNotAllowed { allow, .. }) =
+            route(&Method::DELETE, "/v1/projects/p/serviceAccounts")
+        else {
+            panic!("DELETE of a collection is not allowed");
+        };
+        assert_eq!(allow, "GET, POST");
+        let Err(ApiError::MethodNotAllowed { allow, .. }) =
+            get("/v1/projects/p/serviceAccounts/a:disable")
+        else {
+            panic!("GET of a custom verb is not allowed");
+        };
+        assert_eq!(allow, "POST");
+        let Err(ApiError::MethodNotAllowed { allow, .. }) =
+            route(&Method::POST, "/v1/projects/p/serviceAccounts/a")
+        else {
+            panic!("POST of an account is not allowed");
+        };
+        assert_eq!(allow, "GET, PATCH, PUT, DELETE");
+    }
+
+    /// Every place answers at least one method, and each of its operations is public or
+    /// authenticated as its kind says: no place mixes the two.
+    #[test]
+    fn each_place_is_public_or_authenticated_throughout() {
+        let paths = [
+            "/healthz",
+            "/tokeninfo",
+            "/oauth2/v3/certs",
+            "/oauth2/v1/certs",
+            "/.well-known/openid-configuration",
+            "/service_accounts/v1/metadata/jwk/a@p.iam.gserviceaccount.com",
+            "/v1/token",
+            "/v1/introspect",
+            "/v1/signingKeys",
+            "/v1/signingKeys:rotate",
+            "/v1/auditEvents",
+            "/v1/projects",
+            "/v1/projects/p",
+            "/v1/projects/p:getIamPolicy",
+            "/v1/projects/p/serviceAccounts",
+            "/v1/projects/p/serviceAccounts/a",
+            "/v1/projects/p/serviceAccounts/a:signJwt",
+            "/v1/projects/p/locations/global/workloadIdentityPools/x/providers/y",
+            "/v1/projects/p/locations/l/clusters/c",
+        ];
+        for path in paths {
+            let place = parse(path).expect(path);
+            let kinds: Vec<bool> = METHODS
+                .iter()
+                .filter_map(|m| place.operation(m))
+                .map(|op| matches!(op, Operation::Public(_)))
+                .collect();
+            assert!(!kinds.is_empty(), "{path} answers nothing");
+            assert!(kinds.iter().all(|k| *k == kinds[0]), "{path} mixes kinds");
+        }
     }
 }

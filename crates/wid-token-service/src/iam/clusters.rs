@@ -12,6 +12,7 @@ use wid_store::{ClusterRow, Store, StoreError};
 use crate::App;
 use crate::auth::Resource;
 use crate::error::ApiError;
+use crate::routes::{ClusterName, LocationName};
 
 fn render(row: &ClusterRow) -> Cluster {
     let pool = names::gke_pool(&row.project_id);
@@ -56,15 +57,31 @@ fn new_uid() -> String {
     )
 }
 
+/// The keys a registration uploads (`Some`), or none for discovery: exactly one of the two.
+fn uploaded_keys(request: &Cluster) -> Result<Option<String>, ApiError> {
+    match (request.jwks_json.is_empty(), request.discover) {
+        (false, false) => {
+            crate::jwks::validate(&request.jwks_json)
+                .map_err(|e| ApiError::invalid("jwksJson", format!("Invalid JWKS: {e}.")))?;
+            Ok(Some(request.jwks_json.clone()))
+        }
+        (true, true) => Ok(None),
+        _ => Err(ApiError::invalid(
+            "jwksJson",
+            "Give the cluster's keys either as jwksJson (--jwk-json-path) or through discovery (--discover), not both or neither.",
+        )),
+    }
+}
+
 impl<S: Store> App<S> {
     pub(crate) async fn register_cluster(
         &self,
         caller: &Caller,
-        project: &str,
-        location: &str,
+        parent: &LocationName,
         request: Cluster,
     ) -> Result<Cluster, ApiError> {
-        let owner = self.project(project).await?;
+        let location = parent.location.as_str();
+        let owner = self.project(&parent.project).await?;
         self.require(caller, CLUSTER_CREATE, &Resource::Project(&owner))
             .await?;
         names::validate_cluster_segment("location", location)
@@ -76,38 +93,11 @@ impl<S: Store> App<S> {
         // One spelling per issuer, so that `https://k1.example/` is the cluster
         // `https://k1.example` is, and a second registration of it is refused.
         let issuer_uri = names::canonical_issuer(&request.issuer_uri);
-        let jwks_json = match (request.jwks_json.is_empty(), request.discover) {
-            (false, false) => {
-                crate::jwks::validate(&request.jwks_json)
-                    .map_err(|e| ApiError::invalid("jwksJson", format!("Invalid JWKS: {e}.")))?;
-                Some(request.jwks_json)
-            }
-            (true, true) => None,
-            _ => {
-                return Err(ApiError::invalid(
-                    "jwksJson",
-                    "Give the cluster's keys either as jwksJson (--jwk-json-path) or through discovery (--discover), not both or neither.",
-                ));
-            }
-        };
+        let jwks_json = uploaded_keys(&request)?;
         // With discovery, fetch now: a cluster whose keys cannot be had is not registered.
         let discovered = match jwks_json {
             Some(_) => None,
-            None => {
-                let fetched = crate::discovery::fetch_jwks(
-                    &self.http,
-                    &issuer_uri,
-                    self.config.discovery_timeout,
-                )
-                .await;
-                Some(fetched.map_err(|e| {
-                    tracing::warn!(caller = %caller, issuer = %issuer_uri, error = %e, "a cluster's key discovery failed; not registered");
-                    ApiError::FailedPrecondition(format!(
-                        "Cannot fetch the keys of issuer {issuer_uri} through OpenID Connect discovery: {}.",
-                        crate::discovery::DISCOVERY_FAILED
-                    ))
-                })?)
-            }
+            None => Some(self.discover_cluster_keys(caller, &issuer_uri).await?),
         };
         let now = super::now_rfc3339();
         let row = ClusterRow {
@@ -135,34 +125,56 @@ impl<S: Store> App<S> {
             self.store.create_cluster(&row).await
         };
         match created {
-            Err(StoreError::AlreadyExists) => {
-                let name = format!(
-                    "projects/{}/locations/{}/clusters/{}",
-                    row.project_id, row.location, row.name
-                );
-                let message = if self
-                    .store
-                    .get_cluster(&row.project_id, &row.location, &row.name)
-                    .await
-                    .is_ok()
-                {
-                    format!("Cluster {name} already exists.")
-                } else {
-                    format!(
-                        "Another cluster of project {} has the issuer {}; each cluster needs its own (kube-apiserver --service-account-issuer).",
-                        row.project_id, row.issuer_uri
-                    )
-                };
-                return Err(ApiError::AlreadyExists {
-                    message,
-                    resource: name,
-                });
-            }
+            Err(StoreError::AlreadyExists) => return Err(self.already_registered(&row).await),
             other => other?,
         }
         tracing::info!(caller = %caller, cluster = %row.name, location = %row.location, project = %row.project_id,
             isolated = row.isolated, issuer = %row.issuer_uri, "cluster registered");
         Ok(render(&row))
+    }
+
+    /// The keys of a cluster registered with discovery; a failure is told generically (what the
+    /// issuer answered is only in the log: registering is no probe of the service's network).
+    async fn discover_cluster_keys(
+        &self,
+        caller: &Caller,
+        issuer_uri: &str,
+    ) -> Result<String, ApiError> {
+        let fetched =
+            crate::discovery::fetch_jwks(&self.http, issuer_uri, self.config.discovery_timeout)
+                .await;
+        fetched.map_err(|e| {
+            tracing::warn!(caller = %caller, issuer = %issuer_uri, error = %e, "a cluster's key discovery failed; not registered");
+            ApiError::FailedPrecondition(format!(
+                "Cannot fetch the keys of issuer {issuer_uri} through OpenID Connect discovery: {}.",
+                crate::discovery::DISCOVERY_FAILED
+            ))
+        })
+    }
+
+    /// Why `row` cannot be registered: its name is taken, or its issuer is another cluster's.
+    async fn already_registered(&self, row: &ClusterRow) -> ApiError {
+        let name = format!(
+            "projects/{}/locations/{}/clusters/{}",
+            row.project_id, row.location, row.name
+        );
+        let taken = self
+            .store
+            .get_cluster(&row.project_id, &row.location, &row.name)
+            .await
+            .is_ok();
+        let message = if taken {
+            format!("Cluster {name} already exists.")
+        } else {
+            format!(
+                "Another cluster of project {} has the issuer {}; each cluster needs its own (kube-apiserver --service-account-issuer).",
+                row.project_id, row.issuer_uri
+            )
+        };
+        ApiError::AlreadyExists {
+            message,
+            resource: name,
+        }
     }
 
     async fn cluster_row(
@@ -182,30 +194,28 @@ impl<S: Store> App<S> {
     pub(crate) async fn get_cluster(
         &self,
         caller: &Caller,
-        project: &str,
-        location: &str,
-        name: &str,
+        name: &ClusterName,
     ) -> Result<Cluster, ApiError> {
-        let owner = self.project(project).await?;
+        let owner = self.project(&name.parent.project).await?;
         self.require(caller, CLUSTER_GET, &Resource::Project(&owner))
             .await?;
-        Ok(render(
-            &self.cluster_row(&owner.project_id, location, name).await?,
-        ))
+        let row = self
+            .cluster_row(&owner.project_id, &name.parent.location, &name.name)
+            .await?;
+        Ok(render(&row))
     }
 
     pub(crate) async fn list_clusters(
         &self,
         caller: &Caller,
-        project: &str,
-        location: &str,
+        parent: &LocationName,
     ) -> Result<ListClustersResponse, ApiError> {
-        let owner = self.project(project).await?;
+        let owner = self.project(&parent.project).await?;
         self.require(caller, CLUSTER_LIST, &Resource::Project(&owner))
             .await?;
         let clusters = self
             .store
-            .list_clusters(&owner.project_id, location)
+            .list_clusters(&owner.project_id, &parent.location)
             .await?
             .iter()
             .map(render)
@@ -216,14 +226,14 @@ impl<S: Store> App<S> {
     pub(crate) async fn delete_cluster(
         &self,
         caller: &Caller,
-        project: &str,
-        location: &str,
-        name: &str,
+        name: &ClusterName,
     ) -> Result<(), ApiError> {
-        let owner = self.project(project).await?;
+        let owner = self.project(&name.parent.project).await?;
         self.require(caller, CLUSTER_DELETE, &Resource::Project(&owner))
             .await?;
-        let row = self.cluster_row(&owner.project_id, location, name).await?;
+        let row = self
+            .cluster_row(&owner.project_id, &name.parent.location, &name.name)
+            .await?;
         self.store
             .delete_cluster(&row.project_id, &row.location, &row.name)
             .await?;

@@ -14,7 +14,8 @@ use wid_store::{NO_POLICY_ETAG, PolicyRow, ProjectRow, ServiceAccountRow, Store,
 use crate::App;
 use crate::auth::{Resource, resource_name};
 use crate::error::ApiError;
-use crate::routes::PolicyVerb;
+use crate::http::Input;
+use crate::routes::{AccountName, PolicyVerb};
 
 /// At most this many permissions in one testIamPermissions call (Google's bound).
 const MAX_TESTED_PERMISSIONS: usize = 100;
@@ -111,24 +112,22 @@ impl<S: Store> App<S> {
     pub(crate) async fn account_policy(
         &self,
         caller: &Caller,
-        project: &str,
-        account: &str,
+        name: &AccountName,
         verb: PolicyVerb,
-        query: &[(String, String)],
-        body: &[u8],
+        input: &Input,
     ) -> Result<serde_json::Value, ApiError> {
         let permission = match verb {
             PolicyVerb::SetIamPolicy => SA_SET_IAM_POLICY,
             _ => SA_GET_IAM_POLICY,
         };
-        let (owner, sa) = self.account(project, account, permission).await?;
+        let (owner, sa) = self.account(name, permission).await?;
         let target = Target {
             key: account_key(&sa),
             resource: Resource::ServiceAccount(&owner, &sa),
             get: SA_GET_IAM_POLICY,
             set: SA_SET_IAM_POLICY,
         };
-        self.policy_call(caller, &target, verb, query, body).await
+        self.policy_call(caller, &target, verb, input).await
     }
 
     pub(crate) async fn project_policy(
@@ -136,8 +135,7 @@ impl<S: Store> App<S> {
         caller: &Caller,
         project: &str,
         verb: PolicyVerb,
-        query: &[(String, String)],
-        body: &[u8],
+        input: &Input,
     ) -> Result<serde_json::Value, ApiError> {
         let owner = self.project(project).await?;
         let target = Target {
@@ -146,7 +144,7 @@ impl<S: Store> App<S> {
             get: PROJECT_GET_IAM_POLICY,
             set: PROJECT_SET_IAM_POLICY,
         };
-        self.policy_call(caller, &target, verb, query, body).await
+        self.policy_call(caller, &target, verb, input).await
     }
 
     async fn policy_call(
@@ -154,13 +152,12 @@ impl<S: Store> App<S> {
         caller: &Caller,
         target: &Target<'_>,
         verb: PolicyVerb,
-        query: &[(String, String)],
-        body: &[u8],
+        input: &Input,
     ) -> Result<serde_json::Value, ApiError> {
         let value = match verb {
             PolicyVerb::GetIamPolicy => {
-                let request: GetIamPolicyRequest = crate::http::parse_json(body)?;
-                let from_query = crate::http::query_value(query, "options.requestedPolicyVersion");
+                let request: GetIamPolicyRequest = input.json()?;
+                let from_query = input.query("options.requestedPolicyVersion");
                 let requested = match from_query {
                     Some(v) => Some(v.parse::<i64>().map_err(|_| {
                         ApiError::invalid(
@@ -182,12 +179,12 @@ impl<S: Store> App<S> {
                 serde_json::to_value(self.read_policy(&target.key).await?)
             }
             PolicyVerb::SetIamPolicy => {
-                let request: SetIamPolicyRequest = crate::http::parse_json(body)?;
+                let request: SetIamPolicyRequest = input.json()?;
                 self.require(caller, target.set, &target.resource).await?;
                 serde_json::to_value(self.write_policy(caller, &target.key, request).await?)
             }
             PolicyVerb::TestIamPermissions => {
-                let request: TestIamPermissionsRequest = crate::http::parse_json(body)?;
+                let request: TestIamPermissionsRequest = input.json()?;
                 serde_json::to_value(
                     self.test_permissions(caller, &target.resource, request)
                         .await?,

@@ -18,6 +18,8 @@ use wid_store::{KeySetOwner, PoolRow, ProjectRow, ProviderRow, Store, StoreError
 use crate::App;
 use crate::auth::Resource;
 use crate::error::ApiError;
+use crate::http::Input;
+use crate::routes::{LocationName, PoolName, ProviderName};
 
 const POOL_TYPE: &str = "google.iam.v1.WorkloadIdentityPool";
 const PROVIDER_TYPE: &str = "google.iam.v1.WorkloadIdentityPoolProvider";
@@ -293,12 +295,11 @@ impl<S: Store> App<S> {
     async fn pool_project(
         &self,
         caller: &Caller,
-        project: &str,
-        location: &str,
+        parent: &LocationName,
         permission: &'static str,
     ) -> Result<ProjectRow, ApiError> {
-        check_location(location)?;
-        let owner = self.project(project).await?;
+        check_location(&parent.location)?;
+        let owner = self.project(&parent.project).await?;
         self.require(caller, permission, &Resource::Project(&owner))
             .await?;
         Ok(owner)
@@ -323,15 +324,12 @@ impl<S: Store> App<S> {
     pub(crate) async fn create_pool(
         &self,
         caller: &Caller,
-        project: &str,
-        location: &str,
-        pool_id: Option<&str>,
-        request: WorkloadIdentityPool,
+        parent: &LocationName,
+        input: &Input,
     ) -> Result<Operation, ApiError> {
-        let owner = self
-            .pool_project(caller, project, location, POOL_CREATE)
-            .await?;
-        let pool_id = pool_id.unwrap_or_default();
+        let request: WorkloadIdentityPool = input.json()?;
+        let owner = self.pool_project(caller, parent, POOL_CREATE).await?;
+        let pool_id = input.query("workloadIdentityPoolId").unwrap_or_default();
         names::validate_pool_id("pool", pool_id)
             .map_err(|m| ApiError::invalid("workloadIdentityPoolId", m))?;
         super::check_len("displayName", &request.display_name, 32)?;
@@ -365,13 +363,10 @@ impl<S: Store> App<S> {
     pub(crate) async fn get_pool(
         &self,
         caller: &Caller,
-        project: &str,
-        location: &str,
-        pool: &str,
+        name: &PoolName,
     ) -> Result<WorkloadIdentityPool, ApiError> {
-        let owner = self
-            .pool_project(caller, project, location, POOL_GET)
-            .await?;
+        let owner = self.pool_project(caller, &name.parent, POOL_GET).await?;
+        let pool = name.pool.as_str();
         if pool == names::gke_pool(&owner.project_id) {
             return Ok(gke_pool(&owner));
         }
@@ -381,12 +376,9 @@ impl<S: Store> App<S> {
     pub(crate) async fn list_pools(
         &self,
         caller: &Caller,
-        project: &str,
-        location: &str,
+        parent: &LocationName,
     ) -> Result<ListWorkloadIdentityPoolsResponse, ApiError> {
-        let owner = self
-            .pool_project(caller, project, location, POOL_LIST)
-            .await?;
+        let owner = self.pool_project(caller, parent, POOL_LIST).await?;
         let mut pools = vec![gke_pool(&owner)];
         pools.extend(
             self.store
@@ -404,17 +396,14 @@ impl<S: Store> App<S> {
     pub(crate) async fn update_pool(
         &self,
         caller: &Caller,
-        project: &str,
-        location: &str,
-        pool: &str,
-        update_mask: Option<&str>,
-        request: WorkloadIdentityPool,
+        name: &PoolName,
+        input: &Input,
     ) -> Result<Operation, ApiError> {
-        let owner = self
-            .pool_project(caller, project, location, POOL_UPDATE)
-            .await?;
+        let request: WorkloadIdentityPool = input.json()?;
+        let owner = self.pool_project(caller, &name.parent, POOL_UPDATE).await?;
+        let pool = name.pool.as_str();
         let mut row = self.pool_row(&owner, pool).await?;
-        let mask = update_mask.filter(|m| !m.trim().is_empty()).ok_or_else(|| {
+        let mask = input.query("updateMask").filter(|m| !m.trim().is_empty()).ok_or_else(|| {
             ApiError::invalid("updateMask", "updateMask is required: name the fields to change (displayName, description, disabled).")
         })?;
         for field in mask.split(',').map(str::trim).filter(|f| !f.is_empty()) {
@@ -444,13 +433,10 @@ impl<S: Store> App<S> {
     pub(crate) async fn delete_pool(
         &self,
         caller: &Caller,
-        project: &str,
-        location: &str,
-        pool: &str,
+        name: &PoolName,
     ) -> Result<Operation, ApiError> {
-        let owner = self
-            .pool_project(caller, project, location, POOL_DELETE)
-            .await?;
+        let owner = self.pool_project(caller, &name.parent, POOL_DELETE).await?;
+        let pool = name.pool.as_str();
         let row = self.pool_row(&owner, pool).await?;
         self.store
             .delete_pool(&row.project_number, &row.pool_id)
@@ -481,19 +467,17 @@ impl<S: Store> App<S> {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn create_provider(
         &self,
         caller: &Caller,
-        project: &str,
-        location: &str,
-        pool: &str,
-        provider_id: Option<&str>,
-        request: WorkloadIdentityPoolProvider,
+        parent: &PoolName,
+        input: &Input,
     ) -> Result<Operation, ApiError> {
+        let request: WorkloadIdentityPoolProvider = input.json()?;
         let owner = self
-            .pool_project(caller, project, location, PROVIDER_CREATE)
+            .pool_project(caller, &parent.parent, PROVIDER_CREATE)
             .await?;
+        let pool = parent.pool.as_str();
         if pool == names::gke_pool(&owner.project_id) {
             return Err(ApiError::invalid(
                 "parent",
@@ -501,7 +485,9 @@ impl<S: Store> App<S> {
             ));
         }
         self.pool_row(&owner, pool).await?;
-        let provider_id = provider_id.unwrap_or_default();
+        let provider_id = input
+            .query("workloadIdentityPoolProviderId")
+            .unwrap_or_default();
         names::validate_pool_id("provider", provider_id)
             .map_err(|m| ApiError::invalid("workloadIdentityPoolProviderId", m))?;
         super::check_len("displayName", &request.display_name, 32)?;
@@ -586,14 +572,12 @@ impl<S: Store> App<S> {
     pub(crate) async fn get_provider(
         &self,
         caller: &Caller,
-        project: &str,
-        location: &str,
-        pool: &str,
-        provider: &str,
+        name: &ProviderName,
     ) -> Result<WorkloadIdentityPoolProvider, ApiError> {
         let owner = self
-            .pool_project(caller, project, location, PROVIDER_GET)
+            .pool_project(caller, &name.pool.parent, PROVIDER_GET)
             .await?;
+        let (pool, provider) = (name.pool.pool.as_str(), name.provider.as_str());
         if pool == names::gke_pool(&owner.project_id) {
             let clusters = self.store.list_clusters(&owner.project_id, "-").await?;
             return clusters
@@ -612,13 +596,12 @@ impl<S: Store> App<S> {
     pub(crate) async fn list_providers(
         &self,
         caller: &Caller,
-        project: &str,
-        location: &str,
-        pool: &str,
+        parent: &PoolName,
     ) -> Result<ListWorkloadIdentityPoolProvidersResponse, ApiError> {
         let owner = self
-            .pool_project(caller, project, location, PROVIDER_LIST)
+            .pool_project(caller, &parent.parent, PROVIDER_LIST)
             .await?;
+        let pool = parent.pool.as_str();
         if pool == names::gke_pool(&owner.project_id) {
             let clusters = self.store.list_clusters(&owner.project_id, "-").await?;
             return Ok(ListWorkloadIdentityPoolProvidersResponse {
@@ -643,29 +626,29 @@ impl<S: Store> App<S> {
         })
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn update_provider(
         &self,
         caller: &Caller,
-        project: &str,
-        location: &str,
-        pool: &str,
-        provider: &str,
-        update_mask: Option<&str>,
-        request: WorkloadIdentityPoolProvider,
+        name: &ProviderName,
+        input: &Input,
     ) -> Result<Operation, ApiError> {
+        let request: WorkloadIdentityPoolProvider = input.json()?;
         let owner = self
-            .pool_project(caller, project, location, PROVIDER_UPDATE)
+            .pool_project(caller, &name.pool.parent, PROVIDER_UPDATE)
             .await?;
+        let (pool, provider) = (name.pool.pool.as_str(), name.provider.as_str());
         let mut row = self.provider_row(&owner, pool, provider).await?;
-        let mask = provider_mask(update_mask.filter(|m| !m.trim().is_empty()).ok_or_else(
-            || {
-                ApiError::invalid(
-                    "updateMask",
-                    "updateMask is required: name the fields to change.",
-                )
-            },
-        )?)?;
+        let mask = provider_mask(
+            input
+                .query("updateMask")
+                .filter(|m| !m.trim().is_empty())
+                .ok_or_else(|| {
+                    ApiError::invalid(
+                        "updateMask",
+                        "updateMask is required: name the fields to change.",
+                    )
+                })?,
+        )?;
         let oidc = request.oidc.unwrap_or_default();
         if mask.display_name {
             row.display_name = request.display_name;
@@ -725,14 +708,12 @@ impl<S: Store> App<S> {
     pub(crate) async fn delete_provider(
         &self,
         caller: &Caller,
-        project: &str,
-        location: &str,
-        pool: &str,
-        provider: &str,
+        name: &ProviderName,
     ) -> Result<Operation, ApiError> {
         let owner = self
-            .pool_project(caller, project, location, PROVIDER_DELETE)
+            .pool_project(caller, &name.pool.parent, PROVIDER_DELETE)
             .await?;
+        let (pool, provider) = (name.pool.pool.as_str(), name.provider.as_str());
         let row = self.provider_row(&owner, pool, provider).await?;
         self.store
             .delete_provider(&row.project_number, &row.pool_id, &row.provider_id)

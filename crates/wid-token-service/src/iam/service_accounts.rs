@@ -12,6 +12,8 @@ use wid_store::{ProjectRow, ServiceAccountRow, Store, StoreError};
 use crate::App;
 use crate::auth::Resource;
 use crate::error::ApiError;
+use crate::http::Input;
+use crate::routes::AccountName;
 
 const MAX_DISPLAY_NAME: usize = 100;
 const MAX_DESCRIPTION: usize = 256;
@@ -58,15 +60,15 @@ fn parse_mask(mask: &str) -> Result<Mask, ApiError> {
 }
 
 impl<S: Store> App<S> {
-    /// The account named by `account` (email or unique id) under `project` (id, number or `-`),
-    /// with its project. Under `-` an unknown account is PERMISSION_DENIED for `permission`, as
-    /// Google answers, so that its existence does not leak.
+    /// The account a path names (its email or unique id, under its project's id, number or
+    /// `-`), with its project. Under `-` an unknown account is PERMISSION_DENIED for
+    /// `permission`, as Google answers, so that its existence does not leak.
     pub(crate) async fn account(
         &self,
-        project: &str,
-        account: &str,
+        name: &AccountName,
         permission: &'static str,
     ) -> Result<(ProjectRow, ServiceAccountRow), ApiError> {
+        let (project, account) = (name.project.as_str(), name.account.as_str());
         let missing = || {
             if project == "-" {
                 ApiError::PermissionDenied { permission }
@@ -159,10 +161,9 @@ impl<S: Store> App<S> {
     pub(crate) async fn get_service_account(
         &self,
         caller: &Caller,
-        project: &str,
-        account: &str,
+        name: &AccountName,
     ) -> Result<ServiceAccount, ApiError> {
-        let (owner, row) = self.account(project, account, SA_GET).await?;
+        let (owner, row) = self.account(name, SA_GET).await?;
         self.require(caller, SA_GET, &Resource::ServiceAccount(&owner, &row))
             .await?;
         Ok(render(&row))
@@ -172,9 +173,9 @@ impl<S: Store> App<S> {
         &self,
         caller: &Caller,
         project: &str,
-        page_size: Option<&str>,
-        page_token: Option<&str>,
+        input: &Input,
     ) -> Result<ListServiceAccountsResponse, ApiError> {
+        let (page_size, page_token) = (input.query("pageSize"), input.query("pageToken"));
         if project == "-" {
             return Err(ApiError::invalid(
                 "name",
@@ -226,35 +227,51 @@ impl<S: Store> App<S> {
         })
     }
 
-    /// PATCH (with an update mask) and PUT (the whole resource) alike.
-    pub(crate) async fn update_service_account(
+    /// PATCH: the fields the update mask names.
+    pub(crate) async fn patch_service_account(
         &self,
         caller: &Caller,
-        project: &str,
-        account: &str,
+        name: &AccountName,
         request: PatchServiceAccountRequest,
-        whole: bool,
     ) -> Result<ServiceAccount, ApiError> {
-        let (owner, row) = self.account(project, account, SA_UPDATE).await?;
-        self.require(caller, SA_UPDATE, &Resource::ServiceAccount(&owner, &row))
-            .await?;
-        let fields = request.service_account.unwrap_or_default();
-        let mask = if whole {
-            Mask {
-                display_name: true,
-                description: true,
-            }
-        } else {
-            match request.update_mask.as_deref() {
-                Some(m) if !m.trim().is_empty() => parse_mask(m)?,
-                _ => {
-                    return Err(ApiError::invalid(
-                        "updateMask",
-                        "updateMask is required: name the fields to change (displayName, description).",
-                    ));
-                }
+        let mask = match request.update_mask.as_deref() {
+            Some(m) if !m.trim().is_empty() => parse_mask(m)?,
+            _ => {
+                return Err(ApiError::invalid(
+                    "updateMask",
+                    "updateMask is required: name the fields to change (displayName, description).",
+                ));
             }
         };
+        let fields = request.service_account.unwrap_or_default();
+        self.update_service_account(caller, name, fields, mask)
+            .await
+    }
+
+    /// PUT: the whole resource.
+    pub(crate) async fn replace_service_account(
+        &self,
+        caller: &Caller,
+        name: &AccountName,
+        whole: ServiceAccount,
+    ) -> Result<ServiceAccount, ApiError> {
+        let mask = Mask {
+            display_name: true,
+            description: true,
+        };
+        self.update_service_account(caller, name, whole, mask).await
+    }
+
+    async fn update_service_account(
+        &self,
+        caller: &Caller,
+        name: &AccountName,
+        fields: ServiceAccount,
+        mask: Mask,
+    ) -> Result<ServiceAccount, ApiError> {
+        let (owner, row) = self.account(name, SA_UPDATE).await?;
+        self.require(caller, SA_UPDATE, &Resource::ServiceAccount(&owner, &row))
+            .await?;
         super::check_len(
             "serviceAccount.displayName",
             &fields.display_name,
@@ -289,12 +306,11 @@ impl<S: Store> App<S> {
     pub(crate) async fn set_service_account_disabled(
         &self,
         caller: &Caller,
-        project: &str,
-        account: &str,
+        name: &AccountName,
         disabled: bool,
     ) -> Result<(), ApiError> {
         let permission = if disabled { SA_DISABLE } else { SA_ENABLE };
-        let (owner, row) = self.account(project, account, permission).await?;
+        let (owner, row) = self.account(name, permission).await?;
         self.require(caller, permission, &Resource::ServiceAccount(&owner, &row))
             .await?;
         if row.disabled == disabled {
@@ -307,7 +323,7 @@ impl<S: Store> App<S> {
         if let Err(StoreError::Aborted) =
             self.store.update_service_account(&updated, &row.etag).await
         {
-            let (_, fresh) = self.account(project, account, permission).await?;
+            let (_, fresh) = self.account(name, permission).await?;
             let mut again = fresh.clone();
             again.disabled = disabled;
             again.etag = super::new_etag();
@@ -322,10 +338,9 @@ impl<S: Store> App<S> {
     pub(crate) async fn delete_service_account(
         &self,
         caller: &Caller,
-        project: &str,
-        account: &str,
+        name: &AccountName,
     ) -> Result<(), ApiError> {
-        let (owner, row) = self.account(project, account, SA_DELETE).await?;
+        let (owner, row) = self.account(name, SA_DELETE).await?;
         self.require(caller, SA_DELETE, &Resource::ServiceAccount(&owner, &row))
             .await?;
         self.store.delete_service_account(&row.unique_id).await?;
