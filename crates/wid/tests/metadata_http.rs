@@ -84,14 +84,14 @@ impl Dev {
         let dir = tempfile::tempdir().expect("tempdir");
         let pods = dir.path().join("pods.json");
         write_pods(&pods);
-        let (md_port, iam_port) = (support::free_port(), support::free_port());
         let log = dir.path().join("dev.log");
         let out = dir.path().join("dev.out");
         let mut command = Command::new(support::WID);
         command
             .arg("dev")
-            .args(["--metadata-addr", &format!("127.0.0.1:{md_port}")])
-            .args(["--iam-addr", &format!("127.0.0.1:{iam_port}")])
+            // Free ports, as the printed lines tell.
+            .args(["--metadata-addr", "127.0.0.1:0"])
+            .args(["--iam-addr", "127.0.0.1:0"])
             .arg("--pods")
             .arg(&pods)
             .env_remove("WID_PROJECT")
@@ -105,8 +105,8 @@ impl Dev {
             .expect("spawn wid dev");
         let mut dev = Dev {
             child,
-            md_port,
-            iam_base: format!("http://127.0.0.1:{iam_port}"),
+            md_port: 0,
+            iam_base: String::new(),
             log,
             out,
             _dir: dir,
@@ -115,8 +115,8 @@ impl Dev {
         dev
     }
 
-    /// Ready once `wid dev` prints its environment line: the metadata listener is bound and the
-    /// bootstrap (project, account, binding, cluster) is done.
+    /// Ready once `wid dev` prints its lines to paste: the metadata listener is bound and the
+    /// bootstrap (project, account, binding, cluster) is done. They say where both listen.
     async fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -127,14 +127,20 @@ impl Dev {
                 );
             }
             let printed = std::fs::read_to_string(&self.out).unwrap_or_default();
-            if let Some(line) = printed
-                .lines()
-                .find(|l| l.starts_with("export GCE_METADATA_HOST="))
+            let exported = |name: &str| {
+                printed
+                    .lines()
+                    .filter(|l| l.starts_with("export "))
+                    .flat_map(|l| l.split(' '))
+                    .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+                    .map(str::to_owned)
+            };
+            if let (Some(host), Some(endpoint)) =
+                (exported("GCE_METADATA_HOST"), exported("WID_ENDPOINT"))
             {
-                assert!(
-                    line.contains(&format!("GCE_METADATA_HOST=127.0.0.1:{}", self.md_port)),
-                    "wid dev printed another address: {line}"
-                );
+                let port = host.strip_prefix("127.0.0.1:").and_then(|p| p.parse().ok());
+                self.md_port = port.unwrap_or_else(|| panic!("wid dev printed {host}"));
+                self.iam_base = endpoint;
                 return;
             }
             assert!(
