@@ -18,10 +18,13 @@
 //! token is served but not kept (its next request asks again, within the pod's upstream budget).
 //!
 //! The hot path (a fresh token) is one lookup in moka's concurrent map, with no lock of ours and
-//! none held across an await.
+//! none held across an await. Keys are typed ([`CacheKey`]: what the token is for, and the pod
+//! it is counted against); a fetch is a future handed in with the request, awaited on a miss,
+//! spawned for a refresh ahead of expiry, dropped unpolled otherwise.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
+use std::hash::Hash;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -76,6 +79,15 @@ impl Bounds {
     }
 }
 
+/// What a cache key must tell: the pod a token is counted against, and roughly how many bytes
+/// the key takes.
+pub trait CacheKey: Clone + Eq + Hash + Send + Sync + 'static {
+    /// The uid of the pod the token is fetched for.
+    fn owner(&self) -> &str;
+    /// The key's size in bytes, as counted against its pod and the node.
+    fn weight(&self) -> usize;
+}
+
 struct Entry {
     minted: Minted,
     /// The pod uid it was fetched for.
@@ -102,20 +114,27 @@ pub enum Source {
 }
 
 /// The token cache; clones share it.
-#[derive(Clone)]
-pub struct TokenCache(Arc<Inner>);
+pub struct TokenCache<K>(Arc<Inner<K>>);
 
-struct Inner {
-    tokens: Cache<String, Arc<Entry>>,
+impl<K> Clone for TokenCache<K> {
+    fn clone(&self) -> Self {
+        TokenCache(self.0.clone())
+    }
+}
+
+/// The turns of keys being fetched, dropped when the last waiter is done.
+type Inflight<K> = Arc<Mutex<HashMap<K, Arc<tokio::sync::Mutex<()>>>>>;
+
+struct Inner<K> {
+    tokens: Cache<K, Arc<Entry>>,
     /// Per pod uid; kept in step with `tokens` by its eviction listener.
     usage: Arc<Mutex<HashMap<String, Usage>>>,
-    /// The turns of keys being fetched, dropped when the last waiter is done.
-    inflight: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    inflight: Inflight<K>,
     bounds: Bounds,
     stale_log: LogLimit,
 }
 
-impl Default for TokenCache {
+impl<K: CacheKey> Default for TokenCache<K> {
     fn default() -> Self {
         TokenCache::new(Bounds::default())
     }
@@ -132,14 +151,14 @@ impl AtTokenExpiry {
     }
 }
 
-impl moka::Expiry<String, Arc<Entry>> for AtTokenExpiry {
-    fn expire_after_create(&self, _: &String, entry: &Arc<Entry>, _: Instant) -> Option<Duration> {
+impl<K> moka::Expiry<K, Arc<Entry>> for AtTokenExpiry {
+    fn expire_after_create(&self, _: &K, entry: &Arc<Entry>, _: Instant) -> Option<Duration> {
         Self::left(entry)
     }
 
     fn expire_after_update(
         &self,
-        _: &String,
+        _: &K,
         entry: &Arc<Entry>,
         _: Instant,
         _: Option<Duration>,
@@ -152,8 +171,8 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-impl TokenCache {
-    pub fn new(bounds: Bounds) -> TokenCache {
+impl<K: CacheKey> TokenCache<K> {
+    pub fn new(bounds: Bounds) -> TokenCache<K> {
         let usage: Arc<Mutex<HashMap<String, Usage>>> = Arc::default();
         let released = usage.clone();
         let tokens = Cache::builder()
@@ -182,10 +201,11 @@ impl TokenCache {
         }))
     }
 
-    /// Keeps `minted` under `key` for `owner`, unless that pod already holds all it may (a token
+    /// Keeps `minted` under `key` for its pod, unless that pod already holds all it may (a token
     /// that replaces one of its own always may).
-    fn keep(&self, key: &str, owner: &str, minted: Minted) {
-        let weight = key.len() + owner.len() + minted.token.len() + ENTRY_OVERHEAD;
+    fn keep(&self, key: &K, minted: Minted) {
+        let owner = key.owner();
+        let weight = key.weight() + owner.len() + minted.token.len() + ENTRY_OVERHEAD;
         let replacing = self
             .0
             .tokens
@@ -207,7 +227,7 @@ impl TokenCache {
         }
         // The listener takes the replaced entry off the pod's count.
         self.0.tokens.insert(
-            key.to_owned(),
+            key.clone(),
             Arc::new(Entry {
                 minted,
                 owner: owner.to_owned(),
@@ -219,15 +239,15 @@ impl TokenCache {
     }
 
     /// Waits for the turn to fetch `key`: one fetch of a key at a time.
-    async fn turn(&self, key: &str) -> Turn {
+    async fn turn(&self, key: &K) -> Turn<K> {
         let mutex = lock(&self.0.inflight)
-            .entry(key.to_owned())
+            .entry(key.clone())
             .or_default()
             .clone();
         Turn {
             guard: Some(mutex.lock_owned().await),
             inflight: self.0.inflight.clone(),
-            key: key.to_owned(),
+            key: key.clone(),
         }
     }
 
@@ -236,17 +256,17 @@ impl TokenCache {
         let live: HashSet<&str> = live.iter().map(String::as_str).collect();
         for (key, entry) in self.0.tokens.iter() {
             if !live.contains(entry.owner.as_str()) {
-                self.0.tokens.invalidate(key.as_str());
+                self.0.tokens.invalidate(key.as_ref());
             }
         }
     }
 
     /// Forgets the token of `key` if it is still `token` (the upstream no longer accepts it):
     /// the next `get` fetches anew, once for all its concurrent callers, whoever forgot it.
-    pub fn forget(&self, key: &str, token: &str) {
+    pub fn forget(&self, key: &K, token: &str) {
         self.0
             .tokens
-            .entry(key.to_owned())
+            .entry(key.clone())
             .and_compute_with(|current| match current {
                 Some(entry) if entry.value().minted.token == token => Op::Remove,
                 _ => Op::Nop,
@@ -269,21 +289,16 @@ impl TokenCache {
 
     /// A cached token that is fresh enough to serve as it is (more than [`REFRESH_AHEAD`] left),
     /// without touching the fetch machinery: the hot path.
-    pub fn fresh(&self, key: &str) -> Option<Minted> {
+    pub fn fresh(&self, key: &K) -> Option<Minted> {
         let entry = self.0.tokens.get(key)?;
         (entry.minted.expires_at - now() > REFRESH_AHEAD).then(|| entry.minted.clone())
     }
 
-    /// The token for `key`, from the cache or from `fetch`.
-    pub async fn get<F, Fut>(
-        &self,
-        key: &str,
-        owner: &str,
-        fetch: F,
-    ) -> Result<(Minted, Source), UpstreamError>
+    /// The token for `key`, from the cache or from `fetch`: awaited on a miss, spawned to
+    /// refresh a token near its expiry (while the cached one is served), else dropped unpolled.
+    pub async fn get<F>(&self, key: &K, fetch: F) -> Result<(Minted, Source), UpstreamError>
     where
-        F: Fn() -> Fut + Clone + Send + Sync + 'static,
-        Fut: Future<Output = Result<Minted, UpstreamError>> + Send + 'static,
+        F: Future<Output = Result<Minted, UpstreamError>> + Send + 'static,
     {
         let at = now();
         if let Some(cached) = self.0.tokens.get(key) {
@@ -294,7 +309,7 @@ impl TokenCache {
                     && !cached.refreshing.swap(true, Ordering::AcqRel)
                 {
                     let cache = self.clone();
-                    tokio::spawn(cache.refresh(key.to_owned(), owner.to_owned(), fetch));
+                    tokio::spawn(cache.refresh(key.clone(), fetch));
                 }
                 return Ok((cached.minted.clone(), Source::Hit));
             }
@@ -307,9 +322,9 @@ impl TokenCache {
         {
             return Ok((cached.minted.clone(), Source::Hit));
         }
-        match fetch().await {
+        match fetch.await {
             Ok(minted) => {
-                self.keep(key, owner, minted.clone());
+                self.keep(key, minted.clone());
                 Ok((minted, Source::Miss))
             }
             // Stale if the upstream is away, never if it refuses: a token it no longer gives is
@@ -330,15 +345,14 @@ impl TokenCache {
         }
     }
 
-    async fn refresh<F, Fut>(self, key: String, owner: String, fetch: F)
+    async fn refresh<F>(self, key: K, fetch: F)
     where
-        F: Fn() -> Fut,
-        Fut: Future<Output = Result<Minted, UpstreamError>>,
+        F: Future<Output = Result<Minted, UpstreamError>>,
     {
         let _turn = self.turn(&key).await;
-        match fetch().await {
+        match fetch.await {
             Ok(minted) => {
-                self.keep(&key, &owner, minted);
+                self.keep(&key, minted);
             }
             Err(e) if e.is_transient() => {
                 if let Some(left_out) = self.0.stale_log.admit("refresh") {
@@ -363,13 +377,13 @@ impl TokenCache {
 
 /// The turn to fetch one key; the last one done with a key removes its entry, so that nothing
 /// of a fetch outlives it.
-struct Turn {
+struct Turn<K: CacheKey> {
     guard: Option<tokio::sync::OwnedMutexGuard<()>>,
-    inflight: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
-    key: String,
+    inflight: Inflight<K>,
+    key: K,
 }
 
-impl Drop for Turn {
+impl<K: CacheKey> Drop for Turn<K> {
     fn drop(&mut self) {
         let mut inflight = lock(&self.inflight);
         // The map's reference and this turn's: nobody else waits for the key.

@@ -20,8 +20,9 @@ use wid_gce::http1::{self, Connection, Framing};
 use wid_runtime::connections::Lease;
 use wid_runtime::serve::{Connections, Stop};
 
+use crate::identify::Identified;
 use crate::pods::Caller;
-use crate::{Agent, Answer, Attested, answer, metrics};
+use crate::{Agent, Answer, metrics};
 
 /// How long a keep-alive connection may sit idle between requests. Clients pool connections to
 /// the metadata server for the life of the process; closing an idle one costs them a reconnect,
@@ -161,52 +162,7 @@ async fn run(
                 let keep_alive = head.keep_alive;
                 let mut connection = Connection::after(&head, stop.is_stopped());
                 let len = head.len;
-                let mut answer = answer(agent, peer, &head.request, attested.as_deref(), true);
-                // Each step below is taken about once per request (waiting is asked for only with
-                // `may_wait`, the others do not come back once done); an index that keeps
-                // changing its mind meanwhile ends in the 503 below.
-                for _ in 0..5 {
-                    // Each step either settles the answer or says how to ask again.
-                    let may_wait = match answer {
-                        Answer::WaitForPod(ip) => {
-                            agent.wait_for_pod(ip).await;
-                            false
-                        }
-                        Answer::Attest(pod) => {
-                            match agent.attest(pod.clone(), ends(stream, peer)).await {
-                                Attested::Confirmed => {
-                                    attested = Some(pod.uid.clone());
-                                    false
-                                }
-                                // The address is changing hands: its new pod may not be known yet.
-                                Attested::IndexChanged => true,
-                                Attested::Refused(reply) => {
-                                    answer = Answer::Now(reply);
-                                    break;
-                                }
-                            }
-                        }
-                        Answer::NeedProjectNumber(pod) => {
-                            match agent.learn_project_number(&pod).await {
-                                Ok(()) => false,
-                                Err(e) => {
-                                    tracing::warn!(error = %e, "cannot learn the project's number from STS (is --project right, and the cluster registered in it?)");
-                                    answer = Answer::Now(crate::upstream_error(
-                                        "Unable to learn the project's number from STS (check the agent's --project and the cluster's registration, or give --project-number)",
-                                        e,
-                                    ));
-                                    break;
-                                }
-                            }
-                        }
-                        done => {
-                            answer = done;
-                            break;
-                        }
-                    };
-                    answer =
-                        crate::answer(agent, peer, &head.request, attested.as_deref(), may_wait);
-                }
+                let answer = answer(agent, stream, peer, &head.request, &mut attested).await;
                 // Pipelined requests stay in the buffer; the usual case empties it.
                 if len >= input.len() {
                     input.clear();
@@ -229,11 +185,6 @@ async fn run(
                         let reply = until_closed(stream, &mut input, held).await;
                         drop(slot);
                         reply
-                    }
-                    // Asked not to wait, with the number learnt or the connection confirmed,
-                    // `answer` never says so.
-                    Answer::WaitForPod(_) | Answer::NeedProjectNumber(_) | Answer::Attest(_) => {
-                        Some(Reply::text(503, "Unable to identify the caller; retry.\n"))
                     }
                 };
                 // The client went away while its answer was made.
@@ -329,6 +280,36 @@ async fn run(
             }
         }
     }
+}
+
+/// The answer to one request: the protocol's checks that need no caller, then the caller
+/// identified once (at once in the usual case; the slow cases settled in one step, boxed so
+/// that the usual request's future stays small), then the pod's answer. `attested` is the pod
+/// this connection was confirmed to come from (`--attest-callers`): once per connection and
+/// pod, not per request.
+async fn answer(
+    agent: &Arc<Agent>,
+    stream: &TcpStream,
+    peer: SocketAddr,
+    request: &wid_gce::Request<'_>,
+    attested: &mut Option<String>,
+) -> Answer {
+    if let Some(reply) = wid_gce::precheck(request) {
+        return Answer::Now(reply);
+    }
+    let ip = wid_runtime::connections::canonical_ip(peer.ip());
+    let pod = match agent.identify(ip, attested.as_deref()) {
+        Identified::Pod(pod) => pod,
+        Identified::Refused(reply) => return Answer::Now(reply),
+        Identified::Unsettled(unsettled) => {
+            let settled = agent.settle(unsettled, ends(stream, peer), attested);
+            match Box::pin(settled).await {
+                Ok(pod) => pod,
+                Err(reply) => return Answer::Now(reply),
+            }
+        }
+    };
+    agent.respond(ip, pod, request)
 }
 
 /// `answer`, unless the client closes the connection first (`None`): an abandoned long-poll or

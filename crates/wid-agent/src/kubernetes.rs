@@ -22,6 +22,7 @@ use kube::{Api, Client};
 use crate::cache::TokenCache;
 use crate::pod_index::{PodIndex, PodRecord, Snapshot};
 use crate::pods::{Caller, Pod, Resolver};
+use crate::tokens::{Asked, TokenKey};
 use crate::upstream::{Minted, UpstreamError};
 
 /// How often the annotations of the service accounts in use are read again, so that a changed
@@ -377,14 +378,54 @@ fn annotations(sa: Option<&ServiceAccount>) -> BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
+/// A token of the pod's KSA for `audience`, bound to the pod, asked of the TokenRequest API.
+async fn request_token(
+    client: Client,
+    pod: Arc<Pod>,
+    audience: String,
+) -> Result<Minted, UpstreamError> {
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: vec![audience],
+            expiration_seconds: Some(KSA_TOKEN_SECONDS),
+            bound_object_ref: Some(BoundObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Pod".into()),
+                name: Some(pod.name.clone()),
+                uid: Some(pod.uid.clone()),
+            }),
+        },
+        ..TokenRequest::default()
+    };
+    let (namespace, ksa) = (&pod.namespace, &pod.service_account_name);
+    let api = Api::<ServiceAccount>::namespaced(client, namespace);
+    let answer = api
+        .create_token_request(ksa, &Default::default(), &request)
+        .await
+        .map_err(|e| {
+            UpstreamError::Unavailable(format!(
+                "the Kubernetes API server did not issue a token for {namespace}/{ksa}: {e}"
+            ))
+        })?;
+    let Some(status) = answer.status else {
+        return Err(UpstreamError::Unavailable(
+            "the Kubernetes API server answered a TokenRequest without a token".into(),
+        ));
+    };
+    Ok(Minted {
+        expires_at: status.expiration_timestamp.0.as_second(),
+        token: status.token,
+    })
+}
+
 /// KSA tokens from the TokenRequest API: audience the pool, bound to the pod, short-lived, in the
 /// agent's token cache per pod (one request for concurrent misses, renewed ahead of expiry,
 /// served while the API server is away).
 pub struct TokenRequests {
     client: Client,
     issuer: String,
-    /// By pod uid and audience.
-    cache: TokenCache,
+    /// By pod and audience.
+    cache: TokenCache<TokenKey>,
 }
 
 /// Lifetime asked of the API server (its minimum is ten minutes); the cache renews a token from
@@ -404,52 +445,11 @@ impl TokenRequests {
         &self.issuer
     }
 
-    pub async fn token(&self, pod: &Pod, audience: &str) -> Result<String, UpstreamError> {
-        let key = format!("{}|{audience}", pod.uid);
-        let (client, audience) = (self.client.clone(), audience.to_owned());
-        let (namespace, name, uid, ksa) = (
-            pod.namespace.clone(),
-            pod.name.clone(),
-            pod.uid.clone(),
-            pod.service_account_name.clone(),
-        );
-        let fetch = move || {
-            let request = TokenRequest {
-                spec: TokenRequestSpec {
-                    audiences: vec![audience.clone()],
-                    expiration_seconds: Some(KSA_TOKEN_SECONDS),
-                    bound_object_ref: Some(BoundObjectReference {
-                        api_version: Some("v1".into()),
-                        kind: Some("Pod".into()),
-                        name: Some(name.clone()),
-                        uid: Some(uid.clone()),
-                    }),
-                },
-                ..TokenRequest::default()
-            };
-            let api = Api::<ServiceAccount>::namespaced(client.clone(), &namespace);
-            let (namespace, ksa) = (namespace.clone(), ksa.clone());
-            async move {
-                let answer = api
-                    .create_token_request(&ksa, &Default::default(), &request)
-                    .await
-                    .map_err(|e| {
-                        UpstreamError::Unavailable(format!(
-                            "the Kubernetes API server did not issue a token for {namespace}/{ksa}: {e}"
-                        ))
-                    })?;
-                let Some(status) = answer.status else {
-                    return Err(UpstreamError::Unavailable(
-                        "the Kubernetes API server answered a TokenRequest without a token".into(),
-                    ));
-                };
-                Ok(Minted {
-                    expires_at: status.expiration_timestamp.0.as_second(),
-                    token: status.token,
-                })
-            }
-        };
-        let (minted, _) = self.cache.get(&key, &pod.uid, fetch).await?;
+    /// A KSA token of `pod` for `audience`: from the cache, or a TokenRequest.
+    pub async fn token(&self, pod: &Arc<Pod>, audience: &str) -> Result<String, UpstreamError> {
+        let key = TokenKey::new(pod.clone(), Asked::KsaToken(audience.to_owned()));
+        let fetch = request_token(self.client.clone(), pod.clone(), audience.to_owned());
+        let (minted, _) = self.cache.get(&key, fetch).await?;
         Ok(minted.token)
     }
 

@@ -1,11 +1,9 @@
-//! The token flow, as GKE's metadata server runs it: a Kubernetes service-account token for the
-//! caller's KSA, exchanged at STS for a federated token, then, for an annotated KSA, an access or
-//! ID token of its IAM service account from IAM Credentials.
-//!
-//! The KSA token comes from a [`KsaIssuer`]: in this issue a cluster issuer key the agent holds
-//! (the token service trusts its JWKS through `wid iam clusters register`); the Kubernetes
-//! TokenRequest source follows behind the same shape.
+//! The calls of the token flow ([`crate::tokens`] decides which): a Kubernetes service-account
+//! token for the caller's KSA ([`KsaTokens`]: signed with a cluster issuer key the agent holds,
+//! whose JWKS the token service trusts through `wid iam clusters register`, or from the
+//! TokenRequest API), STS's exchange and introspection, and IAM Credentials.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
@@ -132,7 +130,7 @@ impl KsaTokens {
     }
 
     /// A KSA token of the pod for `audience`.
-    pub async fn token(&self, pod: &Pod, audience: &str) -> Result<String, UpstreamError> {
+    pub async fn token(&self, pod: &Arc<Pod>, audience: &str) -> Result<String, UpstreamError> {
         match self {
             KsaTokens::Issuer(issuer) => issuer
                 .token(pod, audience)

@@ -8,6 +8,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use wid_agent::cache::TokenCache;
+use wid_agent::pods::{GSA_ANNOTATION, Pod};
+use wid_agent::tokens::TokenKey;
 use wid_agent::upstream::{Minted, now};
 
 /// The lookup of the replaced cache, as it was: one mutex over the slot map, then the slot's read
@@ -26,6 +28,24 @@ impl SlotMap {
     }
 }
 
+/// The key of pod `i`'s access token with the default scopes.
+fn token_key(i: usize) -> TokenKey {
+    let pod = Pod {
+        ip: std::net::IpAddr::from([10, 0, (i / 256) as u8, (i % 256) as u8]),
+        namespace: "ns".into(),
+        name: format!("app-{i}"),
+        uid: format!("uid-{i}"),
+        service_account_name: "app".into(),
+        annotations: [(
+            GSA_ANNOTATION.to_owned(),
+            "app@p.iam.gserviceaccount.com".to_owned(),
+        )]
+        .into_iter()
+        .collect(),
+    };
+    TokenKey::access(Arc::new(pod), &[])
+}
+
 fn token(i: usize) -> Minted {
     // About the size of a wid access token.
     Minted {
@@ -34,27 +54,27 @@ fn token(i: usize) -> Minted {
     }
 }
 
-/// Lookups per second of `lookup` over `keys` with `threads` threads for `seconds`.
+/// Lookups per second of `lookup` over `keys` keys (by index) with `threads` threads for
+/// `seconds`.
 fn rate(
     threads: usize,
     seconds: f64,
-    keys: &Arc<Vec<String>>,
-    lookup: Arc<dyn Fn(&str) -> bool + Send + Sync>,
+    keys: usize,
+    lookup: Arc<dyn Fn(usize) -> bool + Send + Sync>,
 ) -> f64 {
     let stop = Arc::new(AtomicBool::new(false));
     let count = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let handles: Vec<_> = (0..threads)
         .map(|t| {
-            let (stop, count, keys, lookup) =
-                (stop.clone(), count.clone(), keys.clone(), lookup.clone());
+            let (stop, count, lookup) = (stop.clone(), count.clone(), lookup.clone());
             std::thread::spawn(move || {
                 let mut i = t * 7919;
                 let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     for _ in 0..1024 {
-                        i = (i + 7919) % keys.len();
-                        if lookup(&keys[i]) {
+                        i = (i + 7919) % keys;
+                        if lookup(i) {
                             n += 1;
                         }
                     }
@@ -77,16 +97,15 @@ pub async fn run(seconds: f64) -> anyhow::Result<()> {
             .map(|i| format!("uid-{i}|ns/app|app@p.iam.gserviceaccount.com|https://www.googleapis.com/auth/cloud-platform"))
             .collect(),
     );
-    let cache = TokenCache::default();
+    // The agent's keys of the same tokens: a pod each, the default scopes.
+    let token_keys: Arc<Vec<TokenKey>> = Arc::new((0..keys.len()).map(token_key).collect());
+    let cache: TokenCache<TokenKey> = TokenCache::default();
     let slots = SlotMap::default();
     for (i, key) in keys.iter().enumerate() {
-        let minted = token(i);
         let owner = format!("uid-{i}");
+        let minted = token(i);
         cache
-            .get(key, &owner, move || {
-                let minted = minted.clone();
-                async move { Ok(minted) }
-            })
+            .get(&token_keys[i], async move { Ok(minted) })
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         slots
@@ -98,13 +117,13 @@ pub async fn run(seconds: f64) -> anyhow::Result<()> {
     let (cache, slots) = (Arc::new(cache), Arc::new(slots));
     println!("lookup|threads|lookups/s|ns per lookup|vs the replaced cache");
     for threads in [1, 2] {
-        let old = rate(threads, seconds, &keys, {
-            let slots = slots.clone();
-            Arc::new(move |k| slots.fresh(k).is_some())
+        let old = rate(threads, seconds, keys.len(), {
+            let (slots, keys) = (slots.clone(), keys.clone());
+            Arc::new(move |i| slots.fresh(&keys[i]).is_some())
         });
-        let new = rate(threads, seconds, &keys, {
-            let cache = cache.clone();
-            Arc::new(move |k| cache.fresh(k).is_some())
+        let new = rate(threads, seconds, keys.len(), {
+            let (cache, token_keys) = (cache.clone(), token_keys.clone());
+            Arc::new(move |i| cache.fresh(&token_keys[i]).is_some())
         });
         let ns = |r: f64| 1e9 * threads as f64 / r;
         println!(

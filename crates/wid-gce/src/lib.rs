@@ -90,7 +90,7 @@ impl Reply {
 }
 
 /// `format` of an identity token.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum IdFormat {
     Standard,
     Full,

@@ -5,6 +5,26 @@ use std::sync::atomic::AtomicUsize;
 
 use super::*;
 
+/// A key of the tests: a name, and the pod it is counted against.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Key(String, String);
+
+impl CacheKey for Key {
+    fn owner(&self) -> &str {
+        &self.1
+    }
+
+    fn weight(&self) -> usize {
+        self.0.len()
+    }
+}
+
+fn key(name: &str, owner: &str) -> Key {
+    Key(name.to_owned(), owner.to_owned())
+}
+
+type Cache = TokenCache<Key>;
+
 fn minted(n: usize, lifetime: i64) -> Minted {
     Minted {
         token: format!("t{n}"),
@@ -14,21 +34,18 @@ fn minted(n: usize, lifetime: i64) -> Minted {
 
 #[tokio::test]
 async fn concurrent_misses_make_one_call() {
-    let cache = Arc::new(TokenCache::default());
+    let cache = Arc::new(Cache::default());
     let calls = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for _ in 0..100 {
         let (cache, calls) = (cache.clone(), calls.clone());
         tasks.push(tokio::spawn(async move {
-            let fetch = move || {
-                let calls = calls.clone();
-                async move {
-                    let n = calls.fetch_add(1, Ordering::SeqCst);
-                    tokio::task::yield_now().await;
-                    Ok(minted(n, 3600))
-                }
+            let fetch = async move {
+                let n = calls.fetch_add(1, Ordering::SeqCst);
+                tokio::task::yield_now().await;
+                Ok(minted(n, 3600))
             };
-            cache.get("k", "pod", fetch).await
+            cache.get(&key("k", "pod"), fetch).await
         }));
     }
     for t in tasks {
@@ -39,25 +56,25 @@ async fn concurrent_misses_make_one_call() {
 
 #[tokio::test]
 async fn old_tokens_are_replaced_and_stale_ones_served_on_error() {
-    let cache = TokenCache::default();
+    let cache = Cache::default();
     // A token with 200 s left is never served: a new one is fetched.
     cache
-        .get("k", "pod", || async { Ok(minted(1, 200)) })
+        .get(&key("k", "pod"), async { Ok(minted(1, 200)) })
         .await
         .expect("first");
     let (second, source) = cache
-        .get("k", "pod", || async { Ok(minted(2, 3600)) })
+        .get(&key("k", "pod"), async { Ok(minted(2, 3600)) })
         .await
         .expect("second");
     assert_eq!((second.token.as_str(), source), ("t2", Source::Miss));
     // Upstream down with a 200-s token cached: served stale rather than failing.
-    let cache = TokenCache::default();
+    let cache = Cache::default();
     cache
-        .get("k", "pod", || async { Ok(minted(1, 200)) })
+        .get(&key("k", "pod"), async { Ok(minted(1, 200)) })
         .await
         .expect("first");
     let (stale, source) = cache
-        .get("k", "pod", || async {
+        .get(&key("k", "pod"), async {
             Err(UpstreamError::Unavailable("down".into()))
         })
         .await
@@ -65,7 +82,7 @@ async fn old_tokens_are_replaced_and_stale_ones_served_on_error() {
     assert_eq!((stale.token.as_str(), source), ("t1", Source::Stale));
     // The upstream refuses (a binding removed, a cluster gone): the cached token is neither
     // served nor kept.
-    let refused = || async {
+    let refused = async {
         Err(UpstreamError::Refused {
             service: "STS",
             status: 400,
@@ -73,10 +90,10 @@ async fn old_tokens_are_replaced_and_stale_ones_served_on_error() {
             message: "invalid_grant".into(),
         })
     };
-    assert!(cache.get("k", "pod", refused).await.is_err());
+    assert!(cache.get(&key("k", "pod"), refused).await.is_err());
     assert!(
         cache
-            .get("k", "pod", || async {
+            .get(&key("k", "pod"), async {
                 Err(UpstreamError::Unavailable("down".into()))
             })
             .await
@@ -84,10 +101,10 @@ async fn old_tokens_are_replaced_and_stale_ones_served_on_error() {
         "the refused token was dropped"
     );
     // Nothing cached and upstream down: the error.
-    let empty = TokenCache::default();
+    let empty = Cache::default();
     assert!(
         empty
-            .get("k", "pod", || async {
+            .get(&key("k", "pod"), async {
                 Err(UpstreamError::Unavailable("down".into()))
             })
             .await
@@ -97,14 +114,14 @@ async fn old_tokens_are_replaced_and_stale_ones_served_on_error() {
 
 #[tokio::test]
 async fn tokens_near_expiry_are_refreshed_in_the_background() {
-    let cache = TokenCache::default();
+    let cache = Cache::default();
     // 600 s left: served at once, and a refresh starts behind it.
     cache
-        .get("k", "pod", || async { Ok(minted(1, 600)) })
+        .get(&key("k", "pod"), async { Ok(minted(1, 600)) })
         .await
         .expect("first");
     let (served, source) = cache
-        .get("k", "pod", || async { Ok(minted(2, 3600)) })
+        .get(&key("k", "pod"), async { Ok(minted(2, 3600)) })
         .await
         .expect("second");
     assert_eq!((served.token.as_str(), source), ("t1", Source::Hit));
@@ -112,7 +129,7 @@ async fn tokens_near_expiry_are_refreshed_in_the_background() {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         let (now_served, _) = cache
-            .get("k", "pod", || async { Ok(minted(3, 3600)) })
+            .get(&key("k", "pod"), async { Ok(minted(3, 3600)) })
             .await
             .expect("third");
         if now_served.token == "t2" {
@@ -128,13 +145,13 @@ async fn tokens_near_expiry_are_refreshed_in_the_background() {
 
 #[tokio::test]
 async fn departed_pods_are_forgotten() {
-    let cache = TokenCache::default();
+    let cache = Cache::default();
     cache
-        .get("a", "uid-a", || async { Ok(minted(1, 3600)) })
+        .get(&key("a", "uid-a"), async { Ok(minted(1, 3600)) })
         .await
         .expect("a");
     cache
-        .get("b", "uid-b", || async { Ok(minted(2, 3600)) })
+        .get(&key("b", "uid-b"), async { Ok(minted(2, 3600)) })
         .await
         .expect("b");
     cache.retain_owners(&["uid-b".to_owned()]);
@@ -153,17 +170,17 @@ fn refused() -> UpstreamError {
 /// Issue 10, item 2: a fetch that fails leaves nothing behind, however many keys a pod tries.
 #[tokio::test]
 async fn failed_fetches_leave_nothing() {
-    let cache = TokenCache::default();
+    let cache = Cache::default();
     for i in 0..2_000 {
-        let key = format!("pod-a|{}", "x".repeat(8_000) + &i.to_string());
-        let fail = move || async move {
+        let name = format!("pod-a|{}", "x".repeat(8_000) + &i.to_string());
+        let fail = async move {
             if i % 2 == 0 {
                 Err(refused())
             } else {
                 Err(UpstreamError::Unavailable("down".into()))
             }
         };
-        assert!(cache.get(&key, "pod-a", fail).await.is_err());
+        assert!(cache.get(&key(&name, "pod-a"), fail).await.is_err());
     }
     assert_eq!(cache.tokens(), 0);
     assert_eq!(cache.usage_of("pod-a"), (0, 0));
@@ -182,10 +199,10 @@ async fn a_pod_keeps_at_most_its_share() {
         per_pod_bytes: 64 * 1024,
         node_bytes: 1024 * 1024,
     };
-    let cache = TokenCache::new(bounds);
+    let cache = Cache::new(bounds);
     for i in 0..100 {
         let (token, _) = cache
-            .get(&format!("a|{i}"), "pod-a", move || async move {
+            .get(&key(&format!("a|{i}"), "pod-a"), async move {
                 Ok(minted(i, 3600))
             })
             .await
@@ -194,25 +211,28 @@ async fn a_pod_keeps_at_most_its_share() {
     }
     assert_eq!(cache.usage_of("pod-a").0, 8);
     cache
-        .get("b|0", "pod-b", || async { Ok(minted(0, 3600)) })
+        .get(&key("b|0", "pod-b"), async { Ok(minted(0, 3600)) })
         .await
         .expect("b");
     assert_eq!(cache.usage_of("pod-b").0, 1);
     assert_eq!(cache.tokens(), 9);
     // A kept token is replaced in place when renewed, whatever the pod's count.
-    cache.forget("a|0", "t0");
+    cache.forget(&key("a|0", "pod-a"), "t0");
     cache
-        .get("a|0", "pod-a", || async { Ok(minted(1000, 3600)) })
+        .get(&key("a|0", "pod-a"), async { Ok(minted(1000, 3600)) })
         .await
         .expect("renewed");
     assert_eq!(
-        cache.fresh("a|0").map(|m| m.token).as_deref(),
+        cache
+            .fresh(&key("a|0", "pod-a"))
+            .map(|m| m.token)
+            .as_deref(),
         Some("t1000")
     );
     // Bytes bound a pod too: tokens of 16 KiB, four fit in 64 KiB.
-    let big = TokenCache::new(bounds);
+    let big = Cache::new(bounds);
     for i in 0..10 {
-        big.get(&format!("k{i}"), "pod-a", move || async move {
+        big.get(&key(&format!("k{i}"), "pod-a"), async move {
             Ok(Minted {
                 token: "t".repeat(16 * 1024),
                 expires_at: now() + 3600,
@@ -231,7 +251,7 @@ async fn a_pod_keeps_at_most_its_share() {
 /// Issue 10, item 2: the node-wide bound holds whatever the pods.
 #[tokio::test]
 async fn the_node_bound_holds() {
-    let cache = TokenCache::new(Bounds {
+    let cache = Cache::new(Bounds {
         per_pod_entries: 1000,
         per_pod_bytes: 1024 * 1024,
         node_bytes: 64 * 1024,
@@ -239,7 +259,7 @@ async fn the_node_bound_holds() {
     for pod in 0..200 {
         let owner = format!("pod-{pod}");
         cache
-            .get(&format!("{owner}|k"), &owner, || async {
+            .get(&key(&format!("{owner}|k"), &owner), async {
                 Ok(Minted {
                     token: "t".repeat(1024),
                     expires_at: now() + 3600,
@@ -270,14 +290,14 @@ proptest::proptest! {
     fn usage_follows_the_tokens(ops in proptest::collection::vec((0u8..5, 0usize..4, 0usize..6), 1..80)) {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         runtime.block_on(async {
-            let cache = TokenCache::new(Bounds { per_pod_entries: 3, per_pod_bytes: 4096, node_bytes: 1 << 20 });
-            for (n, (op, pod, key)) in ops.into_iter().enumerate() {
+            let cache = Cache::new(Bounds { per_pod_entries: 3, per_pod_bytes: 4096, node_bytes: 1 << 20 });
+            for (n, (op, pod, slot)) in ops.into_iter().enumerate() {
                 let owner = format!("pod-{pod}");
-                let key = format!("{owner}|{key}");
+                let k = key(&format!("{owner}|{slot}"), &owner);
                 match op {
-                    0 | 1 => { let _ = cache.get(&key, &owner, move || async move { Ok(minted(n, 3600)) }).await; }
-                    2 => { let _ = cache.get(&key, &owner, || async { Err(refused()) }).await; }
-                    3 => cache.forget(&key, &format!("t{}", n.saturating_sub(1))),
+                    0 | 1 => { let _ = cache.get(&k, async move { Ok(minted(n, 3600)) }).await; }
+                    2 => { let _ = cache.get(&k, async { Err(refused()) }).await; }
+                    3 => cache.forget(&k, &format!("t{}", n.saturating_sub(1))),
                     _ => cache.retain_owners(&["pod-0".to_owned(), "pod-1".to_owned()]),
                 }
             }
