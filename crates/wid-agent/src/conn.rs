@@ -135,150 +135,208 @@ async fn run(
     accepted: Accepted<'_>,
     stop: &mut Stop,
 ) -> End {
-    let (peer, lease) = (accepted.peer, accepted.lease);
-    let mut input: Vec<u8> = Vec::with_capacity(1024);
-    let mut output: Vec<u8> = Vec::with_capacity(1024);
-    // One deadline for a whole head, from accept for the first and from its first byte for the
-    // next ones: a client that trickles a head a byte at a time is cut off all the same.
-    let mut head_deadline = Some(Instant::now() + head_timeout);
-    // The pod this connection was confirmed to come from (`--attest-callers`): once per
-    // connection and pod, not per request.
-    let mut attested: Option<String> = None;
-    // No pod's address: kept open only briefly between requests.
-    let mut stranger = accepted.stranger;
-    // Whether bytes of an unfinished head are counted against the address (`Lease::hold_head`).
-    let mut holding = false;
+    let mut conn = Conn {
+        stream,
+        peer: accepted.peer,
+        lease: accepted.lease,
+        head_timeout,
+        input: Vec::with_capacity(1024),
+        output: Vec::with_capacity(1024),
+        head_deadline: Some(Instant::now() + head_timeout),
+        attested: None,
+        stranger: accepted.stranger,
+        holding: false,
+    };
     loop {
-        match http1::parse_head(&input) {
-            Ok(Some(head)) => {
-                head_deadline = None;
-                lease.set_idle(false);
-                if std::mem::take(&mut holding) {
-                    lease.hold_head(0);
-                }
-                let started = std::time::Instant::now();
-                let endpoint = metrics::Endpoint::of_path(head.request.path);
-                let head_only = head.request.method == "HEAD";
-                let keep_alive = head.keep_alive;
-                let mut connection = Connection::after(&head, stop.is_stopped());
-                let len = head.len;
-                let answer = answer(agent, stream, peer, &head.request, &mut attested).await;
-                // Pipelined requests stay in the buffer; the usual case empties it.
-                if len >= input.len() {
-                    input.clear();
-                } else {
-                    input.drain(..len);
-                }
-                let reply = match answer {
-                    Answer::Now(reply) => Some(reply),
-                    Answer::Later(later) => until_closed(stream, &mut input, later).await,
-                    Answer::Hold { reply, wait, slot } => {
-                        // A stopping server answers held long-polls at once, with what they
-                        // would get at their timeout.
-                        let held = async {
-                            tokio::select! {
-                                () = tokio::time::sleep(wait) => {}
-                                () = stop.stopped() => {}
-                            }
-                            reply
-                        };
-                        let reply = until_closed(stream, &mut input, held).await;
-                        drop(slot);
-                        reply
-                    }
-                };
-                // The client went away while its answer was made.
-                let Some(reply) = reply else {
-                    return End::Client;
-                };
-                if stop.is_stopped() {
-                    connection = Connection::Close;
-                }
-                agent
-                    .metrics
-                    .request(endpoint, reply.status, started.elapsed());
-                if let Err(end) = respond(
-                    stream,
-                    &mut output,
-                    &reply,
-                    (head_only, connection),
-                    head_timeout,
-                    lease,
-                )
-                .await
-                {
-                    return end;
-                }
-                // A large head or reply is not kept for the life of a keep-alive connection.
-                shrink(&mut input);
-                shrink(&mut output);
-                if connection == Connection::Close {
-                    return if keep_alive {
-                        End::Stopped
-                    } else {
-                        End::Client
-                    };
-                }
-                // A pod's answers are 200s; only another answer may mean its address changed.
-                if stranger || reply.status != 200 {
-                    stranger = is_stranger(agent, lease);
-                }
-            }
-            Ok(None) => {
-                // The bytes of an unfinished head count against the address's bound.
-                if !input.is_empty() {
-                    if !lease.hold_head(input.len()) {
-                        return End::Shed;
-                    }
-                    holding = true;
-                }
-                // Bytes of a head already here (pipelined): its deadline runs from now.
-                if !input.is_empty() && head_deadline.is_none() {
-                    head_deadline = Some(Instant::now() + head_timeout);
-                }
-                // Answering nothing: the table may ask this connection to make room.
-                lease.set_idle(true);
-                let idle = if stranger { STRANGER_IDLE } else { IDLE };
-                let read = match head_deadline {
-                    // Between requests: idle, until the client's next one or the server stops.
-                    // A request that came is read before a call to make room is heeded.
-                    None => tokio::select! {
-                        biased;
-                        read = tokio::time::timeout(idle, stream.read_buf(&mut input)) => read.map_err(|_| End::Idle),
-                        () = stop.stopped() => Err(End::Stopped),
-                        () = lease.shed() => Err(End::Shed),
-                    },
-                    Some(deadline) => tokio::select! {
-                        biased;
-                        read = tokio::time::timeout_at(deadline, stream.read_buf(&mut input)) => read.map_err(|_| End::Slow),
-                        () = stop.stopped(), if input.is_empty() => Err(End::Stopped),
-                        () = lease.shed() => Err(End::Shed),
-                    },
-                };
-                match read {
-                    Err(end) => return end,
-                    Ok(Ok(0)) => return End::Client,
-                    Ok(Ok(_)) => {
-                        if head_deadline.is_none() {
-                            head_deadline = Some(Instant::now() + head_timeout);
-                        }
-                    }
-                    Ok(Err(_)) => return End::Io,
-                }
-            }
+        let step = match conn.serve_next(agent, stop).await {
+            Next::Served(step) => step,
+            Next::Incomplete => conn.read_head(stop).await,
+        };
+        if let Err(end) = step {
+            return end;
+        }
+    }
+}
+
+/// What [`Conn::serve_next`] did.
+enum Next {
+    /// A request was in the buffer and was answered (or the connection ended).
+    Served(Result<(), End>),
+    /// No whole request head is in the buffer yet.
+    Incomplete,
+}
+
+/// One connection and what it carries from one request to the next.
+struct Conn<'a> {
+    stream: &'a mut TcpStream,
+    peer: SocketAddr,
+    lease: &'a Lease,
+    head_timeout: Duration,
+    input: Vec<u8>,
+    output: Vec<u8>,
+    /// One deadline for a whole head, from accept for the first and from its first byte for the
+    /// next ones: a client that trickles a head a byte at a time is cut off all the same.
+    head_deadline: Option<Instant>,
+    /// The pod this connection was confirmed to come from (`--attest-callers`): once per
+    /// connection and pod, not per request.
+    attested: Option<String>,
+    /// No pod's address: kept open only briefly between requests.
+    stranger: bool,
+    /// Whether bytes of an unfinished head are counted against the address (`Lease::hold_head`).
+    holding: bool,
+}
+
+impl Conn<'_> {
+    /// Answers the request whose head is in the buffer, if a whole one is.
+    async fn serve_next(&mut self, agent: &Arc<Agent>, stop: &mut Stop) -> Next {
+        let head = match http1::parse_head(&self.input) {
+            Ok(Some(head)) => head,
+            Ok(None) => return Next::Incomplete,
             Err(e) => {
-                let _ = respond(
-                    stream,
-                    &mut output,
-                    &e.reply(),
-                    (false, Connection::Close),
-                    head_timeout,
-                    lease,
-                )
-                .await;
-                return End::BadHead;
+                let reply = e.reply();
+                let _ = self.write(&reply, (false, Connection::Close)).await;
+                return Next::Served(Err(End::BadHead));
+            }
+        };
+        self.head_deadline = None;
+        self.lease.set_idle(false);
+        if std::mem::take(&mut self.holding) {
+            self.lease.hold_head(0);
+        }
+        let started = std::time::Instant::now();
+        let endpoint = metrics::Endpoint::of_path(head.request.path);
+        let head_only = head.request.method == "HEAD";
+        let keep_alive = head.keep_alive;
+        let mut connection = Connection::after(&head, stop.is_stopped());
+        let len = head.len;
+        let answer = answer(
+            agent,
+            self.stream,
+            self.peer,
+            &head.request,
+            &mut self.attested,
+        )
+        .await;
+        // Pipelined requests stay in the buffer; the usual case empties it.
+        if len >= self.input.len() {
+            self.input.clear();
+        } else {
+            self.input.drain(..len);
+        }
+        // The client went away while its answer was made.
+        let Some(reply) = self.await_answer(answer, stop).await else {
+            return Next::Served(Err(End::Client));
+        };
+        if stop.is_stopped() {
+            connection = Connection::Close;
+        }
+        agent
+            .metrics
+            .request(endpoint, reply.status, started.elapsed());
+        if let Err(end) = self.write(&reply, (head_only, connection)).await {
+            return Next::Served(Err(end));
+        }
+        // A large head or reply is not kept for the life of a keep-alive connection.
+        shrink(&mut self.input);
+        shrink(&mut self.output);
+        if connection == Connection::Close {
+            return Next::Served(Err(if keep_alive {
+                End::Stopped
+            } else {
+                End::Client
+            }));
+        }
+        // A pod's answers are 200s; only another answer may mean its address changed.
+        if self.stranger || reply.status != 200 {
+            self.stranger = is_stranger(agent, self.lease);
+        }
+        Next::Served(Ok(()))
+    }
+
+    /// The reply of `answer`, once made; `None` when the client closed the connection first.
+    async fn await_answer(&mut self, answer: Answer, stop: &mut Stop) -> Option<Reply> {
+        match answer {
+            Answer::Now(reply) => Some(reply),
+            Answer::Later(later) => until_closed(self.stream, &mut self.input, later).await,
+            Answer::Hold { reply, wait, slot } => {
+                // A stopping server answers held long-polls at once, with what they would get
+                // at their timeout.
+                let held = async {
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = stop.stopped() => {}
+                    }
+                    reply
+                };
+                let reply = until_closed(self.stream, &mut self.input, held).await;
+                drop(slot);
+                reply
             }
         }
+    }
+
+    /// Reads more of a request head, within the bounds: the idle time between requests, the
+    /// head's deadline, the address's share of unfinished heads; a stopping server or the
+    /// table's call to make room ends the connection.
+    async fn read_head(&mut self, stop: &mut Stop) -> Result<(), End> {
+        let lease = self.lease;
+        // The bytes of an unfinished head count against the address's bound.
+        if !self.input.is_empty() {
+            if !lease.hold_head(self.input.len()) {
+                return Err(End::Shed);
+            }
+            self.holding = true;
+        }
+        // Bytes of a head already here (pipelined): its deadline runs from now.
+        if !self.input.is_empty() && self.head_deadline.is_none() {
+            self.head_deadline = Some(Instant::now() + self.head_timeout);
+        }
+        // Answering nothing: the table may ask this connection to make room.
+        lease.set_idle(true);
+        let idle = if self.stranger { STRANGER_IDLE } else { IDLE };
+        let (stream, input) = (&mut *self.stream, &mut self.input);
+        let read = match self.head_deadline {
+            // Between requests: idle, until the client's next one or the server stops. A
+            // request that came is read before a call to make room is heeded.
+            None => tokio::select! {
+                biased;
+                read = tokio::time::timeout(idle, stream.read_buf(input)) => read.map_err(|_| End::Idle),
+                () = stop.stopped() => Err(End::Stopped),
+                () = lease.shed() => Err(End::Shed),
+            },
+            Some(deadline) => {
+                let nothing_yet = input.is_empty();
+                tokio::select! {
+                    biased;
+                    read = tokio::time::timeout_at(deadline, stream.read_buf(input)) => read.map_err(|_| End::Slow),
+                    () = stop.stopped(), if nothing_yet => Err(End::Stopped),
+                    () = lease.shed() => Err(End::Shed),
+                }
+            }
+        };
+        match read? {
+            Ok(0) => Err(End::Client),
+            Ok(_) => {
+                if self.head_deadline.is_none() {
+                    self.head_deadline = Some(Instant::now() + self.head_timeout);
+                }
+                Ok(())
+            }
+            Err(_) => Err(End::Io),
+        }
+    }
+
+    /// Writes `reply` ([`respond`]) with this connection's bounds.
+    async fn write(&mut self, reply: &Reply, framing: (bool, Connection)) -> Result<(), End> {
+        respond(
+            self.stream,
+            &mut self.output,
+            reply,
+            framing,
+            self.head_timeout,
+            self.lease,
+        )
+        .await
     }
 }
 
