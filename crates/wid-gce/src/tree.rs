@@ -333,86 +333,93 @@ pub(crate) fn resolve(
         return bad_request("alt must be json or text");
     }
     match node {
-        Node::Dir(_, children) => {
-            if !trailing {
-                return redirect();
-            }
-            if !query.flag("recursive") {
-                if query.flag("wait_for_change") {
-                    return bad_request("wait_for_change on a directory needs recursive=true");
-                }
-                return long_poll(Reply::value(TEXT, listing(children)), query);
-            }
-            let reply = if alt == Some("text") {
-                let mut out = String::new();
-                text_lines(node, "", &mut out);
-                Reply::value(TEXT, out.into_bytes())
-            } else {
-                Reply::value(
-                    JSON,
-                    json_of(node)
-                        .unwrap_or(Value::Null)
-                        .to_string()
-                        .into_bytes(),
-                )
-            };
-            long_poll(reply, query)
-        }
+        Node::Dir(_, children) if trailing => directory(node, children, alt, query),
+        Node::Dir(..) => redirect(),
         _ if trailing => not_found(),
-        Node::Token => {
-            if query.flag("wait_for_change") {
-                return bad_request("wait_for_change is not supported on a token");
-            }
-            if query.scopes_too_long() {
-                return bad_request(&format!(
-                    "scopes must be at most {} bytes",
-                    wid_api::bounds::MAX_SCOPE_BYTES
-                ));
-            }
-            Outcome::Token {
-                account: 0,
-                scopes: query.scopes(),
-            }
-        }
-        Node::Identity => {
-            if query.flag("wait_for_change") {
-                return bad_request("wait_for_change is not supported on an identity token");
-            }
-            let audience = query.get("audience").unwrap_or_default();
-            if audience.is_empty() {
-                return bad_request("non-empty audience parameter required");
-            }
-            if audience.len() > wid_api::bounds::MAX_AUDIENCE_BYTES {
-                return bad_request(&format!(
-                    "audience must be at most {} bytes",
-                    wid_api::bounds::MAX_AUDIENCE_BYTES
-                ));
-            }
-            let format = match query.get("format").map(str::to_ascii_lowercase).as_deref() {
-                None | Some("standard") => IdFormat::Standard,
-                Some("full") => IdFormat::Full,
-                Some(_) => return bad_request("format must be standard or full"),
-            };
-            let licenses = match query
-                .get("licenses")
-                .map(str::to_ascii_lowercase)
-                .as_deref()
-            {
-                None | Some("false") => false,
-                Some("true") => true,
-                Some(_) => return bad_request("licenses must be TRUE or FALSE"),
-            };
-            Outcome::Identity {
-                account: 0,
-                audience: audience.to_owned(),
-                format,
-                licenses,
-            }
-        }
+        Node::Token => token(query),
+        Node::Identity => identity(query),
         leaf => match leaf_reply(leaf, alt) {
             Some(reply) => long_poll(reply, query),
             None => not_found(),
         },
+    }
+}
+
+/// A directory: its listing, or with `recursive=true` its whole subtree as JSON or text.
+fn directory(
+    node: &Node,
+    children: &[(String, Node)],
+    alt: Option<&str>,
+    query: &Query,
+) -> Outcome {
+    if !query.flag("recursive") {
+        if query.flag("wait_for_change") {
+            return bad_request("wait_for_change on a directory needs recursive=true");
+        }
+        return long_poll(Reply::value(TEXT, listing(children)), query);
+    }
+    let reply = if alt == Some("text") {
+        let mut out = String::new();
+        text_lines(node, "", &mut out);
+        Reply::value(TEXT, out.into_bytes())
+    } else {
+        let json = json_of(node).unwrap_or(Value::Null);
+        Reply::value(JSON, json.to_string().into_bytes())
+    };
+    long_poll(reply, query)
+}
+
+/// `…/token`: an access token to mint, with the scopes asked for.
+fn token(query: &Query) -> Outcome {
+    if query.flag("wait_for_change") {
+        return bad_request("wait_for_change is not supported on a token");
+    }
+    if query.scopes_too_long() {
+        return bad_request(&format!(
+            "scopes must be at most {} bytes",
+            wid_api::bounds::MAX_SCOPE_BYTES
+        ));
+    }
+    Outcome::Token {
+        account: 0,
+        scopes: query.scopes(),
+    }
+}
+
+/// `…/identity`: an ID token to mint, for a non-empty, bounded audience.
+fn identity(query: &Query) -> Outcome {
+    if query.flag("wait_for_change") {
+        return bad_request("wait_for_change is not supported on an identity token");
+    }
+    let audience = query.get("audience").unwrap_or_default();
+    if audience.is_empty() {
+        return bad_request("non-empty audience parameter required");
+    }
+    if audience.len() > wid_api::bounds::MAX_AUDIENCE_BYTES {
+        return bad_request(&format!(
+            "audience must be at most {} bytes",
+            wid_api::bounds::MAX_AUDIENCE_BYTES
+        ));
+    }
+    let format = match query.get("format").map(str::to_ascii_lowercase).as_deref() {
+        None | Some("standard") => IdFormat::Standard,
+        Some("full") => IdFormat::Full,
+        Some(_) => return bad_request("format must be standard or full"),
+    };
+    let licenses = match query
+        .get("licenses")
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => return bad_request("licenses must be TRUE or FALSE"),
+    };
+    Outcome::Identity {
+        account: 0,
+        audience: audience.to_owned(),
+        format,
+        licenses,
     }
 }
 
