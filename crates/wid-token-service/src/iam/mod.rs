@@ -6,6 +6,7 @@ pub(crate) mod clusters;
 pub(crate) mod policies;
 pub(crate) mod pools;
 pub(crate) mod projects;
+pub(crate) mod providers;
 pub(crate) mod service_accounts;
 
 use std::time::{SystemTime, UNIX_EPOCH};
