@@ -1,5 +1,7 @@
 //! Rows as the store keeps them. Times are RFC 3339 strings in UTC.
 
+use std::collections::BTreeMap;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProjectRow {
     pub project_id: String,
@@ -48,12 +50,11 @@ pub struct ProviderRow {
     pub display_name: String,
     pub description: String,
     pub disabled: bool,
-    /// JSON object of attribute name to expression.
-    pub attribute_mapping_json: String,
+    /// Attribute name to expression.
+    pub attribute_mapping: BTreeMap<String, String>,
     pub attribute_condition: String,
     pub issuer_uri: String,
-    /// JSON array of strings.
-    pub allowed_audiences_json: String,
+    pub allowed_audiences: Vec<String>,
     /// The uploaded JWKS; `None` when keys come from discovery.
     pub jwks_json: Option<String>,
     pub discovered_jwks_json: Option<String>,

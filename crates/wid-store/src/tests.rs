@@ -1,10 +1,11 @@
-//! The store's contract, run against SQLite in a temporary directory.
+//! The store's contract, run against SQLite in a temporary directory. Every database the store
+//! speaks runs this suite.
 
 use super::*;
 
-async fn store() -> (tempfile::TempDir, SqliteStore) {
+async fn store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = SqliteStore::open(&dir.path().join("wid.db"))
+    let store = Store::open_sqlite(&dir.path().join("wid.db"))
         .await
         .expect("open");
     (dir, store)
@@ -159,13 +160,13 @@ async fn writes_survive_reopen() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("wid.db");
     {
-        let s = SqliteStore::open(&path).await.expect("open");
+        let s = Store::open_sqlite(&path).await.expect("open");
         s.create_project(&project_row("proj-a", "100"))
             .await
             .expect("create");
         s.close().await;
     }
-    let s = SqliteStore::open(&path)
+    let s = Store::open_sqlite(&path)
         .await
         .expect("reopen runs migrations again harmlessly");
     assert_eq!(s.list_projects().await.expect("list").len(), 1);
@@ -356,7 +357,7 @@ async fn every_presenter_of_a_uid_is_kept_until_its_cluster_goes() {
         name: "ksa".into(),
         first_seen: "t".into(),
     };
-    let cached = CachedStore::new(s.clone());
+    let cached = s.clone();
     let first = presenter("cluster-a", "ns1");
     assert_eq!(
         cached
@@ -405,7 +406,7 @@ async fn every_presenter_of_a_uid_is_kept_until_its_cluster_goes() {
         .await
         .expect("delete");
     s.delete_cluster("proj-a", "l", "a").await.expect("delete");
-    let cached = CachedStore::new(s.clone());
+    let cached = s.clone();
     assert_eq!(
         cached
             .present_service_account_uid(&other)
@@ -460,4 +461,84 @@ async fn audit_records_expire_by_time() {
         .collect();
     assert_eq!(left, ["a2", "a1"]);
     assert_eq!(s.audit_size().await.expect("size").records, 2);
+}
+
+#[tokio::test]
+async fn writes_invalidate_cached_reads() {
+    let (_dir, store) = store().await;
+    assert_eq!(store.get_policy("sa/1").await.expect("get"), None);
+    let row = PolicyRow {
+        etag: "e1".into(),
+        policy_json: "{}".into(),
+    };
+    store.set_policy("sa/1", None, &row).await.expect("set");
+    assert_eq!(
+        store.get_policy("sa/1").await.expect("get"),
+        Some(row.clone()),
+        "the cached miss was dropped"
+    );
+    let next = PolicyRow {
+        etag: "e2".into(),
+        policy_json: "{}".into(),
+    };
+    store
+        .set_policy("sa/1", Some("e1"), &next)
+        .await
+        .expect("set");
+    assert_eq!(store.get_policy("sa/1").await.expect("get"), Some(next));
+}
+
+/// What is stored as JSON reads back typed; a corrupt value is an error, not an empty one.
+#[tokio::test]
+async fn corrupt_json_columns_are_refused() {
+    let (_dir, s) = store().await;
+    s.create_project(&project_row("proj-a", "100"))
+        .await
+        .expect("project");
+    s.create_pool(&PoolRow {
+        project_number: "100".into(),
+        pool_id: "p".into(),
+        display_name: String::new(),
+        description: String::new(),
+        disabled: false,
+        create_time: "t".into(),
+        version: 0,
+    })
+    .await
+    .expect("pool");
+    let provider = ProviderRow {
+        project_number: "100".into(),
+        pool_id: "p".into(),
+        provider_id: "x".into(),
+        display_name: String::new(),
+        description: String::new(),
+        disabled: false,
+        attribute_mapping: [("google.subject".to_owned(), "assertion.sub".to_owned())].into(),
+        attribute_condition: String::new(),
+        issuer_uri: "https://issuer.example.com".into(),
+        allowed_audiences: vec!["aud".into()],
+        jwks_json: Some("{}".into()),
+        discovered_jwks_json: None,
+        jwks_fetch_time: None,
+        create_time: "t".into(),
+        version: 0,
+    };
+    s.create_provider(&provider).await.expect("provider");
+    assert_eq!(
+        s.get_provider("100", "p", "x").await.expect("read"),
+        provider
+    );
+    sqlx::query("UPDATE workload_identity_pool_providers SET allowed_audiences_json = '[1'")
+        .execute(&s.db.pool)
+        .await
+        .expect("corrupt it");
+    s.cache.invalidate();
+    assert!(matches!(
+        s.get_provider("100", "p", "x").await,
+        Err(StoreError::Corrupt { .. })
+    ));
+    assert!(matches!(
+        s.list_providers("100", "p").await,
+        Err(StoreError::Corrupt { .. })
+    ));
 }

@@ -171,7 +171,7 @@ impl AuditMetrics {
     }
 }
 
-impl<S: Store> App<S> {
+impl App {
     /// Records an event. A store failure is logged, not returned: the answer is already decided,
     /// and the log line still carries the record.
     pub async fn audit(&self, event: Event<'_>) {
@@ -248,7 +248,7 @@ impl<S: Store> App<S> {
     }
 }
 
-impl<S: Store> App<S> {
+impl App {
     pub(crate) async fn list_audit_events(
         &self,
         caller: &wid_iam::Caller,
@@ -302,7 +302,7 @@ pub const AUDIT_QUEUE: usize = 10_000;
 /// The most records in one transaction.
 const AUDIT_BATCH: usize = 512;
 
-impl<S: Store> App<S> {
+impl App {
     /// Waits until every record sent so far is stored.
     pub async fn flush_audit(&self) {
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -314,8 +314,8 @@ impl<S: Store> App<S> {
 
 /// The writer task: stores records in batches until every sender is gone, counting what it
 /// stored in `metrics`.
-pub async fn write_audit_forever<S: Store>(
-    store: S,
+pub async fn write_audit_forever(
+    store: Store,
     mut rx: tokio::sync::mpsc::Receiver<AuditMessage>,
     metrics: Arc<crate::Metrics>,
 ) {
@@ -349,7 +349,7 @@ pub async fn write_audit_forever<S: Store>(
 
 /// Keeps the trail within its retention, once a minute: records the counts of windows of
 /// unauthenticated refusals that are over, and deletes records older than the retention.
-pub async fn expire_forever<S: Store>(app: Arc<App<S>>) {
+pub async fn expire_forever(app: Arc<App>) {
     match app.store.audit_size().await {
         Ok(size) => app.metrics.audit.add(size, 1),
         Err(e) => tracing::warn!(error = %e, "cannot read the audit trail's size"),

@@ -9,7 +9,7 @@ use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use wid_iam::policy::RequestContext;
 use wid_iam::{Caller, Policy};
-use wid_store::{ProjectRow, ServiceAccountRow, Store};
+use wid_store::{ProjectRow, ServiceAccountRow};
 
 use crate::App;
 use crate::error::ApiError;
@@ -25,7 +25,7 @@ pub enum Resource<'a> {
     ServiceAccount(&'a ProjectRow, &'a ServiceAccountRow),
 }
 
-impl<S: Store> App<S> {
+impl App {
     /// The caller named by the request's bearer token: the bootstrap admin token, or a wid
     /// access token (federated or service-account).
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {

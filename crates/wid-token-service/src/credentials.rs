@@ -17,7 +17,7 @@ use wid_iam::roles::{
     SA_GET_ACCESS_TOKEN, SA_GET_OPENID_TOKEN, SA_IMPLICIT_DELEGATION, SA_SIGN_BLOB, SA_SIGN_JWT,
 };
 use wid_jose::signer::TokenType;
-use wid_store::{ProjectRow, ServiceAccountRow, Store, StoreError};
+use wid_store::{ProjectRow, ServiceAccountRow, StoreError};
 
 use crate::App;
 use crate::audit::Event;
@@ -201,7 +201,7 @@ fn check_sign_jwt_claims(payload: &str, now: i64) -> Result<(), ApiError> {
     Ok(())
 }
 
-impl<S: Store> App<S> {
+impl App {
     async fn credentials_target(
         &self,
         account: &str,

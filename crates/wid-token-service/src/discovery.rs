@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use wid_api::pool::OidcDiscovery;
 use wid_iam::names;
-use wid_store::{KeySetOwner, Store};
+use wid_store::KeySetOwner;
 
 use crate::App;
 
@@ -124,7 +124,7 @@ async fn fetch_jwks_untimed(http: &reqwest::Client, issuer: &str) -> Result<Stri
     Ok(text)
 }
 
-impl<S: Store> App<S> {
+impl App {
     /// Fetches and stores the keys of one discovery target.
     pub(crate) async fn refresh_keys(
         &self,
@@ -143,7 +143,7 @@ impl<S: Store> App<S> {
 
 /// Keeps discovered keys fresh: every target is fetched at start, then once per refresh
 /// interval; one that failed is tried again each minute.
-pub async fn refresh_forever<S: Store>(app: Arc<App<S>>) {
+pub async fn refresh_forever(app: Arc<App>) {
     let interval = app.config.jwks_refresh_interval;
     let tick = interval.min(Duration::from_secs(60));
     let mut last_success: HashMap<KeySetOwner, tokio::time::Instant> = HashMap::new();

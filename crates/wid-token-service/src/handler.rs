@@ -13,7 +13,6 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use wid_store::Store;
 
 use crate::App;
 use crate::error::ApiError;
@@ -22,11 +21,11 @@ use crate::routes::{Authenticated, OAuth, Operation, Public, route};
 use wid_iam::Caller;
 
 /// The token service's router: every path goes through [`handle`].
-pub fn router<S: Store>(app: Arc<App<S>>) -> Router {
-    Router::new().fallback(handle::<S>).with_state(app)
+pub fn router(app: Arc<App>) -> Router {
+    Router::new().fallback(handle).with_state(app)
 }
 
-async fn handle<S: Store>(State(app): State<Arc<App<S>>>, request: Request) -> Response {
+async fn handle(State(app): State<Arc<App>>, request: Request) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
     // The path only: query strings may carry tokens, and logs never do.
@@ -78,7 +77,7 @@ async fn body_of(headers: &HeaderMap, body: Body) -> Result<axum::body::Bytes, A
     decode_body(encoding, read_body(body).await?)
 }
 
-impl<S: Store> App<S> {
+impl App {
     async fn dispatch(&self, request: Request<Body>) -> Result<Response, ApiError> {
         let (parts, body) = request.into_parts();
         let path = parts.uri.path();

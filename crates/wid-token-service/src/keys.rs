@@ -107,7 +107,7 @@ pub struct KeyRing {
 
 impl KeyRing {
     /// Loads the keys, generating an active key of each purpose that has none.
-    pub async fn open<S: Store>(store: &S, issuer: &str, now: i64) -> Result<KeyRing, KeyError> {
+    pub async fn open(store: &Store, issuer: &str, now: i64) -> Result<KeyRing, KeyError> {
         for purpose in Purpose::ALL {
             let rows = store.list_signing_keys().await?;
             let has_active = rows
@@ -139,7 +139,7 @@ impl KeyRing {
     }
 
     /// Reloads from the store.
-    pub async fn reload<S: Store>(&self, store: &S) -> Result<(), KeyError> {
+    pub async fn reload(&self, store: &Store) -> Result<(), KeyError> {
         let set = build(store.list_signing_keys().await?, &self.issuer)?;
         *self
             .current
@@ -150,9 +150,9 @@ impl KeyRing {
 
     /// Rotates the keys of `purposes`: new keys sign from now on; the old ones stay published
     /// until every token they signed has expired.
-    pub async fn rotate<S: Store>(
+    pub async fn rotate(
         &self,
-        store: &S,
+        store: &Store,
         purposes: &[Purpose],
         now: i64,
     ) -> Result<(), KeyError> {
@@ -171,7 +171,7 @@ impl KeyRing {
     }
 
     /// Deletes keys past their retire time; reloads when any went.
-    pub async fn retire<S: Store>(&self, store: &S, now: i64) -> Result<u64, KeyError> {
+    pub async fn retire(&self, store: &Store, now: i64) -> Result<u64, KeyError> {
         let retired = store.delete_retired_signing_keys(now).await?;
         if retired > 0 {
             tracing::info!(retired, "retired signing keys");
@@ -294,7 +294,7 @@ pub fn info(row: &SigningKeyRow) -> SigningKeyInfo {
     }
 }
 
-impl<S: Store> crate::App<S> {
+impl crate::App {
     /// Keys and audit are the service's own, above any project: only the bootstrap admin.
     pub(crate) fn require_service_admin(
         caller: &wid_iam::Caller,

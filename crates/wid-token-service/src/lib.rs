@@ -35,10 +35,10 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use wid_store::Store;
 
 use tokio::net::TcpListener;
 use wid_runtime::private_files;
-use wid_store::{CachedStore, SqliteStore, Store};
 
 /// The resolved settings of the token service.
 #[derive(Clone, Debug)]
@@ -85,8 +85,8 @@ pub const DATABASE_FILE: &str = "wid.db";
 pub const LOCK_FILE: &str = "lock";
 
 /// The token service's state, shared by every request.
-pub struct App<S> {
-    store: S,
+pub struct App {
+    store: Store,
     admin_token: String,
     http: reqwest::Client,
     config: Config,
@@ -133,7 +133,7 @@ pub enum StartError {
 
 /// A started token service: its listener is bound, its store open.
 pub struct TokenService {
-    app: Arc<App<CachedStore<SqliteStore>>>,
+    app: Arc<App>,
     /// Holds the data directory's lock for as long as the service lives.
     _lock: std::fs::File,
     listener: TcpListener,
@@ -190,7 +190,7 @@ impl TokenService {
         if created {
             tracing::info!(path = %token_path.display(), "wrote a new bootstrap admin token");
         }
-        let store = CachedStore::new(SqliteStore::open(&db_path).await?);
+        let store = Store::open_sqlite(&db_path).await?;
         let http = reqwest::Client::builder()
             .timeout(config.discovery_timeout)
             .connect_timeout(config.discovery_timeout)
@@ -273,7 +273,7 @@ impl TokenService {
         }
         self.app.flush_audit().await;
         if let Some(store) = Arc::into_inner(self.app).map(|app| app.store) {
-            store.inner().close().await;
+            store.close().await;
         }
         result
     }
@@ -305,7 +305,7 @@ async fn serve_admin(
 
 /// Retires rotated-out keys once every token they signed has expired. (Nothing else changes the
 /// keys behind this process's back: it holds the data directory's lock.)
-async fn retire_keys_forever<S: Store>(app: Arc<App<S>>) {
+async fn retire_keys_forever(app: Arc<App>) {
     loop {
         tokio::time::sleep(Duration::from_secs(60)).await;
         if let Err(e) = app.keys.retire(&app.store, tokens::now()).await {

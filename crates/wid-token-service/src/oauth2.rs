@@ -8,7 +8,7 @@ use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use serde_json::{Map, Value, json};
 use wid_api::tokens::TokenKind;
-use wid_store::{Store, StoreError};
+use wid_store::StoreError;
 
 use crate::App;
 use crate::error::ApiError;
@@ -50,7 +50,7 @@ fn stringified(map: Map<String, Value>) -> Map<String, Value> {
         .collect()
 }
 
-impl<S: Store> App<S> {
+impl App {
     pub(crate) fn jwks_document(&self) -> Response {
         keys_response(self.keys.current().jwks_json.clone())
     }

@@ -5,7 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use wid_api::tokens::{AccessTokenClaims, FederatedIdentity, IdTokenClaims, TokenKind, WidClaims};
 use wid_iam::{Caller, FederatedCaller, Vouch};
 use wid_jose::signer::TokenType;
-use wid_store::{ServiceAccountRow, Store};
+use wid_store::ServiceAccountRow;
 
 use crate::App;
 use crate::error::ApiError;
@@ -85,7 +85,7 @@ fn caller_of(identity: FederatedIdentity) -> FederatedCaller {
     }
 }
 
-impl<S: Store> App<S> {
+impl App {
     /// The issuer of everything wid signs.
     pub fn issuer(&self) -> &str {
         &self.issuer

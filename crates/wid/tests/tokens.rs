@@ -1692,10 +1692,9 @@ async fn anonymous_refusals_cannot_flood_the_audit_trail() {
 
     // Retention: a record older than it is deleted when the service starts, and counted.
     server.stop();
-    let store = wid_store::SqliteStore::open(&data.join("wid.db"))
+    let store = wid_store::Store::open_sqlite(&data.join("wid.db"))
         .await
         .expect("open");
-    use wid_store::Store;
     store
         .append_audit_batch(&[wid_store::AuditRow {
             time: "2020-01-01T00:00:00Z".into(),

@@ -7,7 +7,7 @@
 use wid_api::cluster::{Cluster, ListClustersResponse};
 use wid_iam::roles::{CLUSTER_CREATE, CLUSTER_DELETE, CLUSTER_GET, CLUSTER_LIST};
 use wid_iam::{Caller, names};
-use wid_store::{ClusterRow, Store, StoreError};
+use wid_store::{ClusterRow, StoreError};
 
 use crate::App;
 use crate::auth::Resource;
@@ -73,7 +73,7 @@ fn uploaded_keys(request: &Cluster) -> Result<Option<String>, ApiError> {
     }
 }
 
-impl<S: Store> App<S> {
+impl App {
     pub(crate) async fn register_cluster(
         &self,
         caller: &Caller,

@@ -9,7 +9,7 @@ use wid_iam::roles::{
     PROJECT_GET_IAM_POLICY, PROJECT_SET_IAM_POLICY, SA_GET_IAM_POLICY, SA_SET_IAM_POLICY,
 };
 use wid_iam::{Caller, Policy};
-use wid_store::{NO_POLICY_ETAG, PolicyRow, ProjectRow, ServiceAccountRow, Store, StoreError};
+use wid_store::{NO_POLICY_ETAG, PolicyRow, ProjectRow, ServiceAccountRow, StoreError};
 
 use crate::App;
 use crate::auth::{Resource, resource_name};
@@ -108,7 +108,7 @@ struct Target<'a> {
     set: &'static str,
 }
 
-impl<S: Store> App<S> {
+impl App {
     pub(crate) async fn account_policy(
         &self,
         caller: &Caller,

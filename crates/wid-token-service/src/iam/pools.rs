@@ -5,7 +5,7 @@ use wid_api::operation::Operation;
 use wid_api::pool::{ListWorkloadIdentityPoolsResponse, WorkloadIdentityPool};
 use wid_iam::roles::{POOL_CREATE, POOL_DELETE, POOL_GET, POOL_LIST, POOL_UPDATE};
 use wid_iam::{Caller, names};
-use wid_store::{PoolRow, ProjectRow, Store, StoreError};
+use wid_store::{PoolRow, ProjectRow, StoreError};
 
 use crate::App;
 use crate::auth::Resource;
@@ -82,7 +82,7 @@ pub(super) fn check_location(location: &str) -> Result<(), ApiError> {
 }
 
 /// Which provider fields a PATCH may change.
-impl<S: Store> App<S> {
+impl App {
     pub(super) async fn pool_project(
         &self,
         caller: &Caller,

@@ -4,7 +4,7 @@ use wid_api::project::{ListProjectsResponse, Project};
 use wid_iam::Caller;
 use wid_iam::names;
 use wid_iam::roles::PROJECT_GET;
-use wid_store::{ProjectRow, Store, StoreError};
+use wid_store::{ProjectRow, StoreError};
 
 use crate::App;
 use crate::auth::Resource;
@@ -21,7 +21,7 @@ pub(crate) fn render(row: &ProjectRow) -> Project {
     }
 }
 
-impl<S: Store> App<S> {
+impl App {
     /// A project by id or number; NOT_FOUND names what was asked for.
     pub(crate) async fn project(&self, id_or_number: &str) -> Result<ProjectRow, ApiError> {
         match self.store.get_project(id_or_number).await {

@@ -11,7 +11,7 @@ use wid_iam::roles::{
     PROVIDER_CREATE, PROVIDER_DELETE, PROVIDER_GET, PROVIDER_LIST, PROVIDER_UPDATE,
 };
 use wid_iam::{Caller, expr, names};
-use wid_store::{KeySetOwner, ProjectRow, ProviderRow, Store, StoreError};
+use wid_store::{KeySetOwner, ProjectRow, ProviderRow, StoreError};
 
 use super::pools::{changed_meanwhile, operation, pool_name};
 use crate::App;
@@ -35,12 +35,11 @@ fn render_provider(row: &ProviderRow) -> WorkloadIdentityPoolProvider {
         description: row.description.clone(),
         state: "ACTIVE".into(),
         disabled: row.disabled,
-        attribute_mapping: serde_json::from_str(&row.attribute_mapping_json).unwrap_or_default(),
+        attribute_mapping: row.attribute_mapping.clone(),
         attribute_condition: row.attribute_condition.clone(),
         oidc: Some(Oidc {
             issuer_uri: row.issuer_uri.clone(),
-            allowed_audiences: serde_json::from_str(&row.allowed_audiences_json)
-                .unwrap_or_default(),
+            allowed_audiences: row.allowed_audiences.clone(),
             jwks_json: row.jwks_json.clone().unwrap_or_default(),
         }),
         expire_time: String::new(),
@@ -225,7 +224,7 @@ fn check_oidc(oidc: &Oidc) -> Result<(), ApiError> {
     Ok(())
 }
 
-impl<S: Store> App<S> {
+impl App {
     async fn provider_row(
         &self,
         owner: &ProjectRow,
@@ -287,12 +286,10 @@ impl<S: Store> App<S> {
             display_name: request.display_name,
             description: request.description,
             disabled: request.disabled,
-            attribute_mapping_json: serde_json::to_string(&mapping)
-                .map_err(|e| ApiError::Internal(e.to_string()))?,
+            attribute_mapping: mapping,
             attribute_condition: request.attribute_condition,
             issuer_uri: oidc.issuer_uri.clone(),
-            allowed_audiences_json: serde_json::to_string(&oidc.allowed_audiences)
-                .map_err(|e| ApiError::Internal(e.to_string()))?,
+            allowed_audiences: oidc.allowed_audiences.clone(),
             jwks_json: (!oidc.jwks_json.is_empty()).then_some(oidc.jwks_json),
             discovered_jwks_json: None,
             jwks_fetch_time: None,
@@ -439,9 +436,7 @@ impl<S: Store> App<S> {
             row.disabled = request.disabled;
         }
         if mask.attribute_mapping {
-            row.attribute_mapping_json =
-                serde_json::to_string(&check_mapping(request.attribute_mapping)?)
-                    .map_err(|e| ApiError::Internal(e.to_string()))?;
+            row.attribute_mapping = check_mapping(request.attribute_mapping)?;
         }
         if mask.attribute_condition {
             check_condition(&request.attribute_condition)?;
@@ -449,8 +444,7 @@ impl<S: Store> App<S> {
         }
         let mut merged = Oidc {
             issuer_uri: row.issuer_uri.clone(),
-            allowed_audiences: serde_json::from_str(&row.allowed_audiences_json)
-                .unwrap_or_default(),
+            allowed_audiences: row.allowed_audiences.clone(),
             jwks_json: row.jwks_json.clone().unwrap_or_default(),
         };
         if mask.issuer_uri {
@@ -468,8 +462,7 @@ impl<S: Store> App<S> {
         let keys_changed = merged.issuer_uri != row.issuer_uri
             || merged.jwks_json != row.jwks_json.clone().unwrap_or_default();
         row.issuer_uri = merged.issuer_uri;
-        row.allowed_audiences_json = serde_json::to_string(&merged.allowed_audiences)
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        row.allowed_audiences = merged.allowed_audiences;
         row.jwks_json = (!merged.jwks_json.is_empty()).then_some(merged.jwks_json);
         // Keys fetched for another issuer must not outlive the change.
         self.store

@@ -7,7 +7,7 @@ use wid_api::iam::{
 };
 use wid_iam::roles::{SA_CREATE, SA_DELETE, SA_DISABLE, SA_ENABLE, SA_GET, SA_LIST, SA_UPDATE};
 use wid_iam::{Caller, names};
-use wid_store::{ProjectRow, ServiceAccountRow, Store, StoreError};
+use wid_store::{ProjectRow, ServiceAccountRow, StoreError};
 
 use crate::App;
 use crate::auth::Resource;
@@ -59,7 +59,7 @@ fn parse_mask(mask: &str) -> Result<Mask, ApiError> {
     Ok(m)
 }
 
-impl<S: Store> App<S> {
+impl App {
     /// The account a path names (its email or unique id, under its project's id, number or
     /// `-`), with its project. Under `-` an unknown account is PERMISSION_DENIED for
     /// `permission`, as Google answers, so that its existence does not leak.

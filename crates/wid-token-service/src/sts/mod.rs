@@ -18,7 +18,7 @@ use wid_iam::member::{gke_subject, isolated_gke_subject};
 use wid_iam::names;
 use wid_jose::claims::check_times;
 use wid_jose::{JoseError, Jwk, Jwks};
-use wid_store::{ClusterRow, KeySetOwner, KsaUidRow, ProviderRow, Store, StoreError};
+use wid_store::{ClusterRow, KeySetOwner, KsaUidRow, ProviderRow, StoreError};
 
 use self::rules::{
     Audience, ExchangeTerms, KsaClaims, SUBJECT_RULES, TARGET_HELP, audience_accepted,
@@ -86,20 +86,7 @@ struct KeySource {
     discovered: Option<String>,
 }
 
-/// A JSON column of a stored provider, read; a corrupt one is logged and refuses the exchange,
-/// never read as empty.
-fn stored_json<T: serde::de::DeserializeOwned>(
-    provider: &str,
-    what: &str,
-    json: &str,
-) -> Result<T, ApiError> {
-    serde_json::from_str(json).map_err(|e| {
-        tracing::error!(provider, error = %e, "the stored {what} of a provider is corrupt");
-        ApiError::Internal(format!("the stored {what} of {provider} is corrupt"))
-    })
-}
-
-impl<S: Store> App<S> {
+impl App {
     /// `POST /v1/token`: the request checked, the subject token verified by the provider its
     /// audience names, a federated token minted; every outcome audited.
     pub(crate) async fn exchange(
@@ -452,9 +439,7 @@ impl<S: Store> App<S> {
             subject: Some(subject.to_owned()),
             error,
         };
-        let allowed: Vec<String> =
-            stored_json(&name, "allowed audiences", &provider.allowed_audiences_json)
-                .map_err(fail)?;
+        let allowed = provider.allowed_audiences.clone();
         let accepted = if allowed.is_empty() {
             vec![
                 format!("//iam.googleapis.com/{name}"),
@@ -465,11 +450,8 @@ impl<S: Store> App<S> {
         };
         audience_accepted(&claims, &accepted).map_err(|e| refused(&sub, invalid_grant(e)))?;
         let assertion = Value::Object(claims);
-        let mapping: BTreeMap<String, String> =
-            stored_json(&name, "attribute mapping", &provider.attribute_mapping_json)
-                .map_err(fail)?;
-        let mapped =
-            map_attributes(&mapping, &assertion).map_err(|e| refused(&sub, invalid_grant(e)))?;
+        let mapped = map_attributes(&provider.attribute_mapping, &assertion)
+            .map_err(|e| refused(&sub, invalid_grant(e)))?;
         if !condition_holds(&provider.attribute_condition, &assertion, &mapped) {
             return Err(refused(
                 &mapped.subject,
