@@ -48,7 +48,7 @@ pub fn parse_endpoint(text: &str) -> Result<String, String> {
         }
         None => {
             return Err(format!(
-                "'{text}' has no scheme: give the URL, e.g. http://{text} (or https:// for TLS)"
+                "'{text}' has no scheme: --endpoint and WID_ENDPOINT take a URL, e.g. http://{text} (or https:// for TLS)"
             ));
         }
     }
@@ -143,9 +143,20 @@ pub struct ImpersonationArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct ProjectArg {
-    /// The project (id or number).
+    /// The project (id or number) [required: this flag or WID_PROJECT].
     #[arg(long, env = "WID_PROJECT")]
-    pub project: String,
+    project: Option<String>,
+}
+
+impl ProjectArg {
+    /// The project named, or why none is: said here rather than by clap, whose usage line
+    /// would list the flags the environment set as if they were required too.
+    pub fn id(&self) -> anyhow::Result<&str> {
+        self.project
+            .as_deref()
+            .filter(|p| !p.is_empty())
+            .ok_or_else(|| anyhow::anyhow!("no project: pass --project PROJECT or set WID_PROJECT"))
+    }
 }
 
 #[derive(Subcommand, Debug)]

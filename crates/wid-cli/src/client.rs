@@ -177,6 +177,17 @@ impl Client {
             .send()
             .await
             .map_err(|e| transport_failure(&self.base, &e))?;
+        // wid dev's two addresses are easy to swap: the metadata server says what it is.
+        if response.headers().get("metadata-flavor").is_some() {
+            return Err(CallError::Protocol {
+                endpoint: self.base.clone(),
+                detail:
+                    "as a GCE metadata server (Metadata-Flavor: Google), not as the token service: \
+                         that is wid's metadata address; the token service's is the WID_ENDPOINT \
+                         `wid dev` prints"
+                        .to_owned(),
+            });
+        }
         let status = response.status();
         let body = response
             .bytes()

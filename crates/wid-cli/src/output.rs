@@ -9,6 +9,18 @@ use serde_json::Value;
 
 use crate::args::Format;
 
+/// Writes `text` to standard output. A reader that went away (`wid ... | head`) ends the output
+/// quietly, as for any Unix tool, rather than with a panic as `print!` would.
+pub fn emit(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        Err(e) => eprintln!("warning: cannot write to standard output: {e}"),
+    }
+}
+
 /// One column of a table: its header and the JSON field it shows.
 pub type Column = (&'static str, &'static str);
 

@@ -28,7 +28,8 @@ pub const LONG_ABOUT: &str = "\
 The token service and the metadata server in one process on loopback, bootstrapped for a laptop \
 or CI: the project wid-dev, the service account dev-runner@wid-dev.iam.gserviceaccount.com, a \
 cluster `dev` whose KSA tokens the agent signs, and the binding of its KSA default/default to \
-that account. Callers from 127.0.0.1 are the pod default/default unless --pods says otherwise.
+that account. Callers from 127.0.0.1 are the pod default/wid-dev of that KSA unless --pods \
+says otherwise.
 
 It prints, on standard output, the lines to paste in any shell of this machine (Google's \
 clients, gcloud with a configuration of its own, `wid iam`), then stays in the foreground, \
@@ -70,6 +71,14 @@ const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
 pub async fn run(args: DevArgs, data_dir: PathBuf) -> anyhow::Result<()> {
     crate::node::raise_open_files();
+    // The metadata address is bound once the bootstrap is done; a taken one is told before
+    // anything is made.
+    if args.metadata_addr.port() != 0 {
+        std::net::TcpListener::bind(args.metadata_addr)
+            .map(drop)
+            .with_context(|| format!("cannot listen on {}", args.metadata_addr))
+            .map_err(|e| in_use(e, &data_dir, "--metadata-addr"))?;
+    }
     let service = wid_token_service::TokenService::start(wid_token_service::Config {
         addr: args.iam_addr,
         data_dir: data_dir.clone(),
@@ -80,7 +89,7 @@ pub async fn run(args: DevArgs, data_dir: PathBuf) -> anyhow::Result<()> {
         admin_addr: None,
     })
     .await
-    .map_err(|e| report::if_in_use(e.into(), "--iam-addr"))?;
+    .map_err(|e| in_use(e.into(), &data_dir, "--iam-addr"))?;
     // Absolute from here on: the printed lines are pasted in other shells, in other directories.
     let data_dir = std::fs::canonicalize(&data_dir)
         .with_context(|| format!("resolving {}", data_dir.display()))?;
@@ -131,14 +140,34 @@ pub async fn run(args: DevArgs, data_dir: PathBuf) -> anyhow::Result<()> {
         bound: (args.pods.is_some() && dev.bound).then_some(dev.email.as_str()),
         unset: overriding_variables(|name| std::env::var_os(name).is_some()),
     };
-    print!("{}", lines.render());
+    wid_cli::output::emit(&lines.render());
     let md_task = tokio::spawn(server.serve(stopped(stop_rx)));
     wid_runtime::serve::shutdown_signal().await;
     let _ = stop_tx.send(true);
     let (iam, md) = tokio::join!(iam_task, md_task);
     iam??;
     md??;
+    tracing::info!("wid dev stopped");
     Ok(())
+}
+
+/// `error`, told as a `wid dev` already running with this data directory when one is (it holds
+/// the directory's lock), else with the hint to move `flag` when its address is taken.
+fn in_use(error: anyhow::Error, data_dir: &Path, flag: &str) -> anyhow::Error {
+    if served_elsewhere(data_dir) {
+        return error.context(report::Hint(format!(
+            "wid dev (or wid iam serve) already runs with the data directory {}: paste the lines it printed, or stop it first",
+            data_dir.display()
+        )));
+    }
+    report::if_in_use(error, flag)
+}
+
+/// Whether another process holds the lock of the data directory.
+fn served_elsewhere(data_dir: &Path) -> bool {
+    let lock = data_dir.join(wid_token_service::LOCK_FILE);
+    std::fs::File::open(lock)
+        .is_ok_and(|file| matches!(file.try_lock(), Err(std::fs::TryLockError::WouldBlock)))
 }
 
 /// Resolves once `stop` says so (or its sender is gone).

@@ -241,7 +241,9 @@ fn main() -> ExitCode {
             command: IamCommand::Admin(command),
         }) => run(Threads::One, admin(command)),
         Command::Completion { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "wid", &mut std::io::stdout());
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "wid", &mut script);
+            wid_cli::output::emit(&String::from_utf8_lossy(&script));
             ExitCode::SUCCESS
         }
     }

@@ -633,6 +633,22 @@ fn completion_scripts_for_each_shell() {
         assert!(ok && script.contains(marker), "{shell}: {err}");
         assert!(script.contains("service-accounts"), "{shell}");
     }
+    // A reader that goes away (`| head`) ends the output quietly.
+    let mut child = std::process::Command::new(WID)
+        .args(["completion", "bash"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut first = [0u8; 16];
+    std::io::Read::read_exact(child.stdout.as_mut().expect("stdout"), &mut first).expect("read");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && !stderr.contains("panicked"),
+        "{stderr}"
+    );
     let (_, bash, _) = wid(&["completion", "bash"]);
     let file = tempfile::NamedTempFile::new().expect("temp file");
     std::fs::write(file.path(), bash).expect("write");
@@ -734,4 +750,77 @@ fn which(program: &str) -> Result<std::path::PathBuf, ()> {
         .map(|dir| dir.join(program))
         .find(|path| path.is_file())
         .ok_or(())
+}
+
+/// A second `wid dev` on the same data directory, a taken metadata address, and the metadata
+/// address given as the token service's: each said for what it is.
+#[test]
+fn wid_dev_mistakes_are_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let data = data.to_str().expect("path");
+    let zeros = [
+        "--metadata-addr",
+        "127.0.0.1:0",
+        "--iam-addr",
+        "127.0.0.1:0",
+    ];
+    let first = support::DevProcess::start(
+        dir.path(),
+        &[&zeros[..], &["--data-dir", data]].concat(),
+        &dir.path().join("dev.log"),
+    );
+    let endpoint = first.exported("WID_ENDPOINT");
+    let metadata = first.exported("GCE_METADATA_HOST");
+    let again = |args: &[&str]| {
+        support::run_refused(
+            std::process::Command::new(WID)
+                .arg("dev")
+                .args(args)
+                .env_remove("WID_DATA_DIR"),
+        )
+    };
+    let iam = endpoint.trim_start_matches("http://");
+    let (ok, stderr) = again(&[
+        "--iam-addr",
+        iam,
+        "--metadata-addr",
+        "127.0.0.1:0",
+        "--data-dir",
+        data,
+    ]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("already runs with the data directory"),
+        "{stderr}"
+    );
+    // A taken metadata address is told before a new data directory is made.
+    let other = dir.path().join("other");
+    let (ok, stderr) = again(&[
+        "--metadata-addr",
+        &metadata,
+        "--iam-addr",
+        "127.0.0.1:0",
+        "--data-dir",
+        other.to_str().expect("path"),
+    ]);
+    assert!(!ok);
+    assert!(stderr.contains("--metadata-addr"), "{stderr}");
+    assert!(!other.exists(), "a refused start made {}", other.display());
+    // The metadata address where the token service's belongs.
+    let token = first.exported("WID_TOKEN_FILE");
+    let (ok, _, err) = wid(&[
+        "iam",
+        "projects",
+        "list",
+        "--endpoint",
+        &format!("http://{metadata}"),
+        "--token-file",
+        &token,
+    ]);
+    assert!(!ok);
+    assert!(
+        err.contains("metadata server") && err.contains("WID_ENDPOINT"),
+        "{err}"
+    );
 }

@@ -71,15 +71,13 @@ impl Cli {
                 };
                 let cluster = self
                     .admin()
-                    .register_cluster(&project.project, &location, &cluster)
+                    .register_cluster(project.id()?, &location, &cluster)
                     .await?;
                 eprintln!("Registered cluster [{name}] in [{location}].");
                 self.print_typed(&cluster);
             }
             ClustersCommand::List { project, location } => {
-                let list = self
-                    .get(&clusters_path(&project.project, &location))
-                    .await?;
+                let list = self.get(&clusters_path(project.id()?, &location)).await?;
                 self.print_list(&items(&list, "clusters"), CLUSTER_COLUMNS);
             }
             ClustersCommand::Describe {
@@ -91,7 +89,7 @@ impl Cli {
                     &self
                         .get(&format!(
                             "{}/{}",
-                            clusters_path(&project.project, &location),
+                            clusters_path(project.id()?, &location),
                             segment(&name)
                         ))
                         .await?,
@@ -103,7 +101,7 @@ impl Cli {
                 location,
             } => {
                 self.admin()
-                    .delete_cluster(&project.project, &location, &name)
+                    .delete_cluster(project.id()?, &location, &name)
                     .await?;
                 eprintln!("Deleted cluster [{name}] in [{location}].");
             }

@@ -135,7 +135,7 @@ fn items(value: &Value, field: &str) -> Vec<Value> {
 
 impl Cli {
     fn print(&self, value: &Value) {
-        print!("{}", output::resource(value, self.format));
+        output::emit(&output::resource(value, self.format));
     }
 
     /// A wire type, printed as the service sent it.
@@ -148,7 +148,7 @@ impl Cli {
     }
 
     fn print_list(&self, items: &[Value], columns: &[Column]) {
-        print!("{}", output::list(items, self.format, columns));
+        output::emit(&output::list(items, self.format, columns));
     }
 
     async fn get(&self, path: &str) -> anyhow::Result<Value> {

@@ -5,25 +5,23 @@ use reqwest::Method;
 use serde_json::{Map, Value, json};
 
 use super::{Cli, POOL_COLUMNS, PROVIDER_COLUMNS, items, operation_response};
-use crate::args::{
-    Format, LocationArg, OidcArgs, PoolRef, PoolsCommand, ProjectArg, ProvidersCommand,
-};
+use crate::args::{Format, LocationArg, OidcArgs, PoolRef, PoolsCommand, ProvidersCommand};
 use crate::client::segment;
 
-fn pools_path(project: &ProjectArg, location: &LocationArg) -> String {
+fn pools_path(project: &str, location: &LocationArg) -> String {
     format!(
         "/v1/projects/{}/locations/{}/workloadIdentityPools",
-        segment(&project.project),
+        segment(project),
         segment(&location.location)
     )
 }
 
-fn providers_path(pool: &PoolRef) -> String {
-    format!(
+fn providers_path(pool: &PoolRef) -> anyhow::Result<String> {
+    Ok(format!(
         "{}/{}/providers",
-        pools_path(&pool.project, &pool.location),
+        pools_path(pool.project.id()?, &pool.location),
         segment(&pool.workload_identity_pool)
-    )
+    ))
 }
 
 /// `KEY=EXPR,KEY=EXPR` where each key is google.* or attribute.*; commas inside an expression
@@ -74,7 +72,7 @@ impl Cli {
                     .client
                     .call(
                         Method::POST,
-                        &pools_path(&project, &location),
+                        &pools_path(project.id()?, &location),
                         &[("workloadIdentityPoolId", &pool)],
                         Some(&body),
                     )
@@ -83,7 +81,7 @@ impl Cli {
                 self.print(&operation_response(op));
             }
             PoolsCommand::List { project, location } => {
-                let list = self.get(&pools_path(&project, &location)).await?;
+                let list = self.get(&pools_path(project.id()?, &location)).await?;
                 self.print_list(&items(&list, "workloadIdentityPools"), POOL_COLUMNS);
             }
             PoolsCommand::Describe {
@@ -95,7 +93,7 @@ impl Cli {
                     &self
                         .get(&format!(
                             "{}/{}",
-                            pools_path(&project, &location),
+                            pools_path(project.id()?, &location),
                             segment(&pool)
                         ))
                         .await?,
@@ -106,7 +104,11 @@ impl Cli {
                 project,
                 location,
             } => {
-                let path = format!("{}/{}", pools_path(&project, &location), segment(&pool));
+                let path = format!(
+                    "{}/{}",
+                    pools_path(project.id()?, &location),
+                    segment(&pool)
+                );
                 self.client.call(Method::DELETE, &path, &[], None).await?;
                 eprintln!("Deleted workload identity pool [{pool}].");
             }
@@ -175,7 +177,7 @@ impl Cli {
                     .client
                     .call(
                         Method::POST,
-                        &providers_path(&pool),
+                        &providers_path(&pool)?,
                         &[("workloadIdentityPoolProviderId", &provider)],
                         Some(&body),
                     )
@@ -192,7 +194,7 @@ impl Cli {
                 if mask.is_empty() {
                     bail!("nothing to update: pass at least one flag to change");
                 }
-                let path = format!("{}/{}", providers_path(&pool), segment(&provider));
+                let path = format!("{}/{}", providers_path(&pool)?, segment(&provider));
                 let op = self
                     .client
                     .call(
@@ -206,7 +208,7 @@ impl Cli {
                 self.print(&operation_response(op));
             }
             ProvidersCommand::List { pool } => {
-                let list = self.get(&providers_path(&pool)).await?;
+                let list = self.get(&providers_path(&pool)?).await?;
                 let flat: Vec<Value> = items(&list, "workloadIdentityPoolProviders")
                     .into_iter()
                     .map(|mut p| {
@@ -228,12 +230,16 @@ impl Cli {
             ProvidersCommand::Describe { provider, pool } => {
                 self.print(
                     &self
-                        .get(&format!("{}/{}", providers_path(&pool), segment(&provider)))
+                        .get(&format!(
+                            "{}/{}",
+                            providers_path(&pool)?,
+                            segment(&provider)
+                        ))
                         .await?,
                 );
             }
             ProvidersCommand::Delete { provider, pool } => {
-                let path = format!("{}/{}", providers_path(&pool), segment(&provider));
+                let path = format!("{}/{}", providers_path(&pool)?, segment(&provider));
                 self.client.call(Method::DELETE, &path, &[], None).await?;
                 eprintln!("Deleted workload identity pool provider [{provider}].");
             }

@@ -77,13 +77,13 @@ impl Cli {
                 };
                 let account = self
                     .admin()
-                    .create_service_account(&project.project, &name, &account)
+                    .create_service_account(project.id()?, &name, &account)
                     .await?;
                 eprintln!("Created service account [{name}].");
                 self.print_typed(&account);
             }
             C::List { project } => {
-                let accounts = self.admin().service_accounts(&project.project).await?;
+                let accounts = self.admin().service_accounts(project.id()?).await?;
                 let accounts: Vec<Value> = accounts.iter().map(to_value).collect();
                 self.print_list(&accounts, SA_COLUMNS);
             }
@@ -321,13 +321,10 @@ impl Cli {
     /// A token alone on a line (for `$(...)`), or the whole answer in JSON or YAML.
     fn print_token(&self, answer: &Value, field: &str) {
         match self.format {
-            Format::Table => println!(
-                "{}",
-                answer
-                    .get(field)
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-            ),
+            Format::Table => {
+                let token = answer.get(field).and_then(Value::as_str);
+                crate::output::emit(&format!("{}\n", token.unwrap_or_default()));
+            }
             _ => self.print(answer),
         }
     }
