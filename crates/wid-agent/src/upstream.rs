@@ -76,6 +76,17 @@ pub struct KsaIssuer {
     pub issuer: String,
 }
 
+/// Why an issuer key could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum IssuerKeyError {
+    #[error(transparent)]
+    File(#[from] wid_runtime::private_files::PrivateFileError),
+    #[error("{0} is not an RS256 PKCS#8 key")]
+    NotAKey(String),
+    #[error("cannot make a key: {0}")]
+    Generate(#[from] wid_jose::JoseError),
+}
+
 impl KsaIssuer {
     pub fn new(key: SigningKey, issuer: String) -> KsaIssuer {
         KsaIssuer { key, issuer }
@@ -84,6 +95,31 @@ impl KsaIssuer {
     /// A fresh RS256 key.
     pub fn generate_key() -> Result<SigningKey, wid_jose::JoseError> {
         SigningKey::generate(Algorithm::Rs256)
+    }
+
+    /// The issuer `issuer` with the key in `path` (PKCS#8 DER), made there on first use (mode
+    /// 0600; a missing directory is made private too, an existing one is the operator's). A key
+    /// of another user, or readable by others, is refused: a key someone else wrote is one they
+    /// know.
+    pub fn open(path: &std::path::Path, issuer: String) -> Result<KsaIssuer, IssuerKeyError> {
+        use wid_runtime::private_files;
+        if let Some(dir) = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+        {
+            private_files::ensure_private_dir(dir)?;
+        }
+        let key = if path.exists() {
+            // Owner and mode checked on the handle read.
+            let der = private_files::read_private(path)?;
+            SigningKey::from_pkcs8(Algorithm::Rs256, &der)
+                .map_err(|_| IssuerKeyError::NotAKey(path.display().to_string()))?
+        } else {
+            let key = KsaIssuer::generate_key()?;
+            private_files::write_new_private(path, key.pkcs8())?;
+            key
+        };
+        Ok(KsaIssuer::new(key, issuer))
     }
 
     /// The JWKS the token service needs to trust this issuer.

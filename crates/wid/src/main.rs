@@ -13,7 +13,6 @@ use wid_runtime::logging::{self, LogFormat};
 mod allocator;
 mod dev;
 mod node;
-mod report;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -170,7 +169,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let service = wid_token_service::TokenService::start(config)
         .await
-        .map_err(|e| report::if_in_use(e.into(), "--addr"))?;
+        .map_err(|e| wid_cli::report::if_in_use(e.into(), "--addr"))?;
     service.serve(wid_runtime::serve::shutdown_signal()).await?;
     tracing::info!("token service stopped");
     Ok(())
@@ -207,7 +206,7 @@ fn run(threads: Threads, work: impl std::future::Future<Output = anyhow::Result<
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("{}", report::render(&e));
+            eprintln!("{}", wid_cli::report::render(&e));
             ExitCode::FAILURE
         }
     }
@@ -229,7 +228,11 @@ fn main() -> ExitCode {
                 .data_dir
                 .clone()
                 .unwrap_or_else(|| default_data_dir().join("dev"));
-            run(Threads::PerCore, dev::run(args, data_dir))
+            run(Threads::PerCore, async {
+                node::raise_open_files();
+                let config = dev::settings(args, data_dir)?;
+                wid_dev::run(config, wid_runtime::serve::shutdown_signal()).await
+            })
         }
         Command::Iam(IamArgs {
             command: IamCommand::Serve(args),

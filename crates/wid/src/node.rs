@@ -2,7 +2,7 @@
 //! bootstrap (a project, a cluster with the agent's issuer, a KSA bound to a service account).
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,8 +14,6 @@ use wid_agent::pods::{Pod, Resolver, StaticResolver, WithNodeIdentity};
 use wid_agent::upstream::KsaIssuer;
 use wid_agent::upstream::KsaTokens;
 use wid_agent::{Config, MetadataServer};
-use wid_jose::Algorithm;
-use wid_jose::signer::SigningKey;
 
 /// Where the agent is and what it reports about its node and cluster.
 #[derive(Args, Debug)]
@@ -158,26 +156,6 @@ pub struct MetadataServeArgs {
     pub log: crate::LogArgs,
 }
 
-/// Reads the issuer key, or makes one (mode 0600).
-pub(crate) fn issuer_key(path: &Path) -> anyhow::Result<SigningKey> {
-    // The key file is private (0600); its directory is the operator's choice.
-    if let Some(dir) = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty() && !d.exists())
-    {
-        wid_runtime::private_files::ensure_private_dir(dir)?;
-    }
-    if path.exists() {
-        // Owner and mode checked on the handle read: a key another user made is one they know.
-        let der = wid_runtime::private_files::read_private(path)?;
-        return SigningKey::from_pkcs8(Algorithm::Rs256, &der)
-            .with_context(|| format!("{} is not an RS256 PKCS#8 key", path.display()));
-    }
-    let key = KsaIssuer::generate_key()?;
-    wid_runtime::private_files::write_new_private(path, key.pkcs8())?;
-    Ok(key)
-}
-
 fn hostname() -> String {
     std::fs::read_to_string("/etc/hostname")
         .map(|h| h.trim().to_owned())
@@ -230,19 +208,6 @@ pub(crate) fn raise_open_files() {
     }
 }
 
-/// The project `wid dev` makes, and an agent with a pods file serves by default.
-pub const DEV_PROJECT: &str = "wid-dev";
-
-/// The issuer of the KSA tokens of `wid dev`'s cluster (and of an agent with a pods file).
-pub(crate) fn dev_issuer_uri(project: &str) -> String {
-    format!("https://kubernetes.{project}.wid.local")
-}
-
-/// The file of the cluster issuer key in `wid dev`'s data directory.
-pub(crate) fn dev_issuer_key(data_dir: &Path) -> PathBuf {
-    data_dir.join("agent-issuer.pk8")
-}
-
 /// `dev_data_dir`: `wid dev`'s data directory when --data-dir is not given.
 pub async fn metadata_serve(args: MetadataServeArgs, dev_data_dir: PathBuf) -> anyhow::Result<()> {
     raise_open_files();
@@ -250,7 +215,7 @@ pub async fn metadata_serve(args: MetadataServeArgs, dev_data_dir: PathBuf) -> a
     // project is the cluster's, and there is no sensible default.
     let project = match (&args.node.project, &args.pods) {
         (Some(project), _) => project.clone(),
-        (None, Some(_)) => DEV_PROJECT.to_owned(),
+        (None, Some(_)) => wid_dev::DEV_PROJECT.to_owned(),
         (None, None) => bail!("--project (or WID_PROJECT) is required"),
     };
     // Without it, the agent learns the number from STS's introspection of the first federated
@@ -298,14 +263,14 @@ pub async fn metadata_serve(args: MetadataServeArgs, dev_data_dir: PathBuf) -> a
     let server = match &args.pods {
         Some(path) => {
             let key = args.issuer_key.clone().unwrap_or_else(|| {
-                dev_issuer_key(args.data_dir.as_deref().unwrap_or(&dev_data_dir))
+                wid_dev::issuer_key_path(args.data_dir.as_deref().unwrap_or(&dev_data_dir))
             });
             let issuer_uri = args
                 .issuer_uri
                 .clone()
-                .unwrap_or_else(|| dev_issuer_uri(&project));
+                .unwrap_or_else(|| wid_dev::issuer_uri(&project));
             tracing::info!(issuer = %issuer_uri, key = %key.display(), project = %project, "signing the pods' KSA tokens (the token service must know this issuer: `wid dev` with this data directory registers it, or `wid iam clusters register --jwk-json-path` with --jwks-out's file)");
-            let issuer = KsaIssuer::new(issuer_key(&key)?, issuer_uri);
+            let issuer = KsaIssuer::open(&key, issuer_uri)?;
             if let Some(out) = &args.jwks_out {
                 std::fs::write(out, issuer.jwks_json())
                     .with_context(|| format!("writing {}", out.display()))?;
@@ -318,7 +283,7 @@ pub async fn metadata_serve(args: MetadataServeArgs, dev_data_dir: PathBuf) -> a
                 None,
             )
             .await
-            .map_err(|e| crate::report::if_in_use(e.into(), "--addr"))?;
+            .map_err(|e| wid_cli::report::if_in_use(e.into(), "--addr"))?;
             tokio::spawn(pods.watch(departed_pods(&server, node_uid)));
             server
         }
@@ -338,7 +303,7 @@ pub async fn metadata_serve(args: MetadataServeArgs, dev_data_dir: PathBuf) -> a
             let server =
                 MetadataServer::start(config, with_node(resolver.clone()), ksa, Some(events))
                     .await
-                    .map_err(|e| crate::report::if_in_use(e.into(), "--addr"))?;
+                    .map_err(|e| wid_cli::report::if_in_use(e.into(), "--addr"))?;
             let taint = args.ready_taint.clone().filter(|t| !t.is_empty());
             let forget = departed_pods(&server, node_uid);
             tokio::spawn(resolver.watch_pods(client, node_name, taint, forget));
@@ -365,14 +330,13 @@ fn departed_pods(
 
 /// `wid dev`'s node: the settings of `wid metadata serve` as its flags default them (and their
 /// environment variables set them), with the dev project and cluster.
-pub(crate) fn dev_node(project: &str, number: &str) -> anyhow::Result<NodeArgs> {
+pub(crate) fn dev_node(project: &str) -> anyhow::Result<NodeArgs> {
     let defaults = NodeArgs::augment_args(clap::Command::new("wid-dev"))
         .try_get_matches_from(["wid-dev"])
         .and_then(|matches| NodeArgs::from_arg_matches(&matches))
         .context("the node settings' defaults")?;
     Ok(NodeArgs {
         project: Some(project.to_owned()),
-        project_number: Some(number.to_owned()),
         cluster_name: "dev".into(),
         cluster_location: "local".into(),
         ..defaults
