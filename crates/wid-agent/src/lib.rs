@@ -18,6 +18,7 @@ mod identify;
 pub mod kubernetes;
 pub mod limits;
 pub mod metrics;
+pub mod node;
 pub mod pod_index;
 pub mod pods;
 mod replies;

@@ -1,5 +1,5 @@
-//! `wid metadata serve` and `wid dev`: flags resolved into the agent's settings, and the dev
-//! bootstrap (a project, a cluster with the agent's issuer, a KSA bound to a service account).
+//! `wid metadata serve`'s flags, resolved into the agent's settings (and `wid dev`'s node, as
+//! those flags default it).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,12 +8,10 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, FromArgMatches};
-use wid_agent::Denials;
-use wid_agent::kubernetes::{KubeResolver, PodEvents, TokenRequests};
-use wid_agent::pods::{Pod, Resolver, StaticResolver, WithNodeIdentity};
+use wid_agent::Config;
+use wid_agent::node::{NodeIdentity, Pods};
+use wid_agent::pods::Pod;
 use wid_agent::upstream::KsaIssuer;
-use wid_agent::upstream::KsaTokens;
-use wid_agent::{Config, MetadataServer};
 
 /// Where the agent is and what it reports about its node and cluster.
 #[derive(Args, Debug)]
@@ -208,6 +206,7 @@ pub(crate) fn raise_open_files() {
     }
 }
 
+/// `wid metadata serve`: its flags resolved into the agent's settings, then the agent run.
 /// `dev_data_dir`: `wid dev`'s data directory when --data-dir is not given.
 pub async fn metadata_serve(args: MetadataServeArgs, dev_data_dir: PathBuf) -> anyhow::Result<()> {
     raise_open_files();
@@ -218,114 +217,87 @@ pub async fn metadata_serve(args: MetadataServeArgs, dev_data_dir: PathBuf) -> a
         (None, Some(_)) => wid_dev::DEV_PROJECT.to_owned(),
         (None, None) => bail!("--project (or WID_PROJECT) is required"),
     };
-    // Without it, the agent learns the number from STS's introspection of the first federated
-    // token.
-    let number = args.node.project_number.clone();
-    let node = match &args.node_identity {
-        Some(identity) => {
-            let Some((namespace, ksa)) = identity
-                .split_once('/')
-                .filter(|(ns, ksa)| !ns.is_empty() && !ksa.is_empty() && !ksa.contains('/'))
-            else {
-                bail!("--node-identity must be NAMESPACE/KSA, not {identity:?}");
-            };
-            Some(Arc::new(Pod::node_identity(
-                args.node_addresses[0],
-                namespace,
-                ksa,
-                args.node_gcp_service_account.as_deref(),
-            )))
-        }
-        None => None,
-    };
-    let with_node = |pods: Arc<dyn Resolver>| -> Arc<dyn Resolver> {
-        match &node {
-            Some(node) => Arc::new(WithNodeIdentity {
-                pods,
-                addresses: args.node_addresses.clone(),
-                node: node.clone(),
-            }),
-            None => pods,
-        }
-    };
-    let node_uid = node.as_ref().map(|n| n.uid.clone());
+    let node = node_identity(&args)?;
     let config = Config {
         attest_callers: args.attest_callers.then(|| args.proc_root.clone()),
+        // Without a number, the agent learns it from STS's introspection of the first federated
+        // token.
         ..agent_config(
             args.addr,
             &args.sts_url,
             &args.iamcredentials_url,
             &args.node,
             &project,
-            number.as_deref(),
+            args.node.project_number.as_deref(),
         )
     };
-    let server = match &args.pods {
-        Some(path) => {
-            let key = args.issuer_key.clone().unwrap_or_else(|| {
-                wid_dev::issuer_key_path(args.data_dir.as_deref().unwrap_or(&dev_data_dir))
-            });
-            let issuer_uri = args
-                .issuer_uri
-                .clone()
-                .unwrap_or_else(|| wid_dev::issuer_uri(&project));
-            tracing::info!(issuer = %issuer_uri, key = %key.display(), project = %project, "signing the pods' KSA tokens (the token service must know this issuer: `wid dev` with this data directory registers it, or `wid iam clusters register --jwk-json-path` with --jwks-out's file)");
-            let issuer = KsaIssuer::open(&key, issuer_uri)?;
-            if let Some(out) = &args.jwks_out {
-                std::fs::write(out, issuer.jwks_json())
-                    .with_context(|| format!("writing {}", out.display()))?;
-            }
-            let pods = StaticResolver::open(path)?;
-            let server = MetadataServer::start(
-                config,
-                with_node(pods.clone()),
-                KsaTokens::Issuer(Box::new(issuer)),
-                None,
-            )
-            .await
-            .map_err(|e| wid_cli::report::if_in_use(e.into(), "--addr"))?;
-            tokio::spawn(pods.watch(departed_pods(&server, node_uid)));
-            server
-        }
-        None => {
-            let node_name = args
-                .node_name
-                .clone()
-                .context("--node-name (or WID_NODE_NAME, from the downward API) is required on Kubernetes; or give --pods FILE")?;
-            let server = wid_kube::ApiServer::find(args.kubeconfig.as_deref()).await?;
-            let issuer = server.issuer_uri().await?;
-            let client = server.client().clone();
-            tracing::info!(%issuer, node = %node_name, "watching this node's pods");
-            let resolver = KubeResolver::new();
-            let ksa = KsaTokens::TokenRequest(TokenRequests::new(client.clone(), issuer));
-            let events: Arc<dyn Denials> =
-                Arc::new(PodEvents::new(client.clone(), node_name.clone()));
-            let server =
-                MetadataServer::start(config, with_node(resolver.clone()), ksa, Some(events))
-                    .await
-                    .map_err(|e| wid_cli::report::if_in_use(e.into(), "--addr"))?;
-            let taint = args.ready_taint.clone().filter(|t| !t.is_empty());
-            let forget = departed_pods(&server, node_uid);
-            tokio::spawn(resolver.watch_pods(client, node_name, taint, forget));
-            server
-        }
-    };
-    server.serve(wid_runtime::serve::shutdown_signal()).await?;
-    Ok(())
+    let pods = pods(&args, &project, dev_data_dir).await?;
+    wid_agent::node::run(config, pods, node, wid_runtime::serve::shutdown_signal())
+        .await
+        .map_err(|e| wid_cli::report::if_in_use(e.into(), "--addr"))
 }
 
-/// Tells the agent, after each change of its pods, which are left (the node identity stays), so
-/// that departed pods' tokens are dropped.
-fn departed_pods(
-    server: &MetadataServer,
-    node_uid: Option<String>,
-) -> impl Fn(&[String]) + Send + Sync + 'static {
-    let forget = server.pod_forgetter();
-    move |uids| {
-        let mut live = uids.to_vec();
-        live.extend(node_uid.clone());
-        forget(&live)
+/// The identity of host-network callers (`--node-identity NAMESPACE/KSA`), if any.
+fn node_identity(args: &MetadataServeArgs) -> anyhow::Result<Option<NodeIdentity>> {
+    let Some(identity) = &args.node_identity else {
+        return Ok(None);
+    };
+    let Some((namespace, ksa)) = identity
+        .split_once('/')
+        .filter(|(ns, ksa)| !ns.is_empty() && !ksa.is_empty() && !ksa.contains('/'))
+    else {
+        bail!("--node-identity must be NAMESPACE/KSA, not {identity:?}");
+    };
+    let pod = Pod::node_identity(
+        args.node_addresses[0],
+        namespace,
+        ksa,
+        args.node_gcp_service_account.as_deref(),
+    );
+    Ok(Some(NodeIdentity {
+        addresses: args.node_addresses.clone(),
+        pod: Arc::new(pod),
+    }))
+}
+
+/// Where the pods come from: the pods file and the issuer key that signs their KSA tokens, or
+/// the API server of the cluster (and its issuer).
+async fn pods(
+    args: &MetadataServeArgs,
+    project: &str,
+    dev_data_dir: PathBuf,
+) -> anyhow::Result<Pods> {
+    if let Some(path) = &args.pods {
+        let key = args.issuer_key.clone().unwrap_or_else(|| {
+            wid_dev::issuer_key_path(args.data_dir.as_deref().unwrap_or(&dev_data_dir))
+        });
+        let issuer_uri = args
+            .issuer_uri
+            .clone()
+            .unwrap_or_else(|| wid_dev::issuer_uri(project));
+        tracing::info!(issuer = %issuer_uri, key = %key.display(), project = %project, "signing the pods' KSA tokens (the token service must know this issuer: `wid dev` with this data directory registers it, or `wid iam clusters register --jwk-json-path` with --jwks-out's file)");
+        let issuer = KsaIssuer::open(&key, issuer_uri)?;
+        if let Some(out) = &args.jwks_out {
+            std::fs::write(out, issuer.jwks_json())
+                .with_context(|| format!("writing {}", out.display()))?;
+        }
+        return Ok(Pods::File {
+            path: path.clone(),
+            issuer: Box::new(issuer),
+        });
     }
+    let node_name = args
+        .node_name
+        .clone()
+        .context("--node-name (or WID_NODE_NAME, from the downward API) is required on Kubernetes; or give --pods FILE")?;
+    let server = wid_kube::ApiServer::find(args.kubeconfig.as_deref()).await?;
+    let issuer = server.issuer_uri().await?;
+    Ok(Pods::Kubernetes {
+        server,
+        issuer,
+        node_name,
+        ready_taint: args.ready_taint.clone().filter(|t| !t.is_empty()),
+    })
 }
 
 /// `wid dev`'s node: the settings of `wid metadata serve` as its flags default them (and their
