@@ -7,7 +7,6 @@ WID_BIN names the wid binary (scripts/test.sh builds it)."""
 import base64
 import json
 import os
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -30,10 +29,21 @@ def _b64(n: int) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _listening_addr(process: subprocess.Popen, log: Path) -> str:
+    """The address `wid iam serve` (told to listen on port 0) logged it listens on."""
+    deadline = time.monotonic() + 30
+    while True:
+        for line in log.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if record.get("message") == "token service listening":
+                return record["addr"]
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"wid iam serve did not start; log:\n{log.read_text()}")
+        time.sleep(0.05)
 
 
 class Wid:
@@ -106,25 +116,13 @@ def cluster() -> Cluster:
 def wid(wid_bin, tmp_path_factory, cluster):
     tmp = tmp_path_factory.mktemp("wid")
     data_dir = tmp / "data"
-    port = _free_port()
     log = tmp / "wid.log"
     process = subprocess.Popen(
-        [wid_bin, "iam", "serve", "--addr", f"127.0.0.1:{port}", "--data-dir", str(data_dir), "--log-format", "json"],
+        [wid_bin, "iam", "serve", "--addr", "127.0.0.1:0", "--data-dir", str(data_dir), "--log-format", "json"],
         stdout=subprocess.DEVNULL,
         stderr=log.open("w"),
     )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if requests.get(base + "/healthz", timeout=1).status_code == 200:
-                break
-        except requests.ConnectionError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"wid iam serve did not start; log:\n{log.read_text()}")
-        time.sleep(0.05)
+    base = "http://" + _listening_addr(process, log)
     server = Wid(base, data_dir, process, log)
     server.call("POST", "/v1/projects", json={"projectId": PROJECT, "projectNumber": PROJECT_NUMBER})
     server.call("POST", f"/v1/projects/{PROJECT}/serviceAccounts", json={"accountId": "app-runner"})

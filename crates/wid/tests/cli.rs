@@ -469,10 +469,9 @@ fn cli_errors_are_clear() {
         String::from_utf8_lossy(&out.stderr)
     );
     // No server there.
-    let port = support::free_port();
     let out = std::process::Command::new(WID)
         .args(["iam", "projects", "list"])
-        .env("WID_ENDPOINT", format!("http://127.0.0.1:{port}"))
+        .env("WID_ENDPOINT", format!("http://{}", support::CLOSED))
         .env("WID_TOKEN_FILE", server.token_file())
         .output()
         .expect("run");
@@ -533,10 +532,7 @@ fn failures_say_what_went_wrong_once_and_what_to_try() {
         "{err}"
     );
     // Nothing listens: is it running, and how to name another.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a port");
-    let (ok, _, err) = list(&format!("http://{closed}"));
+    let (ok, _, err) = list(&format!("http://{}", support::CLOSED));
     assert!(!ok);
     assert!(
         err.contains("connection refused") && err.contains("wid dev") && err.contains("--endpoint"),

@@ -6,7 +6,7 @@
 mod support;
 
 use std::net::IpAddr;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -29,11 +29,10 @@ async fn start_agent_with(
 ) -> Agent {
     let kubeconfig = dir.join("kubeconfig");
     std::fs::write(&kubeconfig, fake.kubeconfig()).expect("kubeconfig");
-    let port = support::free_port();
-    let admin_port = support::free_port();
     let log = dir.join("agent.log");
-    let child = Command::new(support::WID)
-        .args(["metadata", "serve", "--addr", &format!("127.0.0.1:{port}")])
+    let mut command = Command::new(support::WID);
+    command
+        .args(["metadata", "serve", "--addr", "127.0.0.1:0"])
         .arg("--kubeconfig")
         .arg(&kubeconfig)
         // The interface of the issue: no project number; the agent learns it from STS.
@@ -50,20 +49,11 @@ async fn start_agent_with(
             "--iamcredentials-url",
             &server.base(),
         ])
-        .args(["--admin-addr", &format!("127.0.0.1:{admin_port}")])
+        .args(["--admin-addr", "127.0.0.1:0"])
         .args(["--pod-wait-ms", "3000"])
         .args(extra)
-        .env("WID_LOG", "debug")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log"))
-        .spawn()
-        .expect("spawn agent");
-    let agent = Agent {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-        admin: format!("http://127.0.0.1:{admin_port}"),
-        log,
-    };
+        .env("WID_LOG", "debug");
+    let agent = Agent::spawn(&mut command, &log).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let ready = reqwest::get(format!("{}/readyz", agent.admin)).await;

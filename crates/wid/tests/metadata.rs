@@ -4,7 +4,7 @@
 mod support;
 
 use std::net::IpAddr;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -25,25 +25,14 @@ fn pods_file(path: &std::path::Path, second_gsa: &str) {
 }
 
 async fn start_agent(dir: &std::path::Path, server: &Server) -> Agent {
-    start_agent_with(dir, server, support::free_port(), &[]).await
+    start_agent_with(dir, server, &[]).await
 }
 
-async fn start_agent_with(
-    dir: &std::path::Path,
-    server: &Server,
-    port: u16,
-    extra: &[&str],
-) -> Agent {
-    let admin_port = support::free_port();
-    let log = dir.join("agent.log");
-    let child = Command::new(support::WID)
-        .args([
-            "metadata",
-            "serve",
-            "--addr",
-            &format!("127.0.0.1:{port}"),
-            "--pods",
-        ])
+/// An agent on free ports (its log says which) for the pods file of `dir`.
+async fn start_agent_with(dir: &std::path::Path, server: &Server, extra: &[&str]) -> Agent {
+    let mut command = Command::new(support::WID);
+    command
+        .args(["metadata", "serve", "--addr", "127.0.0.1:0", "--pods"])
         .arg(dir.join("pods.json"))
         .args([
             "--sts-url",
@@ -63,7 +52,7 @@ async fn start_agent_with(
         .arg(dir.join("issuer.pk8"))
         .arg("--jwks-out")
         .arg(dir.join("jwks.json"))
-        .args(["--admin-addr", &format!("127.0.0.1:{admin_port}")])
+        .args(["--admin-addr", "127.0.0.1:0"])
         // Host-network callers come from the node's address, 127.0.0.7 here.
         .args([
             "--node-address",
@@ -71,27 +60,8 @@ async fn start_agent_with(
             "--node-identity",
             "kube-system/host-net",
         ])
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log"))
-        .spawn()
-        .expect("spawn agent");
-    let base = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while reqwest::get(format!("{base}/")).await.is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "agent not ready: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Agent {
-        child,
-        base,
-        admin: format!("http://127.0.0.1:{admin_port}"),
-        log,
-    }
+        .args(extra);
+    Agent::spawn(&mut command, &dir.join("agent.log")).await
 }
 
 /// A client whose connections come from `ip`, as a pod's would.
@@ -394,11 +364,9 @@ async fn connections_are_bounded_and_the_port_is_ours_alone() {
         &dir.path().join("pods.json"),
         "sa-b-runner@proj-a.iam.gserviceaccount.com",
     );
-    let port = support::free_port();
     let mut agent = start_agent_with(
         dir.path(),
         &server,
-        port,
         &[
             "--head-timeout-ms",
             "1000",
@@ -416,7 +384,7 @@ async fn connections_are_bounded_and_the_port_is_ours_alone() {
             "metadata",
             "serve",
             "--addr",
-            &format!("127.0.0.1:{port}"),
+            agent.base.trim_start_matches("http://"),
             "--pods",
         ])
         .arg(dir.path().join("pods.json"))
@@ -595,7 +563,7 @@ impl Node {
             &dir.path().join("pods.json"),
             "sa-b-runner@proj-a.iam.gserviceaccount.com",
         );
-        let agent = start_agent_with(dir.path(), &server, support::free_port(), extra).await;
+        let agent = start_agent_with(dir.path(), &server, extra).await;
         let jwks = std::fs::read_to_string(dir.path().join("jwks.json")).expect("jwks");
         setup(&server.api(), &jwks).await;
         Node {
@@ -911,8 +879,7 @@ fn an_issuer_key_of_another_owner_is_refused() {
     support::write_as_nobody(&key, known.pkcs8());
     let mut agent = Command::new(support::WID);
     agent
-        .args(["metadata", "serve", "--addr"])
-        .arg(format!("127.0.0.1:{}", support::free_port()))
+        .args(["metadata", "serve", "--addr", "127.0.0.1:0"])
         .arg("--pods")
         .arg(dir.path().join("pods.json"))
         .args([
@@ -925,10 +892,7 @@ fn an_issuer_key_of_another_owner_is_refused() {
         .args(["--issuer-uri", "https://k8s.node-test.example.com"])
         .arg("--issuer-key")
         .arg(&key)
-        .args([
-            "--admin-addr",
-            &format!("127.0.0.1:{}", support::free_port()),
-        ]);
+        .args(["--admin-addr", "127.0.0.1:0"]);
     let (ok, stderr) = support::run_refused(&mut agent);
     assert!(!ok, "{stderr}");
     for part in [

@@ -1957,10 +1957,10 @@ async fn an_agent_alone_answers_for_the_cluster_of_wid_dev() {
         xdg.path().join("wid/dev/agent-issuer.pk8").exists(),
         "wid dev keeps its issuer key in its default data directory"
     );
-    let port = support::free_port();
     let log = xdg.path().join("alone.log");
-    let mut alone = Command::new(support::WID)
-        .args(["metadata", "serve", "--addr", &format!("127.0.0.1:{port}")])
+    let mut command = Command::new(support::WID);
+    command
+        .args(["metadata", "serve", "--addr", "127.0.0.1:0"])
         .arg("--pods")
         .arg(dev._dir.path().join("pods.json"))
         .args([
@@ -1974,11 +1974,8 @@ async fn an_agent_alone_answers_for_the_cluster_of_wid_dev() {
         .env_remove("WID_DATA_DIR")
         .env_remove("WID_ISSUER_KEY")
         .env_remove("WID_ISSUER_URI")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log file"))
-        .spawn()
-        .expect("spawn the agent");
+        .stdin(Stdio::null());
+    let alone = support::Agent::spawn(&mut command, &log).await;
     let client = reqwest::Client::builder()
         .local_address(POD_A.parse::<IpAddr>().ok())
         .no_proxy()
@@ -1986,38 +1983,18 @@ async fn an_agent_alone_answers_for_the_cluster_of_wid_dev() {
         .build()
         .expect("client");
     let url = format!(
-        "http://127.0.0.1:{port}/computeMetadata/v1/instance/service-accounts/default/token"
+        "{}/computeMetadata/v1/instance/service-accounts/default/token",
+        alone.base
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let body = loop {
-        if let Ok(response) = client
-            .get(&url)
-            .header("Metadata-Flavor", "Google")
-            .send()
-            .await
-        {
-            let status = response.status().as_u16();
-            let body = response.text().await.unwrap_or_default();
-            assert_eq!(
-                status,
-                200,
-                "{body}\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-            break body;
-        }
-        if let Ok(Some(status)) = alone.try_wait() {
-            panic!(
-                "the agent exited with {status}: {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the agent alone did not answer within 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let response = client
+        .get(&url)
+        .header("Metadata-Flavor", "Google")
+        .send()
+        .await
+        .expect("the agent answers");
+    let status = response.status().as_u16();
+    let body = response.text().await.unwrap_or_default();
+    assert_eq!(status, 200, "{body}\n{}", alone.log());
     let token: Value = serde_json::from_str(&body).expect("token JSON");
     let info = dev
         .tokeninfo(
@@ -2026,6 +2003,4 @@ async fn an_agent_alone_answers_for_the_cluster_of_wid_dev() {
         )
         .await;
     assert_eq!(info["email"], GSA, "{info}");
-    let _ = alone.kill();
-    let _ = alone.wait();
 }

@@ -260,13 +260,12 @@ fn a_data_directory_of_another_owner_is_refused() {
     };
     // `wid dev` runs the same token service on its data directory.
     let mut dev = std::process::Command::new(support::WID);
-    dev.arg("dev")
-        .arg("--data-dir")
-        .arg(&data)
-        .arg("--iam-addr")
-        .arg(format!("127.0.0.1:{}", support::free_port()))
-        .arg("--metadata-addr")
-        .arg(format!("127.0.0.1:{}", support::free_port()));
+    dev.arg("dev").arg("--data-dir").arg(&data).args([
+        "--iam-addr",
+        "127.0.0.1:0",
+        "--metadata-addr",
+        "127.0.0.1:0",
+    ]);
     let (ok, stderr) = support::run_refused(&mut dev);
     assert!(!ok && stderr.contains("owned by uid 65534"), "{stderr}");
     for refused in [&data, &token] {

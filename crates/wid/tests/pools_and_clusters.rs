@@ -449,9 +449,8 @@ async fn clusters_with_discovered_keys_stay_fresh() {
     assert!(!message.contains("somebody-else"), "{message}");
     assert!(message.contains("log has the detail"), "{message}");
     assert!(_server.log().contains("somebody-else"));
-    let port = support::free_port();
     let answer = api
-        .post(CLUSTERS, json!({"clusterName": "gone", "issuerUri": format!("http://127.0.0.1:{port}"), "discover": true}))
+        .post(CLUSTERS, json!({"clusterName": "gone", "issuerUri": format!("http://{}", support::CLOSED), "discover": true}))
         .await;
     answer.expect_error(400, "FAILED_PRECONDITION");
     assert_eq!(

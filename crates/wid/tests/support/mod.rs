@@ -1,7 +1,6 @@
 //! Test support: the real `wid` binary on loopback, and a small JSON client for it.
 #![allow(dead_code)]
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -12,13 +11,16 @@ pub mod tls;
 
 pub const WID: &str = env!("CARGO_BIN_EXE_wid");
 
-/// A free loopback port. The listener is closed before the server binds it; the window is tiny
-/// and the server reports a clear error if it loses the race.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+/// A loopback address where nothing listens: port 1 is privileged, and no test binds it.
+pub const CLOSED: &str = "127.0.0.1:1";
+
+/// The value of `addr=` on the first line of `log` that contains `message`.
+pub fn logged_addr(log: &str, message: &str) -> Option<String> {
+    log.lines()
+        .find(|line| line.contains(message))?
+        .split(' ')
+        .find_map(|field| field.strip_prefix("addr="))
+        .map(|addr| addr.trim_matches('"').to_owned())
 }
 
 /// A `wid iam serve` process with its own data directory.
@@ -348,6 +350,42 @@ impl Drop for Agent {
 }
 
 impl Agent {
+    /// Spawns `command`, an agent told to listen on port 0 (and, for its admin listener, port 0
+    /// too, if it has one), logging as text to `log`; returns once it listens, its addresses
+    /// read from its log (at most 30 s).
+    pub async fn spawn(command: &mut Command, log: &Path) -> Agent {
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).expect("log file"))
+            .env_remove("WID_LOG_FORMAT")
+            .spawn()
+            .expect("spawn the agent");
+        let mut agent = Agent {
+            child,
+            base: String::new(),
+            admin: String::new(),
+            log: log.to_owned(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let listening = loop {
+            let text = agent.log();
+            if let Some(addr) = logged_addr(&text, "metadata server listening") {
+                break (addr, logged_addr(&text, "metadata admin listener"));
+            }
+            if let Ok(Some(status)) = agent.child.try_wait() {
+                panic!("the agent exited with {status}: {text}");
+            }
+            assert!(Instant::now() < deadline, "agent not listening: {text}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        agent.base = format!("http://{}", listening.0);
+        agent.admin = listening
+            .1
+            .map(|a| format!("http://{a}"))
+            .unwrap_or_default();
+        agent
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
