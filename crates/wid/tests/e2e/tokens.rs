@@ -1,12 +1,10 @@
 //! Token exchange end to end over real HTTP: a cluster's KSA token becomes a federated token at
 //! STS, then access and ID tokens at IAM Credentials, checked by tokeninfo and the key documents.
 
-mod support;
-
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::support::{Api, Server};
 use serde_json::{Value, json};
-use support::{Api, Server};
 use wid_jose::signer::{SigningKey, TokenType};
 use wid_jose::{Algorithm, Jwk};
 
@@ -85,7 +83,7 @@ fn gke_audience() -> String {
     format!("identitynamespace:{POOL}:{ISSUER}")
 }
 
-async fn exchange(api: &Api, audience: &str, subject: &str, scope: &str) -> support::Answer {
+async fn exchange(api: &Api, audience: &str, subject: &str, scope: &str) -> crate::support::Answer {
     let form = serde_urlencoded::to_string([
         (
             "grant_type",
@@ -116,7 +114,7 @@ async fn exchange(api: &Api, audience: &str, subject: &str, scope: &str) -> supp
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     let body = response.json().await.unwrap_or(Value::Null);
-    support::Answer {
+    crate::support::Answer {
         status,
         body,
         headers,
@@ -141,7 +139,7 @@ async fn bind(api: &Api, member: &str, role: &str) {
 }
 
 #[track_caller]
-fn oauth_error(answer: &support::Answer, error: &str) -> String {
+fn oauth_error(answer: &crate::support::Answer, error: &str) -> String {
     assert_eq!(answer.status, 400, "{answer:?}");
     assert_eq!(answer.body["error"], error, "{answer:?}");
     answer.body["error_description"]
@@ -473,7 +471,7 @@ async fn forged_log_lines_are_escaped() {
     assert!(!log.lines().any(|l| l.starts_with(FORGED)), "{log}");
     assert!(!raw(&log), "a control character reached the log: {log:?}");
 
-    let (ok, table, stderr) = support::wid_cli(&server, &["iam", "audit", "list"]);
+    let (ok, table, stderr) = crate::support::wid_cli(&server, &["iam", "audit", "list"]);
     assert!(ok, "{stderr}");
     let rows: Vec<&str> = table.lines().filter(|l| l.contains(FORGED)).collect();
     assert_eq!(rows.len(), 1, "{table}");
@@ -524,7 +522,7 @@ async fn identity_sameness_and_isolated_clusters() {
         claims["iss"] = json!(issuer);
         cluster.token(&claims)
     };
-    let federated = |answer: support::Answer| {
+    let federated = |answer: crate::support::Answer| {
         answer.ok()["access_token"]
             .as_str()
             .expect("token")
@@ -882,7 +880,7 @@ async fn cli_helpers_keys_and_audit() {
     let subject = subject.to_str().expect("path").to_owned();
     let audience = gke_audience();
     let run = |args: Vec<&str>| {
-        let out = std::process::Command::new(support::WID)
+        let out = std::process::Command::new(crate::support::WID)
             .args(&args)
             .env("WID_ENDPOINT", server.base())
             .env("WID_TOKEN_FILE", server.token_file())
@@ -896,7 +894,7 @@ async fn cli_helpers_keys_and_audit() {
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     };
     // Exchange then impersonate; no admin credential is needed for it.
-    let out = std::process::Command::new(support::WID)
+    let out = std::process::Command::new(crate::support::WID)
         .args([
             "iam",
             "service-accounts",
@@ -951,7 +949,7 @@ async fn cli_helpers_keys_and_audit() {
     assert_eq!(info.body["email"], EMAIL);
 
     // A refusal is one clear line.
-    let out = std::process::Command::new(support::WID)
+    let out = std::process::Command::new(crate::support::WID)
         .args([
             "iam",
             "service-accounts",

@@ -1,15 +1,13 @@
 //! Workload identity pools, OIDC providers and registered clusters, with a real OIDC issuer on
 //! loopback for discovery.
 
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::support::{Api, Server};
 use axum::routing::get;
 use serde_json::{Value, json};
-use support::{Api, Server};
 
 const JWKS: &str = r#"{"keys":[{"kty":"RSA","n":"sXchDaQebHnPiGvyDOAT4saGEUetSyo9MKLOoWFsueri23bOdgWp4Dy1WlUzewbgBHod5pcM9H95GQRV3JDXboIRROSBigeC5yjU1hGzHHyXss8UDprecbAYxknTcQkhslANGRUZmdTOQ5qTRsLAt6BTYuyvVRdhS8exSZEy_c4gs_7svlJJQ4H9_NxsiIoLwAEk7-Q3UXERGYw_75IDrGA84-lA_-Ct4eTlXHBIY2EaV7t7LjJaynVJCpkv4LKjTTAumiGUIuQhrNhZLuF_RJLqHpM2kgWFLU7-VTdL1VbC2tejvcI2BlMkEpk1BzBZI0KQB0GaDWFLN-aEAw3vRw","e":"AQAB","kid":"key-1","alg":"RS256","use":"sig"}]}"#;
 
@@ -73,7 +71,7 @@ async fn setup() -> (tempfile::TempDir, Server, Api) {
 
 const POOLS: &str = "/v1/projects/proj-a/locations/global/workloadIdentityPools";
 
-fn operation_response(answer: &support::Answer, type_name: &str) -> Value {
+fn operation_response(answer: &crate::support::Answer, type_name: &str) -> Value {
     let op = answer.ok();
     assert_eq!(op["done"], true, "{op}");
     assert!(
@@ -450,7 +448,7 @@ async fn clusters_with_discovered_keys_stay_fresh() {
     assert!(message.contains("log has the detail"), "{message}");
     assert!(_server.log().contains("somebody-else"));
     let answer = api
-        .post(CLUSTERS, json!({"clusterName": "gone", "issuerUri": format!("http://{}", support::CLOSED), "discover": true}))
+        .post(CLUSTERS, json!({"clusterName": "gone", "issuerUri": format!("http://{}", crate::support::CLOSED), "discover": true}))
         .await;
     answer.expect_error(400, "FAILED_PRECONDITION");
     assert_eq!(
@@ -490,7 +488,7 @@ async fn providers_without_keys_use_discovery() {
 /// An OIDC issuer over HTTPS with a certificate of `ca`, naming itself the issuer and
 /// `jwks_uri` (default: its own `/openid/v1/jwks`, which it serves) in its discovery document.
 async fn https_issuer(
-    ca: &support::tls::TestCa,
+    ca: &crate::support::tls::TestCa,
     jwks_uri: Option<String>,
 ) -> (String, tokio::task::JoinHandle<()>) {
     // The document names the server's URL, known only once it listens.
@@ -512,7 +510,7 @@ async fn https_issuer(
             "/openid/v1/jwks",
             get(|| async { ([("content-type", "application/json")], JWKS) }),
         );
-    let (url, task) = support::tls::serve_https(router, ca.server_cert()).await;
+    let (url, task) = crate::support::tls::serve_https(router, ca.server_cert()).await;
     let _ = base.set(url.clone());
     (url, task)
 }
@@ -548,7 +546,7 @@ async fn counted_http(
 #[tokio::test]
 async fn discovery_never_steps_down_to_plain_http_nor_tells_what_it_saw() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let ca = support::tls::TestCa::new();
+    let ca = crate::support::tls::TestCa::new();
     let ca_file = ca.write_pem(dir.path());
     let server = Server::start_with_env(
         &dir.path().join("data"),
@@ -595,7 +593,7 @@ async fn discovery_never_steps_down_to_plain_http_nor_tells_what_it_saw() {
         }),
     );
     let (https_redirect, redirect_task) =
-        support::tls::serve_https(redirecting, ca.server_cert()).await;
+        crate::support::tls::serve_https(redirecting, ca.server_cert()).await;
     register("redirect", &https_redirect)
         .await
         .expect_error(400, "FAILED_PRECONDITION");

@@ -1,9 +1,7 @@
 //! The IAM v1 API over real HTTP against the real `wid iam serve` on loopback.
 
-mod support;
-
+use crate::support::{Api, Server};
 use serde_json::{Value, json};
-use support::{Api, Server};
 
 async fn setup() -> (tempfile::TempDir, Server, Api) {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -212,7 +210,7 @@ async fn get_policy(api: &Api, query: &str) -> Value {
         .clone()
 }
 
-async fn set_policy(api: &Api, policy: Value) -> support::Answer {
+async fn set_policy(api: &Api, policy: Value) -> crate::support::Answer {
     api.post(
         &format!("{SA}/{EMAIL}:setIamPolicy"),
         json!({ "policy": policy }),

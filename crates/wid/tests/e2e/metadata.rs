@@ -1,14 +1,12 @@
 //! The metadata server (`wid metadata serve`) with a pods file, against the real token service:
 //! pods told apart by their source address, unknown callers refused, the file reloaded.
 
-mod support;
-
 use std::net::IpAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::support::{Agent, Api, Server};
 use serde_json::{Value, json};
-use support::{Agent, Api, Server};
 
 fn pods_file(path: &std::path::Path, second_gsa: &str) {
     let pods = json!({"pods": [
@@ -30,7 +28,7 @@ async fn start_agent(dir: &std::path::Path, server: &Server) -> Agent {
 
 /// An agent on free ports (its log says which) for the pods file of `dir`.
 async fn start_agent_with(dir: &std::path::Path, server: &Server, extra: &[&str]) -> Agent {
-    let mut command = Command::new(support::WID);
+    let mut command = Command::new(crate::support::WID);
     command
         .args(["metadata", "serve", "--addr", "127.0.0.1:0", "--pods"])
         .arg(dir.join("pods.json"))
@@ -379,7 +377,7 @@ async fn connections_are_bounded_and_the_port_is_ours_alone() {
     .await;
 
     // A second agent cannot take a share of the port.
-    let second = Command::new(support::WID)
+    let second = Command::new(crate::support::WID)
         .args([
             "metadata",
             "serve",
@@ -865,7 +863,7 @@ async fn strangers_hold_few_connections() {
 /// An issuer key file of another user (mode 0600, a key they know) is refused at start.
 #[test]
 fn an_issuer_key_of_another_owner_is_refused() {
-    if !support::running_as_root() {
+    if !crate::support::running_as_root() {
         eprintln!("skipped: making files of another user needs root");
         return;
     }
@@ -876,8 +874,8 @@ fn an_issuer_key_of_another_owner_is_refused() {
     );
     let key = dir.path().join("issuer.pk8");
     let known = wid_jose::SigningKey::generate(wid_jose::Algorithm::Rs256).expect("key");
-    support::write_as_nobody(&key, known.pkcs8());
-    let mut agent = Command::new(support::WID);
+    crate::support::write_as_nobody(&key, known.pkcs8());
+    let mut agent = Command::new(crate::support::WID);
     agent
         .args(["metadata", "serve", "--addr", "127.0.0.1:0"])
         .arg("--pods")
@@ -893,7 +891,7 @@ fn an_issuer_key_of_another_owner_is_refused() {
         .arg("--issuer-key")
         .arg(&key)
         .args(["--admin-addr", "127.0.0.1:0"]);
-    let (ok, stderr) = support::run_refused(&mut agent);
+    let (ok, stderr) = crate::support::run_refused(&mut agent);
     assert!(!ok, "{stderr}");
     for part in [
         key.display().to_string().as_str(),

@@ -1,12 +1,10 @@
 //! Durability and concurrency: restarts, kill -9, and concurrent read-modify-writes.
 
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::support::Server;
 use serde_json::json;
-use support::Server;
 use tokio::sync::Mutex;
 
 const EMAIL: &str = "robot-one@proj-a.iam.gserviceaccount.com";
@@ -217,7 +215,7 @@ fn an_open_data_directory_or_an_empty_token_is_refused() {
     std::fs::create_dir(&data).expect("mkdir");
     std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let run = || {
-        std::process::Command::new(support::WID)
+        std::process::Command::new(crate::support::WID)
             .args(["iam", "serve", "--addr", "127.0.0.1:0", "--data-dir"])
             .arg(&data)
             .output()
@@ -240,7 +238,7 @@ fn an_open_data_directory_or_an_empty_token_is_refused() {
 #[test]
 fn a_data_directory_of_another_owner_is_refused() {
     use std::os::unix::fs::{PermissionsExt, chown};
-    if !support::running_as_root() {
+    if !crate::support::running_as_root() {
         eprintln!("skipped: making files of another user needs root");
         return;
     }
@@ -249,24 +247,29 @@ fn a_data_directory_of_another_owner_is_refused() {
     std::fs::create_dir(&data).expect("mkdir");
     std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).expect("chmod");
     let token = data.join("admin-token");
-    support::write_as_nobody(&token, "known-to-nobody-".repeat(4).as_bytes());
-    chown(&data, Some(support::NOBODY), Some(support::NOBODY)).expect("chown");
+    crate::support::write_as_nobody(&token, "known-to-nobody-".repeat(4).as_bytes());
+    chown(
+        &data,
+        Some(crate::support::NOBODY),
+        Some(crate::support::NOBODY),
+    )
+    .expect("chown");
     let serve = || {
-        let mut command = std::process::Command::new(support::WID);
+        let mut command = std::process::Command::new(crate::support::WID);
         command
             .args(["iam", "serve", "--addr", "127.0.0.1:0", "--data-dir"])
             .arg(&data);
-        support::run_refused(&mut command)
+        crate::support::run_refused(&mut command)
     };
     // `wid dev` runs the same token service on its data directory.
-    let mut dev = std::process::Command::new(support::WID);
+    let mut dev = std::process::Command::new(crate::support::WID);
     dev.arg("dev").arg("--data-dir").arg(&data).args([
         "--iam-addr",
         "127.0.0.1:0",
         "--metadata-addr",
         "127.0.0.1:0",
     ]);
-    let (ok, stderr) = support::run_refused(&mut dev);
+    let (ok, stderr) = crate::support::run_refused(&mut dev);
     assert!(!ok && stderr.contains("owned by uid 65534"), "{stderr}");
     for refused in [&data, &token] {
         let (ok, stderr) = serve();
@@ -285,7 +288,7 @@ fn a_data_directory_of_another_owner_is_refused() {
     }
     // SQLite's journal is replayed when the database opens: one of another owner is refused too.
     chown(&token, Some(0), Some(0)).expect("chown");
-    support::write_as_nobody(&data.join("wid.db-wal"), b"");
+    crate::support::write_as_nobody(&data.join("wid.db-wal"), b"");
     let (ok, stderr) = serve();
     assert!(
         !ok && stderr.contains("wid.db-wal") && stderr.contains("owned by uid 65534"),

@@ -4,13 +4,11 @@
 //! gcloud is part of the machine image. In CI (CI set) its absence fails the test with a clear
 //! message; elsewhere the test says it is skipped.
 
-mod support;
-
 use std::path::Path;
 use std::process::Command;
 
+use crate::support::{Server, wid_cli};
 use serde_json::Value;
-use support::{Server, wid_cli};
 
 fn gcloud_present() -> bool {
     let found = Command::new("gcloud")

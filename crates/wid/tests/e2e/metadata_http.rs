@@ -9,8 +9,6 @@
 //! the principal identifier as its email). Clients bind their source address to be one of them;
 //! 127.0.0.9 is no pod.
 
-mod support;
-
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -86,7 +84,7 @@ impl Dev {
         write_pods(&pods);
         let log = dir.path().join("dev.log");
         let out = dir.path().join("dev.out");
-        let mut command = Command::new(support::WID);
+        let mut command = Command::new(crate::support::WID);
         command
             .arg("dev")
             // Free ports, as the printed lines tell.
@@ -1958,7 +1956,7 @@ async fn an_agent_alone_answers_for_the_cluster_of_wid_dev() {
         "wid dev keeps its issuer key in its default data directory"
     );
     let log = xdg.path().join("alone.log");
-    let mut command = Command::new(support::WID);
+    let mut command = Command::new(crate::support::WID);
     command
         .args(["metadata", "serve", "--addr", "127.0.0.1:0"])
         .arg("--pods")
@@ -1975,7 +1973,7 @@ async fn an_agent_alone_answers_for_the_cluster_of_wid_dev() {
         .env_remove("WID_ISSUER_KEY")
         .env_remove("WID_ISSUER_URI")
         .stdin(Stdio::null());
-    let alone = support::Agent::spawn(&mut command, &log).await;
+    let alone = crate::support::Agent::spawn(&mut command, &log).await;
     let client = reqwest::Client::builder()
         .local_address(POD_A.parse::<IpAddr>().ok())
         .no_proxy()

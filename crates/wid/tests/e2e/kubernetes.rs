@@ -3,14 +3,12 @@
 //! by the watch, requests held in a pod's first moments, addresses reused and shared, terminated
 //! pods, watches that expire or drop, and an API server that goes away.
 
-mod support;
-
 use std::net::IpAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::support::{Agent, Api, Server};
 use serde_json::{Value, json};
-use support::{Agent, Api, Server};
 use wid_kube_fake::{FakeApi, PodFixture};
 
 const NODE: &str = "node-a";
@@ -30,7 +28,7 @@ async fn start_agent_with(
     let kubeconfig = dir.join("kubeconfig");
     std::fs::write(&kubeconfig, fake.kubeconfig()).expect("kubeconfig");
     let log = dir.join("agent.log");
-    let mut command = Command::new(support::WID);
+    let mut command = Command::new(crate::support::WID);
     command
         .args(["metadata", "serve", "--addr", "127.0.0.1:0"])
         .arg("--kubeconfig")
@@ -585,7 +583,7 @@ async fn a_cluster_with_an_unreachable_issuer_is_registered_through_its_api_serv
         args.extend(["--location", "europe-west1", "--format", "json"]);
         args.extend(["--kubeconfig", kubeconfig]);
         args.extend_from_slice(extra);
-        tokio::task::block_in_place(|| support::wid_cli(&server, &args))
+        tokio::task::block_in_place(|| crate::support::wid_cli(&server, &args))
     };
 
     // An issuer given that is not the API server's: refused, nothing registered.
@@ -833,7 +831,7 @@ async fn discover_reads_the_issuer_from_the_clusters_api_server() {
     ];
     // The CLI is waited for off the runtime's thread: the runtime serves the fake it calls.
     let (ok, out, err) = tokio::task::block_in_place(|| {
-        support::wid_cli_with_env(&server, &args, &[("KUBECONFIG", kubeconfig.as_os_str())])
+        crate::support::wid_cli_with_env(&server, &args, &[("KUBECONFIG", kubeconfig.as_os_str())])
     });
     assert!(ok, "{err}");
     let cluster: Value = serde_json::from_str(&out).expect("cluster JSON");
@@ -841,7 +839,7 @@ async fn discover_reads_the_issuer_from_the_clusters_api_server() {
     // No cluster to ask: a clear refusal that says what to give.
     let nowhere = dir.path().join("no-such-kubeconfig");
     let (ok, _, err) = tokio::task::block_in_place(|| {
-        support::wid_cli_with_env(
+        crate::support::wid_cli_with_env(
             &server,
             &[
                 "iam",
@@ -863,7 +861,7 @@ async fn discover_reads_the_issuer_from_the_clusters_api_server() {
     );
     // Uploaded keys need the issuer they are for.
     let (ok, _, err) = tokio::task::block_in_place(|| {
-        support::wid_cli_with_env(
+        crate::support::wid_cli_with_env(
             &server,
             &[
                 "iam",

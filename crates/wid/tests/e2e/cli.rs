@@ -1,9 +1,7 @@
 //! The `wid iam` admin CLI against a real server.
 
-mod support;
-
+use crate::support::{Server, WID, wid_cli};
 use serde_json::Value;
-use support::{Server, WID, wid_cli};
 
 #[track_caller]
 fn ok(result: (bool, String, String)) -> String {
@@ -471,7 +469,7 @@ fn cli_errors_are_clear() {
     // No server there.
     let out = std::process::Command::new(WID)
         .args(["iam", "projects", "list"])
-        .env("WID_ENDPOINT", format!("http://{}", support::CLOSED))
+        .env("WID_ENDPOINT", format!("http://{}", crate::support::CLOSED))
         .env("WID_TOKEN_FILE", server.token_file())
         .output()
         .expect("run");
@@ -532,7 +530,7 @@ fn failures_say_what_went_wrong_once_and_what_to_try() {
         "{err}"
     );
     // Nothing listens: is it running, and how to name another.
-    let (ok, _, err) = list(&format!("http://{}", support::CLOSED));
+    let (ok, _, err) = list(&format!("http://{}", crate::support::CLOSED));
     assert!(!ok);
     assert!(
         err.contains("connection refused") && err.contains("wid dev") && err.contains("--endpoint"),
@@ -548,7 +546,7 @@ fn failures_say_what_went_wrong_once_and_what_to_try() {
     );
     // A taken port: said once, with the flag that moves it.
     let taken = server.base().replace("http://", "");
-    let (ok, stderr) = support::run_refused(std::process::Command::new(WID).args([
+    let (ok, stderr) = crate::support::run_refused(std::process::Command::new(WID).args([
         "iam",
         "serve",
         "--addr",
@@ -566,7 +564,7 @@ fn failures_say_what_went_wrong_once_and_what_to_try() {
         stderr.contains("hint: ") && stderr.contains("--addr"),
         "{stderr}"
     );
-    let (ok, stderr) = support::run_refused(std::process::Command::new(WID).args([
+    let (ok, stderr) = crate::support::run_refused(std::process::Command::new(WID).args([
         "dev",
         "--iam-addr",
         &taken,
@@ -676,7 +674,7 @@ fn wid_dev_prints_lines_that_work_anywhere_and_logs_apart() {
     let home = std::fs::canonicalize(dir.path()).expect("canonical");
     for start in ["first", "second"] {
         let log = dir.path().join(format!("{start}.log"));
-        let dev = support::DevProcess::start(dir.path(), &args, &log);
+        let dev = crate::support::DevProcess::start(dir.path(), &args, &log);
         for line in dev.printed.lines() {
             assert!(
                 line.starts_with("# ") || line.starts_with("export "),
@@ -761,7 +759,7 @@ fn wid_dev_mistakes_are_named() {
         "--iam-addr",
         "127.0.0.1:0",
     ];
-    let first = support::DevProcess::start(
+    let first = crate::support::DevProcess::start(
         dir.path(),
         &[&zeros[..], &["--data-dir", data]].concat(),
         &dir.path().join("dev.log"),
@@ -769,7 +767,7 @@ fn wid_dev_mistakes_are_named() {
     let endpoint = first.exported("WID_ENDPOINT");
     let metadata = first.exported("GCE_METADATA_HOST");
     let again = |args: &[&str]| {
-        support::run_refused(
+        crate::support::run_refused(
             std::process::Command::new(WID)
                 .arg("dev")
                 .args(args)
