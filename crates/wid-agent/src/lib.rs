@@ -450,3 +450,6 @@ impl Agent {
         )
     }
 }
+
+#[cfg(test)]
+mod tests;

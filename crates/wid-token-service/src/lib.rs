@@ -140,102 +140,16 @@ pub struct TokenService {
 }
 
 impl TokenService {
-    /// Prepares the data directory (mode 0700), the database (mode 0600, migrated) and the
-    /// bootstrap admin token (written on first start, mode 0600), and binds the listener.
-    pub async fn start(mut config: Config) -> Result<TokenService, StartError> {
+    /// Binds the listener, then opens the data directory ([`App::open`]).
+    pub async fn start(config: Config) -> Result<TokenService, StartError> {
         // Bind first: a taken port should fail before anything is written to the data directory.
-        let listener = TcpListener::bind(config.addr)
-            .await
-            .map_err(|source| StartError::Bind {
-                addr: config.addr,
-                source,
-            })?;
-        private_files::ensure_private_dir(&config.data_dir)?;
-        // Every file is opened through the directory as it is now: the database is reopened by
-        // path for as long as the service runs, and a symlink on the way could be pointed
-        // elsewhere meanwhile.
-        let data_dir =
-            std::fs::canonicalize(&config.data_dir).map_err(|source| StartError::Lock {
-                path: config.data_dir.display().to_string(),
-                source,
-            })?;
-        config.data_dir.clone_from(&data_dir);
-        // One process per data directory: the store's cache is coherent only with one writer.
-        let lock_path = data_dir.join(LOCK_FILE);
-        // The lock holds nothing; it is only made private like everything beside it.
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&lock_path)
-            .map_err(|source| StartError::Lock {
-                path: lock_path.display().to_string(),
-                source,
-            })?;
-        if lock.try_lock().is_err() {
-            return Err(StartError::Locked(config.data_dir.display().to_string()));
-        }
-        let db_path = data_dir.join(DATABASE_FILE);
-        private_files::ensure_private_file(&db_path)?;
-        // SQLite replays its journal when it opens the database: it is as private as the rest.
-        for journal in ["-wal", "-shm"] {
-            let mut path = db_path.clone().into_os_string();
-            path.push(journal);
-            private_files::check_private_if_exists(std::path::Path::new(&path))?;
-        }
-        let token_path = data_dir.join(ADMIN_TOKEN_FILE);
-        let (admin_token, created) =
-            private_files::read_or_create_secret(&token_path, wid_runtime::secrets::random_token)?;
-        if created {
-            tracing::info!(path = %token_path.display(), "wrote a new bootstrap admin token");
-        }
-        let store = Store::open_sqlite(&db_path).await?;
-        let http = reqwest::Client::builder()
-            .timeout(config.discovery_timeout)
-            .connect_timeout(config.discovery_timeout)
-            .redirect(discovery::redirect_policy())
-            .user_agent(concat!("wid/", env!("CARGO_PKG_VERSION")))
-            .build()?;
-
-        let bound = listener.local_addr().map_err(|source| StartError::Bind {
+        let bind_error = |source| StartError::Bind {
             addr: config.addr,
             source,
-        })?;
-        let issuer = match &config.issuer {
-            Some(issuer) => {
-                if !(issuer.starts_with("https://") || issuer.starts_with("http://"))
-                    || issuer.contains(['?', '#', ' '])
-                {
-                    return Err(StartError::Issuer(issuer.clone()));
-                }
-                issuer.trim_end_matches('/').to_owned()
-            }
-            None => format!("http://{bound}"),
         };
-        let keys = keys::KeyRing::open(&store, &issuer, tokens::now()).await?;
-        let (audit_tx, audit_rx) = tokio::sync::mpsc::channel(audit::AUDIT_QUEUE);
-        let metrics = Arc::new(Metrics::default());
-        tokio::spawn(audit::write_audit_forever(
-            store.clone(),
-            audit_rx,
-            metrics.clone(),
-        ));
-        let app = Arc::new(App {
-            store,
-            admin_token,
-            http,
-            config,
-            issuer,
-            keys,
-            refetch_gate: sts::RefetchGate::default(),
-            audit_tx,
-            audit_sampler: audit::Sampler::default(),
-            log_limit: wid_runtime::log_limit::LogLimit::new(Duration::from_secs(60)),
-            metrics,
-            verified_tokens: wid_runtime::memo::Memo::new(10_000),
-            parsed_policies: wid_runtime::memo::Memo::new(10_000),
-        });
+        let listener = TcpListener::bind(config.addr).await.map_err(bind_error)?;
+        let bound = listener.local_addr().map_err(bind_error)?;
+        let (app, lock) = App::open(config, bound).await?;
         Ok(TokenService {
             app,
             listener,
@@ -303,6 +217,122 @@ async fn serve_admin(
     }))
 }
 
+/// The data directory's files, checked private and the running user's.
+struct DataDir {
+    /// Resolved once: the database is reopened by path for as long as the service runs, and a
+    /// symlink on the way could be pointed elsewhere meanwhile.
+    path: PathBuf,
+    /// Held for as long as the service lives: one process per data directory, since the
+    /// store's cache is coherent only with one writer.
+    lock: std::fs::File,
+    admin_token: String,
+}
+
+impl DataDir {
+    /// Prepares the data directory (mode 0700), takes its lock, checks the database and its
+    /// journals private, and reads the bootstrap admin token (written on first start, 0600).
+    fn open(dir: &std::path::Path) -> Result<DataDir, StartError> {
+        private_files::ensure_private_dir(dir)?;
+        let path = std::fs::canonicalize(dir).map_err(|source| StartError::Lock {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        let lock_path = path.join(LOCK_FILE);
+        // The lock holds nothing; it is only made private like everything beside it.
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(|source| StartError::Lock {
+                path: lock_path.display().to_string(),
+                source,
+            })?;
+        if lock.try_lock().is_err() {
+            return Err(StartError::Locked(path.display().to_string()));
+        }
+        let db_path = path.join(DATABASE_FILE);
+        private_files::ensure_private_file(&db_path)?;
+        // SQLite replays its journal when it opens the database: it is as private as the rest.
+        for journal in ["-wal", "-shm"] {
+            let mut journal_path = db_path.clone().into_os_string();
+            journal_path.push(journal);
+            private_files::check_private_if_exists(std::path::Path::new(&journal_path))?;
+        }
+        let token_path = path.join(ADMIN_TOKEN_FILE);
+        let (admin_token, created) =
+            private_files::read_or_create_secret(&token_path, wid_runtime::secrets::random_token)?;
+        if created {
+            tracing::info!(path = %token_path.display(), "wrote a new bootstrap admin token");
+        }
+        Ok(DataDir {
+            path,
+            lock,
+            admin_token,
+        })
+    }
+}
+
+/// The issuer of the tokens wid signs: `--issuer`, checked, or the service's own base URL.
+fn issuer_of(config: &Config, bound: SocketAddr) -> Result<String, StartError> {
+    match &config.issuer {
+        Some(issuer) => {
+            if !(issuer.starts_with("https://") || issuer.starts_with("http://"))
+                || issuer.contains(['?', '#', ' '])
+            {
+                return Err(StartError::Issuer(issuer.clone()));
+            }
+            Ok(issuer.trim_end_matches('/').to_owned())
+        }
+        None => Ok(format!("http://{bound}")),
+    }
+}
+
+impl App {
+    /// The service's state on its data directory, for a service listening at `bound`; the lock
+    /// returned is to be held for as long as the service lives.
+    pub async fn open(
+        mut config: Config,
+        bound: SocketAddr,
+    ) -> Result<(Arc<App>, std::fs::File), StartError> {
+        let data_dir = DataDir::open(&config.data_dir)?;
+        config.data_dir.clone_from(&data_dir.path);
+        let store = Store::open_sqlite(&data_dir.path.join(DATABASE_FILE)).await?;
+        let http = reqwest::Client::builder()
+            .timeout(config.discovery_timeout)
+            .connect_timeout(config.discovery_timeout)
+            .redirect(discovery::redirect_policy())
+            .user_agent(concat!("wid/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        let issuer = issuer_of(&config, bound)?;
+        let keys = keys::KeyRing::open(&store, &issuer, tokens::now()).await?;
+        let (audit_tx, audit_rx) = tokio::sync::mpsc::channel(audit::AUDIT_QUEUE);
+        let metrics = Arc::new(Metrics::default());
+        tokio::spawn(audit::write_audit_forever(
+            store.clone(),
+            audit_rx,
+            metrics.clone(),
+        ));
+        let app = Arc::new(App {
+            store,
+            admin_token: data_dir.admin_token,
+            http,
+            config,
+            issuer,
+            keys,
+            refetch_gate: sts::RefetchGate::default(),
+            audit_tx,
+            audit_sampler: audit::Sampler::default(),
+            log_limit: wid_runtime::log_limit::LogLimit::new(Duration::from_secs(60)),
+            metrics,
+            verified_tokens: wid_runtime::memo::Memo::new(10_000),
+            parsed_policies: wid_runtime::memo::Memo::new(10_000),
+        });
+        Ok((app, data_dir.lock))
+    }
+}
+
 /// Retires rotated-out keys once every token they signed has expired. (Nothing else changes the
 /// keys behind this process's back: it holds the data directory's lock.)
 async fn retire_keys_forever(app: Arc<App>) {
@@ -313,3 +343,6 @@ async fn retire_keys_forever(app: Arc<App>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
