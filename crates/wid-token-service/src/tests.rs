@@ -161,7 +161,7 @@ fn ksa_token(key: &SigningKey, namespace: &str, name: &str) -> String {
         .expect("sign")
 }
 
-fn exchange_form<'a>(subject: &'a str) -> Vec<(&'a str, &'a str)> {
+fn exchange_form(subject: &str) -> Vec<(&str, &str)> {
     vec![
         (
             "grant_type",
