@@ -1,8 +1,9 @@
 //! Who is calling: a pod, found by the request's source address.
 //!
-//! [`Resolver`] is the seam: this issue ships the static resolver (a pods file, reloaded when it
-//! changes) and the fixed one of `wid dev`; the Kubernetes watch resolver follows behind the same
-//! trait. An address no pod has is refused: never a silent fallback to another identity.
+//! [`Resolver`] is the seam: the static resolver (a pods file, reloaded when it changes), the
+//! fixed one of `wid dev`, the Kubernetes watch's ([`crate::kubernetes::KubeResolver`]), and the
+//! node identity of host-network callers in front of any of them. An address no pod has is
+//! refused: never a silent fallback to another identity.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;

@@ -217,44 +217,46 @@ async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let seconds: f64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(10.0);
     match args.get(1).map(String::as_str) {
-        Some("tokens") => {}
-        Some("cache") => return cache::run(seconds).await,
+        Some("tokens") => {
+            let concurrency: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(32);
+            tokens(seconds, concurrency).await
+        }
+        Some("cache") => cache::run(seconds).await,
         _ => bail!("usage: wid-bench tokens [SECONDS] [CONCURRENCY] | cache [SECONDS]"),
     }
-    let concurrency: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(32);
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
+}
 
-    let server = start_server().await?;
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(concurrency)
-        .build()?;
-    let cluster = SigningKey::generate(Algorithm::Rs256)?;
+/// A project, an account, a cluster whose tokens `cluster` signs, and the binding of its KSA
+/// `bench/app` to the account (and to its ID tokens).
+async fn setup(
+    http: &reqwest::Client,
+    server: &Server,
+    cluster: &SigningKey,
+) -> anyhow::Result<()> {
     admin_call(
-        &http,
-        &server,
+        http,
+        server,
         "/v1/projects",
         json!({"projectId": "bench-proj", "projectNumber": "999999999999"}),
     )
     .await?;
     admin_call(
-        &http,
-        &server,
+        http,
+        server,
         "/v1/projects/bench-proj/serviceAccounts",
         json!({"accountId": "bench-runner"}),
     )
     .await?;
     admin_call(
-        &http,
-        &server,
+        http,
+        server,
         "/v1/projects/bench-proj/locations/l1/clusters",
         json!({"clusterName": "bench", "issuerUri": ISSUER, "jwksJson": json!({"keys": [cluster.public_jwk()]}).to_string()}),
     )
     .await?;
     admin_call(
-        &http,
-        &server,
+        http,
+        server,
         &format!("/v1/projects/-/serviceAccounts/{EMAIL}:setIamPolicy"),
         json!({"policy": {"bindings": [
             {"role": "roles/iam.workloadIdentityUser", "members": [format!("serviceAccount:{POOL}[bench/app]")]},
@@ -262,6 +264,36 @@ async fn main() -> anyhow::Result<()> {
         ]}}),
     )
     .await?;
+    Ok(())
+}
+
+/// POSTs `body` with `token` to `url`; an error unless it succeeds.
+async fn post(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    body: serde_json::Value,
+) -> anyhow::Result<()> {
+    let response = http.post(url).bearer_auth(token).json(&body).send().await?;
+    if !response.status().is_success() {
+        bail!("{}", response.status());
+    }
+    response.bytes().await?;
+    Ok(())
+}
+
+/// `wid-bench tokens`: exchange + generateAccessToken pairs and generateIdToken calls per
+/// second, beside raw signing rates, and the server's CPU for each.
+async fn tokens(seconds: f64, concurrency: usize) -> anyhow::Result<()> {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let server = start_server().await?;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()?;
+    let cluster = SigningKey::generate(Algorithm::Rs256)?;
+    setup(&http, &server, &cluster).await?;
     let subject = cluster.sign_jwt(
         TokenType::Jwt,
         &json!({"iss": ISSUER, "sub": "system:serviceaccount:bench:app", "aud": [POOL], "iat": now(), "nbf": now(), "exp": now() + 3000}),
@@ -277,17 +309,9 @@ async fn main() -> anyhow::Result<()> {
         let (http, base, subject) = (h.clone(), b.clone(), s.clone());
         async move {
             let token = exchange(&http, &base, &subject).await?;
-            let response = http
-                .post(format!("{base}/v1/projects/-/serviceAccounts/{EMAIL}:generateAccessToken"))
-                .bearer_auth(token)
-                .json(&json!({"scope": ["https://www.googleapis.com/auth/cloud-platform"], "delegates": null}))
-                .send()
-                .await?;
-            if !response.status().is_success() {
-                bail!("{}", response.status());
-            }
-            response.bytes().await?;
-            Ok(())
+            let url = format!("{base}/v1/projects/-/serviceAccounts/{EMAIL}:generateAccessToken");
+            let body = json!({"scope": ["https://www.googleapis.com/auth/cloud-platform"], "delegates": null});
+            post(&http, &url, &token, body).await
         }
     })
     .await;
@@ -298,19 +322,9 @@ async fn main() -> anyhow::Result<()> {
     let (id_rate, id_errors) = load(concurrency, seconds, move || {
         let (http, base, token) = (h.clone(), b.clone(), f.clone());
         async move {
-            let response = http
-                .post(format!(
-                    "{base}/v1/projects/-/serviceAccounts/{EMAIL}:generateIdToken"
-                ))
-                .bearer_auth(token.as_str())
-                .json(&json!({"audience": "https://service.example.com", "includeEmail": true}))
-                .send()
-                .await?;
-            if !response.status().is_success() {
-                bail!("{}", response.status());
-            }
-            response.bytes().await?;
-            Ok(())
+            let url = format!("{base}/v1/projects/-/serviceAccounts/{EMAIL}:generateIdToken");
+            let body = json!({"audience": "https://service.example.com", "includeEmail": true});
+            post(&http, &url, &token, body).await
         }
     })
     .await;

@@ -13,6 +13,8 @@ use wid_runtime::logging::{self, LogFormat};
 mod allocator;
 mod dev;
 mod node;
+#[cfg(test)]
+mod tidy;
 
 #[derive(Parser, Debug)]
 #[command(

@@ -167,7 +167,7 @@ fn refused() -> UpstreamError {
     }
 }
 
-/// Issue 10, item 2: a fetch that fails leaves nothing behind, however many keys a pod tries.
+/// A fetch that fails leaves nothing behind, however many keys a pod tries.
 #[tokio::test]
 async fn failed_fetches_leave_nothing() {
     let cache = Cache::default();
@@ -190,7 +190,7 @@ async fn failed_fetches_leave_nothing() {
     );
 }
 
-/// Issue 10, item 2: one pod keeps at most its share; others are not affected, and the pod's
+/// One pod keeps at most its share; others are not affected, and the pod's
 /// excess tokens are still served.
 #[tokio::test]
 async fn a_pod_keeps_at_most_its_share() {
@@ -248,7 +248,7 @@ async fn a_pod_keeps_at_most_its_share() {
     );
 }
 
-/// Issue 10, item 2: the node-wide bound holds whatever the pods.
+/// The node-wide bound holds whatever the pods.
 #[tokio::test]
 async fn the_node_bound_holds() {
     let cache = Cache::new(Bounds {

@@ -33,7 +33,7 @@ async fn start_agent_with(
         .args(["metadata", "serve", "--addr", "127.0.0.1:0"])
         .arg("--kubeconfig")
         .arg(&kubeconfig)
-        // The interface of the issue: no project number; the agent learns it from STS.
+        // No project number: the agent learns it from STS.
         .args(["--node-name", NODE, "--project", "proj-a"])
         .args([
             "--cluster-name",

@@ -642,7 +642,7 @@ fn rss_kib(agent: &Agent) -> u64 {
         .unwrap_or(0)
 }
 
-/// Issue 10, item 2: what one pod can make the agent hold is bounded: absurd audiences are
+/// What one pod can make the agent hold is bounded: absurd audiences are
 /// refused, refused fetches leave nothing, and a pod keeps at most its share of tokens.
 #[tokio::test]
 async fn one_pod_cannot_make_the_agent_hold_much() {
@@ -703,7 +703,7 @@ async fn one_pod_cannot_make_the_agent_hold_much() {
     assert!(cached <= 64 + 2, "{cached} tokens cached");
 }
 
-/// Issue 10, item 3: a burst from one pod is refused without debt, and never delays another
+/// A burst from one pod is refused without debt, and never delays another
 /// pod's first token; the refusals are not one log line each.
 #[tokio::test]
 async fn one_pods_burst_starves_nobody() {
@@ -776,7 +776,7 @@ async fn one_pods_burst_starves_nobody() {
     );
 }
 
-/// Issue 10, item 4: an address holding many connections, pod or not, never keeps another pod
+/// An address holding many connections, pod or not, never keeps another pod
 /// from being served within a second or two.
 #[tokio::test]
 async fn connection_hogs_make_room() {
@@ -819,7 +819,7 @@ async fn connection_hogs_make_room() {
     drop(hog);
 }
 
-/// Issue 10, item 4: an address that is no pod holds few connections (64): past them, new ones
+/// An address that is no pod holds few connections (64): past them, new ones
 /// are closed at once.
 #[tokio::test]
 async fn strangers_hold_few_connections() {
@@ -903,7 +903,7 @@ fn an_issuer_key_of_another_owner_is_refused() {
     }
 }
 
-/// Issue 10, item 2 (the review after it): connections are no way around the bounds. A large
+/// Connections are no way around the bounds. A large
 /// head does not stay in its keep-alive connection's memory, and unfinished heads are bounded per
 /// address.
 #[tokio::test]
@@ -962,7 +962,7 @@ async fn connections_cannot_make_the_agent_hold_much() {
     );
 }
 
-/// Issue 10, item 4 (the review after it): a client that pipelines requests and never reads the
+/// A client that pipelines requests and never reads the
 /// answers does not keep its connections from being asked to make room.
 #[tokio::test]
 async fn connections_that_do_not_read_make_room_too() {

@@ -1941,7 +1941,7 @@ async fn framing_connections_that_end() {
     assert_eq!(got.expect(200), PROJECT);
 }
 
-/// Issue 4's interface for the agent alone, `wid metadata serve --addr --pods --sts-url
+/// The agent alone, `wid metadata serve --addr --pods --sts-url
 /// --iamcredentials-url` and nothing else, beside a `wid dev` on its default data directory:
 /// the agent takes `wid dev`'s project, issuer and issuer key, so its pods get tokens.
 #[tokio::test]

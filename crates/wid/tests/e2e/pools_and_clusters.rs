@@ -540,7 +540,7 @@ async fn counted_http(
     (url, hits, task)
 }
 
-/// Issue 10, item 7: keys come over TLS from an https issuer, whatever its discovery document or
+/// Keys come over TLS from an https issuer, whatever its discovery document or
 /// a redirect says; a registration's failure says nothing of what was answered; size and time
 /// are bounded.
 #[tokio::test]

@@ -1270,7 +1270,7 @@ async fn federated_for(
 
 const SET: &str = "principalSet://iam.googleapis.com/projects/111111111111/locations/global/workloadIdentityPools/proj-a.svc.id.goog";
 
-/// Issue 10, item 1: no cluster's token satisfies a member that trusts claims it may not make.
+/// No cluster's token satisfies a member that trusts claims it may not make.
 /// An isolated cluster's KSAs are named only by their own subject and their cluster; a uid names
 /// one KSA of one cluster, whatever another cluster, shared or isolated, claims.
 #[tokio::test]
@@ -1381,7 +1381,7 @@ async fn clusters_cannot_claim_what_the_pool_does_not_trust_them_with() {
     assert_eq!(victim_status().await, 200);
 }
 
-/// Issue 10, item 11: the pool of a project is named by its id, never its number.
+/// The pool of a project is named by its id, never its number.
 #[tokio::test]
 async fn a_pool_named_by_project_number_is_no_pool() {
     let (_dir, _server, api, prod) = setup().await;
@@ -1398,7 +1398,7 @@ async fn a_pool_named_by_project_number_is_no_pool() {
     exchange(&api, &gke_audience(), &subject, "").await.ok();
 }
 
-/// Issue 10, item 8: one issuer has one spelling; a second registration under another is refused,
+/// One issuer has one spelling; a second registration under another is refused,
 /// and tokens naming either spelling reach the one cluster.
 #[tokio::test]
 async fn issuer_aliases_are_one_cluster() {
@@ -1458,7 +1458,7 @@ async fn issuer_aliases_are_one_cluster() {
     );
 }
 
-/// Issue 10, item 12: fields that end up in minted tokens are bounded, with clear errors, and
+/// Fields that end up in minted tokens are bounded, with clear errors, and
 /// a token minted at every bound is one wid accepts back as a bearer token.
 #[tokio::test]
 async fn fields_are_bounded_and_tokens_at_the_bounds_are_accepted() {
@@ -1621,7 +1621,7 @@ fn data_bytes(dir: &std::path::Path) -> u64 {
         .sum()
 }
 
-/// Issue 10, item 5: an anonymous flood of refusals costs the trail a bounded number of records,
+/// An anonymous flood of refusals costs the trail a bounded number of records,
 /// each of bounded size, counted in the metrics; records past the retention are deleted.
 #[tokio::test]
 async fn anonymous_refusals_cannot_flood_the_audit_trail() {
