@@ -134,6 +134,20 @@ pub(crate) fn changed_one(result: &sqlx::any::AnyQueryResult) -> Result<()> {
     }
 }
 
+/// A compare-and-swap's outcome from the rows it `changed`: done when it changed its row;
+/// otherwise NotFound when the row is gone (what `exists` reads), Aborted when it changed
+/// meanwhile.
+pub(crate) async fn swapped<T>(
+    changed: u64,
+    exists: impl Future<Output = Result<T>>,
+) -> Result<()> {
+    if changed == 1 {
+        return Ok(());
+    }
+    exists.await?;
+    Err(StoreError::Aborted)
+}
+
 /// A stored boolean (0 or 1).
 pub(crate) fn flag(row: &AnyRow, column: &str) -> Result<bool> {
     let value: i64 = row.try_get(column)?;

@@ -19,9 +19,19 @@ fn signing_key(r: &AnyRow) -> Result<SigningKeyRow> {
     })
 }
 
-const INSERT_KEY: &str = "INSERT INTO signing_keys (kid, purpose, algorithm, private_pkcs8,
-         create_time, rotate_time, retire_time)
-     VALUES ($1, $2, $3, $4, $5, NULL, NULL)";
+/// The statement that adds `row` as its purpose's active key.
+fn insert_key(row: &SigningKeyRow) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments> {
+    sqlx::query(
+        "INSERT INTO signing_keys (kid, purpose, algorithm, private_pkcs8, create_time,
+             rotate_time, retire_time)
+         VALUES ($1, $2, $3, $4, $5, NULL, NULL)",
+    )
+    .bind(&row.kid)
+    .bind(&row.purpose)
+    .bind(&row.algorithm)
+    .bind(&row.private_pkcs8)
+    .bind(row.create_time)
+}
 
 impl Store {
     /// Every signing key, active and published.
@@ -34,12 +44,7 @@ impl Store {
 
     /// Adds a key as the active one of its purpose; AlreadyExists if one is active.
     pub async fn insert_signing_key(&self, row: &SigningKeyRow) -> Result<()> {
-        sqlx::query(INSERT_KEY)
-            .bind(&row.kid)
-            .bind(&row.purpose)
-            .bind(&row.algorithm)
-            .bind(&row.private_pkcs8)
-            .bind(row.create_time)
+        insert_key(row)
             .execute(&self.db.pool)
             .await
             .map_err(on_unique)?;
@@ -65,15 +70,7 @@ impl Store {
         .bind(&row.purpose)
         .execute(&mut *tx)
         .await?;
-        sqlx::query(INSERT_KEY)
-            .bind(&row.kid)
-            .bind(&row.purpose)
-            .bind(&row.algorithm)
-            .bind(&row.private_pkcs8)
-            .bind(row.create_time)
-            .execute(&mut *tx)
-            .await
-            .map_err(on_unique)?;
+        insert_key(row).execute(&mut *tx).await.map_err(on_unique)?;
         tx.commit().await?;
         Ok(())
     }

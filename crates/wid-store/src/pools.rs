@@ -4,7 +4,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::cache::found;
-use crate::db::{changed_one, flag, json, on_unique, stored, to_json};
+use crate::db::{changed_one, flag, json, on_unique, stored, swapped, to_json};
 use crate::projects::{all, one};
 use crate::{PoolRow, ProviderRow, Result, Store, StoreError};
 
@@ -107,11 +107,7 @@ impl Store {
         let changed = self
             .write(async { Ok(update.await?.rows_affected()) })
             .await?;
-        if changed == 1 {
-            return Ok(());
-        }
-        self.get_pool(&row.project_number, &row.pool_id).await?;
-        Err(StoreError::Aborted)
+        swapped(changed, self.get_pool(&row.project_number, &row.pool_id)).await
     }
 
     /// Deletes the pool and its providers.
@@ -230,12 +226,11 @@ impl Store {
         let changed = self
             .write(async { Ok(update.await?.rows_affected()) })
             .await?;
-        if changed == 1 {
-            return Ok(());
-        }
-        self.get_provider(&row.project_number, &row.pool_id, &row.provider_id)
-            .await?;
-        Err(StoreError::Aborted)
+        swapped(
+            changed,
+            self.get_provider(&row.project_number, &row.pool_id, &row.provider_id),
+        )
+        .await
     }
 
     pub async fn delete_provider(

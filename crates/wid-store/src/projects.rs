@@ -4,7 +4,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::cache::found;
-use crate::db::{changed_one, flag, on_unique, stored};
+use crate::db::{changed_one, flag, on_unique, stored, swapped};
 use crate::{NO_POLICY_ETAG, PolicyRow, ProjectRow, Result, ServiceAccountRow, Store, StoreError};
 
 fn project(r: &AnyRow) -> Result<ProjectRow> {
@@ -159,12 +159,7 @@ impl Store {
         let changed = self
             .write(async { Ok(update.await?.rows_affected()) })
             .await?;
-        if changed == 1 {
-            return Ok(());
-        }
-        // Tell a vanished account from a concurrent change.
-        self.get_service_account(&row.unique_id).await?;
-        Err(StoreError::Aborted)
+        swapped(changed, self.get_service_account(&row.unique_id)).await
     }
 
     /// Deletes the account and its policy, and retires its unique id.

@@ -211,22 +211,12 @@ impl Cli {
         scopes: Vec<String>,
         lifetime: Option<String>,
     ) -> anyhow::Result<()> {
-        let federated = self.exchange(source).await?;
         let mut body = json!({ "scope": scopes });
         if let Some(l) = lifetime {
             body["lifetime"] = json!(l);
         }
-        let path = format!(
-            "{}:generateAccessToken",
-            credentials_path(&source.service_account)
-        );
-        let answer = self
-            .client
-            .with_token(&federated)
-            .call(Method::POST, &path, &[], Some(&body))
-            .await?;
-        self.print_token(&answer, "accessToken");
-        Ok(())
+        self.print_credential(source, "generateAccessToken", &body, "accessToken")
+            .await
     }
 
     async fn print_identity_token(
@@ -235,18 +225,28 @@ impl Cli {
         audience: &str,
         include_email: bool,
     ) -> anyhow::Result<()> {
-        let federated = self.exchange(source).await?;
         let body = json!({ "audience": audience, "includeEmail": include_email });
-        let path = format!(
-            "{}:generateIdToken",
-            credentials_path(&source.service_account)
-        );
+        self.print_credential(source, "generateIdToken", &body, "token")
+            .await
+    }
+
+    /// Exchanges the subject token, calls the IAM Credentials `verb` of the account with the
+    /// federated token, and prints the answer's `field`.
+    async fn print_credential(
+        &self,
+        source: &ImpersonationArgs,
+        verb: &str,
+        body: &Value,
+        field: &str,
+    ) -> anyhow::Result<()> {
+        let federated = self.exchange(source).await?;
+        let path = format!("{}:{verb}", credentials_path(&source.service_account));
         let answer = self
             .client
             .with_token(&federated)
-            .call(Method::POST, &path, &[], Some(&body))
+            .call(Method::POST, &path, &[], Some(body))
             .await?;
-        self.print_token(&answer, "token");
+        self.print_token(&answer, field);
         Ok(())
     }
 

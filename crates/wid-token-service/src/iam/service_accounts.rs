@@ -59,6 +59,20 @@ fn parse_mask(mask: &str) -> Result<Mask, ApiError> {
     Ok(m)
 }
 
+/// The lengths of the fields a caller sets.
+fn check_fields(fields: &ServiceAccount) -> Result<(), ApiError> {
+    super::check_len(
+        "serviceAccount.displayName",
+        &fields.display_name,
+        MAX_DISPLAY_NAME,
+    )?;
+    super::check_len(
+        "serviceAccount.description",
+        &fields.description,
+        MAX_DESCRIPTION,
+    )
+}
+
 impl App {
     /// The account a path names (its email or unique id, under its project's id, number or
     /// `-`), with its project. Under `-` an unknown account is PERMISSION_DENIED for
@@ -107,16 +121,7 @@ impl App {
         names::validate_account_id(&request.account_id)
             .map_err(|m| ApiError::invalid("accountId", m))?;
         let fields = request.service_account.unwrap_or_default();
-        super::check_len(
-            "serviceAccount.displayName",
-            &fields.display_name,
-            MAX_DISPLAY_NAME,
-        )?;
-        super::check_len(
-            "serviceAccount.description",
-            &fields.description,
-            MAX_DESCRIPTION,
-        )?;
+        check_fields(&fields)?;
         let email = names::service_account_email(&request.account_id, &owner.project_id);
         let already = || ApiError::AlreadyExists {
             message: format!(
@@ -272,16 +277,7 @@ impl App {
         let (owner, row) = self.account(name, SA_UPDATE).await?;
         self.require(caller, SA_UPDATE, &Resource::ServiceAccount(&owner, &row))
             .await?;
-        super::check_len(
-            "serviceAccount.displayName",
-            &fields.display_name,
-            MAX_DISPLAY_NAME,
-        )?;
-        super::check_len(
-            "serviceAccount.description",
-            &fields.description,
-            MAX_DESCRIPTION,
-        )?;
+        check_fields(&fields)?;
         if !fields.etag.is_empty() && super::canonical_etag(&fields.etag) != row.etag {
             return Err(ApiError::Aborted(format!(
                 "The service account changed since it was read: etag '{}' is not the current '{}'. Read it again and retry.",
