@@ -6,7 +6,6 @@ use wid_api::cluster::Cluster;
 use super::{CLUSTER_COLUMNS, Cli, items};
 use crate::admin::clusters_path;
 use crate::args::{ClusterKeys, ClustersCommand};
-use crate::client::segment;
 
 /// The issuer and uploaded keys of a cluster to register: `--jwk-json-path`'s file; the API
 /// server's issuer and keys with `--kubeconfig`; with `--discover` and no `--issuer-uri`, the
@@ -85,15 +84,8 @@ impl Cli {
                 project,
                 location,
             } => {
-                self.print(
-                    &self
-                        .get(&format!(
-                            "{}/{}",
-                            clusters_path(project.id()?, &location),
-                            segment(&name)
-                        ))
-                        .await?,
-                );
+                self.describe(&clusters_path(project.id()?, &location), &name)
+                    .await?;
             }
             ClustersCommand::Delete {
                 name,

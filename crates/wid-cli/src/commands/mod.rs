@@ -151,6 +151,13 @@ impl Cli {
         output::emit(&output::list(items, self.format, columns));
     }
 
+    /// Prints the resource `id` of the collection at `collection`.
+    async fn describe(&self, collection: &str, id: &str) -> anyhow::Result<()> {
+        let path = format!("{collection}/{}", crate::client::segment(id));
+        self.print(&self.get(&path).await?);
+        Ok(())
+    }
+
     async fn get(&self, path: &str) -> anyhow::Result<Value> {
         Ok(self.client.call(Method::GET, path, &[], None).await?)
     }

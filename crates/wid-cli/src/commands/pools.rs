@@ -89,15 +89,8 @@ impl Cli {
                 project,
                 location,
             } => {
-                self.print(
-                    &self
-                        .get(&format!(
-                            "{}/{}",
-                            pools_path(project.id()?, &location),
-                            segment(&pool)
-                        ))
-                        .await?,
-                );
+                self.describe(&pools_path(project.id()?, &location), &pool)
+                    .await?;
             }
             PoolsCommand::Delete {
                 pool,
@@ -228,15 +221,7 @@ impl Cli {
                 }
             }
             ProvidersCommand::Describe { provider, pool } => {
-                self.print(
-                    &self
-                        .get(&format!(
-                            "{}/{}",
-                            providers_path(&pool)?,
-                            segment(&provider)
-                        ))
-                        .await?,
-                );
+                self.describe(&providers_path(&pool)?, &provider).await?;
             }
             ProvidersCommand::Delete { provider, pool } => {
                 let path = format!("{}/{}", providers_path(&pool)?, segment(&provider));
