@@ -14,6 +14,7 @@
 pub mod attest;
 pub mod cache;
 mod conn;
+pub mod federation;
 mod identify;
 pub mod kubernetes;
 pub mod limits;
@@ -45,9 +46,12 @@ use crate::upstream::{KsaTokens, Upstream, UpstreamError};
 pub struct Config {
     pub addr: SocketAddr,
     pub project_id: String,
-    /// The project's number; when not given, learnt from STS's introspection of the first
-    /// federated token (see `Agent::learn_project_number`).
+    /// The project's number; when not given (nor named by a provider of [`Config::federation`]),
+    /// learnt from STS's introspection of the first federated token (see
+    /// `Agent::learn_project_number`).
     pub project_number: Option<String>,
+    /// The pool the node's pods are members of, and so how STS is asked.
+    pub federation: federation::Federation,
     pub cluster_name: String,
     pub cluster_location: String,
     pub cluster_uid: String,
@@ -57,6 +61,8 @@ pub struct Config {
     pub instance_id: String,
     pub sts_url: String,
     pub iamcredentials_url: String,
+    /// CA certificates (PEM) trusted for the upstream besides the system's.
+    pub ca_file: Option<std::path::PathBuf>,
     /// The bound on every upstream call.
     pub upstream_timeout: Duration,
     /// The admin listener (`/healthz`, `/readyz`, `/metrics`), if any.
@@ -79,12 +85,6 @@ pub struct Config {
     pub pod_wait: Duration,
     /// Kernel attestation of callers ([`attest`]), with the host's process table at this path.
     pub attest_callers: Option<std::path::PathBuf>,
-}
-
-impl Config {
-    fn pool(&self) -> String {
-        format!("{}.svc.id.goog", self.project_id)
-    }
 }
 
 /// Where refusals of a pod are reported, besides the log and the answer (Kubernetes Events).
@@ -134,6 +134,8 @@ pub enum StartError {
     },
     #[error("cannot build the HTTP client")]
     Http(#[from] reqwest::Error),
+    #[error(transparent)]
+    Upstream(#[from] upstream::UpstreamConfigError),
     #[error("cannot attest callers")]
     Attest(#[from] attest::AttestorError),
 }
@@ -166,11 +168,7 @@ impl MetadataServer {
                     source,
                 },
             )?;
-        let upstream = Upstream::new(
-            &config.sts_url,
-            &config.iamcredentials_url,
-            config.upstream_timeout,
-        )?;
+        let upstream = Upstream::new(&config)?;
         let per_pod = limits::PerPod::new(config.max_requests_per_pod.max(1));
         let held_per_pod = limits::PerPod::new(config.max_long_polls_per_pod.max(1));
         let burst = |rate: f64| (rate * 10.0).max(1.0);
@@ -186,6 +184,7 @@ impl MetadataServer {
         let project_number = config
             .project_number
             .clone()
+            .or_else(|| config.federation.project_number().map(str::to_owned))
             .map(std::sync::OnceLock::from)
             .unwrap_or_default();
         let agent = Arc::new(Agent {
@@ -354,11 +353,11 @@ impl Agent {
         let (kind, what) = match error {
             UpstreamError::Refused { status, .. } => (
                 format!("refused {status}|{}", pod.uid),
-                "the token service refused a pod's token",
+                "the upstream refused a pod's token",
             ),
             UpstreamError::Unavailable(_) => (
                 "unavailable".to_owned(),
-                "the token service could not be reached for a pod's token",
+                "the upstream could not be reached for a pod's token",
             ),
             UpstreamError::Throttled(limits::Exhausted::Pod) => (
                 format!("pod budget|{}", pod.uid),
@@ -384,6 +383,9 @@ impl Agent {
         } = error
         {
             let reason = match status {
+                // STS's refusals of the exchange: an audience or issuer the provider does not
+                // accept, a provider disabled or gone.
+                400 => "WorkloadIdentityRefused",
                 403 => "WorkloadIdentityDenied",
                 404 => "WorkloadIdentityUnknownAccount",
                 _ => return,
@@ -409,8 +411,11 @@ impl Agent {
     }
 
     fn principal(&self, pod: &Pod) -> String {
-        let subject = wid_iam::member::gke_subject(&pod.namespace, &pod.service_account_name);
-        wid_iam::member::principal_name(self.project_number(), &self.config.pool(), &subject)
+        self.config.federation.principal(
+            self.project_number(),
+            &pod.namespace,
+            &pod.service_account_name,
+        )
     }
 
     /// What `email` reports for the pod.
@@ -418,7 +423,7 @@ impl Agent {
         match pod.gsa() {
             Some(gsa) => std::borrow::Cow::Borrowed(gsa),
             None if pod.principal_as_email() => std::borrow::Cow::Owned(self.principal(pod)),
-            None => std::borrow::Cow::Owned(self.config.pool()),
+            None => std::borrow::Cow::Owned(self.config.federation.pool()),
         }
     }
 
@@ -439,15 +444,6 @@ impl Agent {
                 scopes: DEFAULT_SCOPES.iter().map(|s| (*s).to_owned()).collect(),
             },
         }
-    }
-
-    /// The STS audience of this cluster's KSAs, GKE's form.
-    fn sts_audience(&self) -> String {
-        format!(
-            "identitynamespace:{}:{}",
-            self.config.pool(),
-            self.ksa.issuer()
-        )
     }
 }
 

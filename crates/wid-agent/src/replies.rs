@@ -123,10 +123,9 @@ pub fn upstream(what: &str, e: UpstreamError) -> Reply {
             };
             Reply::text(status, body)
         }
-        UpstreamError::Unavailable(reason) => Reply::text(
-            503,
-            format!("{what}: the token service is unavailable ({reason}); retry\n"),
-        ),
+        UpstreamError::Unavailable(reason) => {
+            Reply::text(503, format!("{what}: {reason}; retry\n"))
+        }
         UpstreamError::Throttled(Exhausted::Pod) => Reply::text(
             429,
             format!(

@@ -141,6 +141,9 @@ fn config(upstream: &str) -> Config {
         addr: "127.0.0.1:0".parse().expect("addr"),
         project_id: "proj-a".into(),
         project_number: Some("123456789012".into()),
+        federation: crate::federation::Federation::Gke {
+            project_id: "proj-a".into(),
+        },
         cluster_name: "c".into(),
         cluster_location: "l".into(),
         cluster_uid: String::new(),
@@ -149,6 +152,7 @@ fn config(upstream: &str) -> Config {
         instance_id: "1".into(),
         sts_url: upstream.into(),
         iamcredentials_url: upstream.into(),
+        ca_file: None,
         upstream_timeout: Duration::from_secs(5),
         admin_addr: None,
         max_connections: 64,
@@ -213,7 +217,11 @@ async fn refusals_and_outages_are_told_as_gke_tells_them() {
     let scoped = format!("{TOKEN}?scopes=https://www.googleapis.com/auth/devstorage.read_only");
     let (status, body) = get(&node.base, "127.0.0.1", &scoped).await;
     assert_eq!(status, 503, "{body}");
-    assert!(body.contains("the token service is unavailable"), "{body}");
+    assert!(
+        body.starts_with("Unable to generate access token: IAM answered 503")
+            && body.ends_with("; retry\n"),
+        "{body}"
+    );
 }
 
 #[tokio::test]

@@ -14,9 +14,6 @@ use crate::pods::Pod;
 use crate::upstream::{Minted, UpstreamError, now};
 use crate::{Agent, replies};
 
-/// The scope of the federated token that buys a pod's service-account tokens.
-const IAM_SCOPE: &str = "https://www.googleapis.com/auth/iam";
-
 /// What a cached token is for: the pod (its uid, so that a reused address never finds a
 /// departed pod's token), its KSA and the account the KSA is annotated with, and what was asked.
 #[derive(Clone, Debug)]
@@ -175,7 +172,7 @@ impl Agent {
                 self.as_service_account(&pod, gsa, IamCall::AccessToken(&scopes))
                     .await
             }
-            None => self.federated(&pod, &scopes).await,
+            None => self.federated(&pod, false, &scopes).await,
         }
     }
 
@@ -190,7 +187,7 @@ impl Agent {
     }
 
     async fn fetch_impersonating(self: Arc<Self>, pod: Arc<Pod>) -> Result<Minted, UpstreamError> {
-        self.federated(&pod, &[IAM_SCOPE.to_owned()]).await
+        self.federated(&pod, true, &[]).await
     }
 
     /// `call` for the service account `gsa`, with the pod's federated token of
@@ -247,11 +244,19 @@ impl Agent {
         self.impersonating.get(&key, fetch).await
     }
 
-    /// A federated token for the pod's KSA.
-    async fn federated(&self, pod: &Arc<Pod>, scopes: &[String]) -> Result<Minted, UpstreamError> {
-        let ksa_token = self.ksa.token(pod, &self.config.pool()).await?;
-        let audience = self.sts_audience();
-        let exchange = self.upstream.exchange(&audience, &ksa_token, scopes);
+    /// A federated token for the pod's KSA: one that buys its service-account tokens
+    /// (`impersonating`), or one it uses itself with the scopes it `asked`.
+    async fn federated(
+        &self,
+        pod: &Arc<Pod>,
+        impersonating: bool,
+        asked: &[String],
+    ) -> Result<Minted, UpstreamError> {
+        let federation = &self.config.federation;
+        let ksa_token = self.ksa.token(pod, &federation.ksa_audience()).await?;
+        let audience = federation.sts_audience(self.ksa.issuer());
+        let scopes = federation.exchange_scopes(impersonating, asked);
+        let exchange = self.upstream.exchange(&audience, &ksa_token, &scopes);
         self.timed(pod, exchange).await
     }
 

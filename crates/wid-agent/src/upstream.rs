@@ -4,7 +4,7 @@
 //! TokenRequest API), STS's exchange and introspection, and IAM Credentials.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 use wid_jose::Algorithm;
@@ -197,21 +197,81 @@ fn reason(status: u16) -> String {
         .unwrap_or_default()
 }
 
+/// Why the upstream's HTTP client could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamConfigError {
+    #[error("cannot read the CA file {path}")]
+    CaFile {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("the CA file {path} holds no PEM certificate")]
+    NoCertificate { path: String },
+    #[error("cannot build the HTTP client")]
+    Http(#[from] reqwest::Error),
+}
+
+/// The CA certificates of a PEM file.
+fn read_ca_file(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, UpstreamConfigError> {
+    let shown = path.display().to_string();
+    let pem = std::fs::read(path).map_err(|source| UpstreamConfigError::CaFile {
+        path: shown.clone(),
+        source,
+    })?;
+    let certificates = reqwest::Certificate::from_pem_bundle(&pem).map_err(|_| {
+        UpstreamConfigError::NoCertificate {
+            path: shown.clone(),
+        }
+    })?;
+    if certificates.is_empty() {
+        return Err(UpstreamConfigError::NoCertificate { path: shown });
+    }
+    Ok(certificates)
+}
+
+/// Every cause of an HTTP client's error, outermost first: reqwest's own text says only that
+/// sending failed, the cause (a refused connection, an untrusted certificate) is further in.
+fn causes(error: &reqwest::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// What the operator can do about a call that failed before any answer.
+fn unreachable(service: &str, error: &reqwest::Error) -> String {
+    let detail = causes(error);
+    let hint = if detail.contains("certificate") || detail.contains("TLS") || detail.contains("tls")
+    {
+        " (the upstream's certificate is not trusted: the system's CAs and --ca-file's are)"
+    } else {
+        ""
+    };
+    format!("{service} unreachable: {detail}{hint}")
+}
+
 impl Upstream {
-    pub fn new(
-        sts_url: &str,
-        iamcredentials_url: &str,
-        timeout: Duration,
-    ) -> Result<Upstream, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .user_agent(concat!("wid-agent/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+    /// The client of `config`'s STS and IAM Credentials, trusting the system's CAs and those of
+    /// its CA file.
+    pub fn new(config: &crate::Config) -> Result<Upstream, UpstreamConfigError> {
+        let mut builder = reqwest::Client::builder()
+            .timeout(config.upstream_timeout)
+            .connect_timeout(config.upstream_timeout)
+            .user_agent(concat!("wid-agent/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = &config.ca_file {
+            builder = builder.tls_certs_merge(read_ca_file(path)?);
+        }
         Ok(Upstream {
-            http,
-            sts_url: sts_url.trim_end_matches('/').to_owned(),
-            iamcredentials_url: iamcredentials_url.trim_end_matches('/').to_owned(),
+            http: builder.build()?,
+            sts_url: config.sts_url.trim_end_matches('/').to_owned(),
+            iamcredentials_url: config.iamcredentials_url.trim_end_matches('/').to_owned(),
         })
     }
 
@@ -223,7 +283,7 @@ impl Upstream {
         let response = request
             .send()
             .await
-            .map_err(|e| UpstreamError::Unavailable(format!("{service} unreachable: {e}")))?;
+            .map_err(|e| UpstreamError::Unavailable(unreachable(service, &e)))?;
         let status = response.status().as_u16();
         let body: Value = response.json().await.unwrap_or(Value::Null);
         if (200..300).contains(&status) {

@@ -7,7 +7,7 @@ use clap::Args;
 use wid_dev::DEV_PROJECT;
 
 use crate::LogArgs;
-use crate::node::{agent_config, dev_node};
+use crate::node::{UpstreamSettings, agent_config, dev_node};
 
 pub const LONG_ABOUT: &str = "\
 The token service and the metadata server in one process on loopback, bootstrapped for a laptop \
@@ -50,7 +50,15 @@ pub fn settings(args: DevArgs, data_dir: PathBuf) -> anyhow::Result<wid_dev::Con
     // The node's settings as `wid metadata serve`'s flags default them; `wid dev` sets its
     // address, project and token service itself.
     let node = dev_node(&args.project)?;
-    let agent = agent_config(args.metadata_addr, "", "", &node, &args.project, None);
+    let upstream = UpstreamSettings {
+        sts_url: String::new(),
+        iamcredentials_url: String::new(),
+        ca_file: None,
+        federation: wid_agent::federation::Federation::Gke {
+            project_id: args.project.clone(),
+        },
+    };
+    let agent = agent_config(args.metadata_addr, upstream, &node, &args.project, None);
     Ok(wid_dev::Config {
         metadata_addr: args.metadata_addr,
         iam_addr: args.iam_addr,

@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, FromArgMatches};
 use wid_agent::Config;
+use wid_agent::federation::{Federation, ProviderName};
 use wid_agent::node::{NodeIdentity, Pods};
 use wid_agent::pods::Pod;
 use wid_agent::upstream::KsaIssuer;
@@ -99,16 +100,35 @@ pub struct MetadataServeArgs {
         default_value = "wid.dev/agent-not-ready"
     )]
     pub ready_taint: Option<String>,
-    /// The token service's STS base URL (Google's: https://sts.googleapis.com).
-    #[arg(long, env = "WID_STS_URL", default_value = "http://127.0.0.1:8080")]
-    pub sts_url: String,
-    /// The IAM Credentials base URL (Google's: https://iamcredentials.googleapis.com).
+    /// The STS base URL [default: Google's, https://sts.googleapis.com, with
+    /// --workload-identity-provider; else a local token service's, http://127.0.0.1:8080].
+    #[arg(long, env = "WID_STS_URL")]
+    pub sts_url: Option<String>,
+    /// The IAM Credentials base URL [default: Google's,
+    /// https://iamcredentials.googleapis.com, with --workload-identity-provider; else
+    /// http://127.0.0.1:8080].
+    #[arg(long, env = "WID_IAMCREDENTIALS_URL")]
+    pub iamcredentials_url: Option<String>,
+    /// Workload Identity Federation: the pods are members of this pool's OIDC provider,
+    /// projects/NUMBER/locations/global/workloadIdentityPools/POOL/providers/PROVIDER (on
+    /// Google Cloud, or a wid token service), rather than of GKE's pool PROJECT.svc.id.goog.
+    /// KSAs are then principal://iam.googleapis.com/projects/NUMBER/locations/global/
+    /// workloadIdentityPools/POOL/subject/system:serviceaccount:NS:KSA.
+    #[arg(long, env = "WID_WORKLOAD_IDENTITY_PROVIDER", value_name = "NAME", value_parser = ProviderName::parse)]
+    pub workload_identity_provider: Option<ProviderName>,
+    /// With --workload-identity-provider: the audience of the KSA tokens, for a provider
+    /// configured with allowed audiences [default: the provider's name,
+    /// //iam.googleapis.com/projects/...].
     #[arg(
         long,
-        env = "WID_IAMCREDENTIALS_URL",
-        default_value = "http://127.0.0.1:8080"
+        env = "WID_KSA_TOKEN_AUDIENCE",
+        requires = "workload_identity_provider"
     )]
-    pub iamcredentials_url: String,
+    pub ksa_token_audience: Option<String>,
+    /// CA certificates (PEM) trusted for STS and IAM Credentials besides the system's: a test
+    /// server's, or a token service's behind an internal CA.
+    #[arg(long, env = "WID_CA_FILE", value_name = "PEM")]
+    pub ca_file: Option<PathBuf>,
     /// The node's own addresses: where host-network pods' requests come from.
     #[arg(
         long = "node-address",
@@ -162,10 +182,17 @@ fn hostname() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
+/// Where the agent buys tokens and which pool its pods are members of.
+pub(crate) struct UpstreamSettings {
+    pub sts_url: String,
+    pub iamcredentials_url: String,
+    pub ca_file: Option<PathBuf>,
+    pub federation: Federation,
+}
+
 pub(crate) fn agent_config(
     addr: SocketAddr,
-    sts: &str,
-    iam: &str,
+    upstream: UpstreamSettings,
     node: &NodeArgs,
     project: &str,
     number: Option<&str>,
@@ -174,14 +201,16 @@ pub(crate) fn agent_config(
         addr,
         project_id: project.to_owned(),
         project_number: number.map(str::to_owned),
+        federation: upstream.federation,
         cluster_name: node.cluster_name.clone(),
         cluster_location: node.cluster_location.clone(),
         cluster_uid: node.cluster_uid.clone(),
         zone: node.zone.clone(),
         hostname: node.hostname.clone().unwrap_or_else(hostname),
         instance_id: node.instance_id.clone(),
-        sts_url: sts.to_owned(),
-        iamcredentials_url: iam.to_owned(),
+        sts_url: upstream.sts_url,
+        iamcredentials_url: upstream.iamcredentials_url,
+        ca_file: upstream.ca_file,
         upstream_timeout: Duration::from_secs(node.upstream_timeout_seconds),
         admin_addr: node.admin_addr,
         max_connections: node.max_connections.max(1),
@@ -195,6 +224,55 @@ pub(crate) fn agent_config(
         serve_threads: node.serve_threads.filter(|n| *n > 0).unwrap_or_else(|| {
             std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
         }),
+    }
+}
+
+/// Google's STS and IAM Credentials.
+const GOOGLE_STS: &str = "https://sts.googleapis.com";
+const GOOGLE_IAMCREDENTIALS: &str = "https://iamcredentials.googleapis.com";
+/// A token service on this machine, `wid iam serve`'s default address.
+const LOCAL_TOKEN_SERVICE: &str = "http://127.0.0.1:8080";
+
+/// The upstream of `args`: a provider's pool on Google's endpoints unless told otherwise, or
+/// GKE's pool of `project` on a local token service unless told otherwise.
+fn upstream_settings(args: &MetadataServeArgs, project: &str) -> UpstreamSettings {
+    let (federation, sts, iam) = match &args.workload_identity_provider {
+        Some(name) => (
+            Federation::provider(name.clone(), args.ksa_token_audience.clone()),
+            GOOGLE_STS,
+            GOOGLE_IAMCREDENTIALS,
+        ),
+        None => (
+            Federation::Gke {
+                project_id: project.to_owned(),
+            },
+            LOCAL_TOKEN_SERVICE,
+            LOCAL_TOKEN_SERVICE,
+        ),
+    };
+    UpstreamSettings {
+        sts_url: args.sts_url.clone().unwrap_or_else(|| sts.to_owned()),
+        iamcredentials_url: args
+            .iamcredentials_url
+            .clone()
+            .unwrap_or_else(|| iam.to_owned()),
+        ca_file: args.ca_file.clone(),
+        federation,
+    }
+}
+
+/// The project's number: --project-number's, or the provider's (both, only if they agree).
+fn project_number(args: &MetadataServeArgs) -> anyhow::Result<Option<String>> {
+    let given = args.node.project_number.clone();
+    let Some(name) = &args.workload_identity_provider else {
+        return Ok(given);
+    };
+    match given {
+        Some(number) if number != name.project_number => bail!(
+            "--project-number {number} is not the number in --workload-identity-provider ({}); give one or the other",
+            name.project_number
+        ),
+        _ => Ok(Some(name.project_number.clone())),
     }
 }
 
@@ -218,17 +296,18 @@ pub async fn metadata_serve(args: MetadataServeArgs, dev_data_dir: PathBuf) -> a
         (None, None) => bail!("--project (or WID_PROJECT) is required"),
     };
     let node = node_identity(&args)?;
+    let upstream = upstream_settings(&args, &project);
+    tracing::info!(sts = %upstream.sts_url, iamcredentials = %upstream.iamcredentials_url, pool = %upstream.federation.pool(), "upstream");
     let config = Config {
         attest_callers: args.attest_callers.then(|| args.proc_root.clone()),
         // Without a number, the agent learns it from STS's introspection of the first federated
         // token.
         ..agent_config(
             args.addr,
-            &args.sts_url,
-            &args.iamcredentials_url,
+            upstream,
             &args.node,
             &project,
-            args.node.project_number.as_deref(),
+            project_number(&args)?.as_deref(),
         )
     };
     let pods = pods(&args, &project, dev_data_dir).await?;

@@ -4,6 +4,7 @@
 mod support;
 
 mod cli;
+mod federation;
 mod gcloud;
 mod iam_api;
 mod kubernetes;
