@@ -148,7 +148,7 @@ impl Banner<'_> {
 
 /// `text` as one shell word: as it is when it has nothing the shell reads specially, else in
 /// single quotes.
-fn sh_quote(text: &str) -> Cow<'_, str> {
+pub fn sh_quote(text: &str) -> Cow<'_, str> {
     let plain = !text.is_empty()
         && text
             .bytes()

@@ -4,6 +4,7 @@
 //! clients, gcloud and `wid iam` at them ([`banner`]).
 
 mod banner;
+pub use banner::sh_quote;
 mod bootstrap;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

@@ -12,6 +12,7 @@ use wid_runtime::logging::{self, LogFormat};
 
 mod allocator;
 mod dev;
+mod google_setup;
 mod node;
 #[cfg(test)]
 mod tidy;
@@ -49,6 +50,11 @@ enum Command {
 enum MetadataCommand {
     /// Run the metadata server for the pods of this node.
     Serve(Box<node::MetadataServeArgs>),
+    /// Print the gcloud commands that let this cluster's pods reach Google Cloud through
+    /// Workload Identity Federation (a pool, the cluster's issuer as its OIDC provider, a
+    /// binding for one KSA), and the agent's flags for it.
+    #[command(name = "google-setup")]
+    GoogleSetup(google_setup::GoogleSetupArgs),
 }
 
 #[derive(Args, Debug)]
@@ -223,6 +229,9 @@ fn main() -> ExitCode {
                 Threads::PerCore,
                 node::metadata_serve(*args, default_data_dir().join("dev")),
             )
+        }
+        Command::Metadata(MetadataCommand::GoogleSetup(args)) => {
+            run(Threads::One, google_setup::google_setup(args))
         }
         Command::Dev(args) => {
             args.log.init();

@@ -545,3 +545,118 @@ async fn md_eventually(ip: &str, agent: &Agent, path: &str) -> (u16, String) {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// `wid metadata google-setup` prints a script of gcloud commands; real gcloud runs it as
+/// printed against wid's token service, and the agent with the flags it names serves a pod of
+/// the cluster.
+// Multi-threaded: the fake API server answers `google-setup` while the test waits for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn google_setups_script_runs_with_real_gcloud_and_its_flags_serve_a_pod() {
+    if !crate::gcloud::gcloud_present() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("data"));
+    server.api().create_project("proj-s", NUMBER).await;
+    let kube = wid_kube_fake::FakeApi::new();
+    kube.serve().await.expect("fake API server");
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, kube.kubeconfig()).expect("kubeconfig");
+    let jwks_file = dir.path().join("cluster-jwks.json");
+    let setup = Command::new(crate::support::WID)
+        .args([
+            "metadata",
+            "google-setup",
+            "--project",
+            "proj-s",
+            "--project-number",
+            NUMBER,
+        ])
+        .args([
+            "--pool",
+            "kind-pool",
+            "--provider",
+            "kind",
+            "--namespace",
+            "team-a",
+            "--ksa",
+            "app",
+        ])
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .arg("--jwks-file")
+        .arg(&jwks_file)
+        .output()
+        .expect("google-setup");
+    let script = String::from_utf8_lossy(&setup.stdout).into_owned();
+    assert!(
+        setup.status.success(),
+        "{}",
+        String::from_utf8_lossy(&setup.stderr)
+    );
+
+    let run = Command::new("sh")
+        .arg("-c")
+        .arg(&script)
+        .env("CLOUDSDK_CONFIG", dir.path().join("gcloud"))
+        .env(
+            "CLOUDSDK_API_ENDPOINT_OVERRIDES_IAM",
+            format!("{}/", server.base()),
+        )
+        .env("CLOUDSDK_AUTH_ACCESS_TOKEN_FILE", server.token_file())
+        .env("CLOUDSDK_CORE_DISABLE_PROMPTS", "1")
+        .env("CLOUDSDK_CORE_DISABLE_USAGE_REPORTING", "true")
+        .env("CLOUDSDK_COMPONENT_MANAGER_DISABLE_UPDATE_CHECK", "true")
+        .output()
+        .expect("run the script");
+    let out = String::from_utf8_lossy(&run.stdout).into_owned();
+    assert!(
+        run.status.success(),
+        "{script}\n{out}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let flags: Vec<String> = out
+        .lines()
+        .last()
+        .and_then(|l| l.strip_prefix("wid metadata serve "))
+        .unwrap_or_else(|| panic!("no flags: {out}"))
+        .split(' ')
+        .map(str::to_owned)
+        .collect();
+
+    // The agent with those flags (and the local token service as its upstream) serves the KSA.
+    let account = "wid-workload@proj-s.iam.gserviceaccount.com";
+    kube.put_service_account(
+        "team-a",
+        "app",
+        &[("iam.gke.io/gcp-service-account", account)],
+    );
+    kube.put_pod(
+        wid_kube_fake::PodFixture::new("team-a", "a-1", "node-a")
+            .ip("127.0.0.32")
+            .service_account("app"),
+    );
+    let mut command = Command::new(crate::support::WID);
+    command
+        .args([
+            "metadata",
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--node-name",
+            "node-a",
+        ])
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args(&flags)
+        .args([
+            "--sts-url",
+            &server.base(),
+            "--iamcredentials-url",
+            &server.base(),
+        ]);
+    let agent = Agent::spawn(&mut command, &dir.path().join("agent.log")).await;
+    let (status, body) = md_eventually("127.0.0.32", &agent, TOKEN).await;
+    assert_eq!(status, 200, "{body}\n{}", agent.log());
+    assert_eq!(server.api().email_of_token_answer(&body).await, account);
+}

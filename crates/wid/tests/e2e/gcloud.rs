@@ -10,7 +10,7 @@ use std::process::Command;
 use crate::support::{Server, wid_cli};
 use serde_json::Value;
 
-fn gcloud_present() -> bool {
+pub fn gcloud_present() -> bool {
     let found = Command::new("gcloud")
         .arg("--version")
         .output()
