@@ -54,7 +54,7 @@ enum MetadataCommand {
     /// Workload Identity Federation (a pool, the cluster's issuer as its OIDC provider, a
     /// binding for one KSA), and the agent's flags for it.
     #[command(name = "google-setup")]
-    GoogleSetup(google_setup::GoogleSetupArgs),
+    GoogleSetup(Box<google_setup::GoogleSetupArgs>),
 }
 
 #[derive(Args, Debug)]
@@ -231,7 +231,7 @@ fn main() -> ExitCode {
             )
         }
         Command::Metadata(MetadataCommand::GoogleSetup(args)) => {
-            run(Threads::One, google_setup::google_setup(args))
+            run(Threads::One, google_setup::google_setup(*args))
         }
         Command::Dev(args) => {
             args.log.init();
