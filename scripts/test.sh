@@ -102,10 +102,11 @@ else
 fi
 
 step "client compatibility (google-auth, gcloud, Node, Rust) and multi-node network-namespace tests"
-cargo build --locked --bin wid --bin wid-kube-fake
+cargo build --locked --bin wid --bin wid-kube-fake --bin wid-google-fake
 # Google's Rust auth library, in a workspace of its own (tests/rust-clients).
 cargo build --locked --manifest-path tests/rust-clients/Cargo.toml --target-dir target/rust-clients
 WID_BIN="$PWD/target/debug/wid" WID_KUBE_FAKE="$PWD/target/debug/wid-kube-fake" \
+    WID_GOOGLE_FAKE="$PWD/target/debug/wid-google-fake" \
     WID_RUST_CLIENT="$PWD/target/rust-clients/debug/wid-rust-clients" \
     .venv/bin/python -m pytest tests/python -q -p no:cacheprovider -o console_output_style=count \
     | tee "$outputs/client-tests"

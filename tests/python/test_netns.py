@@ -1,12 +1,13 @@
 """Multi-node end-to-end: each node is a network namespace running `wid metadata serve` behind an
 iptables DNAT of 169.254.169.254:80, as GKE does; each pod is a namespace hanging off its node by
 a veth, with `metadata.google.internal` mapped to 169.254.169.254 in its own hosts file. Real,
-unmodified clients run inside the pods with no GCE_* variables at all. The token service and the
-fake Kubernetes API server (`wid-kube-fake`) run in the test's namespace on a bridge the test
-makes. Everything the test makes it removes.
+unmodified clients run inside the pods with no GCE_* variables at all. The token service, the
+fake Kubernetes API server (`wid-kube-fake`) and the fake of Google's STS and IAM Credentials
+(`wid-google-fake`, over TLS) run in the test's namespace on a bridge the test makes. Everything
+the test makes it removes.
 
-Needs root, iproute2 and iptables (scripts/test.sh installs them); WID_KUBE_FAKE names the fake's
-binary."""
+Needs root, iproute2 and iptables (scripts/test.sh installs them); WID_KUBE_FAKE and
+WID_GOOGLE_FAKE name the fakes' binaries."""
 
 import json
 import os
@@ -244,15 +245,17 @@ class World:
         for account in ("app-a-runner", "app-b-runner"):
             self.call("POST", f"/v1/projects/{PROJECT}/serviceAccounts", json={"accountId": account})
         self.fakes: dict[str, str] = {}
+        self.issuers: dict[str, tuple[str, str]] = {}
         self.fake = self.cluster("net")
         for gsa, ksa in ((GSA_A, "team-a/app"), (GSA_B, "team-b/other")):
             self.call("POST", f"/v1/projects/-/serviceAccounts/{gsa}:setIamPolicy", json={"policy": {"bindings": [
                 {"role": "roles/iam.workloadIdentityUser", "members": [f"serviceAccount:{PROJECT}.svc.id.goog[{ksa}]"]}]}})
         self.nodes: dict[str, Node] = {}
 
-    def cluster(self, name: str, isolated: bool = False) -> str:
+    def cluster(self, name: str, isolated: bool = False, register: bool = True) -> str:
         """A cluster: its own fake API server on the bridge, registered with the token service in
-        the project (so sharing its pool, unless isolated), with the KSAs of the tests."""
+        the project (so sharing its pool, unless isolated; not at all unless `register`), with the
+        KSAs of the tests."""
         port = 18081 + len(self.fakes)
         log = self.tmp / f"fake-{name}.log"
         # A cluster whose issuer is published elsewhere than its API server (as GKE's); the token
@@ -264,9 +267,11 @@ class World:
         base = line.split("=", 1)[1]
         (self.tmp / f"kubeconfig-{name}").write_text(requests.get(base + "/_fake/kubeconfig", timeout=5).text)
         jwks = requests.get(base + "/_fake/jwks", timeout=5).text
-        self.call("POST", f"/v1/projects/{PROJECT}/locations/europe-west1/clusters",
-                  json={"clusterName": name, "issuerUri": issuer, "jwksJson": jwks, "isolated": isolated})
+        if register:
+            self.call("POST", f"/v1/projects/{PROJECT}/locations/europe-west1/clusters",
+                      json={"clusterName": name, "issuerUri": issuer, "jwksJson": jwks, "isolated": isolated})
         self.fakes[name] = base
+        self.issuers[name] = (issuer, jwks)
         self.service_account("team-a", "app", {"iam.gke.io/gcp-service-account": GSA_A}, cluster=name)
         self.service_account("team-b", "other", {"iam.gke.io/gcp-service-account": GSA_B}, cluster=name)
         return base
@@ -288,16 +293,17 @@ class World:
     def delete_pod(self, namespace: str, name: str):
         requests.delete(f"{self.fake}/_fake/pods/{namespace}/{name}", timeout=5).raise_for_status()
 
-    def node(self, name: str, cluster: str = "net", extra: tuple[str, ...] = ()) -> Node:
+    def node(self, name: str, cluster: str = "net", extra: tuple[str, ...] = (), upstream: str | None = None) -> Node:
         if name in self.nodes:
             return self.nodes[name]
+        upstream = upstream or self.iam
         node = self.network.node(name, len(self.nodes) + 1)
         self.network.spawn([
             self.wid_bin, "metadata", "serve", "--addr", f"10.99.{node.index}.1:8988",
             "--admin-addr", f"{node.address}:9090", "--kubeconfig", str(self.tmp / f"kubeconfig-{cluster}"),
             "--node-name", name, "--project", PROJECT,
             "--cluster-name", cluster, "--cluster-location", "europe-west1",
-            "--sts-url", self.iam, "--iamcredentials-url", self.iam, *extra,
+            "--sts-url", upstream, "--iamcredentials-url", upstream, *extra,
         ], node.log, namespace=node.ns)
         wait_for(f"the agent of {name} is ready",
                  lambda: requests.get(f"http://{node.address}:9090/readyz", timeout=1).status_code == 200,
@@ -311,6 +317,15 @@ class World:
             if line.startswith("wid_metadata_pod_waits_total "):
                 return int(float(line.split()[1]))
         return 0
+
+
+WIF_NAME = f"projects/{NUMBER}/locations/global/workloadIdentityPools/{{pool}}/providers/kube"
+
+
+def wif_principal(pool: str, ksa: str) -> str:
+    namespace, name = ksa.split("/")
+    return (f"principal://iam.googleapis.com/projects/{NUMBER}/locations/global/workloadIdentityPools/{pool}"
+            f"/subject/system:serviceaccount:{namespace}:{name}")
 
 
 def test_real_clients_in_pods_on_two_nodes(world):
@@ -474,3 +489,71 @@ try:
 except urllib.error.HTTPError as error:
     print(error.code, error.read().decode())
 """
+
+
+def gcloud_token_in(pod: PodNet, world) -> str | None:
+    """`gcloud auth print-access-token` in the pod; None where gcloud is missing outside CI."""
+    gcloud = shutil.which("gcloud")
+    if gcloud is None:
+        if os.environ.get("CI"):
+            pytest.fail("gcloud is not installed")
+        return None
+    run = pod.run([gcloud, "auth", "print-access-token"], client_env(world.tmp))
+    assert run.returncode == 0 and run.stdout.strip(), run.stderr
+    return run.stdout.strip()
+
+
+def test_workload_identity_federation_against_wids_token_service(world):
+    """The generic mode: a cluster wid's token service knows only as a pool's OIDC provider, the
+    KSA bound by its `principal://`, the agent given the provider's name."""
+    world.cluster("wif", register=False)
+    issuer, jwks = world.issuers["wif"]
+    world.call("POST", f"/v1/projects/{PROJECT}/locations/global/workloadIdentityPools?workloadIdentityPoolId=wif-pool", json={})
+    world.call("POST", f"/v1/projects/{PROJECT}/locations/global/workloadIdentityPools/wif-pool/providers?workloadIdentityPoolProviderId=kube",
+               json={"oidc": {"issuerUri": issuer, "jwksJson": jwks}, "attributeMapping": {"google.subject": "assertion.sub"}})
+    world.call("POST", f"/v1/projects/-/serviceAccounts/{GSA_A}:setIamPolicy", json={"policy": {"bindings": [
+        {"role": "roles/iam.workloadIdentityUser", "members": [
+            f"serviceAccount:{PROJECT}.svc.id.goog[team-a/app]", wif_principal("wif-pool", "team-a/app")]}]}})
+    node = world.node("node-f", cluster="wif", extra=("--workload-identity-provider", WIF_NAME.format(pool="wif-pool")))
+    pod = node.pod("f1", 11)
+    world.put_pod("team-a", "f1", "node-f", pod.ip, "app", cluster="wif")
+    run = pod.run([sys.executable, "-c", GOOGLE_AUTH], client_env(world.tmp))
+    assert run.returncode == 0, f"{run.stderr}\n{node.log.read_text()}"
+    assert run.stdout.split() == [PROJECT, GSA_A, GSA_A, "https://svc.example.com"]
+    token = gcloud_token_in(pod, world)
+    if token is not None:
+        info = requests.get(world.iam + "/tokeninfo", params={"access_token": token}, timeout=10).json()
+        assert info["email"] == GSA_A, info
+
+
+def test_workload_identity_federation_against_googles_strict_fake_over_tls(world):
+    """The generic mode against a fake of Google's STS and IAM Credentials on the bridge, over
+    TLS with a CA the agent is given: what a node of an EKS, AKS or on-premises cluster meets."""
+    fake_bin = os.environ.get("WID_GOOGLE_FAKE")
+    if not fake_bin:
+        pytest.fail("WID_GOOGLE_FAKE must name the wid-google-fake binary (scripts/test.sh builds it)")
+    world.cluster("google", register=False)
+    issuer, jwks = world.issuers["google"]
+    config = {"provider": WIF_NAME.format(pool="eks-pool"), "issuerUri": issuer, "jwksJson": jwks,
+              "serviceAccounts": {GSA_A: [wif_principal("eks-pool", "team-a/app")]}}
+    (world.tmp / "google.json").write_text(json.dumps(config))
+    ca = world.tmp / "google-ca.pem"
+    log = world.tmp / "google-fake.log"
+    fake = world.network.spawn([fake_bin, "--addr", f"{BRIDGE_IP}:18443", "--config", str(world.tmp / "google.json"),
+                                "--ca-out", str(ca)], log)
+    line = fake.stdout.readline().strip()
+    assert line == f"WID_GOOGLE_FAKE=https://{BRIDGE_IP}:18443", f"{line!r}: {log.read_text()}"
+    node = world.node("node-g", cluster="google", upstream=f"https://{BRIDGE_IP}:18443",
+                      extra=("--workload-identity-provider", WIF_NAME.format(pool="eks-pool"), "--ca-file", str(ca)))
+    pod = node.pod("g1", 11)
+    world.put_pod("team-a", "g1", "node-g", pod.ip, "app", cluster="google")
+    run = pod.run([sys.executable, "-c", GOOGLE_AUTH], client_env(world.tmp))
+    assert run.returncode == 0, f"{run.stderr}\n{node.log.read_text()}"
+    assert run.stdout.split() == [PROJECT, GSA_A, GSA_A, "https://svc.example.com"]
+    token = gcloud_token_in(pod, world)
+    assert token is None or token.startswith("ya29.c.fake-"), token
+    recorded = requests.get(f"https://{BRIDGE_IP}:18443/_fake/requests", verify=str(ca), timeout=10).json()
+    exchanges = [r for r in recorded if r["path"] == "/v1/token"]
+    assert exchanges and all(r["status"] == 200 for r in recorded), recorded
+    assert exchanges[0]["fields"]["audience"] == "//iam.googleapis.com/" + WIF_NAME.format(pool="eks-pool")
+    assert exchanges[0]["subject"]["sub"] == "system:serviceaccount:team-a:app"
