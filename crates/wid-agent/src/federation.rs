@@ -30,39 +30,21 @@ impl ProviderName {
             )
         };
         let path = text.strip_prefix("//iam.googleapis.com/").unwrap_or(text);
-        let parts: Vec<&str> = path.split('/').collect();
-        let [
-            "projects",
-            number,
-            "locations",
-            "global",
-            "workloadIdentityPools",
-            pool,
-            "providers",
-            provider,
-        ] = parts.as_slice()
-        else {
-            return Err(wrong());
-        };
-        let id = |s: &str| {
-            !s.is_empty()
-                && s.len() <= 63
-                && s.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        };
-        if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
+        let (number, pool, provider) =
+            wid_iam::names::split_provider_name(path).ok_or_else(wrong)?;
+        if !number.bytes().all(|b| b.is_ascii_digit()) {
             return Err(format!(
                 "{}: the project is named by its number here",
                 wrong()
             ));
         }
-        if !id(pool) || !id(provider) {
-            return Err(wrong());
+        for (kind, id) in [("pool", pool), ("provider", provider)] {
+            wid_iam::names::validate_pool_id(kind, id).map_err(|e| format!("{}: {e}", wrong()))?;
         }
         Ok(ProviderName {
-            project_number: (*number).to_owned(),
-            pool: (*pool).to_owned(),
-            provider: (*provider).to_owned(),
+            project_number: number.to_owned(),
+            pool: pool.to_owned(),
+            provider: provider.to_owned(),
         })
     }
 
@@ -168,7 +150,7 @@ impl Federation {
 mod tests {
     use super::*;
 
-    const NAME: &str = "projects/123/locations/global/workloadIdentityPools/eks/providers/prod";
+    const NAME: &str = "projects/123/locations/global/workloadIdentityPools/eks-pool/providers/prod";
 
     #[test]
     fn provider_names_parse_bare_or_prefixed() {
@@ -181,12 +163,12 @@ mod tests {
         assert_eq!(name.canonical(), format!("//iam.googleapis.com/{NAME}"));
         for bad in [
             "",
-            "projects/123/locations/global/workloadIdentityPools/eks",
-            "projects/my-project/locations/global/workloadIdentityPools/eks/providers/prod",
-            "projects/123/locations/us/workloadIdentityPools/eks/providers/prod",
-            "https://iam.googleapis.com/projects/123/locations/global/workloadIdentityPools/eks/providers/prod",
-            "projects/123/locations/global/workloadIdentityPools/Eks/providers/prod",
-            "projects/123/locations/global/workloadIdentityPools/eks/providers/prod/extra",
+            "projects/123/locations/global/workloadIdentityPools/eks-pool",
+            "projects/my-project/locations/global/workloadIdentityPools/eks-pool/providers/prod",
+            "projects/123/locations/us/workloadIdentityPools/eks-pool/providers/prod",
+            "https://iam.googleapis.com/projects/123/locations/global/workloadIdentityPools/eks-pool/providers/prod",
+            "projects/123/locations/global/workloadIdentityPools/Eks-pool/providers/prod",
+            "projects/123/locations/global/workloadIdentityPools/eks-pool/providers/prod/extra",
         ] {
             let error = ProviderName::parse(bad).expect_err(bad);
             assert!(error.contains(PROVIDER_FORM), "{error}");
@@ -213,13 +195,13 @@ mod tests {
 
         let name = ProviderName::parse(NAME).expect("name");
         let wif = Federation::provider(name.clone(), None);
-        assert_eq!(wif.pool(), "eks");
+        assert_eq!(wif.pool(), "eks-pool");
         assert_eq!(wif.ksa_audience(), name.canonical());
         assert_eq!(wif.sts_audience("https://issuer"), name.canonical());
         assert_eq!(wif.project_number(), Some("123"));
         assert_eq!(
             wif.principal("123", "ns", "ksa"),
-            "principal://iam.googleapis.com/projects/123/locations/global/workloadIdentityPools/eks/subject/system:serviceaccount:ns:ksa"
+            "principal://iam.googleapis.com/projects/123/locations/global/workloadIdentityPools/eks-pool/subject/system:serviceaccount:ns:ksa"
         );
         assert_eq!(wif.exchange_scopes(true, &[]), vec![CLOUD_PLATFORM]);
         assert_eq!(

@@ -170,13 +170,7 @@ fn check_audience(config: &Config, audience: &str) -> Result<(), OAuthError> {
     let path = audience
         .strip_prefix("//iam.googleapis.com/")
         .ok_or_else(|| error("invalid_request", INVALID_AUDIENCE))?;
-    let parts: Vec<&str> = path.split('/').collect();
-    let shaped = matches!(
-        parts.as_slice(),
-        ["projects", number, "locations", "global", "workloadIdentityPools", pool, "providers", provider]
-            if !number.is_empty() && !pool.is_empty() && !provider.is_empty()
-    );
-    if !shaped {
+    if wid_iam::names::split_provider_name(path).is_none() {
         return Err(error("invalid_request", INVALID_AUDIENCE));
     }
     if path != config.provider || config.disabled {

@@ -82,6 +82,40 @@ pub fn validate_account_id(id: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The project number, pool and provider of a provider's resource name,
+/// `projects/NUMBER/locations/global/workloadIdentityPools/POOL/providers/PROVIDER`, each
+/// non-empty; the ids themselves are not checked here.
+pub fn split_provider_name(path: &str) -> Option<(&str, &str, &str)> {
+    let mut parts = path.split('/');
+    let fixed = [
+        "projects",
+        "",
+        "locations",
+        "global",
+        "workloadIdentityPools",
+        "",
+        "providers",
+    ];
+    let mut named = Vec::with_capacity(3);
+    for expected in fixed {
+        let part = parts.next()?;
+        if expected.is_empty() {
+            named.push(part);
+        } else if part != expected {
+            return None;
+        }
+    }
+    named.push(parts.next()?);
+    match (named.as_slice(), parts.next()) {
+        ([number, pool, provider], None)
+            if !number.is_empty() && !pool.is_empty() && !provider.is_empty() =>
+        {
+            Some((number, pool, provider))
+        }
+        _ => None,
+    }
+}
+
 /// A workload identity pool or provider id: 4 to 32 lowercase letters, digits and dashes; the
 /// `gcp-` prefix is reserved.
 pub fn validate_pool_id(kind: &str, id: &str) -> Result<(), String> {

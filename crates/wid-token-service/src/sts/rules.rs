@@ -61,26 +61,12 @@ pub(super) fn parse_audience(audience: &str) -> Option<Audience<'_>> {
     let path = audience
         .strip_prefix("//iam.googleapis.com/")
         .or_else(|| audience.strip_prefix("https://iam.googleapis.com/"))?;
-    let parts: Vec<&str> = path.split('/').collect();
-    match parts.as_slice() {
-        [
-            "projects",
-            n,
-            "locations",
-            "global",
-            "workloadIdentityPools",
-            pool,
-            "providers",
-            provider,
-        ] if !n.is_empty() && !pool.is_empty() && !provider.is_empty() => {
-            Some(Audience::Provider {
-                project_number: n,
-                pool,
-                provider,
-            })
-        }
-        _ => None,
-    }
+    let (project_number, pool, provider) = wid_iam::names::split_provider_name(path)?;
+    Some(Audience::Provider {
+        project_number,
+        pool,
+        provider,
+    })
 }
 
 /// Refuses a form field longer than wid accepts (see [`bounds`]).
