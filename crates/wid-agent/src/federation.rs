@@ -150,7 +150,8 @@ impl Federation {
 mod tests {
     use super::*;
 
-    const NAME: &str = "projects/123/locations/global/workloadIdentityPools/eks-pool/providers/prod";
+    const NAME: &str =
+        "projects/123/locations/global/workloadIdentityPools/eks-pool/providers/prod";
 
     #[test]
     fn provider_names_parse_bare_or_prefixed() {

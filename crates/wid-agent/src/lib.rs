@@ -382,12 +382,12 @@ impl Agent {
             ..
         } = error
         {
-            let reason = match status {
+            let reason = match (*service, status) {
                 // STS's refusals of the exchange: an audience or issuer the provider does not
                 // accept, a provider disabled or gone.
-                400 => "WorkloadIdentityRefused",
-                403 => "WorkloadIdentityDenied",
-                404 => "WorkloadIdentityUnknownAccount",
+                ("STS", 400) => "WorkloadIdentityRefused",
+                (_, 403) => "WorkloadIdentityDenied",
+                ("IAM", 404) => "WorkloadIdentityUnknownAccount",
                 _ => return,
             };
             let account = pod.gsa().unwrap_or("the workload identity pool");

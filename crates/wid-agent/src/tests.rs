@@ -28,6 +28,8 @@ enum Mode {
     Deny = 1,
     /// Everything answers 503.
     Down = 2,
+    /// Everything answers a redirect to `/elsewhere`.
+    Redirect = 3,
 }
 
 #[derive(Default)]
@@ -35,6 +37,10 @@ struct Upstream {
     mode: AtomicU8,
     exchanges: AtomicUsize,
     access_tokens: AtomicUsize,
+    /// Calls that followed a redirect.
+    redirected: AtomicUsize,
+    /// Every path asked, in order.
+    paths: std::sync::Mutex<Vec<String>>,
 }
 
 impl Upstream {
@@ -46,6 +52,7 @@ impl Upstream {
         match self.mode.load(Ordering::SeqCst) {
             1 => Mode::Deny,
             2 => Mode::Down,
+            3 => Mode::Redirect,
             _ => Mode::Grant,
         }
     }
@@ -58,6 +65,14 @@ fn json_reply(status: StatusCode, body: &serde_json::Value) -> Response {
 
 async fn upstream(State(state): State<Arc<Upstream>>, request: Request) -> Response {
     let path = request.uri().path().to_owned();
+    if let Ok(mut paths) = state.paths.lock() {
+        paths.push(path.clone());
+    }
+    if path == "/elsewhere" {
+        state.redirected.fetch_add(1, Ordering::SeqCst);
+    } else if state.mode() == Mode::Redirect {
+        return (StatusCode::TEMPORARY_REDIRECT, [("location", "/elsewhere")]).into_response();
+    }
     // A little latency, so that concurrent misses overlap.
     tokio::time::sleep(Duration::from_millis(20)).await;
     if state.mode() == Mode::Down {
@@ -254,4 +269,33 @@ async fn an_address_that_is_no_pod_is_refused_and_costs_nothing_upstream() {
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("knows no pod at 127.0.0.2"), "{body}");
     assert_eq!(node.upstream.exchanges.load(Ordering::SeqCst), 0);
+}
+
+/// A redirect from upstream is not followed: it would carry the pod's KSA token (or federated
+/// token) where the operator did not point the agent.
+#[tokio::test]
+async fn redirects_from_upstream_are_not_followed() {
+    let node = node(Some(GSA)).await;
+    node.upstream.set(Mode::Redirect);
+    let (status, body) = get(&node.base, "127.0.0.1", TOKEN).await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(node.upstream.redirected.load(Ordering::SeqCst), 0);
+}
+
+/// An annotation is one path segment of IAM Credentials' URL, whatever it holds.
+#[tokio::test]
+async fn an_annotation_is_one_path_segment() {
+    let node = node(Some("a/../b?x#y@proj-a.iam.gserviceaccount.com")).await;
+    let (status, body) = get(&node.base, "127.0.0.1", TOKEN).await;
+    assert_eq!(status, 200, "{body}");
+    let paths = node
+        .upstream
+        .paths
+        .lock()
+        .map(|p| p.clone())
+        .unwrap_or_default();
+    assert!(
+        paths.contains(&"/v1/projects/-/serviceAccounts/a%2F..%2Fb%3Fx%23y@proj-a.iam.gserviceaccount.com:generateAccessToken".to_owned()),
+        "{paths:?}"
+    );
 }

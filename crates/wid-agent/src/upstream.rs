@@ -49,7 +49,10 @@ impl UpstreamError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            UpstreamError::Unavailable(_) | UpstreamError::Throttled(_)
+            // A quota spent (STS's is per project and minute) says nothing of the token asked for.
+            UpstreamError::Unavailable(_)
+                | UpstreamError::Throttled(_)
+                | UpstreamError::Refused { status: 429, .. }
         )
     }
 }
@@ -68,6 +71,21 @@ impl std::fmt::Display for UpstreamError {
             UpstreamError::Throttled(budget) => write!(f, "not asked: {budget}"),
         }
     }
+}
+
+/// The longest a token from upstream is taken to live (IAM's longest, with an organisation
+/// policy): a larger `expires_in` is an upstream's mistake, not a reason to overflow.
+const MAX_LIFETIME: i64 = 12 * 3600;
+
+/// A service account's email or id as one path segment: it comes from a KSA's annotation, which
+/// must not choose another path on IAM's host than its account's.
+fn path_segment(email: &str) -> percent_encoding::PercentEncode<'_> {
+    const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'@')
+        .remove(b'.')
+        .remove(b'-')
+        .remove(b'_');
+    percent_encoding::utf8_percent_encode(email, SEGMENT)
 }
 
 /// Issues KSA tokens as the cluster's API server would, with a key the agent holds.
@@ -264,6 +282,9 @@ impl Upstream {
         let mut builder = reqwest::Client::builder()
             .timeout(config.upstream_timeout)
             .connect_timeout(config.upstream_timeout)
+            // A redirect would carry a KSA token or a federated token to where the operator did
+            // not point the agent; Google's endpoints never redirect these calls.
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("wid-agent/", env!("CARGO_PKG_VERSION")));
         if let Some(path) = &config.ca_file {
             builder = builder.tls_certs_merge(read_ca_file(path)?);
@@ -346,10 +367,12 @@ impl Upstream {
         let token = body["access_token"]
             .as_str()
             .ok_or_else(|| UpstreamError::Unavailable("STS answered without a token".into()))?;
-        let expires_in = body["expires_in"].as_i64().unwrap_or(3600);
+        let expires_in = body["expires_in"]
+            .as_i64()
+            .ok_or_else(|| UpstreamError::Unavailable("STS answered without expires_in".into()))?;
         Ok(Minted {
             token: token.to_owned(),
-            expires_at: now() + expires_in,
+            expires_at: now().saturating_add(expires_in.clamp(0, MAX_LIFETIME)),
         })
     }
 
@@ -381,8 +404,9 @@ impl Upstream {
         scopes: &[String],
     ) -> Result<Minted, UpstreamError> {
         let url = format!(
-            "{}/v1/projects/-/serviceAccounts/{email}:generateAccessToken",
-            self.iamcredentials_url
+            "{}/v1/projects/-/serviceAccounts/{}:generateAccessToken",
+            self.iamcredentials_url,
+            path_segment(email)
         );
         let body = json!({ "scope": scopes, "lifetime": "3600s" });
         let answer = self
@@ -414,8 +438,9 @@ impl Upstream {
         audience: &str,
     ) -> Result<Minted, UpstreamError> {
         let url = format!(
-            "{}/v1/projects/-/serviceAccounts/{email}:generateIdToken",
-            self.iamcredentials_url
+            "{}/v1/projects/-/serviceAccounts/{}:generateIdToken",
+            self.iamcredentials_url,
+            path_segment(email)
         );
         let body = json!({ "audience": audience, "includeEmail": true });
         let answer = self

@@ -20,26 +20,32 @@ pub struct GoogleError {
     pub body: Value,
 }
 
-/// Google's error of `code` with `status`, `message` and an `ErrorInfo` of `reason` (if any).
+/// Google's error of `code` with `status`, `message` and, if any, an `ErrorInfo` of `reason` in
+/// `domain` (`iam.googleapis.com` for IAM's own, `googleapis.com` for the front end's).
 pub fn google_error(
     code: u16,
     status: &str,
     message: &str,
-    reason: Option<(&str, Value)>,
+    reason: Option<(&str, &str, Value)>,
 ) -> GoogleError {
-    let details = match reason {
-        Some((reason, metadata)) => json!([{
+    let mut error = json!({"code": code, "message": message, "status": status});
+    if let Some((reason, domain, metadata)) = reason {
+        error["details"] = json!([{
             "@type": "type.googleapis.com/google.rpc.ErrorInfo",
             "reason": reason,
-            "domain": "iam.googleapis.com",
+            "domain": domain,
             "metadata": metadata,
-        }]),
-        None => json!([]),
-    };
+        }]);
+    }
     GoogleError {
         code,
-        body: json!({"error": {"code": code, "message": message, "status": status, "details": details}}),
+        body: json!({ "error": error }),
     }
+}
+
+/// The front end's metadata of an IAM Credentials call.
+fn front_end() -> Value {
+    json!({"service": "iamcredentials.googleapis.com", "method": "google.iam.credentials.v1.IAMCredentials"})
 }
 
 fn invalid_argument(message: &str) -> GoogleError {
@@ -95,7 +101,7 @@ pub fn caller(
             401,
             "UNAUTHENTICATED",
             UNAUTHENTICATED,
-            Some((reason, json!({}))),
+            Some((reason, "googleapis.com", front_end())),
         )
     };
     let token = authorization
@@ -117,7 +123,8 @@ pub fn caller(
             "Request had insufficient authentication scopes.",
             Some((
                 "ACCESS_TOKEN_SCOPE_INSUFFICIENT",
-                json!({"method": "google.iam.credentials.v1.IAMCredentials"}),
+                "googleapis.com",
+                front_end(),
             )),
         ));
     }
@@ -125,20 +132,27 @@ pub fn caller(
 }
 
 /// The caller may use `method` on `email`: a member of the account's bindings names its
-/// principal, or the whole pool. An account with no bindings, or none at all, is the same 403.
+/// principal, or the whole pool. An account that does not exist is IAM's 404, as GKE's metadata
+/// server relays it (metadata-api.md §7.4).
 pub fn authorize(
     config: &Config,
     federated: &Federated,
     email: &str,
     method: Method,
 ) -> Result<(), GoogleError> {
+    let Some(members) = config.service_accounts.get(email) else {
+        return Err(google_error(
+            404,
+            "NOT_FOUND",
+            &format!("Not found; Gaia id not found for email {email}"),
+            None,
+        ));
+    };
     let pool_set = format!("principalSet://iam.googleapis.com/{}/*", config.pool_path());
-    let allowed = config.service_accounts.get(email).is_some_and(|members| {
-        members
-            .iter()
-            .any(|m| *m == federated.principal || *m == pool_set)
-    });
-    if allowed {
+    if members
+        .iter()
+        .any(|m| *m == federated.principal || *m == pool_set)
+    {
         return Ok(());
     }
     let permission = method.permission();
@@ -146,7 +160,11 @@ pub fn authorize(
         403,
         "PERMISSION_DENIED",
         &format!("Permission '{permission}' denied on resource (or it may not exist)."),
-        Some(("IAM_PERMISSION_DENIED", json!({"permission": permission}))),
+        Some((
+            "IAM_PERMISSION_DENIED",
+            "iam.googleapis.com",
+            json!({"permission": permission}),
+        )),
     ))
 }
 

@@ -221,20 +221,43 @@ fn is_form(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"))
 }
 
-/// The fields of a form body, refused in STS's words when the body is not one.
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"))
+}
+
+/// The fields of a body: a form with snake_case names (what Google's auth libraries send), or
+/// JSON with camelCase ones (REST clients generated from the discovery document); refused in
+/// STS's words when it is neither.
 fn form(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<serde_json::Map<String, Value>, sts::OAuthError> {
-    let not_form = || sts::OAuthError {
+    let unreadable = || sts::OAuthError {
         error: "invalid_request",
-        description: "The request body must be application/x-www-form-urlencoded.".into(),
+        description:
+            "Invalid request body: expected application/x-www-form-urlencoded or application/json."
+                .into(),
     };
-    if !is_form(headers) {
-        return Err(not_form());
-    }
-    let pairs: Vec<(String, String)> =
-        serde_urlencoded::from_bytes(body).map_err(|_| not_form())?;
+    let pairs: Vec<(String, String)> = if is_form(headers) {
+        serde_urlencoded::from_bytes(body).map_err(|_| unreadable())?
+    } else if is_json(headers) {
+        let object: serde_json::Map<String, Value> =
+            serde_json::from_slice(body).map_err(|_| unreadable())?;
+        object
+            .into_iter()
+            .map(|(name, value)| {
+                (
+                    sts::snake_case(&name),
+                    value.as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect()
+    } else {
+        return Err(unreadable());
+    };
     sts::fields(&pairs)
 }
 

@@ -83,6 +83,20 @@ pub fn fields(form: &[(String, String)]) -> Result<Map<String, Value>, OAuthErro
     Ok(fields)
 }
 
+/// A JSON body's camelCase name as the form's snake_case one (`subjectToken`: `subject_token`).
+pub fn snake_case(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 4);
+    for c in name.chars() {
+        if c.is_ascii_uppercase() {
+            out.push('_');
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn field<'a>(fields: &'a Map<String, Value>, name: &str) -> Option<&'a str> {
     fields
         .get(name)

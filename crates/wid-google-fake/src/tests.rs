@@ -279,10 +279,13 @@ fn iam_credentials_checks_the_name_the_caller_and_the_binding() {
         )
         .is_ok()
     );
+    config
+        .service_accounts
+        .insert("unbound@p.iam.gserviceaccount.com".into(), Vec::new());
     let denied = credentials::authorize(
         &config,
         &caller,
-        "nobody@p.iam.gserviceaccount.com",
+        "unbound@p.iam.gserviceaccount.com",
         Method::AccessToken,
     )
     .expect_err("denied");
@@ -294,6 +297,20 @@ fn iam_credentials_checks_the_name_the_caller_and_the_binding() {
     assert_eq!(
         denied.body["error"]["details"][0]["reason"],
         "IAM_PERMISSION_DENIED"
+    );
+    let missing = credentials::authorize(
+        &config,
+        &caller,
+        "nobody@p.iam.gserviceaccount.com",
+        Method::AccessToken,
+    )
+    .expect_err("missing");
+    assert_eq!(
+        (missing.code, missing.body["error"]["message"].as_str()),
+        (
+            404,
+            Some("Not found; Gaia id not found for email nobody@p.iam.gserviceaccount.com")
+        )
     );
     assert!(credentials::access_token_request(&json!({"scope": []})).is_err());
     assert!(

@@ -102,12 +102,13 @@ pub struct MetadataServeArgs {
     pub ready_taint: Option<String>,
     /// The STS base URL [default: Google's, https://sts.googleapis.com, with
     /// --workload-identity-provider; else a local token service's, http://127.0.0.1:8080].
-    #[arg(long, env = "WID_STS_URL")]
+    #[arg(long, env = "WID_STS_URL", requires = "iamcredentials_url")]
     pub sts_url: Option<String>,
     /// The IAM Credentials base URL [default: Google's,
     /// https://iamcredentials.googleapis.com, with --workload-identity-provider; else
     /// http://127.0.0.1:8080].
-    #[arg(long, env = "WID_IAMCREDENTIALS_URL")]
+    /// (Both URLs or neither: a federated token of one STS is for its own IAM Credentials.)
+    #[arg(long, env = "WID_IAMCREDENTIALS_URL", requires = "sts_url")]
     pub iamcredentials_url: Option<String>,
     /// Workload Identity Federation: the pods are members of this pool's OIDC provider,
     /// projects/NUMBER/locations/global/workloadIdentityPools/POOL/providers/PROVIDER (on
@@ -298,6 +299,13 @@ pub async fn metadata_serve(args: MetadataServeArgs, dev_data_dir: PathBuf) -> a
     let node = node_identity(&args)?;
     let upstream = upstream_settings(&args, &project);
     tracing::info!(sts = %upstream.sts_url, iamcredentials = %upstream.iamcredentials_url, pool = %upstream.federation.pool(), "upstream");
+    // Plain HTTP is for loopback; elsewhere it is allowed (a token service on a private
+    // network) but said, since KSA tokens and federated tokens then cross it in clear.
+    for url in [&upstream.sts_url, &upstream.iamcredentials_url] {
+        if url.starts_with("http://") && wid_iam::names::may_fetch(url, false).is_err() {
+            tracing::warn!(%url, "tokens cross the network in clear to this upstream: give it an https:// URL");
+        }
+    }
     let config = Config {
         attest_callers: args.attest_callers.then(|| args.proc_root.clone()),
         // Without a number, the agent learns it from STS's introspection of the first federated

@@ -19,6 +19,15 @@ const ISSUER: &str = "https://oidc.eks.example.com/id/ABC";
 const APP: &str = "app-runner@proj-g.iam.gserviceaccount.com";
 const OTHER: &str = "other-runner@proj-g.iam.gserviceaccount.com";
 
+/// The fake's accounts: APP, bound for team-a/app, and OTHER, bound for nobody.
+fn accounts() -> std::collections::BTreeMap<String, Vec<String>> {
+    [
+        (APP.to_owned(), vec![principal("team-a", "app")]),
+        (OTHER.to_owned(), Vec::new()),
+    ]
+    .into()
+}
+
 fn principal(ns: &str, ksa: &str) -> String {
     format!(
         "principal://iam.googleapis.com/projects/{NUMBER}/locations/global/workloadIdentityPools/eks-pool/subject/system:serviceaccount:{ns}:{ksa}"
@@ -104,7 +113,7 @@ async fn the_generic_mode_against_googles_strict_fake_over_tls() {
     let fake = GoogleFake::start(Config {
         provider: PROVIDER.into(),
         issuer_uri: ISSUER.into(),
-        service_accounts: [(APP.to_owned(), vec![principal("team-a", "app")])].into(),
+        service_accounts: accounts(),
         ..Config::default()
     })
     .await;
@@ -226,7 +235,7 @@ async fn a_providers_own_audience_is_given_to_the_ksa_tokens() {
         provider: PROVIDER.into(),
         issuer_uri: ISSUER.into(),
         allowed_audiences: vec!["sts.example".into()],
-        service_accounts: [(APP.to_owned(), vec![principal("team-a", "app")])].into(),
+        service_accounts: accounts(),
         ..Config::default()
     })
     .await;
@@ -427,9 +436,18 @@ async fn on_kubernetes_token_requests_carry_the_providers_audience_and_refusals_
         "app",
         &[("iam.gke.io/gcp-service-account", OTHER)],
     );
+    kube.put_service_account(
+        "team-c",
+        "app",
+        &[(
+            "iam.gke.io/gcp-service-account",
+            "ghost@proj-g.iam.gserviceaccount.com",
+        )],
+    );
     for (ns, name, ip) in [
         ("team-a", "a-1", "127.0.0.22"),
         ("team-b", "b-1", "127.0.0.23"),
+        ("team-c", "c-1", "127.0.0.25"),
     ] {
         kube.put_pod(
             wid_kube_fake::PodFixture::new(ns, name, "node-a")
@@ -441,7 +459,7 @@ async fn on_kubernetes_token_requests_carry_the_providers_audience_and_refusals_
         provider: PROVIDER.into(),
         issuer_uri: kube.issuer(),
         jwks_json: kube.jwks().to_string(),
-        service_accounts: [(APP.to_owned(), vec![principal("team-a", "app")])].into(),
+        service_accounts: accounts(),
         ..Config::default()
     })
     .await;
@@ -491,6 +509,13 @@ async fn on_kubernetes_token_requests_carry_the_providers_audience_and_refusals_
 
     let (status, body) = md("127.0.0.23", &agent.base, TOKEN).await;
     assert_eq!(status, 403, "{body}");
+    // An annotation naming an account that does not exist: IAM's 404, as GKE relays it.
+    let (status, body) = md("127.0.0.25", &agent.base, TOKEN).await;
+    assert_eq!(status, 404, "{body}");
+    assert!(
+        body.starts_with("Unable to generate access token; IAM returned 404 Not Found: Not found; Gaia id not found for email ghost@proj-g.iam.gserviceaccount.com"),
+        "{body}"
+    );
     // A pod that starts once the provider is disabled: STS's refusal, passed through.
     google.update(|c| c.disabled = true);
     kube.put_pod(
@@ -519,7 +544,7 @@ async fn on_kubernetes_token_requests_carry_the_providers_audience_and_refusals_
                 )
             })
             .collect();
-        if reasons.len() >= 2 || std::time::Instant::now() > deadline {
+        if reasons.len() >= 3 || std::time::Instant::now() > deadline {
             break reasons;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -530,6 +555,10 @@ async fn on_kubernetes_token_requests_carry_the_providers_audience_and_refusals_
     );
     assert!(
         reasons.contains(&("a-2".into(), "WorkloadIdentityRefused".into())),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.contains(&("c-1".into(), "WorkloadIdentityUnknownAccount".into())),
         "{reasons:?}"
     );
 }
