@@ -96,7 +96,7 @@ async fn serve(
     lease: Lease,
 ) {
     let stranger = is_stranger(&agent, &lease);
-    let end = if stranger && lease.peers() > STRANGER_CONNECTIONS {
+    let end = if stranger && lease.earlier_peers() >= STRANGER_CONNECTIONS {
         End::Shed
     } else {
         let head_timeout = agent.config.header_read_timeout;

@@ -215,6 +215,16 @@ impl Lease {
             .map_or(0, |h| h.leases.len())
     }
 
+    /// Connections from this connection's address admitted before it and still open. A cap on
+    /// an address compares this, not [`Lease::peers`]: connections admitted at once would each
+    /// count the others and all close, where only those past the cap should.
+    pub fn earlier_peers(&self) -> usize {
+        lock(&self.inner.registry)
+            .by_ip
+            .get(&self.ip)
+            .map_or(0, |h| h.leases.keys().filter(|id| **id < self.id).count())
+    }
+
     /// Says that the connection holds `bytes` of an unfinished request head (0 once it is
     /// complete); false, with nothing counted, when that would take its address or the server
     /// past their bound: the connection should then close.
@@ -362,7 +372,8 @@ mod tests {
         let table = Table::new(4);
         let mapped: IpAddr = "::ffff:10.0.0.1".parse().expect("ip");
         let a = table.try_admit(mapped).expect("a");
-        let _b = table.try_admit(ip(1)).expect("b");
+        let b = table.try_admit(ip(1)).expect("b");
         assert_eq!(a.peers(), 2);
+        assert_eq!((a.earlier_peers(), b.earlier_peers()), (0, 1));
     }
 }
