@@ -194,6 +194,38 @@ class PodNet:
         return subprocess.run(self.command(args, cgroup), env=env, capture_output=True, text=True, timeout=timeout)
 
 
+def make_certificates(tmp: Path) -> tuple[Path, Path, Path]:
+    """A CA made here, and a certificate it signed for the token service on the bridge: the CA's
+    file, the certificate's and its key's."""
+    import datetime
+    import ipaddress
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "wid netns test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "wid")]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(BRIDGE_IP))]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    paths = (tmp / "ca.pem", tmp / "iam.pem", tmp / "iam-key.pem")
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    paths[2].chmod(0o600)
+    return paths
+
+
 def client_env(tmp: Path) -> dict:
     """A pod's environment: no GCE_* variable, no credentials file, no gcloud configuration."""
     home = tmp / f"home-{time.monotonic_ns()}"
@@ -235,10 +267,15 @@ class World:
 
     def __init__(self, network: Network, wid_bin: str, fake_bin: str, tmp: Path):
         self.network, self.wid_bin, self.fake_bin, self.tmp = network, wid_bin, fake_bin, tmp
-        self.iam = f"http://{BRIDGE_IP}:18080"
+        # The token service on the bridge speaks HTTPS with a certificate of the test's CA: tokens
+        # cross a network here.
+        self.ca, cert, key = make_certificates(tmp)
+        self.iam = f"https://{BRIDGE_IP}:18080"
         iam_log = tmp / "iam.log"
-        network.spawn([wid_bin, "iam", "serve", "--addr", f"{BRIDGE_IP}:18080", "--data-dir", str(tmp / "data")], iam_log)
-        wait_for("the token service", lambda: requests.get(self.iam + "/healthz", timeout=1).ok, log=iam_log.read_text)
+        network.spawn([wid_bin, "iam", "serve", "--addr", f"{BRIDGE_IP}:18080", "--data-dir", str(tmp / "data"),
+                       "--tls-cert", str(cert), "--tls-key", str(key)], iam_log)
+        wait_for("the token service", lambda: requests.get(self.iam + "/healthz", timeout=1, verify=str(self.ca)).ok,
+                 log=iam_log.read_text)
         self.admin = requests.Session()
         self.admin.headers["Authorization"] = "Bearer " + (tmp / "data" / "admin-token").read_text().strip()
         self.call("POST", "/v1/projects", json={"projectId": PROJECT, "projectNumber": NUMBER})
@@ -277,7 +314,7 @@ class World:
         return base
 
     def call(self, method: str, path: str, **kwargs) -> dict:
-        response = self.admin.request(method, self.iam + path, timeout=30, **kwargs)
+        response = self.admin.request(method, self.iam + path, timeout=30, verify=str(self.ca), **kwargs)
         assert response.ok, f"{method} {path}: {response.status_code} {response.text}"
         return response.json()
 
@@ -296,7 +333,8 @@ class World:
     def node(self, name: str, cluster: str = "net", extra: tuple[str, ...] = (), upstream: str | None = None) -> Node:
         if name in self.nodes:
             return self.nodes[name]
-        upstream = upstream or self.iam
+        if upstream is None:
+            upstream, extra = self.iam, ("--ca-file", str(self.ca), *extra)
         node = self.network.node(name, len(self.nodes) + 1)
         self.network.spawn([
             self.wid_bin, "metadata", "serve", "--addr", f"10.99.{node.index}.1:8988",
@@ -348,7 +386,7 @@ def test_real_clients_in_pods_on_two_nodes(world):
         return
     run = pod_a.run([gcloud, "auth", "print-access-token"], client_env(world.tmp))
     assert run.returncode == 0 and run.stdout.strip(), run.stderr
-    info = requests.get(world.iam + "/tokeninfo", params={"access_token": run.stdout.strip()}, timeout=10).json()
+    info = requests.get(world.iam + "/tokeninfo", params={"access_token": run.stdout.strip()}, timeout=10, verify=str(world.ca)).json()
     assert info["email"] == GSA_A, info
 
 
@@ -522,7 +560,7 @@ def test_workload_identity_federation_against_wids_token_service(world):
     assert run.stdout.split() == [PROJECT, GSA_A, GSA_A, "https://svc.example.com"]
     token = gcloud_token_in(pod, world)
     if token is not None:
-        info = requests.get(world.iam + "/tokeninfo", params={"access_token": token}, timeout=10).json()
+        info = requests.get(world.iam + "/tokeninfo", params={"access_token": token}, timeout=10, verify=str(world.ca)).json()
         assert info["email"] == GSA_A, info
 
 

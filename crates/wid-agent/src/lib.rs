@@ -241,7 +241,7 @@ impl MetadataServer {
                 .with_state(self.agent.clone());
             tokio::spawn(async move {
                 if let Err(e) =
-                    wid_runtime::serve::serve(admin, router, std::future::pending()).await
+                    wid_runtime::serve::serve(admin, router, None, std::future::pending()).await
                 {
                     tracing::error!(error = %e, "the admin listener stopped");
                 }

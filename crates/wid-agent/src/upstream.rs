@@ -218,33 +218,20 @@ fn reason(status: u16) -> String {
 /// Why the upstream's HTTP client could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamConfigError {
-    #[error("cannot read the CA file {path}")]
-    CaFile {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("the CA file {path} holds no PEM certificate")]
-    NoCertificate { path: String },
+    #[error("the CA file")]
+    CaFile(#[from] wid_runtime::tls::TlsError),
     #[error("cannot build the HTTP client")]
     Http(#[from] reqwest::Error),
 }
 
-/// The CA certificates of a PEM file.
-fn read_ca_file(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, UpstreamConfigError> {
-    let shown = path.display().to_string();
-    let pem = std::fs::read(path).map_err(|source| UpstreamConfigError::CaFile {
-        path: shown.clone(),
-        source,
-    })?;
-    let certificates = reqwest::Certificate::from_pem_bundle(&pem).map_err(|_| {
-        UpstreamConfigError::NoCertificate {
-            path: shown.clone(),
-        }
-    })?;
-    if certificates.is_empty() {
-        return Err(UpstreamConfigError::NoCertificate { path: shown });
-    }
-    Ok(certificates)
+/// The CA certificates of a PEM file, for reqwest.
+pub fn read_ca_file(
+    path: &std::path::Path,
+) -> Result<Vec<reqwest::Certificate>, UpstreamConfigError> {
+    wid_runtime::tls::ca_certificates(path)?
+        .iter()
+        .map(|der| reqwest::Certificate::from_der(der).map_err(UpstreamConfigError::Http))
+        .collect()
 }
 
 /// Every cause of an HTTP client's error, outermost first: reqwest's own text says only that

@@ -30,6 +30,10 @@ pub struct ClientArgs {
     /// access token [default: admin-token in the default data directory, if there is one].
     #[arg(long, env = "WID_TOKEN_FILE", global = true)]
     pub token_file: Option<PathBuf>,
+    /// CA certificates (PEM) trusted for an https:// endpoint besides the system's: a token
+    /// service behind a private CA.
+    #[arg(long, env = "WID_CA_FILE", global = true, value_name = "PEM")]
+    pub ca_file: Option<PathBuf>,
     /// Output format [default: lists as tables, single resources as YAML, as gcloud prints
     /// them].
     #[arg(long, value_enum, global = true)]

@@ -134,19 +134,34 @@ impl Client {
     /// A client that authenticates with the credential in `token_file`, or with none (for the
     /// OAuth endpoints, which take no bearer token). `endpoint` is an http(s) base URL
     /// ([`crate::args::parse_endpoint`]).
-    pub fn new(endpoint: &str, token_file: Option<&Path>) -> Result<Client, CallError> {
+    pub fn new(
+        endpoint: &str,
+        token_file: Option<&Path>,
+        ca_file: Option<&Path>,
+    ) -> Result<Client, CallError> {
         let token = match token_file {
             Some(path) => read_credential(path)?,
             None => String::new(),
         };
-        let http = reqwest::Client::builder()
+        let unusable = |reason: String| CallError::Unreachable {
+            endpoint: endpoint.to_owned(),
+            reason,
+        };
+        let mut builder = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(60))
-            .user_agent(concat!("wid-cli/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("wid-cli/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = ca_file {
+            let certificates = wid_runtime::tls::ca_certificates(path)
+                .map_err(|e| CallError::Credential(format!("--ca-file: {e}")))?
+                .iter()
+                .map(|der| reqwest::Certificate::from_der(der))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| unusable(format!("cannot use --ca-file: {e}")))?;
+            builder = builder.tls_certs_merge(certificates);
+        }
+        let http = builder
             .build()
-            .map_err(|e| CallError::Unreachable {
-                endpoint: endpoint.to_owned(),
-                reason: format!("cannot build an HTTP client: {e}"),
-            })?;
+            .map_err(|e| unusable(format!("cannot build an HTTP client: {e}")))?;
         Ok(Client {
             base: endpoint.trim_end_matches('/').to_owned(),
             token,

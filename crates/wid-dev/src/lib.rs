@@ -83,6 +83,8 @@ pub async fn run(
         issuer: None,
         audit_retention: wid_token_service::DEFAULT_AUDIT_RETENTION,
         admin_addr: None,
+        tls: None,
+        insecure_listen: false,
     })
     .await
     .map_err(|e| in_use(e.into(), &data_dir, "--iam-addr"))?;
@@ -94,7 +96,7 @@ pub async fn run(
     let iam_task = tokio::spawn(service.serve(stopped(stop_rx.clone())));
 
     let token_file = data_dir.join(wid_token_service::ADMIN_TOKEN_FILE);
-    let client = Client::new(&base, Some(&token_file))?;
+    let client = Client::new(&base, Some(&token_file), None)?;
     let issuer = KsaIssuer::open(&issuer_key_path(&data_dir), issuer_uri(&project))?;
     let dev = bootstrap(&Admin::new(&client), &project, &issuer)
         .await

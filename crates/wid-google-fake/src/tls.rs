@@ -58,6 +58,21 @@ impl TestCa {
 
     /// A server certificate for loopback and `names` (host names or IP addresses).
     pub fn server_cert_for(&self, names: &[String]) -> ServerCert {
+        let (cert, key) = self.signed(names);
+        ServerCert {
+            chain: vec![cert.der().clone()],
+            key: rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        }
+    }
+
+    /// A server certificate for loopback and `names`, and its key, in PEM: the files a server
+    /// is given.
+    pub fn server_pem(&self, names: &[String]) -> (String, String) {
+        let (cert, key) = self.signed(names);
+        (cert.pem(), key.serialize_pem())
+    }
+
+    fn signed(&self, names: &[String]) -> (rcgen::Certificate, rcgen::KeyPair) {
         let key = rcgen::KeyPair::generate().expect("server key");
         let mut all = vec![
             "localhost".to_owned(),
@@ -75,10 +90,7 @@ impl TestCa {
         let cert = params
             .signed_by(&key, &self.issuer)
             .expect("server certificate");
-        ServerCert {
-            chain: vec![cert.der().clone()],
-            key: rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-        }
+        (cert, key)
     }
 }
 

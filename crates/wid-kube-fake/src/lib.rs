@@ -213,7 +213,7 @@ impl FakeApi {
         }
         let router = self.router();
         tokio::spawn(async move {
-            let _ = wid_runtime::serve::serve(listener, router, std::future::pending()).await;
+            let _ = wid_runtime::serve::serve(listener, router, None, std::future::pending()).await;
         });
         Ok(base)
     }

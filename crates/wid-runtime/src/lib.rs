@@ -11,3 +11,4 @@ pub mod openmetrics;
 pub mod private_files;
 pub mod secrets;
 pub mod serve;
+pub mod tls;

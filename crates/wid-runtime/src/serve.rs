@@ -89,17 +89,7 @@ impl Connections for Http1 {
         mut stop: Stop,
         lease: Lease,
     ) -> impl std::future::Future<Output = ()> + Send + 'static + use<> {
-        let router = self.router.clone();
-        let service =
-            hyper::service::service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
-                request
-                    .extensions_mut()
-                    .insert(axum::extract::ConnectInfo(peer));
-                let mut router = router.clone();
-                async move {
-                    tower::Service::call(&mut router, request.map(axum::body::Body::new)).await
-                }
-            });
+        let service = with_peer(self.router.clone(), peer);
         let connection = self
             .builder
             .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
@@ -116,17 +106,113 @@ impl Connections for Http1 {
     }
 }
 
+/// HTTPS for a [`Router`]: the TLS handshake (bounded as a request head is), then HTTP/2 or
+/// HTTP/1.1 as ALPN chose, with the peer as `ConnectInfo<SocketAddr>`.
+#[derive(Clone)]
+struct Https {
+    router: Router,
+    acceptor: tokio_rustls::TlsAcceptor,
+    builder: hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
+}
+
+impl Https {
+    fn new(router: Router, acceptor: tokio_rustls::TlsAcceptor) -> Https {
+        let mut builder =
+            hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+        builder
+            .http1()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .keep_alive(true);
+        builder.http2().timer(hyper_util::rt::TokioTimer::new());
+        Https {
+            router,
+            acceptor,
+            builder,
+        }
+    }
+}
+
+/// The router as a hyper service that gives handlers the peer's address.
+fn with_peer(
+    router: Router,
+    peer: SocketAddr,
+) -> impl hyper::service::Service<
+    http::Request<hyper::body::Incoming>,
+    Response = axum::response::Response,
+    Error = std::convert::Infallible,
+    Future = impl std::future::Future<
+        Output = Result<axum::response::Response, std::convert::Infallible>,
+    > + Send
+             + 'static,
+> + Clone {
+    hyper::service::service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
+        request
+            .extensions_mut()
+            .insert(axum::extract::ConnectInfo(peer));
+        let mut router = router.clone();
+        async move { tower::Service::call(&mut router, request.map(axum::body::Body::new)).await }
+    })
+}
+
+impl Connections for Https {
+    fn serve(
+        &self,
+        stream: tokio::net::TcpStream,
+        peer: SocketAddr,
+        mut stop: Stop,
+        lease: Lease,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static + use<> {
+        let this = self.clone();
+        async move {
+            let _lease = lease;
+            let handshake = tokio::time::timeout(HEADER_READ_TIMEOUT, this.acceptor.accept(stream));
+            let stream = match handshake.await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let service = with_peer(this.router, peer);
+            let connection = this
+                .builder
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => return,
+                () = stop.stopped() => connection.as_mut().graceful_shutdown(),
+            }
+            let _ = connection.await;
+        }
+    }
+}
+
 /// Serves `router` on `listener` until `shutdown` resolves, with our own accept loop:
 /// TCP_NODELAY on every connection, a connection cap, a header-read timeout, the peer address as
-/// `ConnectInfo<SocketAddr>`, and a bounded graceful drain. HTTP/1.1 only.
+/// `ConnectInfo<SocketAddr>`, and a bounded graceful drain. HTTP/1.1, or with `tls` HTTPS
+/// (HTTP/2 and HTTP/1.1 by ALPN).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    match tls {
+        Some(acceptor) => serve_with(listener, Https::new(router, acceptor), shutdown).await,
+        None => serve_with(listener, Http1::new(router), shutdown).await,
+    }
+}
+
+async fn serve_with(
+    listener: TcpListener,
+    connections: impl Connections,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let table = Table::new(MAX_CONNECTIONS);
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let accepting = accept_loop(listener, Http1::new(router), table.clone(), Stop(stopped));
+    let accepting = accept_loop(listener, connections, table.clone(), Stop(stopped));
     tokio::pin!(accepting);
     let accepted_all = tokio::select! {
         () = shutdown => false,

@@ -56,6 +56,11 @@ pub struct Config {
     pub audit_retention: Duration,
     /// The admin listener (`/healthz`, Prometheus `/metrics`), if any.
     pub admin_addr: Option<SocketAddr>,
+    /// HTTPS with this certificate and key (read again when they change); else plain HTTP.
+    pub tls: Option<wid_runtime::tls::TlsFiles>,
+    /// Plain HTTP on an address other than loopback's, where tokens cross a network in clear:
+    /// refused unless this says so.
+    pub insecure_listen: bool,
 }
 
 /// How long audit records are kept unless told otherwise: 30 days, as Google keeps Data Access
@@ -129,6 +134,12 @@ pub enum StartError {
     Locked(String),
     #[error("invalid issuer '{0}': it must be an absolute http(s) URL")]
     Issuer(String),
+    #[error(
+        "refusing plain HTTP on {0}: tokens would cross the network in clear. Give a certificate (--tls-cert, --tls-key), listen on loopback, or allow it (--insecure-listen)"
+    )]
+    Insecure(SocketAddr),
+    #[error("TLS")]
+    Tls(#[from] wid_runtime::tls::TlsError),
 }
 
 /// A started token service: its listener is bound, its store open.
@@ -137,7 +148,12 @@ pub struct TokenService {
     /// Holds the data directory's lock for as long as the service lives.
     _lock: std::fs::File,
     listener: TcpListener,
+    /// The certificate presented, when the service speaks HTTPS.
+    tls: Option<Arc<wid_runtime::tls::ReloadingCert>>,
 }
+
+/// How often the certificate's files are looked at for a renewal.
+const TLS_RELOAD_PERIOD: Duration = Duration::from_secs(1);
 
 impl TokenService {
     /// Binds the listener, then opens the data directory ([`App::open`]).
@@ -147,6 +163,13 @@ impl TokenService {
             addr: config.addr,
             source,
         };
+        if config.tls.is_none() && !config.insecure_listen && !config.addr.ip().is_loopback() {
+            return Err(StartError::Insecure(config.addr));
+        }
+        let tls = match &config.tls {
+            Some(files) => Some(wid_runtime::tls::ReloadingCert::load(files.clone())?),
+            None => None,
+        };
         let listener = TcpListener::bind(config.addr).await.map_err(bind_error)?;
         let bound = listener.local_addr().map_err(bind_error)?;
         let (app, lock) = App::open(config, bound).await?;
@@ -154,6 +177,7 @@ impl TokenService {
             app,
             listener,
             _lock: lock,
+            tls,
         })
     }
 
@@ -168,7 +192,13 @@ impl TokenService {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let addr = self.listener.local_addr()?;
-        tracing::info!(%addr, data_dir = %self.app.config.data_dir.display(), "token service listening");
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        tracing::info!(%addr, scheme, data_dir = %self.app.config.data_dir.display(), "token service listening");
+        let acceptor = match &self.tls {
+            Some(cert) => Some(cert.acceptor().map_err(std::io::Error::other)?),
+            None => None,
+        };
+        let watcher = self.tls.as_ref().map(|cert| cert.watch(TLS_RELOAD_PERIOD));
         let refresher = tokio::spawn(discovery::refresh_forever(self.app.clone()));
         let retirer = tokio::spawn(retire_keys_forever(self.app.clone()));
         let expirer = tokio::spawn(audit::expire_forever(self.app.clone()));
@@ -176,9 +206,11 @@ impl TokenService {
             Some(addr) => Some(serve_admin(addr, self.app.metrics.clone()).await?),
             None => None,
         };
-        let result =
-            wid_runtime::serve::serve(self.listener, handler::router(self.app.clone()), shutdown)
-                .await;
+        let router = handler::router(self.app.clone());
+        let result = wid_runtime::serve::serve(self.listener, router, acceptor, shutdown).await;
+        if let Some(watcher) = watcher {
+            watcher.abort();
+        }
         refresher.abort();
         retirer.abort();
         expirer.abort();
@@ -211,7 +243,9 @@ async fn serve_admin(
             }),
         );
     Ok(tokio::spawn(async move {
-        if let Err(e) = wid_runtime::serve::serve(listener, router, std::future::pending()).await {
+        if let Err(e) =
+            wid_runtime::serve::serve(listener, router, None, std::future::pending()).await
+        {
             tracing::error!(error = %e, "the admin listener stopped");
         }
     }))
@@ -285,6 +319,7 @@ fn issuer_of(config: &Config, bound: SocketAddr) -> Result<String, StartError> {
             }
             Ok(issuer.trim_end_matches('/').to_owned())
         }
+        None if config.tls.is_some() => Ok(format!("https://{bound}")),
         None => Ok(format!("http://{bound}")),
     }
 }

@@ -39,6 +39,8 @@ impl Service {
             issuer: None,
             audit_retention: DEFAULT_AUDIT_RETENTION,
             admin_addr: None,
+            tls: None,
+            insecure_listen: false,
         };
         let bound = "127.0.0.1:8080".parse().expect("addr");
         let (app, _lock) = App::open(config, bound).await.expect("open");

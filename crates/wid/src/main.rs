@@ -128,6 +128,17 @@ struct ServeArgs {
     /// only the scraper reaches).
     #[arg(long, env = "WID_ADMIN_ADDR")]
     admin_addr: Option<std::net::SocketAddr>,
+    /// HTTPS: the certificate chain (PEM), read again when the file changes (cert-manager
+    /// renews it in place); HTTP/2 and HTTP/1.1 by ALPN.
+    #[arg(long, env = "WID_TLS_CERT", requires = "tls_key", value_name = "PEM")]
+    tls_cert: Option<PathBuf>,
+    /// HTTPS: the certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "WID_TLS_KEY", requires = "tls_cert", value_name = "PEM")]
+    tls_key: Option<PathBuf>,
+    /// Serve plain HTTP on an address other than loopback's (tokens then cross the network in
+    /// clear): without it, and without --tls-cert, the service refuses to start there.
+    #[arg(long, env = "WID_INSECURE_LISTEN")]
+    insecure_listen: bool,
 }
 
 /// `90d`, `12h`, `30m` or `3600s`: at least a minute, at most ten years.
@@ -174,6 +185,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         issuer: args.issuer,
         audit_retention: args.audit_retention,
         admin_addr: args.admin_addr,
+        tls: args
+            .tls_cert
+            .zip(args.tls_key)
+            .map(|(cert, key)| wid_runtime::tls::TlsFiles { cert, key }),
+        insecure_listen: args.insecure_listen,
     };
     let service = wid_token_service::TokenService::start(config)
         .await

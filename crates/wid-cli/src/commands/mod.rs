@@ -85,6 +85,7 @@ pub async fn run(command: AdminCommand, default_token_file: Option<PathBuf>) -> 
         } else {
             None
         },
+        client_args.ca_file.as_deref(),
     )?;
     let cli = Cli {
         client,

@@ -12,4 +12,5 @@ mod metadata;
 mod metadata_http;
 mod persistence;
 mod pools_and_clusters;
+mod tls;
 mod tokens;
