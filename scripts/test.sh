@@ -43,7 +43,9 @@ report() {
         printf '    FAILED (exit %s) after %ss: %s\n' "$status" "$((SECONDS - started))" "${current:-?}"
     fi
     rm -rf "$outputs"
+    stop_postgres
 }
+source scripts/postgres.sh
 trap report EXIT
 
 step "prerequisites"
@@ -93,6 +95,9 @@ fi
 step "fuzz targets compile"
 # Running them needs nightly and cargo-fuzz (see fuzz/README.md); checking them needs neither.
 cargo check --manifest-path fuzz/Cargo.toml --target-dir target/fuzz-check
+
+step "PostgreSQL for the store's contract, replicas and chaos tests (Debian's server, a cluster of the run's own)"
+start_postgres
 
 step "tests (Rust: unit, property and end-to-end)"
 if cargo nextest --version >/dev/null 2>&1; then

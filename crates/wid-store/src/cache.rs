@@ -21,6 +21,9 @@ const MAX_ENTRIES: usize = 50_000;
 type Map<K, V> = Memo<K, V>;
 
 pub(crate) struct Cache {
+    /// Off where other processes write the same database (PostgreSQL's replicas): what this one
+    /// cached could outlive their writes.
+    enabled: bool,
     generation: AtomicU64,
     pub projects: Map<String, Option<ProjectRow>>,
     pub accounts: Map<String, Option<ServiceAccountRow>>,
@@ -35,6 +38,7 @@ pub(crate) struct Cache {
 impl Default for Cache {
     fn default() -> Self {
         Cache {
+            enabled: true,
             generation: AtomicU64::new(0),
             projects: Map::new(MAX_ENTRIES),
             accounts: Map::new(MAX_ENTRIES),
@@ -48,6 +52,19 @@ impl Default for Cache {
 }
 
 impl Cache {
+    /// A cache that keeps nothing: every read goes to the database.
+    pub fn disabled() -> Cache {
+        Cache {
+            enabled: false,
+            ..Cache::default()
+        }
+    }
+
+    /// Whether anything read is kept.
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
     /// Forgets everything (after a write).
     pub fn invalidate(&self) {
         self.generation.fetch_add(1, Ordering::SeqCst);
@@ -67,6 +84,9 @@ impl Cache {
         key: K,
         load: impl Future<Output = Result<V>>,
     ) -> Result<V> {
+        if !self.enabled {
+            return load.await;
+        }
         if let Some(v) = map.get(&key) {
             return Ok(v);
         }

@@ -155,7 +155,9 @@ impl Store {
             return Ok(known);
         }
         let presenters = self.write(self.record_presenter(row)).await?;
-        self.cache.ksa_uids.put(key, presenters.clone());
+        if self.cache.enabled() {
+            self.cache.ksa_uids.put(key, presenters.clone());
+        }
         Ok(presenters)
     }
 

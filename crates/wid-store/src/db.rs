@@ -18,6 +18,9 @@ use crate::{Result, StoreError};
 pub enum Dialect {
     /// The embedded default: one file in the data directory.
     Sqlite,
+    /// A server several replicas share. Integers are BIGINT and bytes BYTEA, so that every
+    /// column reads back as the same Rust type as in SQLite.
+    Postgres,
 }
 
 impl Dialect {
@@ -32,35 +35,73 @@ impl Dialect {
                 false,
             )
         };
-        match self {
-            Dialect::Sqlite => Migrator::with_migrations(vec![
-                migration(1, "iam", include_str!("../migrations/sqlite/0001_iam.sql")),
-                migration(
-                    2,
-                    "tokens",
-                    include_str!("../migrations/sqlite/0002_tokens.sql"),
-                ),
-                migration(
-                    3,
-                    "audit pod",
-                    include_str!("../migrations/sqlite/0003_audit_pod.sql"),
-                ),
-                migration(
-                    4,
-                    "ksa uids, audit by time",
-                    include_str!("../migrations/sqlite/0004_ksa_uids_audit_time.sql"),
-                ),
-            ]),
-        }
+        // The same versions in every dialect: migration N is the same change.
+        let files = match self {
+            Dialect::Sqlite => SQLITE_MIGRATIONS,
+            Dialect::Postgres => POSTGRES_MIGRATIONS,
+        };
+        Migrator::with_migrations(
+            files
+                .iter()
+                .zip(1..)
+                .map(|((name, sql), version)| migration(version, name, sql))
+                .collect(),
+        )
     }
 
     /// The length in bytes of a text column.
     pub(crate) fn octet_length(self, column: &str) -> String {
         match self {
             Dialect::Sqlite => format!("LENGTH(CAST({column} AS BLOB))"),
+            Dialect::Postgres => format!("OCTET_LENGTH({column})"),
         }
     }
 }
+
+/// Each dialect's migrations, in order: a name and its SQL.
+const SQLITE_MIGRATIONS: &[(&str, &str)] = &[
+    ("iam", include_str!("../migrations/sqlite/0001_iam.sql")),
+    (
+        "tokens",
+        include_str!("../migrations/sqlite/0002_tokens.sql"),
+    ),
+    (
+        "audit pod",
+        include_str!("../migrations/sqlite/0003_audit_pod.sql"),
+    ),
+    (
+        "ksa uids, audit by time",
+        include_str!("../migrations/sqlite/0004_ksa_uids_audit_time.sql"),
+    ),
+];
+const POSTGRES_MIGRATIONS: &[(&str, &str)] = &[
+    ("iam", include_str!("../migrations/postgres/0001_iam.sql")),
+    (
+        "tokens",
+        include_str!("../migrations/postgres/0002_tokens.sql"),
+    ),
+    (
+        "audit pod",
+        include_str!("../migrations/postgres/0003_audit_pod.sql"),
+    ),
+    (
+        "ksa uids, audit by time",
+        include_str!("../migrations/postgres/0004_ksa_uids_audit_time.sql"),
+    ),
+];
+
+/// Makes both drivers known to sqlx's `Any`, once per process (a second install is refused, and
+/// a process may open both kinds of database: the tests do).
+pub(crate) fn install_drivers() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        let _ =
+            sqlx::any::install_drivers(&[sqlx::sqlite::any::DRIVER, sqlx::postgres::any::DRIVER]);
+    });
+}
+
+/// Connections of one replica to a PostgreSQL server.
+const POSTGRES_CONNECTIONS: u32 = 16;
 
 /// A pool of connections to one database, and its dialect.
 #[derive(Clone, Debug)]
@@ -80,7 +121,7 @@ impl Db {
     /// file's directory private; SQLite creates the file with mode 0644 masked by the umask, so
     /// the service creates it first with 0600.
     pub async fn sqlite(path: &Path) -> Result<Db> {
-        sqlx::any::install_drivers(&[sqlx::sqlite::any::DRIVER]).ok();
+        install_drivers();
         let url = sqlite_url(path)?;
         let pool = AnyPoolOptions::new()
             .max_connections(4)
@@ -95,6 +136,25 @@ impl Db {
         let db = Db {
             pool,
             dialect: Dialect::Sqlite,
+        };
+        db.dialect.migrator().run(&db.pool).await?;
+        Ok(db)
+    }
+}
+
+impl Db {
+    /// The PostgreSQL database at `url` (`postgres://USER@HOST:PORT/DB`, or a Unix socket's
+    /// directory as `?host=DIR`), migrated. Replicas that start together apply the migrations
+    /// once: sqlx's migrator holds PostgreSQL's advisory lock while it runs them.
+    pub async fn postgres(url: &str) -> Result<Db> {
+        install_drivers();
+        let pool = AnyPoolOptions::new()
+            .max_connections(POSTGRES_CONNECTIONS)
+            .connect(url)
+            .await?;
+        let db = Db {
+            pool,
+            dialect: Dialect::Postgres,
         };
         db.dialect.migrator().run(&db.pool).await?;
         Ok(db)

@@ -90,6 +90,15 @@ impl Store {
         })
     }
 
+    /// The PostgreSQL database at `url`, migrated. Other replicas write it too, so nothing read
+    /// is cached.
+    pub async fn open_postgres(url: &str) -> Result<Store> {
+        Ok(Store {
+            db: db::Db::postgres(url).await?,
+            cache: std::sync::Arc::new(cache::Cache::disabled()),
+        })
+    }
+
     /// Closes the pool, waiting for connections to finish.
     pub async fn close(&self) {
         self.db.pool.close().await;

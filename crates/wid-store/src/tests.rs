@@ -1,14 +1,91 @@
-//! The store's contract, run against SQLite in a temporary directory. Every database the store
-//! speaks runs this suite.
+//! The store's contract, run against every database the store speaks: SQLite in a temporary
+//! directory, and PostgreSQL in a database of its own on the server the test command starts
+//! (`WID_TEST_DATABASE_URL`, scripts/postgres.sh).
 
 use super::*;
 
-async fn store() -> (tempfile::TempDir, Store) {
+/// Runs each contract test against SQLite and against PostgreSQL.
+macro_rules! contract {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let (_dir, store) = super::sqlite().await;
+                    super::$name(store).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    if let Some(store) = super::postgres().await {
+                        super::$name(store).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+contract!(
+    projects_are_unique_by_id_and_number,
+    unique_ids_are_never_reused,
+    policy_compare_and_swap,
+    concurrent_compare_and_swap_has_one_winner,
+    concurrent_creates_all_succeed,
+    discovered_keys_follow_the_current_issuer,
+    pool_updates_compare_and_swap_on_version,
+    signing_key_rotation,
+    audit_is_newest_first,
+    every_presenter_of_a_uid_is_kept_until_its_cluster_goes,
+    audit_records_expire_by_time,
+    writes_invalidate_cached_reads,
+    corrupt_json_columns_are_refused,
+);
+
+async fn sqlite() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open_sqlite(&dir.path().join("wid.db"))
         .await
         .expect("open");
     (dir, store)
+}
+
+/// A store on a new database of the test server; none where there is no server (outside CI,
+/// where the tests say they are skipped).
+async fn postgres() -> Option<Store> {
+    let url = test_database().await?;
+    Some(Store::open_postgres(&url).await.expect("open"))
+}
+
+/// A new, empty database on the test server: its URL.
+pub(crate) async fn test_database() -> Option<String> {
+    let Ok(base) = std::env::var("WID_TEST_DATABASE_URL") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "WID_TEST_DATABASE_URL is not set: scripts/test.sh starts PostgreSQL and sets it"
+        );
+        eprintln!(
+            "SKIPPED: no PostgreSQL (WID_TEST_DATABASE_URL); the PostgreSQL half did not run"
+        );
+        return None;
+    };
+    db::install_drivers();
+    let name = format!("wid_test_{}", wid_runtime::secrets::random_hex::<8>());
+    let mut admin = <sqlx::AnyConnection as sqlx::Connection>::connect(&base)
+        .await
+        .expect("the test server");
+    sqlx::Executor::execute(
+        &mut admin,
+        sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")),
+    )
+    .await
+    .expect("create a database");
+    let (address, query) = base.split_once('?').unwrap_or((&base, ""));
+    let (server, _) = address.rsplit_once('/').expect("a URL with a database");
+    Some(format!("{server}/{name}?{query}"))
 }
 
 fn project_row(id: &str, number: &str) -> ProjectRow {
@@ -34,9 +111,7 @@ fn sa_row(unique_id: &str, email: &str) -> ServiceAccountRow {
     }
 }
 
-#[tokio::test]
-async fn projects_are_unique_by_id_and_number() {
-    let (_dir, s) = store().await;
+async fn projects_are_unique_by_id_and_number(s: Store) {
     s.create_project(&project_row("proj-a", "100"))
         .await
         .expect("create");
@@ -62,9 +137,7 @@ async fn projects_are_unique_by_id_and_number() {
     ));
 }
 
-#[tokio::test]
-async fn unique_ids_are_never_reused() {
-    let (_dir, s) = store().await;
+async fn unique_ids_are_never_reused(s: Store) {
     s.create_project(&project_row("proj-a", "100"))
         .await
         .expect("project");
@@ -85,9 +158,7 @@ async fn unique_ids_are_never_reused() {
         .expect("email is free again");
 }
 
-#[tokio::test]
-async fn policy_compare_and_swap() {
-    let (_dir, s) = store().await;
+async fn policy_compare_and_swap(s: Store) {
     let p = |etag: &str| PolicyRow {
         etag: etag.into(),
         policy_json: "{}".into(),
@@ -116,9 +187,7 @@ async fn policy_compare_and_swap() {
     );
 }
 
-#[tokio::test]
-async fn concurrent_compare_and_swap_has_one_winner() {
-    let (_dir, s) = store().await;
+async fn concurrent_compare_and_swap_has_one_winner(s: Store) {
     s.set_policy(
         "sa/1",
         None,
@@ -172,9 +241,7 @@ async fn writes_survive_reopen() {
     assert_eq!(s.list_projects().await.expect("list").len(), 1);
 }
 
-#[tokio::test]
-async fn concurrent_creates_all_succeed() {
-    let (_dir, s) = store().await;
+async fn concurrent_creates_all_succeed(s: Store) {
     s.create_project(&project_row("proj-a", "100"))
         .await
         .expect("project");
@@ -197,9 +264,7 @@ async fn concurrent_creates_all_succeed() {
     );
 }
 
-#[tokio::test]
-async fn discovered_keys_follow_the_current_issuer() {
-    let (_dir, s) = store().await;
+async fn discovered_keys_follow_the_current_issuer(s: Store) {
     s.create_project(&project_row("proj-a", "100"))
         .await
         .expect("project");
@@ -239,9 +304,7 @@ async fn discovered_keys_follow_the_current_issuer() {
     );
 }
 
-#[tokio::test]
-async fn pool_updates_compare_and_swap_on_version() {
-    let (_dir, s) = store().await;
+async fn pool_updates_compare_and_swap_on_version(s: Store) {
     s.create_project(&project_row("proj-a", "100"))
         .await
         .expect("project");
@@ -268,9 +331,7 @@ async fn pool_updates_compare_and_swap_on_version() {
     assert_eq!((stored.description.as_str(), stored.version), ("first", 1));
 }
 
-#[tokio::test]
-async fn signing_key_rotation() {
-    let (_dir, s) = store().await;
+async fn signing_key_rotation(s: Store) {
     let key = |kid: &str| SigningKeyRow {
         kid: kid.into(),
         purpose: "access_token".into(),
@@ -307,9 +368,7 @@ async fn signing_key_rotation() {
     assert_eq!(s.list_signing_keys().await.expect("list").len(), 1);
 }
 
-#[tokio::test]
-async fn audit_is_newest_first() {
-    let (_dir, s) = store().await;
+async fn audit_is_newest_first(s: Store) {
     for i in 0..5 {
         s.append_audit_batch(&[AuditRow {
             action: format!("a{i}"),
@@ -325,9 +384,7 @@ async fn audit_is_newest_first() {
     );
 }
 
-#[tokio::test]
-async fn every_presenter_of_a_uid_is_kept_until_its_cluster_goes() {
-    let (_dir, s) = store().await;
+async fn every_presenter_of_a_uid_is_kept_until_its_cluster_goes(s: Store) {
     s.create_project(&project_row("proj-a", "100"))
         .await
         .expect("project");
@@ -416,9 +473,7 @@ async fn every_presenter_of_a_uid_is_kept_until_its_cluster_goes() {
     );
 }
 
-#[tokio::test]
-async fn audit_records_expire_by_time() {
-    let (_dir, s) = store().await;
+async fn audit_records_expire_by_time(s: Store) {
     for (i, time) in [
         "2026-01-01T00:00:00Z",
         "2026-01-02T00:00:00Z",
@@ -463,9 +518,7 @@ async fn audit_records_expire_by_time() {
     assert_eq!(s.audit_size().await.expect("size").records, 2);
 }
 
-#[tokio::test]
-async fn writes_invalidate_cached_reads() {
-    let (_dir, store) = store().await;
+async fn writes_invalidate_cached_reads(store: Store) {
     assert_eq!(store.get_policy("sa/1").await.expect("get"), None);
     let row = PolicyRow {
         etag: "e1".into(),
@@ -489,9 +542,7 @@ async fn writes_invalidate_cached_reads() {
 }
 
 /// What is stored as JSON reads back typed; a corrupt value is an error, not an empty one.
-#[tokio::test]
-async fn corrupt_json_columns_are_refused() {
-    let (_dir, s) = store().await;
+async fn corrupt_json_columns_are_refused(s: Store) {
     s.create_project(&project_row("proj-a", "100"))
         .await
         .expect("project");
