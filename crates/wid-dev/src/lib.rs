@@ -85,6 +85,8 @@ pub async fn run(
         admin_addr: None,
         tls: None,
         insecure_listen: false,
+        database: None,
+        admin_token_file: None,
     })
     .await
     .map_err(|e| in_use(e.into(), &data_dir, "--iam-addr"))?;

@@ -29,6 +29,10 @@ fn audit(r: &AnyRow) -> Result<AuditRow> {
 impl Store {
     /// Appends several records in one transaction (one disk sync).
     pub async fn append_audit_batch(&self, rows: &[AuditRow]) -> Result<()> {
+        self.cache.bounded(self.insert_audit(rows)).await
+    }
+
+    async fn insert_audit(&self, rows: &[AuditRow]) -> Result<()> {
         let mut tx = self.db.pool.begin().await?;
         for row in rows {
             sqlx::query(

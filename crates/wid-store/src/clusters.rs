@@ -149,15 +149,14 @@ impl Store {
     /// uid, a cluster deleted) clears the cache.
     pub async fn present_service_account_uid(&self, row: &KsaUidRow) -> Result<Vec<KsaUidRow>> {
         let key = (row.project_id.clone(), row.uid.clone());
-        if let Some(known) = self.cache.ksa_uids.get(&key)
+        if let Some(known) = self.cache.get(&self.cache.ksa_uids, &key)
             && known.iter().any(|k| k.same_presenter(row))
         {
             return Ok(known);
         }
         let presenters = self.write(self.record_presenter(row)).await?;
-        if self.cache.enabled() {
-            self.cache.ksa_uids.put(key, presenters.clone());
-        }
+        self.cache
+            .put(&self.cache.ksa_uids, key, presenters.clone());
         Ok(presenters)
     }
 

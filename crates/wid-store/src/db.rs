@@ -73,6 +73,10 @@ const SQLITE_MIGRATIONS: &[(&str, &str)] = &[
         "ksa uids, audit by time",
         include_str!("../migrations/sqlite/0004_ksa_uids_audit_time.sql"),
     ),
+    (
+        "admin credentials, issuers",
+        include_str!("../migrations/sqlite/0005_admin_credentials.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(&str, &str)] = &[
     ("iam", include_str!("../migrations/postgres/0001_iam.sql")),
@@ -87,6 +91,10 @@ const POSTGRES_MIGRATIONS: &[(&str, &str)] = &[
     (
         "ksa uids, audit by time",
         include_str!("../migrations/postgres/0004_ksa_uids_audit_time.sql"),
+    ),
+    (
+        "admin credentials, issuers",
+        include_str!("../migrations/postgres/0005_admin_credentials.sql"),
     ),
 ];
 
@@ -150,6 +158,7 @@ impl Db {
         install_drivers();
         let pool = AnyPoolOptions::new()
             .max_connections(POSTGRES_CONNECTIONS)
+            .acquire_timeout(crate::cache::SHARED_QUERY_TIMEOUT)
             .connect(url)
             .await?;
         let db = Db {

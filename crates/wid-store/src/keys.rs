@@ -44,11 +44,14 @@ impl Store {
 
     /// Adds a key as the active one of its purpose; AlreadyExists if one is active.
     pub async fn insert_signing_key(&self, row: &SigningKeyRow) -> Result<()> {
-        insert_key(row)
-            .execute(&self.db.pool)
-            .await
-            .map_err(on_unique)?;
-        Ok(())
+        self.write_and_tell(crate::changes::KEYS, async {
+            insert_key(row)
+                .execute(&self.db.pool)
+                .await
+                .map_err(on_unique)?;
+            Ok(())
+        })
+        .await
     }
 
     /// In one transaction: the active key of `row.purpose` stops signing at `rotate_time` and
@@ -59,30 +62,42 @@ impl Store {
         rotate_time: i64,
         retire_time: i64,
     ) -> Result<()> {
-        let mut tx = self.db.pool.begin().await?;
-        // The first statement writes, so the transaction takes the write lock at once.
-        sqlx::query(
-            "UPDATE signing_keys SET rotate_time = $1, retire_time = $2
-             WHERE purpose = $3 AND rotate_time IS NULL",
-        )
-        .bind(rotate_time)
-        .bind(retire_time)
-        .bind(&row.purpose)
-        .execute(&mut *tx)
-        .await?;
-        insert_key(row).execute(&mut *tx).await.map_err(on_unique)?;
-        tx.commit().await?;
-        Ok(())
+        self.write_and_tell(crate::changes::KEYS, async {
+            let mut tx = self.db.pool.begin().await?;
+            // The first statement writes, so the transaction takes the write lock at once (and
+            // with PostgreSQL, a concurrent rotation waits for this one, then rotates nothing
+            // and fails to add a second active key: AlreadyExists).
+            sqlx::query(
+                "UPDATE signing_keys SET rotate_time = $1, retire_time = $2
+                 WHERE purpose = $3 AND rotate_time IS NULL",
+            )
+            .bind(rotate_time)
+            .bind(retire_time)
+            .bind(&row.purpose)
+            .execute(&mut *tx)
+            .await?;
+            insert_key(row).execute(&mut *tx).await.map_err(on_unique)?;
+            tx.commit().await?;
+            Ok(())
+        })
+        .await
     }
 
     /// Deletes the keys whose retire time has passed; returns how many.
     pub async fn delete_retired_signing_keys(&self, now: i64) -> Result<u64> {
-        let result = sqlx::query(
-            "DELETE FROM signing_keys WHERE retire_time IS NOT NULL AND retire_time <= $1",
-        )
-        .bind(now)
-        .execute(&self.db.pool)
-        .await?;
-        Ok(result.rows_affected())
+        let deleted = self
+            .cache
+            .bounded(async {
+                let result = sqlx::query(
+                    "DELETE FROM signing_keys WHERE retire_time IS NOT NULL AND retire_time <= $1",
+                )
+                .bind(now)
+                .execute(&self.db.pool)
+                .await?;
+                Ok(result.rows_affected())
+            })
+            .await?;
+        // Every replica retires the same keys by the same clock; none needs telling.
+        Ok(deleted)
     }
 }

@@ -11,8 +11,10 @@
 //! Durability: an acknowledged write has been committed with `synchronous=FULL` in WAL mode, so
 //! it survives a kill -9 of the process (and a power loss).
 
+mod admin;
 mod audit;
-mod cache;
+pub mod cache;
+mod changes;
 mod clusters;
 pub mod db;
 mod keys;
@@ -41,6 +43,34 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("database migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
+    /// A shared database that gave no answer in time.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl StoreError {
+    /// Whether the database could not be reached (as opposed to refusing what was asked): the
+    /// request may succeed later, or at another replica.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Unavailable(_) => true,
+            StoreError::Database(e) => match e {
+                sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::Protocol(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed => true,
+                // Class 08: connection exceptions; 57P0x: the server shutting down or starting;
+                // 53300: too many connections.
+                sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+                    code.starts_with("08") || code.starts_with("57P") || code == "53300"
+                }),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -73,30 +103,69 @@ pub const NO_POLICY_ETAG: &str = "ACAB";
 
 /// Everything the token service keeps; clones share the database and the cache.
 ///
-/// The cache is coherent because every write goes through this store and the database has one
-/// writer process (SQLite mode).
+/// The cache is coherent because every write goes through a store: this process's, or another
+/// replica's, which tells this one ([`changes`]).
 #[derive(Clone)]
 pub struct Store {
     db: db::Db,
     cache: std::sync::Arc<cache::Cache>,
+    changes: std::sync::Arc<Changes>,
+}
+
+/// How other replicas' writes reach this one.
+struct Changes {
+    /// The database to listen on (PostgreSQL); none with SQLite, which has one writer.
+    url: Option<String>,
+    keys: tokio::sync::watch::Sender<u64>,
 }
 
 impl Store {
-    /// The SQLite database at `path`, created if missing and migrated.
-    pub async fn open_sqlite(path: &Path) -> Result<Store> {
-        Ok(Store {
-            db: db::Db::sqlite(path).await?,
-            cache: std::sync::Arc::default(),
-        })
+    fn new(db: db::Db, coherence: cache::Coherence, url: Option<String>) -> Store {
+        Store {
+            db,
+            cache: std::sync::Arc::new(cache::Cache::new(coherence)),
+            changes: std::sync::Arc::new(Changes {
+                url,
+                keys: tokio::sync::watch::Sender::new(0),
+            }),
+        }
     }
 
-    /// The PostgreSQL database at `url`, migrated. Other replicas write it too, so nothing read
-    /// is cached.
+    /// The SQLite database at `path`, created if missing and migrated.
+    pub async fn open_sqlite(path: &Path) -> Result<Store> {
+        let db = db::Db::sqlite(path).await?;
+        Ok(Store::new(db, cache::Coherence::Local, None))
+    }
+
+    /// The PostgreSQL database at `url`, migrated. Other replicas write it too: their writes
+    /// reach this one once [`Store::follow_changes`] runs.
     pub async fn open_postgres(url: &str) -> Result<Store> {
-        Ok(Store {
-            db: db::Db::postgres(url).await?,
-            cache: std::sync::Arc::new(cache::Cache::disabled()),
-        })
+        let db = db::Db::postgres(url).await?;
+        Ok(Store::new(
+            db,
+            cache::Coherence::Shared,
+            Some(url.to_owned()),
+        ))
+    }
+
+    /// Which database this is.
+    pub fn dialect(&self) -> Dialect {
+        self.db.dialect
+    }
+
+    /// Whether the database answers (with PostgreSQL, as of the last heartbeat).
+    pub fn reachable(&self) -> bool {
+        self.cache.reachable()
+    }
+
+    /// What the cache did, for the metrics.
+    pub fn cache_counts(&self) -> &cache::CacheCounts {
+        &self.cache.counts
+    }
+
+    /// The pool's connections: (open, idle).
+    pub fn pool_connections(&self) -> (u32, usize) {
+        (self.db.pool.size(), self.db.pool.num_idle())
     }
 
     /// Closes the pool, waiting for connections to finish.
@@ -104,10 +173,28 @@ impl Store {
         self.db.pool.close().await;
     }
 
-    /// Runs a write, then clears the cache (also after a failure: it may have half-happened).
+    /// Runs a write of rows the cache may hold, then clears the cache here and at every other
+    /// replica.
     async fn write<T>(&self, write: impl Future<Output = Result<T>>) -> Result<T> {
-        let result = write.await;
-        self.cache.invalidate();
+        self.write_and_tell(changes::ROWS, write).await
+    }
+
+    /// Runs a write of `what` ([`changes::ROWS`] or [`changes::KEYS`]), then tells every
+    /// replica. A failed write may have half-happened (its commit unanswered): nothing cached is
+    /// answered until read again.
+    async fn write_and_tell<T>(
+        &self,
+        what: &str,
+        write: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let result = self.cache.bounded(write).await;
+        match &result {
+            Ok(_) => self.cache.invalidate(),
+            Err(_) => self.cache.distrust(),
+        }
+        if self.cache.coherence() == cache::Coherence::Shared {
+            self.notify(what).await;
+        }
         result
     }
 }

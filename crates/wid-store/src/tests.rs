@@ -593,3 +593,108 @@ async fn corrupt_json_columns_are_refused(s: Store) {
         Err(StoreError::Corrupt { .. })
     ));
 }
+
+/// Waits (bounded) until `store` hears other replicas' writes.
+async fn until_listening(store: &Store) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !store.cache.answerable_now() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the store did not start listening within 10 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn postgres_replicas_clear_each_others_caches() {
+    let Some(url) = test_database().await else {
+        return;
+    };
+    let a = Store::open_postgres(&url).await.expect("replica a");
+    let b = Store::open_postgres(&url).await.expect("replica b");
+    let followers = [
+        tokio::spawn(a.clone().follow_changes()),
+        tokio::spawn(b.clone().follow_changes()),
+    ];
+    until_listening(&a).await;
+    until_listening(&b).await;
+    let p = |etag: &str| PolicyRow {
+        etag: etag.into(),
+        policy_json: "{}".into(),
+    };
+    let invalidations = || {
+        b.cache
+            .counts
+            .invalidations
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let before = invalidations();
+    a.set_policy("sa/1", None, &p("e1")).await.expect("set");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    while invalidations() == before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "b did not hear a's write within 1 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let etag = |row: Option<PolicyRow>| row.map(|r| r.etag);
+    assert_eq!(
+        etag(b.get_policy("sa/1").await.expect("read")),
+        Some("e1".into())
+    );
+    let hits = b
+        .cache
+        .counts
+        .hits
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(
+        etag(b.get_policy("sa/1").await.expect("read")),
+        Some("e1".into())
+    );
+    assert_eq!(
+        b.cache
+            .counts
+            .hits
+            .load(std::sync::atomic::Ordering::Relaxed),
+        hits + 1,
+        "the second read is answered from b's cache"
+    );
+    // A write at a is honoured at b within a second.
+    let started = std::time::Instant::now();
+    a.set_policy("sa/1", Some("e1"), &p("e2"))
+        .await
+        .expect("set");
+    loop {
+        if etag(b.get_policy("sa/1").await.expect("read")) == Some("e2".into()) {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(1),
+            "b still answers the old policy after 1 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    eprintln!("b saw a's write after {:?}", started.elapsed());
+    // A key written at a reaches b's watchers.
+    let mut keys = b.key_changes();
+    keys.mark_unchanged();
+    let row = SigningKeyRow {
+        kid: "k1".into(),
+        purpose: "id_token".into(),
+        algorithm: "RS256".into(),
+        private_pkcs8: vec![1, 2, 3],
+        create_time: 1,
+        rotate_time: None,
+        retire_time: None,
+    };
+    a.insert_signing_key(&row).await.expect("key");
+    tokio::time::timeout(std::time::Duration::from_secs(1), keys.changed())
+        .await
+        .expect("b hears of a's key within 1 s")
+        .expect("changed");
+    for follower in followers {
+        follower.abort();
+    }
+}

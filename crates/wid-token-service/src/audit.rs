@@ -138,6 +138,8 @@ pub struct AuditMetrics {
     pub bytes: prometheus_client::metrics::gauge::Gauge,
     pub unrecorded: prometheus_client::metrics::counter::Counter,
     pub expired: prometheus_client::metrics::counter::Counter,
+    pub spooled: prometheus_client::metrics::counter::Counter,
+    pub replayed: prometheus_client::metrics::counter::Counter,
 }
 
 impl AuditMetrics {
@@ -162,9 +164,19 @@ impl AuditMetrics {
             "Records deleted by the retention",
             self.expired.clone(),
         );
+        registry.register(
+            "wid_audit_spooled_records",
+            "Records kept on local disk because the database could not take them",
+            self.spooled.clone(),
+        );
+        registry.register(
+            "wid_audit_replayed_records",
+            "Spooled records stored in the database since",
+            self.replayed.clone(),
+        );
     }
 
-    fn add(&self, size: AuditSize, sign: i64) {
+    pub(crate) fn add(&self, size: AuditSize, sign: i64) {
         let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX) * sign;
         self.records.inc_by(n(size.records));
         self.bytes.inc_by(n(size.bytes));
@@ -223,6 +235,8 @@ impl App {
         .await;
     }
 
+    /// Logs a record, then waits until it is stored: in the database, or, while that cannot
+    /// take it, in the local spool. An answer that follows has its record kept.
     async fn record(&self, row: AuditRow) {
         // Every field a string, quoted in text logs: a value cannot pass for another field.
         tracing::info!(
@@ -237,11 +251,13 @@ impl App {
             pod = row.pod.as_str(),
             "audit"
         );
+        let (stored, kept) = tokio::sync::oneshot::channel();
         if self
             .audit_tx
-            .send(AuditMessage::Record(Box::new(row)))
+            .send(AuditMessage::Record(Box::new(row), stored))
             .await
             .is_err()
+            || kept.await.is_err()
         {
             tracing::error!("the audit writer is gone; a record was only logged");
         }
@@ -292,7 +308,8 @@ impl App {
 
 /// What the audit writer receives.
 pub enum AuditMessage {
-    Record(Box<AuditRow>),
+    /// A record, and who waits until it is kept.
+    Record(Box<AuditRow>, tokio::sync::oneshot::Sender<()>),
     /// Answered once every record sent before it is stored.
     Flush(tokio::sync::oneshot::Sender<()>),
 }
@@ -301,9 +318,11 @@ pub enum AuditMessage {
 pub const AUDIT_QUEUE: usize = 10_000;
 /// The most records in one transaction.
 const AUDIT_BATCH: usize = 512;
+/// How often a spool that holds records is replayed into the database.
+const REPLAY_PERIOD: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl App {
-    /// Waits until every record sent so far is stored.
+    /// Waits until every record sent so far is stored, and the spool replayed if it can be.
     pub async fn flush_audit(&self) {
         let (tx, rx) = tokio::sync::oneshot::channel();
         if self.audit_tx.send(AuditMessage::Flush(tx)).await.is_ok() {
@@ -313,37 +332,97 @@ impl App {
 }
 
 /// The writer task: stores records in batches until every sender is gone, counting what it
-/// stored in `metrics`.
+/// stored in `metrics`; what the database cannot take goes to the spool, and back from it once
+/// the database answers.
 pub async fn write_audit_forever(
     store: Store,
     mut rx: tokio::sync::mpsc::Receiver<AuditMessage>,
     metrics: Arc<crate::Metrics>,
+    mut spool: crate::audit_spool::Spool,
 ) {
     let mut batch: Vec<AuditRow> = Vec::with_capacity(AUDIT_BATCH);
     let mut waiting: Vec<tokio::sync::oneshot::Sender<()>> = Vec::new();
-    while let Some(first) = rx.recv().await {
+    let mut replays = tokio::time::interval(REPLAY_PERIOD);
+    loop {
+        let first = tokio::select! {
+            message = rx.recv() => match message {
+                Some(message) => message,
+                None => break,
+            },
+            _ = replays.tick(), if spool.pending() => {
+                replay(&store, &mut spool, &metrics).await;
+                continue;
+            }
+        };
+        let mut flush = false;
         let mut next = Some(first);
         while let Some(message) = next.take() {
             match message {
-                AuditMessage::Record(row) => batch.push(*row),
-                AuditMessage::Flush(done) => waiting.push(done),
+                AuditMessage::Record(row, done) => {
+                    batch.push(*row);
+                    waiting.push(done);
+                }
+                AuditMessage::Flush(done) => {
+                    flush = true;
+                    waiting.push(done);
+                }
             }
             if batch.len() < AUDIT_BATCH {
                 next = rx.try_recv().ok();
             }
         }
         if !batch.is_empty() {
-            match store.append_audit_batch(&batch).await {
-                Ok(()) => metrics.audit.add(AuditSize::of(&batch), 1),
-                Err(e) => {
-                    tracing::error!(error = %e, records = batch.len(), "cannot store audit records; they are in the log")
-                }
-            }
+            keep(&store, &mut spool, &batch, &metrics).await;
             batch.clear();
+        }
+        if flush && spool.pending() {
+            replay(&store, &mut spool, &metrics).await;
         }
         for done in waiting.drain(..) {
             let _ = done.send(());
         }
+    }
+}
+
+/// Stores `batch` in the database, or in the spool if the database cannot take it.
+async fn keep(
+    store: &Store,
+    spool: &mut crate::audit_spool::Spool,
+    batch: &[AuditRow],
+    metrics: &crate::Metrics,
+) {
+    // Known down: the spool at once, rather than each batch waiting out a timeout.
+    let stored = match store.reachable() {
+        true => store.append_audit_batch(batch).await,
+        false => Err(wid_store::StoreError::Unavailable("unreachable".into())),
+    };
+    match stored {
+        Ok(()) => return metrics.audit.add(AuditSize::of(batch), 1),
+        Err(e) => {
+            tracing::warn!(error = %e, records = batch.len(), "cannot store audit records; spooling them to local disk")
+        }
+    }
+    match spool.append(batch) {
+        Ok(()) => {
+            metrics.audit.spooled.inc_by(batch.len() as u64);
+        }
+        Err(e) => {
+            tracing::error!(error = %e, records = batch.len(), "cannot spool audit records; they are only in the log")
+        }
+    }
+}
+
+async fn replay(store: &Store, spool: &mut crate::audit_spool::Spool, metrics: &crate::Metrics) {
+    if !store.reachable() {
+        return;
+    }
+    match spool.replay(store).await {
+        Ok(0) => {}
+        Ok(n) => {
+            tracing::info!(records = n, "stored spooled audit records");
+            metrics.audit.replayed.inc_by(n as u64);
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot store spooled audit records yet"),
     }
 }
 

@@ -52,6 +52,16 @@ impl CredentialsVerb {
         }
     }
 
+    /// What a success issues, as the metrics name it.
+    fn issued_kind(self) -> &'static str {
+        match self {
+            CredentialsVerb::GenerateAccessToken => "access_token",
+            CredentialsVerb::GenerateIdToken => "id_token",
+            CredentialsVerb::SignBlob => "signed_blob",
+            CredentialsVerb::SignJwt => "signed_jwt",
+        }
+    }
+
     fn action(self) -> &'static str {
         match self {
             CredentialsVerb::GenerateAccessToken => "generate_access_token",
@@ -305,6 +315,9 @@ impl App {
         input: &Input,
     ) -> Result<Value, ApiError> {
         let result = self.issue(caller, name, verb, input).await;
+        if result.is_ok() {
+            self.metrics.issued(verb.issued_kind());
+        }
         let caller_name = caller.to_string();
         let pod = match caller {
             Caller::Federated(federated) => federated.pod.as_deref().unwrap_or(""),

@@ -44,6 +44,13 @@ pub enum ApiError {
         error: &'static str,
         description: String,
     },
+    /// The database cannot be reached: 503, to be retried (here later, or at another replica).
+    #[error("{0}")]
+    Unavailable(String),
+    /// The OAuth shape of [`ApiError::Unavailable`]: 503 with RFC 6749's
+    /// `temporarily_unavailable`.
+    #[error("temporarily_unavailable: {0}")]
+    OAuthUnavailable(String),
     /// An OAuth-style server failure: HTTP 500 with `{"error": "server_error", …}`.
     #[error("server_error: {0}")]
     OAuthServer(String),
@@ -53,8 +60,11 @@ impl ApiError {
     /// The same failure in the OAuth shape, for the endpoints whose clients expect it (STS).
     pub fn oauth_shaped(self) -> ApiError {
         match self {
-            e @ (ApiError::OAuth { .. } | ApiError::OAuthServer(_)) => e,
+            e @ (ApiError::OAuth { .. }
+            | ApiError::OAuthServer(_)
+            | ApiError::OAuthUnavailable(_)) => e,
             ApiError::Internal(detail) => ApiError::OAuthServer(detail),
+            ApiError::Unavailable(detail) => ApiError::OAuthUnavailable(detail),
             ApiError::MethodNotAllowed { message, .. } => ApiError::OAuth {
                 error: "invalid_request",
                 description: message,
@@ -88,8 +98,10 @@ impl ApiError {
             }
             ApiError::MethodNotAllowed { .. } => RpcCode::Unimplemented,
             ApiError::Internal(_) => RpcCode::Internal,
+            ApiError::Unavailable(_) => RpcCode::Unavailable,
             ApiError::OAuth { .. } => RpcCode::InvalidArgument,
             ApiError::OAuthServer(_) => RpcCode::Internal,
+            ApiError::OAuthUnavailable(_) => RpcCode::Unavailable,
         }
     }
 
@@ -164,6 +176,10 @@ impl From<StoreError> for ApiError {
             StoreError::Aborted => ApiError::Aborted(
                 "There were concurrent changes. Please retry the whole read-modify-write with exponential backoff.".into(),
             ),
+            e if e.is_unavailable() => {
+                tracing::warn!(error = %e, "the database is unavailable");
+                ApiError::Unavailable("The service is currently unavailable.".into())
+            }
             other => ApiError::Internal(other.to_string()),
         }
     }
@@ -182,6 +198,18 @@ impl IntoResponse for ApiError {
             };
             return crate::http::json_response(StatusCode::INTERNAL_SERVER_ERROR, &body);
         }
+        if let ApiError::OAuthUnavailable(description) = &self {
+            // RFC 6749's code for a server that cannot answer now.
+            let body = wid_api::sts::OAuthError {
+                error: "temporarily_unavailable".into(),
+                error_description: description.clone(),
+            };
+            let mut response = crate::http::json_response(StatusCode::SERVICE_UNAVAILABLE, &body);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return response;
+        }
         if let ApiError::OAuth { error, description } = &self {
             let body = wid_api::sts::OAuthError {
                 error: (*error).to_owned(),
@@ -193,6 +221,11 @@ impl IntoResponse for ApiError {
         let status =
             StatusCode::from_u16(body.error.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut response = crate::http::json_response(status, &body);
+        if matches!(self, ApiError::Unavailable(_)) {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         if let ApiError::MethodNotAllowed { allow, .. } = &self
             && let Ok(v) = HeaderValue::from_str(allow)
         {

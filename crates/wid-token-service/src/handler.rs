@@ -10,9 +10,10 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, Method, header};
+use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use tracing::Instrument;
 
 use crate::App;
 use crate::error::ApiError;
@@ -26,22 +27,56 @@ pub fn router(app: Arc<App>) -> Router {
 }
 
 async fn handle(State(app): State<Arc<App>>, request: Request) -> Response {
-    let started = Instant::now();
-    let method = request.method().clone();
-    // The path only: query strings may carry tokens, and logs never do.
-    let path = request.uri().path().to_owned();
-    let response = match app.dispatch(request).await {
-        Ok(response) => response,
-        Err(e) => e.into_response(),
-    };
-    tracing::info!(
-        method = %method,
-        path = %path,
-        status = response.status().as_u16(),
-        latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-        "request"
-    );
-    response
+    let id = request_id(request.headers());
+    let span = tracing::info_span!("request", id = id.to_str().unwrap_or("-"));
+    app.handle(request, id).instrument(span).await
+}
+
+/// The request's id: the caller's `X-Request-Id` when it is a short token of safe characters
+/// (a proxy's, to follow one request through both logs), else a new one. Logged with every line
+/// of the request and returned in the answer.
+fn request_id(headers: &HeaderMap) -> HeaderValue {
+    headers
+        .get("x-request-id")
+        .filter(|v| {
+            let b = v.as_bytes();
+            (1..=64).contains(&b.len())
+                && b.iter()
+                    .all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(c))
+        })
+        .cloned()
+        .unwrap_or_else(|| {
+            HeaderValue::from_str(&wid_runtime::secrets::random_hex::<8>())
+                .unwrap_or(HeaderValue::from_static("-"))
+        })
+}
+
+impl App {
+    async fn handle(&self, request: Request, id: HeaderValue) -> Response {
+        let started = Instant::now();
+        let method = request.method().clone();
+        // The path only: query strings may carry tokens, and logs never do.
+        let path = request.uri().path().to_owned();
+        let (api_method, result) = self.dispatch(request).await;
+        let mut response = match result {
+            Ok(response) => response,
+            Err(e) => e.into_response(),
+        };
+        let status = response.status().as_u16();
+        let latency = started.elapsed();
+        self.metrics
+            .request(api_method, status, latency.as_secs_f64());
+        response.headers_mut().insert("x-request-id", id);
+        tracing::info!(
+            method = %method,
+            path = %path,
+            api_method,
+            status,
+            latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
+            "request"
+        );
+        response
+    }
 }
 
 fn json<T: Serialize>(result: Result<T, ApiError>) -> Result<Response, ApiError> {
@@ -78,13 +113,25 @@ async fn body_of(headers: &HeaderMap, body: Body) -> Result<axum::body::Bytes, A
 }
 
 impl App {
-    async fn dispatch(&self, request: Request<Body>) -> Result<Response, ApiError> {
+    /// The request's API method (for the metrics) and its answer.
+    async fn dispatch(&self, request: Request<Body>) -> (&'static str, Result<Response, ApiError>) {
         let (parts, body) = request.into_parts();
         let path = parts.uri.path();
-        let operation = route(&method_of(&parts), path).map_err(|e| match is_sts(path) {
-            true => e.oauth_shaped(),
-            false => e,
-        })?;
+        let operation = match route(&method_of(&parts), path) {
+            Ok(operation) => operation,
+            Err(e) if is_sts(path) => return ("unknown", Err(e.oauth_shaped())),
+            Err(e) => return ("unknown", Err(e)),
+        };
+        let api_method = operation.method_name();
+        (api_method, self.run(operation, parts, body).await)
+    }
+
+    async fn run(
+        &self,
+        operation: Operation,
+        parts: Parts,
+        body: Body,
+    ) -> Result<Response, ApiError> {
         let query = parse_query(parts.uri.query())?;
         match operation {
             Operation::Public(op) => self.public(op, &parts, query, body).await,
@@ -121,6 +168,8 @@ impl App {
     ) -> Result<Response, ApiError> {
         match op {
             Public::Healthz => Ok(ok(&serde_json::json!({ "status": "ok" }))),
+            Public::Readyz => Ok(self.readiness()),
+            Public::Metrics => Ok(self.metrics.response(&self.store)),
             Public::Jwks => Ok(self.jwks_document()),
             Public::PemCerts => Ok(self.pem_document()),
             Public::OpenIdConfiguration => Ok(ok(&self.openid_configuration())),

@@ -101,6 +101,8 @@ pub enum KeyError {
 /// The keys, shared by all requests.
 pub struct KeyRing {
     current: RwLock<Arc<KeySet>>,
+    /// When a token's unknown key last made the ring reload (seconds since the epoch).
+    last_unknown_reload: std::sync::atomic::AtomicI64,
     /// The service's name in certificates.
     issuer: String,
 }
@@ -126,6 +128,7 @@ impl KeyRing {
         let set = build(store.list_signing_keys().await?, issuer)?;
         Ok(KeyRing {
             current: RwLock::new(Arc::new(set)),
+            last_unknown_reload: std::sync::atomic::AtomicI64::new(0),
             issuer: issuer.to_owned(),
         })
     }
@@ -148,6 +151,20 @@ impl KeyRing {
         Ok(())
     }
 
+    /// Reloads for a token whose key is unknown here, in case another replica made it a moment
+    /// ago (its notification still on its way); at most once a second, so that tokens signed
+    /// by strangers cannot make every request a database read. Whether it reloaded.
+    pub async fn reload_if_due(&self, store: &Store) -> bool {
+        if store.dialect() == wid_store::Dialect::Sqlite {
+            return false;
+        }
+        let now = crate::tokens::now();
+        let last = self
+            .last_unknown_reload
+            .swap(now, std::sync::atomic::Ordering::SeqCst);
+        now > last && self.reload(store).await.is_ok()
+    }
+
     /// Rotates the keys of `purposes`: new keys sign from now on; the old ones stay published
     /// until every token they signed has expired.
     pub async fn rotate(
@@ -158,14 +175,26 @@ impl KeyRing {
     ) -> Result<(), KeyError> {
         for purpose in purposes {
             let row = new_row(*purpose, now)?;
-            store
+            let rotated = store
                 .rotate_signing_key(
                     &row,
                     now,
                     now + MAX_SIGNED_LIFETIME_SECS + RETIRE_MARGIN_SECS,
                 )
-                .await?;
-            tracing::info!(kid = %row.kid, purpose = purpose.name(), "rotated the signing key");
+                .await;
+            match rotated {
+                Ok(()) => {
+                    tracing::info!(kid = %row.kid, purpose = purpose.name(), "rotated the signing key")
+                }
+                // A rotation at another replica at the same moment won; its key is as new.
+                Err(StoreError::AlreadyExists) => {
+                    tracing::info!(
+                        purpose = purpose.name(),
+                        "another replica rotated the signing key at the same moment"
+                    )
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         self.reload(store).await
     }

@@ -16,8 +16,10 @@
 //! - [`audit`]: the audit trail.
 
 pub mod audit;
+mod audit_spool;
 pub mod auth;
 pub mod credentials;
+mod data_dir;
 pub mod discovery;
 pub mod error;
 pub mod handler;
@@ -25,17 +27,19 @@ pub mod http;
 mod iam;
 pub mod jwks;
 pub mod keys;
+pub mod metrics;
 mod oauth2;
 pub mod routes;
 pub mod sts;
 pub mod tokens;
 
 use std::net::SocketAddr;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use wid_store::Store;
+
+pub use metrics::Metrics;
 
 use tokio::net::TcpListener;
 use wid_runtime::private_files;
@@ -61,26 +65,17 @@ pub struct Config {
     /// Plain HTTP on an address other than loopback's, where tokens cross a network in clear:
     /// refused unless this says so.
     pub insecure_listen: bool,
+    /// A PostgreSQL database (`postgres://…`) that several replicas share; else SQLite in the
+    /// data directory.
+    pub database: Option<String>,
+    /// The bootstrap admin secret's file (made there on first start); else `admin-token` in
+    /// the data directory.
+    pub admin_token_file: Option<PathBuf>,
 }
 
 /// How long audit records are kept unless told otherwise: 30 days, as Google keeps Data Access
 /// audit logs by default.
 pub const DEFAULT_AUDIT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
-
-/// The token service's metrics, on its admin listener.
-pub struct Metrics {
-    pub audit: audit::AuditMetrics,
-    registry: prometheus_client::registry::Registry,
-}
-
-impl Default for Metrics {
-    fn default() -> Self {
-        let audit = audit::AuditMetrics::default();
-        let mut registry = prometheus_client::registry::Registry::default();
-        audit.register(&mut registry);
-        Metrics { audit, registry }
-    }
-}
 
 /// The name of the bootstrap admin token file in the data directory.
 pub const ADMIN_TOKEN_FILE: &str = "admin-token";
@@ -140,13 +135,17 @@ pub enum StartError {
     Insecure(SocketAddr),
     #[error("TLS")]
     Tls(#[from] wid_runtime::tls::TlsError),
+    #[error(
+        "--database takes a PostgreSQL URL (postgres://USER@HOST:PORT/DB); SQLite, the default, needs none"
+    )]
+    DatabaseUrl,
 }
 
 /// A started token service: its listener is bound, its store open.
 pub struct TokenService {
     app: Arc<App>,
-    /// Holds the data directory's lock for as long as the service lives.
-    _lock: std::fs::File,
+    /// Holds the data directory's lock for as long as the service lives (SQLite).
+    _lock: Option<std::fs::File>,
     listener: TcpListener,
     /// The certificate presented, when the service speaks HTTPS.
     tls: Option<Arc<wid_runtime::tls::ReloadingCert>>,
@@ -165,6 +164,13 @@ impl TokenService {
         };
         if config.tls.is_none() && !config.insecure_listen && !config.addr.ip().is_loopback() {
             return Err(StartError::Insecure(config.addr));
+        }
+        if config
+            .database
+            .as_deref()
+            .is_some_and(|url| !data_dir::is_postgres_url(url))
+        {
+            return Err(StartError::DatabaseUrl);
         }
         let tls = match &config.tls {
             Some(files) => Some(wid_runtime::tls::ReloadingCert::load(files.clone())?),
@@ -193,7 +199,11 @@ impl TokenService {
     ) -> std::io::Result<()> {
         let addr = self.listener.local_addr()?;
         let scheme = if self.tls.is_some() { "https" } else { "http" };
-        tracing::info!(%addr, scheme, data_dir = %self.app.config.data_dir.display(), "token service listening");
+        let database = match self.app.store.dialect() {
+            wid_store::Dialect::Sqlite => "sqlite",
+            wid_store::Dialect::Postgres => "postgres",
+        };
+        tracing::info!(%addr, scheme, database, data_dir = %self.app.config.data_dir.display(), "token service listening");
         let acceptor = match &self.tls {
             Some(cert) => Some(cert.acceptor().map_err(std::io::Error::other)?),
             None => None,
@@ -202,8 +212,10 @@ impl TokenService {
         let refresher = tokio::spawn(discovery::refresh_forever(self.app.clone()));
         let retirer = tokio::spawn(retire_keys_forever(self.app.clone()));
         let expirer = tokio::spawn(audit::expire_forever(self.app.clone()));
+        let follower = tokio::spawn(self.app.store.clone().follow_changes());
+        let key_reloader = tokio::spawn(reload_keys_forever(self.app.clone()));
         let admin = match self.app.config.admin_addr {
-            Some(addr) => Some(serve_admin(addr, self.app.metrics.clone()).await?),
+            Some(addr) => Some(serve_admin(addr, self.app.clone()).await?),
             None => None,
         };
         let router = handler::router(self.app.clone());
@@ -214,6 +226,8 @@ impl TokenService {
         refresher.abort();
         retirer.abort();
         expirer.abort();
+        follower.abort();
+        key_reloader.abort();
         if let Some(admin) = admin {
             admin.abort();
         }
@@ -229,18 +243,20 @@ impl TokenService {
 /// needs no credential and the API's port exposes nothing more.
 async fn serve_admin(
     addr: SocketAddr,
-    metrics: Arc<Metrics>,
+    app: Arc<App>,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let listener = TcpListener::bind(addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "token service admin listener (healthz, metrics)");
+    let ready = app.clone();
     let router = axum::Router::new()
         .route("/healthz", axum::routing::get(|| async { "ok\n" }))
         .route(
+            "/readyz",
+            axum::routing::get(move || async move { ready.readiness() }),
+        )
+        .route(
             "/metrics",
-            axum::routing::get(move || {
-                let response = wid_runtime::openmetrics::response(&metrics.registry);
-                async move { response }
-            }),
+            axum::routing::get(move || async move { app.metrics.response(&app.store) }),
         );
     Ok(tokio::spawn(async move {
         if let Err(e) =
@@ -251,60 +267,17 @@ async fn serve_admin(
     }))
 }
 
-/// The data directory's files, checked private and the running user's.
-struct DataDir {
-    /// Resolved once: the database is reopened by path for as long as the service runs, and a
-    /// symlink on the way could be pointed elsewhere meanwhile.
-    path: PathBuf,
-    /// Held for as long as the service lives: one process per data directory, since the
-    /// store's cache is coherent only with one writer.
-    lock: std::fs::File,
-    admin_token: String,
-}
-
-impl DataDir {
-    /// Prepares the data directory (mode 0700), takes its lock, checks the database and its
-    /// journals private, and reads the bootstrap admin token (written on first start, 0600).
-    fn open(dir: &std::path::Path) -> Result<DataDir, StartError> {
-        private_files::ensure_private_dir(dir)?;
-        let path = std::fs::canonicalize(dir).map_err(|source| StartError::Lock {
-            path: dir.display().to_string(),
-            source,
-        })?;
-        let lock_path = path.join(LOCK_FILE);
-        // The lock holds nothing; it is only made private like everything beside it.
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&lock_path)
-            .map_err(|source| StartError::Lock {
-                path: lock_path.display().to_string(),
-                source,
-            })?;
-        if lock.try_lock().is_err() {
-            return Err(StartError::Locked(path.display().to_string()));
+impl App {
+    /// `/readyz`: 200 while the database answers and the keys are loaded (they are from the
+    /// start, or the service would not have started); 503 otherwise, in Google's format.
+    pub fn readiness(&self) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        let keys = self.keys.current().rows.len();
+        if self.store.reachable() {
+            let body = serde_json::json!({ "status": "ready", "database": "reachable", "signingKeys": keys });
+            return http::ok(&body);
         }
-        let db_path = path.join(DATABASE_FILE);
-        private_files::ensure_private_file(&db_path)?;
-        // SQLite replays its journal when it opens the database: it is as private as the rest.
-        for journal in ["-wal", "-shm"] {
-            let mut journal_path = db_path.clone().into_os_string();
-            journal_path.push(journal);
-            private_files::check_private_if_exists(std::path::Path::new(&journal_path))?;
-        }
-        let token_path = path.join(ADMIN_TOKEN_FILE);
-        let (admin_token, created) =
-            private_files::read_or_create_secret(&token_path, wid_runtime::secrets::random_token)?;
-        if created {
-            tracing::info!(path = %token_path.display(), "wrote a new bootstrap admin token");
-        }
-        Ok(DataDir {
-            path,
-            lock,
-            admin_token,
-        })
+        error::ApiError::Unavailable("The database is unreachable.".into()).into_response()
     }
 }
 
@@ -325,15 +298,21 @@ fn issuer_of(config: &Config, bound: SocketAddr) -> Result<String, StartError> {
 }
 
 impl App {
-    /// The service's state on its data directory, for a service listening at `bound`; the lock
-    /// returned is to be held for as long as the service lives.
+    /// The service's state on its data directory and database, for a service listening at
+    /// `bound`; the lock returned (SQLite) is to be held for as long as the service lives.
     pub async fn open(
         mut config: Config,
         bound: SocketAddr,
-    ) -> Result<(Arc<App>, std::fs::File), StartError> {
-        let data_dir = DataDir::open(&config.data_dir)?;
+    ) -> Result<(Arc<App>, Option<std::fs::File>), StartError> {
+        let data_dir = data_dir::DataDir::open(&config)?;
         config.data_dir.clone_from(&data_dir.path);
-        let store = Store::open_sqlite(&data_dir.path.join(DATABASE_FILE)).await?;
+        let store = data_dir.store(&config).await?;
+        store
+            .add_admin_credential(
+                &auth::digest(&data_dir.admin_token),
+                &crate::iam::now_rfc3339(),
+            )
+            .await?;
         let http = reqwest::Client::builder()
             .timeout(config.discovery_timeout)
             .connect_timeout(config.discovery_timeout)
@@ -341,6 +320,9 @@ impl App {
             .user_agent(concat!("wid/", env!("CARGO_PKG_VERSION")))
             .build()?;
         let issuer = issuer_of(&config, bound)?;
+        store
+            .add_issuer(&issuer, &crate::iam::now_rfc3339())
+            .await?;
         let keys = keys::KeyRing::open(&store, &issuer, tokens::now()).await?;
         let (audit_tx, audit_rx) = tokio::sync::mpsc::channel(audit::AUDIT_QUEUE);
         let metrics = Arc::new(Metrics::default());
@@ -348,6 +330,7 @@ impl App {
             store.clone(),
             audit_rx,
             metrics.clone(),
+            audit_spool::Spool::new(&data_dir.path),
         ));
         let app = Arc::new(App {
             store,
@@ -368,8 +351,19 @@ impl App {
     }
 }
 
-/// Retires rotated-out keys once every token they signed has expired. (Nothing else changes the
-/// keys behind this process's back: it holds the data directory's lock.)
+/// Loads the signing keys again each time another replica may have changed them (PostgreSQL;
+/// with SQLite nothing changes them behind this process's back).
+async fn reload_keys_forever(app: Arc<App>) {
+    let mut changes = app.store.key_changes();
+    while changes.changed().await.is_ok() {
+        if let Err(e) = app.keys.reload(&app.store).await {
+            tracing::warn!(error = %e, "cannot load the signing keys another replica changed");
+        }
+    }
+}
+
+/// Retires rotated-out keys once every token they signed has expired (each replica by the same
+/// clock).
 async fn retire_keys_forever(app: Arc<App>) {
     loop {
         tokio::time::sleep(Duration::from_secs(60)).await;

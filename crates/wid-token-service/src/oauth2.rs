@@ -114,6 +114,7 @@ impl App {
         if let Some(token) = get("access_token") {
             let claims = self
                 .verify_access_token(&token, now)
+                .await
                 .map_err(|_| invalid_token())?;
             if !self.token_is_live(&claims).await {
                 return Err(invalid_token());
@@ -143,11 +144,15 @@ impl App {
             return Ok(out);
         }
         if let Some(token) = get("id_token") {
-            let keys = self.keys.current();
             // Only ID-token keys, RS256, typ JWT and a string audience: access tokens and
             // signJwt output are not ID tokens.
-            let verified =
-                wid_jose::verify(&token, &keys.id_keys.jwks).map_err(|_| invalid_token())?;
+            let verify = || wid_jose::verify(&token, &self.keys.current().id_keys.jwks);
+            let verified = match verify() {
+                // Signed by a key another replica made a moment ago, perhaps.
+                Err(_) if self.keys.reload_if_due(&self.store).await => verify(),
+                verified => verified,
+            }
+            .map_err(|_| invalid_token())?;
             let typ_ok = verified.header.typ.as_deref().is_none_or(|t| t == "JWT");
             let aud_ok = verified.claims.get("aud").is_some_and(Value::is_string);
             if verified.alg != wid_jose::Algorithm::Rs256 || !typ_ok || !aud_ok {
@@ -158,9 +163,8 @@ impl App {
                 .get("exp")
                 .and_then(Value::as_i64)
                 .ok_or_else(invalid_token)?;
-            if verified.claims.get("iss").and_then(Value::as_str) != Some(self.issuer.as_str())
-                || exp < now
-            {
+            let iss = verified.claims.get("iss").and_then(Value::as_str);
+            if exp < now || !self.is_own_issuer(iss.unwrap_or_default()).await {
                 return Err(invalid_token());
             }
             let mut out = stringified(verified.claims);

@@ -67,7 +67,12 @@ pub enum Operation {
 /// examine (STS, tokeninfo), or what they answer is public.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Public {
+    /// Alive: answers while the process serves.
     Healthz,
+    /// Ready: the database answers and the keys are loaded; 503 otherwise.
+    Readyz,
+    /// Prometheus metrics (counts only: nothing of any caller).
+    Metrics,
     /// Operations on a token the request carries, answered in OAuth's error shape.
     OAuth(OAuth),
     /// `/oauth2/v3/certs`.
@@ -77,10 +82,7 @@ pub enum Public {
     /// `/.well-known/openid-configuration`.
     OpenIdConfiguration,
     /// `/service_accounts/v1/metadata/{jwk|x509}/{EMAIL}`.
-    AccountKeys {
-        format: String,
-        account: String,
-    },
+    AccountKeys { format: String, account: String },
 }
 
 /// STS and tokeninfo: their clients read OAuth-shaped errors only.
@@ -135,10 +137,99 @@ pub enum Authenticated {
     DeleteCluster(ClusterName),
 }
 
+impl Operation {
+    /// The API method's name, as the metrics label requests: a fixed set.
+    pub fn method_name(&self) -> &'static str {
+        match self {
+            Operation::Public(op) => op.method_name(),
+            Operation::Authenticated(op) => op.method_name(),
+        }
+    }
+}
+
+impl Public {
+    fn method_name(&self) -> &'static str {
+        match self {
+            Public::Healthz => "healthz",
+            Public::Readyz => "readyz",
+            Public::Metrics => "metrics",
+            Public::OAuth(OAuth::Exchange) => "sts.token",
+            Public::OAuth(OAuth::Introspect) => "sts.introspect",
+            Public::OAuth(OAuth::TokenInfo { .. }) => "tokeninfo",
+            Public::Jwks => "certs.jwk",
+            Public::PemCerts => "certs.pem",
+            Public::OpenIdConfiguration => "openid-configuration",
+            Public::AccountKeys { .. } => "serviceAccounts.metadata",
+        }
+    }
+}
+
+impl Authenticated {
+    fn method_name(&self) -> &'static str {
+        use Authenticated as A;
+        let policy = |verb: &PolicyVerb, get, set, test| match verb {
+            PolicyVerb::GetIamPolicy => get,
+            PolicyVerb::SetIamPolicy => set,
+            PolicyVerb::TestIamPermissions => test,
+        };
+        match self {
+            A::ListSigningKeys => "signingKeys.list",
+            A::RotateSigningKeys => "signingKeys.rotate",
+            A::ListAuditEvents => "auditEvents.list",
+            A::CreateProject => "projects.create",
+            A::ListProjects => "projects.list",
+            A::GetProject(_) => "projects.get",
+            A::ProjectPolicy(_, verb) => policy(
+                verb,
+                "projects.getIamPolicy",
+                "projects.setIamPolicy",
+                "projects.testIamPermissions",
+            ),
+            A::CreateServiceAccount(_) => "serviceAccounts.create",
+            A::ListServiceAccounts(_) => "serviceAccounts.list",
+            A::GetServiceAccount(_) => "serviceAccounts.get",
+            A::PatchServiceAccount(_) => "serviceAccounts.patch",
+            A::ReplaceServiceAccount(_) => "serviceAccounts.update",
+            A::DeleteServiceAccount(_) => "serviceAccounts.delete",
+            A::DisableServiceAccount(_) => "serviceAccounts.disable",
+            A::EnableServiceAccount(_) => "serviceAccounts.enable",
+            A::AccountPolicy(_, verb) => policy(
+                verb,
+                "serviceAccounts.getIamPolicy",
+                "serviceAccounts.setIamPolicy",
+                "serviceAccounts.testIamPermissions",
+            ),
+            A::Credentials(_, verb) => match verb {
+                CredentialsVerb::GenerateAccessToken => "iamcredentials.generateAccessToken",
+                CredentialsVerb::GenerateIdToken => "iamcredentials.generateIdToken",
+                CredentialsVerb::SignBlob => "iamcredentials.signBlob",
+                CredentialsVerb::SignJwt => "iamcredentials.signJwt",
+            },
+            A::CreatePool(_) => "workloadIdentityPools.create",
+            A::ListPools(_) => "workloadIdentityPools.list",
+            A::GetPool(_) => "workloadIdentityPools.get",
+            A::UpdatePool(_) => "workloadIdentityPools.patch",
+            A::DeletePool(_) => "workloadIdentityPools.delete",
+            A::CreateProvider(_) => "workloadIdentityPools.providers.create",
+            A::ListProviders(_) => "workloadIdentityPools.providers.list",
+            A::GetProvider(_) => "workloadIdentityPools.providers.get",
+            A::UpdateProvider(_) => "workloadIdentityPools.providers.patch",
+            A::DeleteProvider(_) => "workloadIdentityPools.providers.delete",
+            A::GetOperation(_) => "operations.get",
+            A::RegisterCluster(_) => "clusters.register",
+            A::ListClusters(_) => "clusters.list",
+            A::GetCluster(_) => "clusters.get",
+            A::DeleteCluster(_) => "clusters.delete",
+        }
+    }
+}
+
 /// What a path names, before its method says what to do there.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Place {
     Healthz,
+    Readyz,
+    Metrics,
     Token,
     Introspect,
     TokenInfo,
@@ -198,6 +289,8 @@ impl Place {
         let authenticated = |op| Some(Operation::Authenticated(op));
         match self.clone() {
             Place::Healthz if get => public(P::Healthz),
+            Place::Readyz if get => public(P::Readyz),
+            Place::Metrics if get => public(P::Metrics),
             Place::Token if post => public(P::OAuth(OAuth::Exchange)),
             Place::Introspect if post => public(P::OAuth(OAuth::Introspect)),
             Place::TokenInfo if get || post => public(P::OAuth(OAuth::TokenInfo { posted: post })),
@@ -306,6 +399,8 @@ fn account_place(account: AccountName, verb: &str) -> Option<Place> {
 fn document(path: &str) -> Option<Place> {
     Some(match path {
         "/healthz" => Place::Healthz,
+        "/readyz" => Place::Readyz,
+        "/metrics" => Place::Metrics,
         "/tokeninfo" | "/oauth2/v3/tokeninfo" => Place::TokenInfo,
         "/oauth2/v3/certs" => Place::Jwks,
         "/oauth2/v1/certs" => Place::PemCerts,

@@ -41,6 +41,8 @@ impl Service {
             admin_addr: None,
             tls: None,
             insecure_listen: false,
+            database: None,
+            admin_token_file: None,
         };
         let bound = "127.0.0.1:8080".parse().expect("addr");
         let (app, _lock) = App::open(config, bound).await.expect("open");

@@ -201,12 +201,25 @@ impl App {
 
     /// Checks a wid access token (federated or service-account): signature by a published key,
     /// issuer, audience and times. Returns its claims.
-    pub fn verify_access_token(&self, token: &str, now: i64) -> Result<AccessTokenClaims, String> {
+    pub async fn verify_access_token(
+        &self,
+        token: &str,
+        now: i64,
+    ) -> Result<AccessTokenClaims, String> {
         // Clients present one token for up to an hour: verify its signature once.
         let claims = match self.verified_tokens.get(&token.to_owned()) {
             Some(claims) => claims,
             None => {
-                let claims = self.verify_access_signature(token)?;
+                let claims = match self.verify_access_signature(token) {
+                    // Signed by a key another replica made a moment ago, perhaps.
+                    Err(_) if self.keys.reload_if_due(&self.store).await => {
+                        self.verify_access_signature(token)?
+                    }
+                    verified => verified?,
+                };
+                if claims.aud != claims.iss || !self.is_own_issuer(&claims.iss).await {
+                    return Err("issued by another token service".into());
+                }
                 self.verified_tokens.put(token.to_owned(), claims.clone());
                 claims
             }
@@ -220,7 +233,12 @@ impl App {
         Ok(claims)
     }
 
-    /// The signature, type, issuer and audience checks of a wid access token.
+    /// Whether `iss` is this service's: this replica's issuer, or another replica's.
+    pub async fn is_own_issuer(&self, iss: &str) -> bool {
+        iss == self.issuer || self.store.is_issuer(iss).await.unwrap_or(false)
+    }
+
+    /// The signature and type checks of a wid access token.
     fn verify_access_signature(&self, token: &str) -> Result<AccessTokenClaims, String> {
         let keys = self.keys.current();
         // Only access-token keys: a signature by any other key (an ID-token key, or the
@@ -232,13 +250,8 @@ impl App {
         {
             return Err("not a wid access token".into());
         }
-        let claims: AccessTokenClaims =
-            serde_json::from_value(serde_json::Value::Object(verified.claims))
-                .map_err(|e| format!("bad claims: {e}"))?;
-        if claims.iss != self.issuer || claims.aud != self.issuer {
-            return Err("issued by another token service".into());
-        }
-        Ok(claims)
+        serde_json::from_value(serde_json::Value::Object(verified.claims))
+            .map_err(|e| format!("bad claims: {e}"))
     }
 
     /// Whether what vouched for a token still stands: a service-account token dies with its
@@ -312,6 +325,7 @@ impl App {
     ) -> Result<(Caller, AccessTokenClaims), ApiError> {
         let claims = self
             .verify_access_token(token, now())
+            .await
             .map_err(|_| ApiError::InvalidCredentials)?;
         if !self.token_is_live(&claims).await {
             return Err(ApiError::InvalidCredentials);

@@ -139,6 +139,20 @@ struct ServeArgs {
     /// clear): without it, and without --tls-cert, the service refuses to start there.
     #[arg(long, env = "WID_INSECURE_LISTEN")]
     insecure_listen: bool,
+    /// A PostgreSQL database shared by several replicas of the service
+    /// (postgres://USER[:PASSWORD]@HOST:PORT/DB, libpq's query parameters allowed: sslmode,
+    /// sslrootcert, host=/socket/dir); migrated at start. Default: SQLite in --data-dir.
+    #[arg(
+        long,
+        env = "WID_DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    database: Option<String>,
+    /// The bootstrap admin secret's file (a Kubernetes Secret's, say), made there (mode 0600)
+    /// if missing. Default: admin-token in --data-dir.
+    #[arg(long, env = "WID_ADMIN_TOKEN_FILE", value_name = "FILE")]
+    admin_token_file: Option<PathBuf>,
 }
 
 /// `90d`, `12h`, `30m` or `3600s`: at least a minute, at most ten years.
@@ -190,6 +204,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .zip(args.tls_key)
             .map(|(cert, key)| wid_runtime::tls::TlsFiles { cert, key }),
         insecure_listen: args.insecure_listen,
+        database: args.database,
+        admin_token_file: args.admin_token_file,
     };
     let service = wid_token_service::TokenService::start(config)
         .await

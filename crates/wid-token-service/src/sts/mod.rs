@@ -123,6 +123,7 @@ impl App {
                 return Err(e);
             }
         };
+        self.metrics.issued("federated_access_token");
         self.audit(Event {
             action: "token_exchange",
             caller: Some(&principal),
@@ -520,7 +521,7 @@ impl App {
             .find(|(k, _)| k == "token")
             .map(|(_, v)| v.trim().to_owned())
             .ok_or_else(|| oauth("invalid_request", "The \"token\" parameter is missing."))?;
-        let claims = match self.verify_access_token(&token, now()) {
+        let claims = match self.verify_access_token(&token, now()).await {
             Ok(claims) if self.token_is_live(&claims).await => claims,
             _ => {
                 return Ok(IntrospectResponse {

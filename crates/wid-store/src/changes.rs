@@ -1,0 +1,167 @@
+//! Other replicas' writes, as they reach this one (PostgreSQL): every write is followed by a
+//! notification on one channel, and each replica listens on its own connection, clearing its
+//! cache on each (see [`crate::cache`] for when cached entries are answered).
+//!
+//! A heartbeat tells whether the listener still hears: every [`HEARTBEAT`] each replica
+//! notifies the channel itself, through its pool (so that a failure also says the database is
+//! unreachable), and expects to hear itself on its listener. Notifications on one session
+//! arrive in order, so hearing its own heartbeat means every write before it was heard. Silence
+//! for [`SILENCE`] stops the cache answering; for [`GIVE_UP`], the session is dropped and a new
+//! one begun, whose start is a resync.
+
+use std::time::{Duration, Instant};
+
+use sqlx::postgres::PgListener;
+
+use crate::{Result, Store, StoreError};
+
+/// The channel every replica notifies and listens on.
+const CHANNEL: &str = "wid_changes";
+/// A write of rows the cache holds.
+pub(crate) const ROWS: &str = "rows";
+/// A write of signing keys.
+pub(crate) const KEYS: &str = "keys";
+const HEARTBEAT_PREFIX: &str = "heartbeat:";
+
+pub const HEARTBEAT: Duration = Duration::from_millis(250);
+pub const SILENCE: Duration = Duration::from_millis(1500);
+pub const GIVE_UP: Duration = Duration::from_secs(5);
+/// The wait before connecting the listener again after a failure.
+const RETRY: Duration = Duration::from_millis(500);
+
+impl Store {
+    /// Tells every replica (this one included) that `what` was written. A failure is logged:
+    /// the others' entries then live at most [`crate::cache::SHARED_TTL`].
+    pub(crate) async fn notify(&self, what: &str) {
+        let sent = self
+            .cache
+            .bounded(async {
+                sqlx::query("SELECT pg_notify($1, $2)")
+                    .bind(CHANNEL)
+                    .bind(what)
+                    .execute(&self.db.pool)
+                    .await?;
+                Ok(())
+            })
+            .await;
+        if let Err(e) = sent {
+            tracing::warn!(error = %e, "cannot tell the other replicas of a write");
+        }
+    }
+
+    /// Follows the other replicas' writes for as long as the store lives (PostgreSQL only:
+    /// returns at once otherwise).
+    pub async fn follow_changes(self) {
+        let Some(url) = self.changes.url.clone() else {
+            return;
+        };
+        let me = format!(
+            "{HEARTBEAT_PREFIX}{}",
+            wid_runtime::secrets::random_hex::<8>()
+        );
+        let listen = async {
+            loop {
+                match self.listen_once(&url, &me).await {
+                    Ok(()) => {
+                        tracing::warn!("lost the connection that hears other replicas' writes")
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot hear other replicas' writes; retrying")
+                    }
+                }
+                self.cache.set_listening(false);
+                tokio::time::sleep(RETRY).await;
+            }
+        };
+        tokio::join!(self.heartbeat_forever(&me), listen);
+    }
+
+    /// Notifies the channel every [`HEARTBEAT`], recording whether the database answered.
+    async fn heartbeat_forever(&self, me: &str) {
+        let mut ticks = tokio::time::interval(HEARTBEAT);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let sent = self
+                .cache
+                .bounded(async {
+                    sqlx::query("SELECT pg_notify($1, $2)")
+                        .bind(CHANNEL)
+                        .bind(me)
+                        .execute(&self.db.pool)
+                        .await?;
+                    Ok(())
+                })
+                .await;
+            let reachable = sent.is_ok();
+            if reachable != self.cache.reachable() {
+                match &sent {
+                    Ok(()) => tracing::info!("the database answers again"),
+                    Err(e) => tracing::error!(error = %e, "the database is unreachable"),
+                }
+            }
+            self.cache.set_unreachable(!reachable);
+        }
+    }
+
+    /// One listening session: a resync at its start, then every notification until the
+    /// connection is lost (`Ok`) or silent for too long.
+    async fn listen_once(&self, url: &str, me: &str) -> Result<()> {
+        let mut listener = self.cache.bounded(listener(url)).await?;
+        self.cache.resync();
+        self.keys_changed();
+        tracing::info!("hearing other replicas' writes");
+        let mut last_heard = Instant::now();
+        let mut checks = tokio::time::interval(HEARTBEAT);
+        loop {
+            tokio::select! {
+                received = listener.try_recv() => {
+                    let Some(notification) = received? else {
+                        return Ok(());
+                    };
+                    last_heard = Instant::now();
+                    self.cache.set_listening(true);
+                    self.changed(notification.payload(), me);
+                }
+                _ = checks.tick() => {
+                    let silent = last_heard.elapsed();
+                    if silent > SILENCE {
+                        self.cache.set_listening(false);
+                    }
+                    if silent > GIVE_UP {
+                        return Err(StoreError::Unavailable(format!(
+                            "heard nothing for {} s", silent.as_secs()
+                        )));
+                    }
+                }
+            }
+        }
+    }
+
+    /// What a notification changes here.
+    fn changed(&self, payload: &str, me: &str) {
+        if payload == me || payload.starts_with(HEARTBEAT_PREFIX) {
+            return;
+        }
+        self.cache.invalidate();
+        if payload == KEYS {
+            self.keys_changed();
+        }
+    }
+
+    fn keys_changed(&self) {
+        self.changes.keys.send_modify(|n| *n += 1);
+    }
+
+    /// Changes each time the signing keys may have changed (at any replica).
+    pub fn key_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.keys.subscribe()
+    }
+}
+
+async fn listener(url: &str) -> Result<PgListener> {
+    let mut listener = PgListener::connect(url).await?;
+    listener.eager_reconnect(false);
+    listener.listen(CHANNEL).await?;
+    Ok(listener)
+}
