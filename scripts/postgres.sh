@@ -5,12 +5,17 @@
 # Source it, then `start_postgres`: it exports WID_TEST_DATABASE_URL, the maintenance database's
 # URL; tests make databases of their own beside it.
 
+# The newest server's bin directory (the client package alone has one without initdb).
+newest_server() {
+    ls -d /usr/lib/postgresql/*/bin/initdb 2>/dev/null | sort -V | tail -n 1 | xargs -r dirname
+}
+
 postgres_bin() {
     local found
-    found="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
+    found="$(newest_server)"
     if [ -z "$found" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
-        found="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
+        found="$(newest_server)"
     fi
     [ -n "$found" ] || { echo "PostgreSQL is missing (Debian's package postgresql)" >&2; return 1; }
     echo "$found"

@@ -7,6 +7,7 @@
 //! process, closed-loop, with keep-alive connections.
 
 mod cache;
+mod replicas;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -84,6 +85,20 @@ struct Server {
 }
 
 async fn start_server() -> anyhow::Result<Server> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let admin_token = data.join("admin-token");
+    start_server_with(dir, &data, &admin_token, &[]).await
+}
+
+/// `wid iam serve` on loopback with `extra` flags, its data in `data`, its admin secret in
+/// `admin_token`.
+async fn start_server_with(
+    dir: tempfile::TempDir,
+    data: &std::path::Path,
+    admin_token: &std::path::Path,
+    extra: &[&str],
+) -> anyhow::Result<Server> {
     let wid: PathBuf = std::env::current_exe()?.with_file_name("wid");
     if !wid.is_file() {
         bail!(
@@ -91,7 +106,6 @@ async fn start_server() -> anyhow::Result<Server> {
             wid.display()
         );
     }
-    let dir = tempfile::tempdir()?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
@@ -103,14 +117,17 @@ async fn start_server() -> anyhow::Result<Server> {
             &format!("127.0.0.1:{port}"),
             "--data-dir",
         ])
-        .arg(dir.path().join("data"))
+        .arg(data)
+        .arg("--admin-token-file")
+        .arg(admin_token)
         .args(["--log", "warn"])
+        .args(extra)
         .kill_on_drop(true)
         .spawn()?;
     let base = format!("http://127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if reqwest::get(format!("{base}/healthz"))
+        if reqwest::get(format!("{base}/readyz"))
             .await
             .is_ok_and(|r| r.status().is_success())
         {
@@ -121,9 +138,7 @@ async fn start_server() -> anyhow::Result<Server> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let admin = std::fs::read_to_string(dir.path().join("data/admin-token"))?
-        .trim()
-        .to_owned();
+    let admin = std::fs::read_to_string(admin_token)?.trim().to_owned();
     Ok(Server {
         _child: child,
         base,
@@ -222,7 +237,13 @@ async fn main() -> anyhow::Result<()> {
             tokens(seconds, concurrency).await
         }
         Some("cache") => cache::run(seconds).await,
-        _ => bail!("usage: wid-bench tokens [SECONDS] [CONCURRENCY] | cache [SECONDS]"),
+        Some("replicas") => {
+            let concurrency: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(32);
+            replicas::run(seconds, concurrency).await
+        }
+        _ => bail!(
+            "usage: wid-bench tokens [SECONDS] [CONCURRENCY] | cache [SECONDS] | replicas [SECONDS] [CONCURRENCY]"
+        ),
     }
 }
 

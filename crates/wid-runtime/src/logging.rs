@@ -75,7 +75,9 @@ where
         .with_writer(writer)
         .json()
         .flatten_event(true)
-        .with_current_span(false)
+        // The request a line belongs to (`span: {name, id}`), not the whole stack of spans.
+        .with_current_span(true)
+        .with_span_list(false)
         .finish()
 }
 

@@ -133,8 +133,14 @@ impl Cache {
     /// After a write that failed: it may or may not have happened, so nothing is answered from
     /// the cache until read again; what is kept still serves an outage.
     pub fn distrust(&self) {
-        self.generation.fetch_add(1, Ordering::SeqCst);
-        self.session.fetch_add(1, Ordering::SeqCst);
+        match self.coherence {
+            // Nothing outlives the process's own database: forget it all.
+            Coherence::Local => self.invalidate(),
+            Coherence::Shared => {
+                self.generation.fetch_add(1, Ordering::SeqCst);
+                self.session.fetch_add(1, Ordering::SeqCst);
+            }
+        }
     }
 
     /// The listener began a new session: it may have missed notifications meanwhile.

@@ -2,10 +2,12 @@
 //! notification on one channel, and each replica listens on its own connection, clearing its
 //! cache on each (see [`crate::cache`] for when cached entries are answered).
 //!
-//! A heartbeat tells whether the listener still hears: every [`HEARTBEAT`] each replica
+//! A heartbeat tells whether the listener still hears: every [`HEARTBEAT_PERIOD`] each replica
 //! notifies the channel itself, through its pool (so that a failure also says the database is
-//! unreachable), and expects to hear itself on its listener. Notifications on one session
-//! arrive in order, so hearing its own heartbeat means every write before it was heard. Silence
+//! unreachable), and expects to hear the channel (its own heartbeat at least) on its listener.
+//! PostgreSQL delivers notifications in the order their transactions committed, so hearing one
+//! means every write notified before it was heard. A replica ignores its own writes'
+//! notifications: it cleared its cache when it wrote. Silence
 //! for [`SILENCE`] stops the cache answering; for [`GIVE_UP`], the session is dropped and a new
 //! one begun, whose start is a resync.
 
@@ -21,9 +23,11 @@ const CHANNEL: &str = "wid_changes";
 pub(crate) const ROWS: &str = "rows";
 /// A write of signing keys.
 pub(crate) const KEYS: &str = "keys";
-const HEARTBEAT_PREFIX: &str = "heartbeat:";
+/// A replica's heartbeat.
+const HEARTBEAT: &str = "heartbeat";
 
-pub const HEARTBEAT: Duration = Duration::from_millis(250);
+/// How often each replica notifies itself.
+pub const HEARTBEAT_PERIOD: Duration = Duration::from_millis(250);
 pub const SILENCE: Duration = Duration::from_millis(1500);
 pub const GIVE_UP: Duration = Duration::from_secs(5);
 /// The wait before connecting the listener again after a failure.
@@ -38,7 +42,7 @@ impl Store {
             .bounded(async {
                 sqlx::query("SELECT pg_notify($1, $2)")
                     .bind(CHANNEL)
-                    .bind(what)
+                    .bind(format!("{what}:{}", self.changes.me))
                     .execute(&self.db.pool)
                     .await?;
                 Ok(())
@@ -55,13 +59,9 @@ impl Store {
         let Some(url) = self.changes.url.clone() else {
             return;
         };
-        let me = format!(
-            "{HEARTBEAT_PREFIX}{}",
-            wid_runtime::secrets::random_hex::<8>()
-        );
         let listen = async {
             loop {
-                match self.listen_once(&url, &me).await {
+                match self.listen_once(&url).await {
                     Ok(()) => {
                         tracing::warn!("lost the connection that hears other replicas' writes")
                     }
@@ -73,12 +73,13 @@ impl Store {
                 tokio::time::sleep(RETRY).await;
             }
         };
-        tokio::join!(self.heartbeat_forever(&me), listen);
+        tokio::join!(self.heartbeat_forever(), listen);
     }
 
-    /// Notifies the channel every [`HEARTBEAT`], recording whether the database answered.
-    async fn heartbeat_forever(&self, me: &str) {
-        let mut ticks = tokio::time::interval(HEARTBEAT);
+    /// Notifies the channel every [`HEARTBEAT_PERIOD`], recording whether the database answered.
+    async fn heartbeat_forever(&self) {
+        let me = format!("{HEARTBEAT}:{}", self.changes.me);
+        let mut ticks = tokio::time::interval(HEARTBEAT_PERIOD);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
@@ -87,7 +88,7 @@ impl Store {
                 .bounded(async {
                     sqlx::query("SELECT pg_notify($1, $2)")
                         .bind(CHANNEL)
-                        .bind(me)
+                        .bind(&me)
                         .execute(&self.db.pool)
                         .await?;
                     Ok(())
@@ -106,13 +107,13 @@ impl Store {
 
     /// One listening session: a resync at its start, then every notification until the
     /// connection is lost (`Ok`) or silent for too long.
-    async fn listen_once(&self, url: &str, me: &str) -> Result<()> {
+    async fn listen_once(&self, url: &str) -> Result<()> {
         let mut listener = self.cache.bounded(listener(url)).await?;
         self.cache.resync();
         self.keys_changed();
         tracing::info!("hearing other replicas' writes");
         let mut last_heard = Instant::now();
-        let mut checks = tokio::time::interval(HEARTBEAT);
+        let mut checks = tokio::time::interval(HEARTBEAT_PERIOD);
         loop {
             tokio::select! {
                 received = listener.try_recv() => {
@@ -121,7 +122,7 @@ impl Store {
                     };
                     last_heard = Instant::now();
                     self.cache.set_listening(true);
-                    self.changed(notification.payload(), me);
+                    self.changed(notification.payload());
                 }
                 _ = checks.tick() => {
                     let silent = last_heard.elapsed();
@@ -138,13 +139,15 @@ impl Store {
         }
     }
 
-    /// What a notification changes here.
-    fn changed(&self, payload: &str, me: &str) {
-        if payload == me || payload.starts_with(HEARTBEAT_PREFIX) {
+    /// What a notification (`KIND:REPLICA`) changes here: nothing for a heartbeat or this
+    /// replica's own write; else the cache, and the keys after a key write.
+    fn changed(&self, payload: &str) {
+        let (kind, from) = payload.split_once(':').unwrap_or((payload, ""));
+        if kind == HEARTBEAT || from == self.changes.me {
             return;
         }
         self.cache.invalidate();
-        if payload == KEYS {
+        if kind == KEYS {
             self.keys_changed();
         }
     }

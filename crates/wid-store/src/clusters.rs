@@ -146,7 +146,8 @@ impl Store {
     /// Records that the KSA of `row` presented the uid `row.uid`, and returns every KSA that
     /// ever presented it in the project, that one included. A presenter seen before adds
     /// nothing: its answer is what was read then, kept until a write (a new presenter of any
-    /// uid, a cluster deleted) clears the cache.
+    /// uid, a cluster deleted) clears the cache. Only a presenter new to the database is a
+    /// write that clears caches (every replica's): the others only read.
     pub async fn present_service_account_uid(&self, row: &KsaUidRow) -> Result<Vec<KsaUidRow>> {
         let key = (row.project_id.clone(), row.uid.clone());
         if let Some(known) = self.cache.get(&self.cache.ksa_uids, &key)
@@ -154,25 +155,34 @@ impl Store {
         {
             return Ok(known);
         }
-        let presenters = self.write(self.record_presenter(row)).await?;
+        let inserted = self
+            .cache
+            .bounded(async {
+                let result = sqlx::query(
+                    "INSERT INTO ksa_uids (project_id, uid, cluster_uid, namespace, name, first_seen)
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                )
+                .bind(&row.project_id)
+                .bind(&row.uid)
+                .bind(&row.cluster_uid)
+                .bind(&row.namespace)
+                .bind(&row.name)
+                .bind(&row.first_seen)
+                .execute(&self.db.pool)
+                .await?;
+                Ok(result.rows_affected())
+            })
+            .await?;
+        if inserted > 0 {
+            self.tell(crate::changes::ROWS, true).await;
+        }
+        let presenters = self.cache.bounded(self.presenters_of(row)).await?;
         self.cache
             .put(&self.cache.ksa_uids, key, presenters.clone());
         Ok(presenters)
     }
 
-    async fn record_presenter(&self, row: &KsaUidRow) -> Result<Vec<KsaUidRow>> {
-        sqlx::query(
-            "INSERT INTO ksa_uids (project_id, uid, cluster_uid, namespace, name, first_seen)
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-        )
-        .bind(&row.project_id)
-        .bind(&row.uid)
-        .bind(&row.cluster_uid)
-        .bind(&row.namespace)
-        .bind(&row.name)
-        .bind(&row.first_seen)
-        .execute(&self.db.pool)
-        .await?;
+    async fn presenters_of(&self, row: &KsaUidRow) -> Result<Vec<KsaUidRow>> {
         let rows = sqlx::query(
             "SELECT * FROM ksa_uids WHERE project_id = $1 AND uid = $2
              ORDER BY first_seen, cluster_uid, namespace, name",

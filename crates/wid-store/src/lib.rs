@@ -116,6 +116,9 @@ pub struct Store {
 struct Changes {
     /// The database to listen on (PostgreSQL); none with SQLite, which has one writer.
     url: Option<String>,
+    /// This replica's name in its notifications, which it ignores (its own writes cleared its
+    /// cache already).
+    me: String,
     keys: tokio::sync::watch::Sender<u64>,
 }
 
@@ -126,6 +129,7 @@ impl Store {
             cache: std::sync::Arc::new(cache::Cache::new(coherence)),
             changes: std::sync::Arc::new(Changes {
                 url,
+                me: wid_runtime::secrets::random_hex::<8>(),
                 keys: tokio::sync::watch::Sender::new(0),
             }),
         }
@@ -188,14 +192,20 @@ impl Store {
         write: impl Future<Output = Result<T>>,
     ) -> Result<T> {
         let result = self.cache.bounded(write).await;
-        match &result {
-            Ok(_) => self.cache.invalidate(),
-            Err(_) => self.cache.distrust(),
+        self.tell(what, result.is_ok()).await;
+        result
+    }
+
+    /// After a write of `what` that `succeeded` (or failed, so may have half-happened): this
+    /// replica's cache, then every other's.
+    async fn tell(&self, what: &str, succeeded: bool) {
+        match succeeded {
+            true => self.cache.invalidate(),
+            false => self.cache.distrust(),
         }
         if self.cache.coherence() == cache::Coherence::Shared {
             self.notify(what).await;
         }
-        result
     }
 }
 

@@ -295,3 +295,56 @@ fn a_data_directory_of_another_owner_is_refused() {
         "{stderr}"
     );
 }
+
+/// `--admin-token-file`: the bootstrap secret is made there (0600) on first start, read from
+/// there after, and is the only one accepted (none is written to the data directory).
+#[tokio::test]
+async fn the_admin_secret_lives_where_admin_token_file_says() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let secret = dir.path().join("secret");
+    std::fs::create_dir(&secret).expect("mkdir");
+    let token_file = secret.join("token");
+    let flag = token_file.to_str().expect("path");
+    let server = Server::start_with(&data, &["--admin-token-file", flag]);
+    let token = std::fs::read_to_string(&token_file).expect("made on first start");
+    let mode = std::fs::metadata(&token_file)
+        .expect("meta")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    assert!(!data.join("admin-token").exists());
+    let mut api = server.api_with_token(token.trim());
+    api.create_project("proj-a", "100000000001").await;
+    server.stop();
+    let server = Server::start_with(&data, &["--admin-token-file", flag]);
+    assert_eq!(
+        std::fs::read_to_string(&token_file).expect("read"),
+        token,
+        "read again, not made anew"
+    );
+    api.base = server.base();
+    api.get("/v1/projects/proj-a").await.ok();
+    api.token = Some("not-the-secret".into());
+    api.get("/v1/projects/proj-a")
+        .await
+        .expect_error(401, "UNAUTHENTICATED");
+}
+
+#[test]
+fn a_database_other_than_postgresql_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ok, stderr) = crate::support::run_refused(
+        std::process::Command::new(crate::support::WID)
+            .args(["iam", "serve", "--addr", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args(["--database", "mysql://root@localhost/wid"]),
+    );
+    assert!(!ok);
+    assert!(
+        stderr.contains("--database takes a PostgreSQL URL"),
+        "{stderr}"
+    );
+}

@@ -139,6 +139,15 @@ impl Server {
         }
     }
 
+    /// A client of this server with `token` as its credential.
+    pub fn api_with_token(&self, token: &str) -> Api {
+        Api {
+            base: self.base(),
+            token: Some(token.to_owned()),
+            http: reqwest::Client::new(),
+        }
+    }
+
     /// SIGKILL: no chance to flush anything.
     pub fn kill9(mut self) {
         self.child.kill().expect("kill -9");
