@@ -134,42 +134,57 @@ fn check_metadata(path: &Path, metadata: &fs::Metadata) -> Result<(), PrivateFil
 
 /// Reads the secret in `path`, or, when there is none, writes `make()` there with mode 0600 and
 /// returns it. Returns whether it was created. Surrounding whitespace is not part of the secret.
+///
+/// The secret is written whole to a file of its own beside `path`, then linked to `path`, which
+/// fails if `path` exists: processes starting together on one missing file (replicas sharing a
+/// volume) agree on one secret, and none ever reads a half-written one.
 pub fn read_or_create_secret(
     path: &Path,
     make: impl FnOnce() -> String,
 ) -> Result<(String, bool), PrivateFileError> {
-    match OpenOptions::new()
+    if !path.exists() {
+        let secret = make();
+        if link_new_secret(path, &secret)? {
+            return Ok((secret, true));
+        }
+    }
+    let bytes = read_private(path)?;
+    let text = String::from_utf8(bytes).map_err(|_| {
+        io_err(path)(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "the secret is not UTF-8",
+        ))
+    })?;
+    let secret = text.trim().to_owned();
+    // An empty file (say, one a user made) would lock everyone out without a word; refuse it.
+    if secret.len() < MIN_SECRET_LEN {
+        return Err(PrivateFileError::Weak {
+            path: path.display().to_string(),
+            min: MIN_SECRET_LEN,
+        });
+    }
+    Ok((secret, false))
+}
+
+/// Writes `secret` to a new private file and links it to `path`; false if `path` exists.
+fn link_new_secret(path: &Path, secret: &str) -> Result<bool, PrivateFileError> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".{}.new", crate::secrets::random_hex::<8>()));
+    let staged = std::path::PathBuf::from(name);
+    let written = OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(path)
-    {
-        Ok(mut file) => {
-            let secret = make();
-            file.write_all(secret.as_bytes())
-                .and_then(|()| file.sync_all())
-                .map_err(io_err(path))?;
-            Ok((secret, true))
-        }
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            let bytes = read_private(path)?;
-            let text = String::from_utf8(bytes).map_err(|_| {
-                io_err(path)(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "the secret is not UTF-8",
-                ))
-            })?;
-            let secret = text.trim().to_owned();
-            // An empty file (say, from a crash between create and write) would lock everyone
-            // out without a word; refuse it instead.
-            if secret.len() < MIN_SECRET_LEN {
-                return Err(PrivateFileError::Weak {
-                    path: path.display().to_string(),
-                    min: MIN_SECRET_LEN,
-                });
-            }
-            Ok((secret, false))
-        }
+        .open(&staged)
+        .and_then(|mut file| {
+            file.write_all(secret.as_bytes())?;
+            file.sync_all()
+        })
+        .and_then(|()| std::fs::hard_link(&staged, path));
+    let _ = std::fs::remove_file(&staged);
+    match written {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
         Err(e) => Err(io_err(path)(e)),
     }
 }
@@ -177,6 +192,33 @@ pub fn read_or_create_secret(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn processes_starting_together_agree_on_one_secret() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("admin-token");
+        let made: Vec<(String, bool)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..8)
+                .map(|i| {
+                    let path = &path;
+                    scope.spawn(move || {
+                        read_or_create_secret(path, || {
+                            format!("secret-of-thread-{i:02}-xxxxxxxxxxxxxxxxxxxx")
+                        })
+                        .expect("read or create")
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("join"))
+                .collect()
+        });
+        assert_eq!(made.iter().filter(|(_, created)| *created).count(), 1);
+        assert!(made.iter().all(|(secret, _)| *secret == made[0].0));
+        let left: Vec<_> = fs::read_dir(dir.path()).expect("dir").collect();
+        assert_eq!(left.len(), 1, "no staged file is left behind");
+    }
 
     #[test]
     fn secrets_are_private_and_stable() {

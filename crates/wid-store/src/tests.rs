@@ -694,6 +694,52 @@ async fn postgres_replicas_clear_each_others_caches() {
         .await
         .expect("b hears of a's key within 1 s")
         .expect("changed");
+    // A presenter new to the database is a write every replica hears; presenting it again, at
+    // any replica, only reads: a's cache hears of the policy write after it, and of nothing else.
+    let presenter = KsaUidRow {
+        project_id: "proj-a".into(),
+        uid: "uid-1".into(),
+        cluster_uid: "c1".into(),
+        namespace: "ns".into(),
+        name: "ksa".into(),
+        first_seen: "2026-01-01T00:00:00Z".into(),
+    };
+    let heard_at_a = || {
+        a.cache
+            .counts
+            .invalidations
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let before = invalidations();
+    a.present_service_account_uid(&presenter)
+        .await
+        .expect("present");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    while invalidations() == before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "b did not hear the new presenter"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let before = heard_at_a();
+    b.present_service_account_uid(&presenter)
+        .await
+        .expect("present again");
+    b.set_policy("sa/2", None, &p("f1")).await.expect("set");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    while heard_at_a() == before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a did not hear b's write"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        heard_at_a(),
+        before + 1,
+        "a known presenter was told as a write"
+    );
     for follower in followers {
         follower.abort();
     }
