@@ -78,7 +78,7 @@ const SQLITE_MIGRATIONS: &[(&str, &str)] = &[
         include_str!("../migrations/sqlite/0005_admin_credentials.sql"),
     ),
 ];
-const POSTGRES_MIGRATIONS: &[(&str, &str)] = &[
+pub(crate) const POSTGRES_MIGRATIONS: &[(&str, &str)] = &[
     ("iam", include_str!("../migrations/postgres/0001_iam.sql")),
     (
         "tokens",

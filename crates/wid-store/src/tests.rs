@@ -744,3 +744,31 @@ async fn postgres_replicas_clear_each_others_caches() {
         follower.abort();
     }
 }
+
+/// Replicas starting together on a new database migrate it once (the migrator's advisory
+/// lock), and every one of them opens it.
+#[tokio::test]
+async fn postgres_replicas_starting_together_migrate_once() {
+    let Some(url) = test_database().await else {
+        return;
+    };
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { Store::open_postgres(&url).await })
+        })
+        .collect();
+    let mut opened = Vec::new();
+    for task in tasks {
+        opened.push(task.await.expect("task").expect("every replica opens it"));
+    }
+    let versions = sqlx::query("SELECT version FROM _sqlx_migrations")
+        .fetch_all(&opened[0].db.pool)
+        .await
+        .expect("migrations");
+    assert_eq!(
+        versions.len(),
+        db::POSTGRES_MIGRATIONS.len(),
+        "each applied once"
+    );
+}

@@ -191,3 +191,68 @@ fn read_lines(path: &Path) -> Vec<AuditRow> {
         .map(AuditRow::from)
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(token_id: &str) -> AuditRow {
+        AuditRow {
+            time: "2026-12-06T00:00:00Z".into(),
+            action: "generate_access_token".into(),
+            token_id: token_id.into(),
+            outcome: "GRANTED".into(),
+            ..AuditRow::default()
+        }
+    }
+
+    fn spool_files(dir: &Path) -> usize {
+        std::fs::read_dir(dir.join(SPOOL_DIR)).map_or(0, |d| d.count())
+    }
+
+    #[tokio::test]
+    async fn spooled_records_reach_the_store_once_whoever_spooled_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open_sqlite(&dir.path().join("wid.db"))
+            .await
+            .expect("store");
+        let mut first = Spool::new(dir.path());
+        first.append(&[row("a"), row("b")]).expect("append");
+        // A crash mid-write leaves a torn last line, never acknowledged.
+        let own = first.own.as_ref().map(|(p, _)| p.clone()).expect("own");
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&own)
+            .and_then(|mut f| f.write_all(b"{\"time\":\"2026"))
+            .expect("torn line");
+
+        // Another process sharing the directory leaves a live process's spool alone.
+        let mut second = Spool::new(dir.path());
+        assert!(second.pending(), "a spool left at start is pending");
+        assert_eq!(second.replay(&store).await.expect("replay"), 0);
+
+        // Once the first is gone (kill -9: its lock goes with it), its records are stored
+        // and its file removed.
+        drop(first);
+        assert_eq!(second.replay(&store).await.expect("replay"), 2);
+        assert_eq!(spool_files(dir.path()), 0);
+
+        // A process's own spool is stored and emptied.
+        second.append(&[row("c")]).expect("append");
+        assert_eq!(second.replay(&store).await.expect("replay"), 1);
+        assert_eq!(
+            second.replay(&store).await.expect("replay"),
+            0,
+            "stored once"
+        );
+        let mut ids: Vec<String> = store
+            .list_audit(10)
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|r| r.token_id)
+            .collect();
+        ids.sort();
+        assert_eq!(ids, ["a", "b", "c"]);
+    }
+}
