@@ -116,7 +116,7 @@ impl App {
                 .verify_access_token(&token, now)
                 .await
                 .map_err(|_| invalid_token())?;
-            if !self.token_is_live(&claims).await {
+            if !self.token_is_live(&claims).await? {
                 return Err(invalid_token());
             }
             let expires_in = (claims.exp - now).max(0);

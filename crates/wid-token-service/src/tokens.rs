@@ -5,7 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use wid_api::tokens::{AccessTokenClaims, FederatedIdentity, IdTokenClaims, TokenKind, WidClaims};
 use wid_iam::{Caller, FederatedCaller, Vouch};
 use wid_jose::signer::TokenType;
-use wid_store::ServiceAccountRow;
+use wid_store::{ServiceAccountRow, StoreError};
 
 use crate::App;
 use crate::error::ApiError;
@@ -255,34 +255,27 @@ impl App {
     }
 
     /// Whether what vouched for a token still stands: a service-account token dies with its
-    /// account (deleted or disabled); a federated token with its pool, provider or cluster.
-    pub async fn token_is_live(&self, claims: &AccessTokenClaims) -> bool {
-        match claims.wid.kind {
-            Some(TokenKind::ServiceAccount) => {
-                match self.store.get_service_account(&claims.sub).await {
-                    Ok(account) => {
-                        !account.disabled && Some(&account.email) == claims.wid.email.as_ref()
-                    }
-                    Err(_) => false,
-                }
-            }
-            Some(TokenKind::Federated) => match &claims.wid.federated {
-                Some(identity) => self.provider_is_live(identity).await,
-                None => false,
-            },
-            None => false,
+    /// account (deleted or disabled); a federated token with its pool, provider or cluster. An
+    /// error only when the database cannot tell (503): a token is never taken for dead, nor
+    /// for live, for want of the database.
+    pub async fn token_is_live(&self, claims: &AccessTokenClaims) -> Result<bool, StoreError> {
+        match (&claims.wid.kind, &claims.wid.federated) {
+            (Some(TokenKind::ServiceAccount), _) => live(
+                self.store.get_service_account(&claims.sub).await,
+                |account| !account.disabled && Some(&account.email) == claims.wid.email.as_ref(),
+            ),
+            (Some(TokenKind::Federated), Some(identity)) => self.provider_is_live(identity).await,
+            _ => Ok(false),
         }
     }
 
     /// `projects/P/locations/L/clusters/C` or `projects/N/locations/global/workloadIdentityPools/POOL/providers/P`.
-    async fn provider_is_live(&self, identity: &FederatedIdentity) -> bool {
+    async fn provider_is_live(&self, identity: &FederatedIdentity) -> Result<bool, StoreError> {
         let parts: Vec<&str> = identity.provider.split('/').collect();
         match parts.as_slice() {
-            ["projects", project, "locations", location, "clusters", name] => self
-                .store
-                .list_clusters(project, location)
-                .await
-                .is_ok_and(|clusters| {
+            ["projects", project, "locations", location, "clusters", name] => live(
+                self.store.list_clusters(project, location).await,
+                |clusters| {
                     clusters.iter().any(|c| {
                         c.name == *name
                             && identity
@@ -290,7 +283,8 @@ impl App {
                                 .as_ref()
                                 .is_none_or(|uid| *uid == c.uid)
                     })
-                }),
+                },
+            ),
             [
                 "projects",
                 number,
@@ -301,19 +295,13 @@ impl App {
                 "providers",
                 id,
             ] => {
-                let pool_live = self
-                    .store
-                    .get_pool(number, pool)
-                    .await
-                    .is_ok_and(|p| !p.disabled);
-                pool_live
-                    && self
-                        .store
-                        .get_provider(number, pool, id)
-                        .await
-                        .is_ok_and(|p| !p.disabled)
+                let pool_live = live(self.store.get_pool(number, pool).await, |p| !p.disabled)?;
+                Ok(pool_live
+                    && live(self.store.get_provider(number, pool, id).await, |p| {
+                        !p.disabled
+                    })?)
             }
-            _ => false,
+            _ => Ok(false),
         }
     }
 
@@ -327,7 +315,7 @@ impl App {
             .verify_access_token(token, now())
             .await
             .map_err(|_| ApiError::InvalidCredentials)?;
-        if !self.token_is_live(&claims).await {
+        if !self.token_is_live(&claims).await? {
             return Err(ApiError::InvalidCredentials);
         }
         let reaches_iam = claims.scope.split(' ').any(|s| IAM_SCOPES.contains(&s));
@@ -344,5 +332,18 @@ impl App {
             _ => return Err(ApiError::InvalidCredentials),
         };
         Ok((caller, claims))
+    }
+}
+
+/// What a lookup says of a token's voucher: `alive` of what was found; dead if it is gone (or
+/// unreadable: fail closed); an error only if the database could not be asked.
+fn live<T>(
+    found: Result<T, StoreError>,
+    alive: impl FnOnce(T) -> bool,
+) -> Result<bool, StoreError> {
+    match found {
+        Ok(value) => Ok(alive(value)),
+        Err(e) if e.is_unavailable() => Err(e),
+        Err(_) => Ok(false),
     }
 }

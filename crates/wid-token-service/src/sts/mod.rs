@@ -521,8 +521,9 @@ impl App {
             .find(|(k, _)| k == "token")
             .map(|(_, v)| v.trim().to_owned())
             .ok_or_else(|| oauth("invalid_request", "The \"token\" parameter is missing."))?;
-        let claims = match self.verify_access_token(&token, now()).await {
-            Ok(claims) if self.token_is_live(&claims).await => claims,
+        let verified = self.verify_access_token(&token, now()).await.ok();
+        let claims = match verified {
+            Some(claims) if self.token_is_live(&claims).await? => claims,
             _ => {
                 return Ok(IntrospectResponse {
                     active: false,
