@@ -106,7 +106,19 @@ else
     cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$outputs/rust-tests"
 fi
 
-step "client compatibility (google-auth, gcloud, Node, Rust) and multi-node network-namespace tests"
+step "container images (scripts/build-images.sh; buildah, podman and runc from Debian)"
+if ! command -v buildah >/dev/null || ! command -v podman >/dev/null || ! command -v runc >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq buildah podman runc >/dev/null
+    else
+        echo "warning: buildah, podman or runc is missing and cannot be installed; the image tests cannot run" >&2
+    fi
+fi
+if command -v buildah >/dev/null && [ "$(id -u)" = 0 ]; then
+    ./scripts/build-images.sh
+fi
+
+step "client compatibility (google-auth, gcloud, Node, Rust), images, and multi-node network-namespace tests"
 cargo build --locked --bin wid --bin wid-kube-fake --bin wid-google-fake
 # Google's Rust auth library, in a workspace of its own (tests/rust-clients).
 cargo build --locked --manifest-path tests/rust-clients/Cargo.toml --target-dir target/rust-clients

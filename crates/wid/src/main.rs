@@ -20,7 +20,7 @@ mod tidy;
 #[derive(Parser, Debug)]
 #[command(
     name = "wid",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("WID_SOURCE_COMMIT"), ")"),
     about = "Workload Identity, as GKE has it, for any Kubernetes cluster and for a laptop"
 )]
 struct Cli {
