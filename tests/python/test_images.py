@@ -123,3 +123,33 @@ def test_the_iptables_image_installs_the_metadata_redirection():
         assert "-d 169.254.169.254/32 -p tcp -m tcp --dport 80 -j DNAT --to-destination 10.0.0.1:8988" in listed, listed
     finally:
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def test_the_daemonsets_redirection_script_installs_once_and_removes_its_rule():
+    """deploy/kubernetes/agent/base/redirect.sh in the iptables image, as the DaemonSet runs it."""
+    script = ROOT / "deploy" / "kubernetes" / "agent" / "base" / "redirect.sh"
+    ns = f"wid-img-{uuid.uuid4().hex[:6]}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+
+    def redirect(mode: str) -> None:
+        run = subprocess.run(podman_run("--network", f"ns:/run/netns/{ns}", "--cap-add", "NET_ADMIN",
+                                        "--cap-add", "NET_RAW", "--env", "NODE_IP=10.0.0.7",
+                                        "--volume", f"{script}:/redirection/redirect.sh:ro",
+                                        "--entrypoint", "/redirection/redirect.sh", IPTABLES_IMAGE, mode),
+                             capture_output=True, text=True, timeout=60)
+        assert run.returncode == 0, run.stderr
+
+    def rules() -> list[str]:
+        listed = subprocess.run(["ip", "netns", "exec", ns, "iptables", "-t", "nat", "-S", "PREROUTING"],
+                                capture_output=True, text=True, check=True).stdout
+        return [line for line in listed.splitlines() if "169.254.169.254" in line]
+
+    try:
+        redirect("install")
+        redirect("install")
+        assert rules() == ["-A PREROUTING -d 169.254.169.254/32 -p tcp -m tcp --dport 80 -j DNAT "
+                           "--to-destination 10.0.0.7:8988"], "installed once"
+        redirect("remove")
+        assert rules() == []
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)

@@ -99,13 +99,28 @@ pub fn write_new_private(path: &Path, bytes: &[u8]) -> Result<(), PrivateFileErr
         .map_err(io_err(path))
 }
 
-/// Reads the private file `path`, checked as [`check_private`] checks, on the open handle.
+/// Reads the private file `path`, checked as [`check_private`] checks, on the open handle; or a
+/// file as a Kubernetes Secret volume presents it to a pod with `fsGroup` ([`is_mounted_secret`]).
 pub fn read_private(path: &Path) -> Result<Vec<u8>, PrivateFileError> {
     let mut file = File::open(path).map_err(io_err(path))?;
-    check_metadata(path, &file.metadata().map_err(io_err(path))?)?;
+    let metadata = file.metadata().map_err(io_err(path))?;
+    if !is_mounted_secret(&metadata) {
+        check_metadata(path, &metadata)?;
+    }
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes).map_err(io_err(path))?;
     Ok(bytes)
+}
+
+/// A file owned by root, of the process's own group, that the group may read but not write and
+/// others may not touch: what the kubelet makes of a Secret's keys for a pod with `fsGroup` (it
+/// can give a file no other owner). Only root, who reads everything anyway, and the service's
+/// own group can read it.
+fn is_mounted_secret(metadata: &fs::Metadata) -> bool {
+    let mode = metadata.permissions().mode() & 0o777;
+    metadata.uid() == 0
+        && metadata.gid() == rustix::process::getegid().as_raw()
+        && mode & 0o027 == 0
 }
 
 /// The effective uid: the owner of the files this process creates.
@@ -192,6 +207,24 @@ fn link_new_secret(path: &Path, secret: &str) -> Result<bool, PrivateFileError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A Secret's key as the kubelet mounts it with fsGroup (root:GROUP, 0440) is read; one that
+    /// others may read, or the group may write, is not. (Only root can make root's files.)
+    #[test]
+    fn secrets_mounted_by_the_kubelet_are_read() {
+        use std::os::unix::fs::PermissionsExt;
+        if running_uid() != 0 {
+            eprintln!("SKIPPED: needs root to make a file of root's");
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("token");
+        fs::write(&path, "k".repeat(43)).expect("write");
+        for (mode, read) in [(0o440, true), (0o400, true), (0o444, false), (0o460, false)] {
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode)).expect("chmod");
+            assert_eq!(read_private(&path).is_ok(), read, "mode {mode:o}");
+        }
+    }
 
     #[test]
     fn processes_starting_together_agree_on_one_secret() {

@@ -621,9 +621,9 @@ async fn a_cluster_with_an_unreachable_issuer_is_registered_through_its_api_serv
 fn deploy_manifest() -> Vec<Value> {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../deploy/kubernetes/wid-agent.yaml"
+        "/../../deploy/kubernetes/agent/base/wid-agent.yaml"
     );
-    let text = std::fs::read_to_string(path).expect("deploy/kubernetes/wid-agent.yaml");
+    let text = std::fs::read_to_string(path).expect("deploy/kubernetes/agent/base/wid-agent.yaml");
     serde_saphyr::from_multiple::<Value>(&text).expect("the manifest is YAML")
 }
 
@@ -652,7 +652,7 @@ fn rbac_of(request: &str) -> (String, &'static str) {
     (resource, verb)
 }
 
-/// deploy/kubernetes/wid-agent.yaml grants the agent every call it made in the other tests of
+/// deploy/kubernetes/agent/base/wid-agent.yaml grants the agent every call it made in the other tests of
 /// this file (run here again: a pod's life, events, the taint) and no more than its node
 /// needs; the DaemonSet tolerates the agent's own taint and knows its node.
 #[tokio::test]
