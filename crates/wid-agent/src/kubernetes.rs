@@ -379,16 +379,19 @@ fn annotations(sa: Option<&ServiceAccount>) -> BTreeMap<String, String> {
 }
 
 /// A token of the pod's KSA for `audience`, bound to the pod, asked of the TokenRequest API.
+/// The node identity is no pod (its processes are the node's): its token is bound to nothing,
+/// and lives its short life.
 async fn request_token(
     client: Client,
     pod: Arc<Pod>,
     audience: String,
 ) -> Result<Minted, UpstreamError> {
+    let bound_to_pod = !pod.uid.starts_with(crate::pods::NODE_UID_PREFIX);
     let request = TokenRequest {
         spec: TokenRequestSpec {
             audiences: vec![audience],
             expiration_seconds: Some(KSA_TOKEN_SECONDS),
-            bound_object_ref: Some(BoundObjectReference {
+            bound_object_ref: bound_to_pod.then(|| BoundObjectReference {
                 api_version: Some("v1".into()),
                 kind: Some("Pod".into()),
                 name: Some(pod.name.clone()),

@@ -953,3 +953,41 @@ async fn one_exchange_serves_a_pods_tokens_until_the_token_service_refuses_it() 
     .await;
     assert_ne!(status, 200, "{body}");
 }
+
+/// With `--node-identity` in Kubernetes mode, a process of the node (no pod's) gets the named
+/// KSA's identity: its KSA token is bound to no pod (a pod named after the node identity exists
+/// nowhere, and the API server would refuse the binding).
+#[tokio::test]
+async fn the_node_identity_gets_tokens_from_the_token_request_api() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (fake, server, api) = cluster(dir.path()).await;
+    let agent = start_agent_with(
+        dir.path(),
+        &server,
+        &fake,
+        &[
+            "--node-address".as_ref(),
+            "127.0.0.81".as_ref(),
+            "--node-identity".as_ref(),
+            "team-a/app".as_ref(),
+            "--node-gcp-service-account".as_ref(),
+            GSA_A.as_ref(),
+        ],
+    )
+    .await;
+    let (status, body) = md(
+        &pod_client("127.0.0.81"),
+        &agent,
+        "instance/service-accounts/default/token",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}\n{}", agent.log());
+    assert_eq!(api.email_of_token_answer(&body).await, GSA_A);
+    let (status, email) = md(
+        &pod_client("127.0.0.81"),
+        &agent,
+        "instance/service-accounts/default/email",
+    )
+    .await;
+    assert_eq!((status, email.as_str()), (200, GSA_A));
+}
