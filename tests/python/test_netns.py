@@ -86,17 +86,22 @@ class Network:
         sh("ip", "-n", full, "link", "set", "lo", "up")
         return full
 
-    def node(self, name: str, index: int) -> "Node":
+    def host(self, name: str, address: str, link: str) -> str:
+        """A namespace on the bridge at `address`, by a veth whose ends are named after `link`."""
         ns = self.namespace(name)
-        up, peer = f"{TAG}n{index}u", f"{TAG}n{index}p"
+        up, peer = f"{TAG}{link}u", f"{TAG}{link}p"
         sh("ip", "link", "add", up, "type", "veth", "peer", "name", peer)
         self.links.append(peer)
         sh("ip", "link", "set", up, "netns", ns)
         sh("ip", "link", "set", peer, "master", self.bridge)
         sh("ip", "link", "set", peer, "up")
-        address = f"10.98.0.{10 + index}"
         sh("ip", "-n", ns, "addr", "add", f"{address}/24", "dev", up)
         sh("ip", "-n", ns, "link", "set", up, "up")
+        return ns
+
+    def node(self, name: str, index: int) -> "Node":
+        address = f"10.98.0.{10 + index}"
+        ns = self.host(name, address, f"n{index}")
         # The pods' side: a bridge of the node, the pods' gateway.
         sh("ip", "-n", ns, "link", "add", "pods", "type", "bridge")
         sh("ip", "-n", ns, "addr", "add", f"10.99.{index}.1/24", "dev", "pods")

@@ -40,26 +40,12 @@ def postgres_bin() -> Path:
     return Path(found[-1]).parent
 
 
-def host(network: Network, name: str, ip: str) -> str:
-    """A namespace on the bridge at `ip`."""
-    ns = network.namespace(name)
-    inside, outside = f"{network.bridge[:-2]}{name}i", f"{network.bridge[:-2]}{name}o"
-    sh("ip", "link", "add", inside, "type", "veth", "peer", "name", outside)
-    network.links.append(outside)
-    sh("ip", "link", "set", inside, "netns", ns)
-    sh("ip", "link", "set", outside, "master", network.bridge)
-    sh("ip", "link", "set", outside, "up")
-    sh("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", inside)
-    sh("ip", "-n", ns, "link", "set", inside, "up")
-    return ns
-
-
 class Postgres:
     """Debian's PostgreSQL in its own namespace, listening on the bridge."""
 
     def __init__(self, network: Network, tmp: Path):
         self.bin = postgres_bin()
-        self.ns = host(network, "db", DB_IP)
+        self.ns = network.host("db", DB_IP, "db")
         # Outside pytest's private temporary directory, which the server's user cannot enter.
         self.dir = Path(tempfile.mkdtemp(prefix="wid-postgres-"))
         shutil.chown(self.dir, "postgres")
@@ -100,7 +86,7 @@ class Replica:
     def __init__(self, world: "World", name: str, token_file: Path | None):
         self.world, self.name, self.token_file = world, name, token_file
         self.ip = REPLICA_IPS[name]
-        self.ns = host(world.network, name, self.ip)
+        self.ns = world.network.host(name, self.ip, name)
         self.base = f"http://{self.ip}:8080"
         self.data = world.tmp / f"data-{name}"
         self.process: subprocess.Popen | None = None

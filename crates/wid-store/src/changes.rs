@@ -37,20 +37,24 @@ impl Store {
     /// Tells every replica (this one included) that `what` was written. A failure is logged:
     /// the others' entries then live at most [`crate::cache::SHARED_TTL`].
     pub(crate) async fn notify(&self, what: &str) {
-        let sent = self
-            .cache
+        if let Err(e) = self.send(what).await {
+            tracing::warn!(error = %e, "cannot tell the other replicas of a write");
+        }
+    }
+
+    /// Notifies the channel of `kind`, signed with this replica's name, through the pool.
+    async fn send(&self, kind: &str) -> Result<()> {
+        let payload = format!("{kind}:{}", self.changes.me);
+        self.cache
             .bounded(async {
                 sqlx::query("SELECT pg_notify($1, $2)")
                     .bind(CHANNEL)
-                    .bind(format!("{what}:{}", self.changes.me))
+                    .bind(&payload)
                     .execute(&self.db.pool)
                     .await?;
                 Ok(())
             })
-            .await;
-        if let Err(e) = sent {
-            tracing::warn!(error = %e, "cannot tell the other replicas of a write");
-        }
+            .await
     }
 
     /// Follows the other replicas' writes for as long as the store lives (PostgreSQL only:
@@ -78,22 +82,11 @@ impl Store {
 
     /// Notifies the channel every [`HEARTBEAT_PERIOD`], recording whether the database answered.
     async fn heartbeat_forever(&self) {
-        let me = format!("{HEARTBEAT}:{}", self.changes.me);
         let mut ticks = tokio::time::interval(HEARTBEAT_PERIOD);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
-            let sent = self
-                .cache
-                .bounded(async {
-                    sqlx::query("SELECT pg_notify($1, $2)")
-                        .bind(CHANNEL)
-                        .bind(&me)
-                        .execute(&self.db.pool)
-                        .await?;
-                    Ok(())
-                })
-                .await;
+            let sent = self.send(HEARTBEAT).await;
             let reachable = sent.is_ok();
             if reachable != self.cache.reachable() {
                 match &sent {

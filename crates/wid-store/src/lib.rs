@@ -8,8 +8,9 @@
 //! resource. What it stores as JSON is read back typed; a corrupt value is an error
 //! ([`StoreError::Corrupt`]), never read as empty.
 //!
-//! Durability: an acknowledged write has been committed with `synchronous=FULL` in WAL mode, so
-//! it survives a kill -9 of the process (and a power loss).
+//! Durability: an acknowledged write has been committed (SQLite: `synchronous=FULL` in WAL mode;
+//! PostgreSQL: the server's commit), so it survives a kill -9 of the process. SQLite's audit
+//! batches alone commit without a disk sync ([`Store::append_audit_batch`]).
 
 mod admin;
 mod audit;

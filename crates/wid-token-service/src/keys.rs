@@ -151,10 +151,23 @@ impl KeyRing {
         Ok(())
     }
 
-    /// Reloads for a token whose key is unknown here, in case another replica made it a moment
-    /// ago (its notification still on its way); at most once a second, so that tokens signed
-    /// by strangers cannot make every request a database read. Whether it reloaded.
-    pub async fn reload_if_due(&self, store: &Store) -> bool {
+    /// `verify` against the current keys, and once more after a reload if it failed: the token
+    /// may be signed by a key another replica made a moment ago (its notification still on its
+    /// way).
+    pub async fn verify_fresh<T, E>(
+        &self,
+        store: &Store,
+        verify: impl Fn(&KeySet) -> Result<T, E>,
+    ) -> Result<T, E> {
+        match verify(&self.current()) {
+            Err(_) if self.reload_if_due(store).await => verify(&self.current()),
+            verified => verified,
+        }
+    }
+
+    /// Reloads for a token whose key is unknown here; at most once a second, so that tokens
+    /// signed by strangers cannot make every request a database read. Whether it reloaded.
+    async fn reload_if_due(&self, store: &Store) -> bool {
         if store.dialect() == wid_store::Dialect::Sqlite {
             return false;
         }

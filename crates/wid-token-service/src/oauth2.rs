@@ -146,13 +146,13 @@ impl App {
         if let Some(token) = get("id_token") {
             // Only ID-token keys, RS256, typ JWT and a string audience: access tokens and
             // signJwt output are not ID tokens.
-            let verify = || wid_jose::verify(&token, &self.keys.current().id_keys.jwks);
-            let verified = match verify() {
-                // Signed by a key another replica made a moment ago, perhaps.
-                Err(_) if self.keys.reload_if_due(&self.store).await => verify(),
-                verified => verified,
-            }
-            .map_err(|_| invalid_token())?;
+            let verified = self
+                .keys
+                .verify_fresh(&self.store, |keys| {
+                    wid_jose::verify(&token, &keys.id_keys.jwks)
+                })
+                .await
+                .map_err(|_| invalid_token())?;
             let typ_ok = verified.header.typ.as_deref().is_none_or(|t| t == "JWT");
             let aud_ok = verified.claims.get("aud").is_some_and(Value::is_string);
             if verified.alg != wid_jose::Algorithm::Rs256 || !typ_ok || !aud_ok {

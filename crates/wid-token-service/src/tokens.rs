@@ -210,13 +210,10 @@ impl App {
         let claims = match self.verified_tokens.get(&token.to_owned()) {
             Some(claims) => claims,
             None => {
-                let claims = match self.verify_access_signature(token) {
-                    // Signed by a key another replica made a moment ago, perhaps.
-                    Err(_) if self.keys.reload_if_due(&self.store).await => {
-                        self.verify_access_signature(token)?
-                    }
-                    verified => verified?,
-                };
+                let claims = self
+                    .keys
+                    .verify_fresh(&self.store, |keys| verify_access_signature(keys, token))
+                    .await?;
                 if claims.aud != claims.iss || !self.is_own_issuer(&claims.iss).await {
                     return Err("issued by another token service".into());
                 }
@@ -236,22 +233,6 @@ impl App {
     /// Whether `iss` is this service's: this replica's issuer, or another replica's.
     pub async fn is_own_issuer(&self, iss: &str) -> bool {
         iss == self.issuer || self.store.is_issuer(iss).await.unwrap_or(false)
-    }
-
-    /// The signature and type checks of a wid access token.
-    fn verify_access_signature(&self, token: &str) -> Result<AccessTokenClaims, String> {
-        let keys = self.keys.current();
-        // Only access-token keys: a signature by any other key (an ID-token key, or the
-        // signBlob key a caller can drive) never makes an access token.
-        let verified =
-            wid_jose::verify(token, &keys.access_keys.jwks).map_err(|e| e.to_string())?;
-        if verified.alg != wid_jose::Algorithm::Es256
-            || verified.header.typ.as_deref() != Some("at+jwt")
-        {
-            return Err("not a wid access token".into());
-        }
-        serde_json::from_value(serde_json::Value::Object(verified.claims))
-            .map_err(|e| format!("bad claims: {e}"))
     }
 
     /// Whether what vouched for a token still stands: a service-account token dies with its
@@ -346,4 +327,21 @@ fn live<T>(
         Err(e) if e.is_unavailable() => Err(e),
         Err(_) => Ok(false),
     }
+}
+
+/// The signature and type checks of a wid access token, against `keys`.
+fn verify_access_signature(
+    keys: &crate::keys::KeySet,
+    token: &str,
+) -> Result<AccessTokenClaims, String> {
+    // Only access-token keys: a signature by any other key (an ID-token key, or the signBlob
+    // key a caller can drive) never makes an access token.
+    let verified = wid_jose::verify(token, &keys.access_keys.jwks).map_err(|e| e.to_string())?;
+    if verified.alg != wid_jose::Algorithm::Es256
+        || verified.header.typ.as_deref() != Some("at+jwt")
+    {
+        return Err("not a wid access token".into());
+    }
+    serde_json::from_value(serde_json::Value::Object(verified.claims))
+        .map_err(|e| format!("bad claims: {e}"))
 }
