@@ -133,22 +133,27 @@ def test_the_daemonsets_redirection_script_installs_once_and_removes_its_rule():
 
     def redirect(mode: str) -> None:
         run = subprocess.run(podman_run("--network", f"ns:/run/netns/{ns}", "--cap-add", "NET_ADMIN",
-                                        "--cap-add", "NET_RAW", "--env", "NODE_IP=10.0.0.7",
+                                        "--cap-add", "NET_RAW", "--env", "NODE_IPS=10.0.0.7,fd00::7",
                                         "--volume", f"{script}:/redirection/redirect.sh:ro",
                                         "--entrypoint", "/redirection/redirect.sh", IPTABLES_IMAGE, mode),
                              capture_output=True, text=True, timeout=60)
         assert run.returncode == 0, run.stderr
 
     def rules() -> list[str]:
-        listed = subprocess.run(["ip", "netns", "exec", ns, "iptables", "-t", "nat", "-S", "PREROUTING"],
-                                capture_output=True, text=True, check=True).stdout
-        return [line for line in listed.splitlines() if "169.254.169.254" in line]
+        found = []
+        for program, address in (("iptables", "169.254.169.254"), ("ip6tables", "fd20:ce::254")):
+            listed = subprocess.run(["ip", "netns", "exec", ns, program, "-t", "nat", "-S", "PREROUTING"],
+                                    capture_output=True, text=True, check=True).stdout
+            found += [line for line in listed.splitlines() if address in line]
+        return found
 
     try:
         redirect("install")
         redirect("install")
         assert rules() == ["-A PREROUTING -d 169.254.169.254/32 -p tcp -m tcp --dport 80 -j DNAT "
-                           "--to-destination 10.0.0.7:8988"], "installed once"
+                           "--to-destination 10.0.0.7:8988",
+                           "-A PREROUTING -d fd20:ce::254/128 -p tcp -m tcp --dport 80 -j DNAT "
+                           "--to-destination [fd00::7]:8988"], "installed once for each family"
         redirect("remove")
         assert rules() == []
     finally:

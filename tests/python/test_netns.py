@@ -28,6 +28,7 @@ GSA_B = f"app-b-runner@{PROJECT}.iam.gserviceaccount.com"
 # Short, unique per run: interface names have at most 15 characters.
 TAG = f"w{os.getpid() % 10000}"
 BRIDGE_IP = "10.98.0.1"
+REDIRECT = Path(__file__).resolve().parents[2] / "deploy" / "kubernetes" / "agent" / "base" / "redirect.sh"
 
 
 def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -102,13 +103,18 @@ class Network:
     def node(self, name: str, index: int) -> "Node":
         address = f"10.98.0.{10 + index}"
         ns = self.host(name, address, f"n{index}")
-        # The pods' side: a bridge of the node, the pods' gateway.
+        # The pods' side: a bridge of the node, the pods' gateway, in both families (`nodad`:
+        # usable at once, with no duplicate address detection to wait for).
         sh("ip", "-n", ns, "link", "add", "pods", "type", "bridge")
         sh("ip", "-n", ns, "addr", "add", f"10.99.{index}.1/24", "dev", "pods")
+        sh("ip", "-n", ns, "addr", "add", f"fd99:{index}::1/64", "dev", "pods", "nodad")
         sh("ip", "-n", ns, "link", "set", "pods", "up")
-        # GKE's interception: the metadata address, to the agent.
-        sh("ip", "netns", "exec", ns, "iptables", "-t", "nat", "-A", "PREROUTING", "-d", "169.254.169.254/32",
-           "-p", "tcp", "--dport", "80", "-j", "DNAT", "--to-destination", f"10.99.{index}.1:8988")
+        # GKE's interception, by the DaemonSet's own script: 169.254.169.254 and fd20:ce::254,
+        # to the agent at the node's addresses.
+        run = subprocess.run(["ip", "netns", "exec", ns, "sh", str(REDIRECT), "install"],
+                             env={**os.environ, "NODE_IPS": f"10.99.{index}.1,fd99:{index}::1"},
+                             capture_output=True, text=True, timeout=60)
+        assert run.returncode == 0, f"redirect.sh install: {run.stderr}"
         return Node(self, name, index, ns, address)
 
     def spawn(self, args: list[str], log: Path, namespace: str | None = None) -> subprocess.Popen:
@@ -160,8 +166,9 @@ class Node:
         self.pods = 0
         self.log = network.tmp / f"agent-{name}.log"
 
-    def pod(self, name: str, host: int) -> "PodNet":
-        """A pod's network namespace with its address on this node, and its hosts file."""
+    def pod(self, name: str, host: int, families: str = "4") -> "PodNet":
+        """A pod's network namespace with its addresses on this node (`families`: "4", "6" or
+        "46", dual-stack), and its hosts file naming the metadata address it can reach."""
         ns = self.network.namespace(f"{self.name}-{name}")
         self.pods += 1
         inside, outside = f"{TAG}p{self.index}{host}", f"{TAG}q{self.index}{host}"
@@ -170,21 +177,29 @@ class Node:
         sh("ip", "link", "set", outside, "netns", self.ns)
         sh("ip", "-n", self.ns, "link", "set", outside, "master", "pods")
         sh("ip", "-n", self.ns, "link", "set", outside, "up")
-        ip = f"10.99.{self.index}.{host}"
-        sh("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", inside)
+        ips = []
+        if "4" in families:
+            ips.append(f"10.99.{self.index}.{host}")
+            sh("ip", "-n", ns, "addr", "add", f"{ips[-1]}/24", "dev", inside)
+        if "6" in families:
+            ips.append(f"fd99:{self.index}::{host}")
+            sh("ip", "-n", ns, "addr", "add", f"{ips[-1]}/64", "dev", inside, "nodad")
         sh("ip", "-n", ns, "link", "set", inside, "up")
-        sh("ip", "-n", ns, "route", "add", "default", "via", f"10.99.{self.index}.1")
+        if "4" in families:
+            sh("ip", "-n", ns, "route", "add", "default", "via", f"10.99.{self.index}.1")
+        if "6" in families:
+            sh("ip", "-n", ns, "-6", "route", "add", "default", "via", f"fd99:{self.index}::1")
         etc = Path(f"/etc/netns/{ns}")
         etc.mkdir(parents=True, exist_ok=True)
-        (etc / "hosts").write_text(
-            "127.0.0.1 localhost\n169.254.169.254 metadata.google.internal metadata\n"
-        )
-        return PodNet(ns, ip)
+        metadata = "169.254.169.254" if "4" in families else "fd20:ce::254"
+        (etc / "hosts").write_text(f"127.0.0.1 localhost\n{metadata} metadata.google.internal metadata\n")
+        return PodNet(ns, ips)
 
 
 class PodNet:
-    def __init__(self, ns: str, ip: str):
-        self.ns, self.ip = ns, ip
+    def __init__(self, ns: str, ips: list[str]):
+        # `ip`: the pod's first address, its `status.podIP`.
+        self.ns, self.ips, self.ip = ns, ips, ips[0]
 
     def command(self, args: list[str], cgroup: Path | None = None) -> list[str]:
         """`args` run in the pod's network namespace and, if given, in the pod's cgroup, entered
@@ -326,9 +341,10 @@ class World:
     def service_account(self, namespace: str, name: str, annotations: dict, cluster: str = "net"):
         requests.post(self.fakes[cluster] + "/_fake/serviceaccounts", json={"namespace": namespace, "name": name, "annotations": annotations}, timeout=5).raise_for_status()
 
-    def put_pod(self, namespace: str, name: str, node: str, ip: str, ksa: str, phase: str = "Running",
+    def put_pod(self, namespace: str, name: str, node: str, ip: str | list[str], ksa: str, phase: str = "Running",
                 cluster: str = "net", uid: str = "") -> str:
-        response = requests.post(self.fakes[cluster] + "/_fake/pods", json={"namespace": namespace, "name": name, "node": node, "ip": ip, "serviceAccount": ksa, "phase": phase, "uid": uid}, timeout=5)
+        ips = [ip] if isinstance(ip, str) else ip
+        response = requests.post(self.fakes[cluster] + "/_fake/pods", json={"namespace": namespace, "name": name, "node": node, "ips": ips, "serviceAccount": ksa, "phase": phase, "uid": uid}, timeout=5)
         response.raise_for_status()
         return response.json()["uid"]
 
@@ -342,7 +358,8 @@ class World:
             upstream, extra = self.iam, ("--ca-file", str(self.ca), *extra)
         node = self.network.node(name, len(self.nodes) + 1)
         self.network.spawn([
-            self.wid_bin, "metadata", "serve", "--addr", f"10.99.{node.index}.1:8988",
+            # One dual-stack listener, as the DaemonSet's.
+            self.wid_bin, "metadata", "serve", "--addr", "[::]:8988",
             "--admin-addr", f"{node.address}:9090", "--kubeconfig", str(self.tmp / f"kubeconfig-{cluster}"),
             "--node-name", name, "--project", PROJECT,
             "--cluster-name", cluster, "--cluster-location", "europe-west1",
@@ -512,7 +529,7 @@ def test_attested_callers_are_answered_only_from_their_own_pod(world):
     sh("ip", "-n", lingering, "link", "set", "eth0", "up")
     sh("ip", "-n", lingering, "link", "set", "eth1", "up")
     lingering_uid = str(uuid.uuid4())
-    sleeper = subprocess.Popen(PodNet(lingering, twin_ip).command(["sleep", "300"], cgroup=world.network.pod_cgroup(lingering_uid)))
+    sleeper = subprocess.Popen(PodNet(lingering, [twin_ip]).command(["sleep", "300"], cgroup=world.network.pod_cgroup(lingering_uid)))
     world.network.processes.append(sleeper)
     world.put_pod("team-a", "lingering", "node-e", twin_ip, "app", uid=lingering_uid)
     intruder = node.pod("intruder", 53)
@@ -600,3 +617,145 @@ def test_workload_identity_federation_against_googles_strict_fake_over_tls(world
     assert exchanges and all(r["status"] == 200 for r in recorded), recorded
     assert exchanges[0]["fields"]["audience"] == "//iam.googleapis.com/" + WIF_NAME.format(pool="eks-pool")
     assert exchanges[0]["subject"]["sub"] == "system:serviceaccount:team-a:app"
+
+
+# The status and body of a metadata path from inside a pod, at the address given (IPv4's
+# 169.254.169.254 or IPv6's [fd20:ce::254]), with no client library in between.
+STATUS_AT = """
+import sys, urllib.request, urllib.error
+request = urllib.request.Request(f"http://{sys.argv[1]}/computeMetadata/v1/{sys.argv[2]}", headers={"Metadata-Flavor": "Google"})
+try:
+    with urllib.request.urlopen(request, timeout=30) as response:
+        print(response.status, response.read().decode())
+except urllib.error.HTTPError as error:
+    print(error.code, error.read().decode())
+"""
+
+
+def test_ipv6_only_and_dual_stack_pods_are_answered_and_attested(world):
+    """GKE's IPv6 metadata address, fd20:ce::254, redirected by the DaemonSet's script to the
+    agent's one dual-stack listener; pods found by their IPv6 addresses and confirmed by the
+    kernel (`--attest-callers` reads `net/tcp6`). An IPv6-only pod's google-auth is told the
+    address to probe (GCE_METADATA_IP): its default, 169.254.169.254, has no route there, as
+    on any IPv6-only host (google-cloud-go#13618)."""
+    node = world.node("node-h", extra=("--attest-callers", "--pod-wait-ms", "1500"))
+    only6 = node.pod("only6", 61, families="6")
+    only6_uid = str(uuid.uuid4())
+    world.put_pod("team-a", "only6", "node-h", only6.ips, "app", uid=only6_uid)
+    only6_cgroup = world.network.pod_cgroup(only6_uid)
+    env = {**client_env(world.tmp), "GCE_METADATA_IP": "[fd20:ce::254]"}
+    run = only6.run([sys.executable, "-c", GOOGLE_AUTH], env, cgroup=only6_cgroup)
+    assert run.returncode == 0, f"{run.stderr}\n{node.log.read_text()}"
+    assert run.stdout.split() == [PROJECT, GSA_A, GSA_A, "https://svc.example.com"]
+
+    dual = node.pod("dual", 62, families="46")
+    dual_uid = str(uuid.uuid4())
+    world.put_pod("team-b", "dual", "node-h", dual.ips, "other", uid=dual_uid)
+    dual_cgroup = world.network.pod_cgroup(dual_uid)
+    run = dual.run([sys.executable, "-c", GOOGLE_AUTH], client_env(world.tmp), cgroup=dual_cgroup)
+    assert run.returncode == 0 and run.stdout.split()[1] == GSA_B, f"{run.stderr}\n{node.log.read_text()}"
+    for address in ("169.254.169.254", "[fd20:ce::254]"):
+        run = dual.run([sys.executable, "-c", STATUS_AT, address, "instance/service-accounts/default/email"],
+                       client_env(world.tmp), cgroup=dual_cgroup)
+        assert run.stdout.strip() == f"200 {GSA_B}", f"by {address}: {run.stdout}{run.stderr}\n{node.log.read_text()}"
+
+    # An IPv6 caller the index has but whose connection is not in that pod's network is refused.
+    impostor = node.pod("impostor6", 63, families="6")
+    world.put_pod("team-a", "elsewhere", "node-h", impostor.ips, "app", uid=str(uuid.uuid4()))
+    run = impostor.run([sys.executable, "-c", STATUS_AT, "[fd20:ce::254]", "instance/service-accounts/default/email"],
+                       client_env(world.tmp))
+    assert run.stdout.startswith("503 ") and "team-a/elsewhere" in run.stdout, \
+        f"{run.stdout}{run.stderr}\n{node.log.read_text()}"
+
+
+# AWS's IMDSv2 and Azure's IMDS as far as the test needs them, on 169.254.169.254:80 of a host
+# of its own; each request's client address and path is printed, a line each.
+OTHER_CLOUD = """
+import http.server, sys
+SESSION = "AQAEAImdsV2SessionToken=="
+class Handler(http.server.BaseHTTPRequestHandler):
+    def answer(self, status, body, headers=()):
+        self.send_response(status)
+        for name, value in headers:
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body.encode())
+    def do_PUT(self):
+        print(self.client_address[0], "PUT", self.path, flush=True)
+        ttl = self.headers.get("X-aws-ec2-metadata-token-ttl-seconds")
+        if self.path == "/latest/api/token" and ttl and "X-Forwarded-For" not in self.headers:
+            self.answer(200, SESSION, [("X-aws-ec2-metadata-token-ttl-seconds", ttl)])
+        else:
+            self.answer(400, "")
+    def do_GET(self):
+        print(self.client_address[0], "GET", self.path, flush=True)
+        if self.path == "/latest/meta-data/instance-id":
+            ok = self.headers.get("X-aws-ec2-metadata-token") == SESSION
+            self.answer(200 if ok else 401, "i-0123456789abcdef0" if ok else "")
+        elif self.path.startswith("/metadata/instance/compute/vmId"):
+            ok = self.headers.get("Metadata") == "true"
+            self.answer(200 if ok else 400, "02aab8a4-74ef-476e-8182-f6d2ba4166a6" if ok else "")
+        else:
+            self.answer(404, "")
+    def log_message(self, *args):
+        pass
+server = http.server.HTTPServer(("169.254.169.254", 80), Handler)
+print("ready", flush=True)
+server.serve_forever()
+"""
+
+# From a pod: AWS's IMDSv2 flow and Azure's IMDS, as their SDKs make them, and a forwarded
+# request; a line each.
+OTHER_CLOUD_CLIENT = """
+import urllib.request, urllib.error
+def call(method, path, headers):
+    request = urllib.request.Request("http://169.254.169.254" + path, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.read().decode(), response.headers
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode(), error.headers
+status, session, headers = call("PUT", "/latest/api/token", {"X-aws-ec2-metadata-token-ttl-seconds": "21600"})
+print("token", status, headers.get("X-aws-ec2-metadata-token-ttl-seconds"), "Metadata-Flavor" in headers)
+print("instance-id", *call("GET", "/latest/meta-data/instance-id", {"X-aws-ec2-metadata-token": session})[:2])
+print("vmId", *call("GET", "/metadata/instance/compute/vmId?api-version=2021-02-01&format=text", {"Metadata": "true"})[:2])
+print("forwarded", call("GET", "/latest/meta-data/instance-id", {"X-Forwarded-For": "10.0.0.9"})[0])
+"""
+
+
+def test_other_clouds_metadata_is_relayed_and_googles_is_the_agents(world):
+    """`--passthrough http://169.254.169.254`: the node cloud's own metadata service on a host
+    of its own, reached from the node's network (the pods' redirection does not touch the
+    node's own traffic). A pod's AWS and Azure requests reach it through the agent; its
+    Google requests are the agent's; a forwarded request reaches nothing."""
+    cloud = world.network.host("cloud", "10.98.0.200", "cl")
+    sh("ip", "-n", cloud, "addr", "add", "169.254.169.254/32", "dev", "lo")
+    log = world.tmp / "other-cloud.log"
+    service = world.network.spawn([sys.executable, "-c", OTHER_CLOUD], log, namespace=cloud)
+    assert service.stdout.readline().strip() == "ready", log.read_text()
+    node = world.node("node-i", extra=("--passthrough", "http://169.254.169.254"))
+    sh("ip", "-n", node.ns, "route", "add", "169.254.169.254/32", "via", "10.98.0.200")
+    pod = node.pod("i1", 11)
+    world.put_pod("team-a", "i1", "node-i", pod.ip, "app")
+
+    run = pod.run([sys.executable, "-c", OTHER_CLOUD_CLIENT], client_env(world.tmp))
+    assert run.returncode == 0, f"{run.stderr}\n{node.log.read_text()}"
+    lines = run.stdout.splitlines()
+    assert lines == ["token 200 21600 False", "instance-id 200 i-0123456789abcdef0",
+                     "vmId 200 02aab8a4-74ef-476e-8182-f6d2ba4166a6", "forwarded 403"], \
+        f"{run.stdout}\n{node.log.read_text()}"
+    code, account, err = google_auth_in(pod, world)
+    assert (code, account) == (0, GSA_A), err
+
+    service.terminate()
+    service.wait(timeout=10)
+    seen = [line.split() for line in service.stdout.read().splitlines()]
+    assert service.returncode is not None
+    # Every request the service saw came from the node (the agent), none was Google's or
+    # forwarded: three calls, as the pod made them.
+    assert [(client, method, path.split("?")[0]) for client, method, path in seen] == [
+        (node.address, "PUT", "/latest/api/token"),
+        (node.address, "GET", "/latest/meta-data/instance-id"),
+        (node.address, "GET", "/metadata/instance/compute/vmId"),
+    ], seen

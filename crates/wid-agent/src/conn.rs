@@ -204,19 +204,28 @@ impl Conn<'_> {
             self.lease.hold_head(0);
         }
         let started = std::time::Instant::now();
-        let endpoint = metrics::Endpoint::of_path(head.request.path);
+        let relayed = agent.passthrough.is_some() && wid_gce::passthrough::relayable(&head);
+        let endpoint = if relayed {
+            metrics::Endpoint::Passthrough
+        } else {
+            metrics::Endpoint::of_path(head.request.path)
+        };
         let head_only = head.request.method == "HEAD";
         let keep_alive = head.keep_alive;
         let mut connection = Connection::after(&head, stop.is_stopped());
         let len = head.len;
-        let answer = answer(
-            agent,
-            self.stream,
-            self.peer,
-            &head.request,
-            &mut self.attested,
-        )
-        .await;
+        let answer = if relayed {
+            relay(agent, self.peer, &head, &self.input[..len])
+        } else {
+            answer(
+                agent,
+                self.stream,
+                self.peer,
+                &head.request,
+                &mut self.attested,
+            )
+            .await
+        };
         // Pipelined requests stay in the buffer; the usual case empties it.
         if len >= self.input.len() {
             self.input.clear();
@@ -368,6 +377,31 @@ async fn answer(
         }
     };
     agent.respond(ip, pod, request)
+}
+
+/// A request for another cloud's metadata service (`head`, whose bytes are `raw`), relayed to
+/// the node's own (`--passthrough`) within the caller's share of requests in flight. Any caller
+/// may: without wid, every pod reaches that service.
+fn relay(agent: &Arc<Agent>, peer: SocketAddr, head: &http1::Head<'_>, raw: &[u8]) -> Answer {
+    let Some(passthrough) = agent.passthrough.clone() else {
+        return Answer::Now(Reply::text(404, "Not Found\n"));
+    };
+    let ip = wid_runtime::connections::canonical_ip(peer.ip());
+    let Some(slot) = agent.per_pod.try_acquire(ip) else {
+        return Answer::Now(crate::replies::too_many_requests(ip));
+    };
+    let request = &head.request;
+    let method = request.method.to_owned();
+    let target = match request.query {
+        "" => request.path.to_owned(),
+        query => format!("{}?{query}", request.path),
+    };
+    let headers = wid_gce::passthrough::end_to_end_headers(raw);
+    Answer::Later(Box::pin(async move {
+        let reply = passthrough.relay(&method, &target, headers).await;
+        drop(slot);
+        reply
+    }))
 }
 
 /// `answer`, unless the client closes the connection first (`None`): an abandoned long-poll or

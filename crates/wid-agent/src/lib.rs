@@ -20,6 +20,7 @@ pub mod kubernetes;
 pub mod limits;
 pub mod metrics;
 pub mod node;
+pub mod passthrough;
 pub mod pod_index;
 pub mod pods;
 mod replies;
@@ -85,6 +86,9 @@ pub struct Config {
     pub pod_wait: Duration,
     /// Kernel attestation of callers ([`attest`]), with the host's process table at this path.
     pub attest_callers: Option<std::path::PathBuf>,
+    /// The node's own metadata service (another cloud's), to which requests that are not for
+    /// Google's API are relayed ([`passthrough`]); without it they are refused.
+    pub passthrough: Option<String>,
 }
 
 /// Where refusals of a pod are reported, besides the log and the answer (Kubernetes Events).
@@ -121,6 +125,7 @@ struct Agent {
     per_pod: limits::PerPod,
     held_per_pod: limits::PerPod,
     budget: limits::Budget,
+    passthrough: Option<Arc<passthrough::Passthrough>>,
     /// Log lines a pod's requests can cause again and again, one per kind and minute.
     refusal_log: wid_runtime::log_limit::LogLimit,
 }
@@ -169,6 +174,13 @@ impl MetadataServer {
                 },
             )?;
         let upstream = Upstream::new(&config)?;
+        let passthrough = match &config.passthrough {
+            Some(base) => Some(Arc::new(passthrough::Passthrough::new(
+                base,
+                config.upstream_timeout,
+            )?)),
+            None => None,
+        };
         let per_pod = limits::PerPod::new(config.max_requests_per_pod.max(1));
         let held_per_pod = limits::PerPod::new(config.max_long_polls_per_pod.max(1));
         let burst = |rate: f64| (rate * 10.0).max(1.0);
@@ -203,6 +215,7 @@ impl MetadataServer {
             per_pod,
             held_per_pod,
             budget,
+            passthrough,
             refusal_log: wid_runtime::log_limit::LogLimit::new(Duration::from_secs(60)),
         });
         Ok(MetadataServer { agent, listener })

@@ -62,16 +62,20 @@ pub enum Endpoint {
     Token,
     Identity,
     Metadata,
+    /// Another cloud's metadata service, relayed (`--passthrough`).
+    Passthrough,
 }
 
 impl Endpoint {
-    const ALL: [Endpoint; 4] = [
+    const ALL: [Endpoint; 5] = [
         Endpoint::Root,
         Endpoint::Token,
         Endpoint::Identity,
         Endpoint::Metadata,
+        Endpoint::Passthrough,
     ];
 
+    /// The class of a request for Google's API, by its path.
     pub fn of_path(path: &str) -> Endpoint {
         if path == "/" {
             Endpoint::Root
@@ -90,6 +94,7 @@ impl Endpoint {
             Endpoint::Token => "token",
             Endpoint::Identity => "identity",
             Endpoint::Metadata => "metadata",
+            Endpoint::Passthrough => "passthrough",
         }
     }
 }
@@ -99,8 +104,8 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     /// Handles resolved once, so that the hot path takes no family lookup: the 200s and the
     /// latency of each endpoint class, and each cache result.
-    ok_by_endpoint: [Counter; 4],
-    latency_by_endpoint: [Histogram; 4],
+    ok_by_endpoint: [Counter; 5],
+    latency_by_endpoint: [Histogram; 5],
     cache_by_result: [Counter; 3],
     upstream: Family<UpstreamLabels, Counter>,
     upstream_latency: Histogram,

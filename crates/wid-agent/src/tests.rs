@@ -113,6 +113,11 @@ struct Node {
 }
 
 async fn node(gsa: Option<&str>) -> Node {
+    node_with(gsa, |_| {}).await
+}
+
+/// [`node`], with `configure` applied to the agent's settings.
+async fn node_with(gsa: Option<&str>, configure: impl FnOnce(&mut Config)) -> Node {
     let state = Arc::new(Upstream::default());
     let router = axum::Router::new()
         .fallback(upstream)
@@ -139,7 +144,8 @@ async fn node(gsa: Option<&str>) -> Node {
         "https://k8s.example.com".into(),
     )));
     let resolver = Arc::new(FixedResolver { pod: Arc::new(pod) });
-    let config = config(&url);
+    let mut config = config(&url);
+    configure(&mut config);
     let server = MetadataServer::start(config, resolver, ksa, None)
         .await
         .expect("start");
@@ -179,6 +185,7 @@ fn config(upstream: &str) -> Config {
         serve_threads: 1,
         pod_wait: Duration::from_millis(100),
         attest_callers: None,
+        passthrough: None,
     }
 }
 
@@ -299,3 +306,5 @@ async fn an_annotation_is_one_path_segment() {
         "{paths:?}"
     );
 }
+
+mod passthrough;

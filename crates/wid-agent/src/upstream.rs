@@ -236,7 +236,7 @@ pub fn read_ca_file(
 
 /// Every cause of an HTTP client's error, outermost first: reqwest's own text says only that
 /// sending failed, the cause (a refused connection, an untrusted certificate) is further in.
-fn causes(error: &reqwest::Error) -> String {
+pub(crate) fn causes(error: &reqwest::Error) -> String {
     let mut text = error.to_string();
     let mut source = std::error::Error::source(error);
     while let Some(cause) = source {

@@ -24,6 +24,8 @@ pub struct Head<'a> {
     pub keep_alive: bool,
     /// An HTTP/1.0 request: a connection kept open must be announced as such.
     pub http10: bool,
+    /// Whether a body follows the head (never read: the connection ends after the answer).
+    pub body: bool,
 }
 
 /// Why a head cannot be served; the connection is answered with [`HeadError::reply`] and closed.
@@ -112,6 +114,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Head<'_>>, HeadError> {
         len,
         keep_alive,
         http10: version == 0,
+        body,
     }))
 }
 
@@ -136,8 +139,13 @@ fn split_target(target: &str) -> (Option<&str>, &str, &str) {
 fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
+        201 => "Created",
+        204 => "No Content",
         301 => "Moved Permanently",
+        302 => "Found",
+        304 => "Not Modified",
         400 => "Bad Request",
+        401 => "Unauthorized",
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
@@ -191,6 +199,9 @@ impl Connection {
 /// GKE's `Server`, and `X-Content-Type-Options: nosniff` on errors as GKE sends it.
 pub fn render(reply: &Reply, framing: Framing<'_>, out: &mut Vec<u8>) {
     use std::io::Write;
+    if let Some(headers) = &reply.relayed {
+        return render_relayed(reply, headers, framing, out);
+    }
     // Writing into a Vec cannot fail.
     let _ = write!(
         out,
@@ -220,10 +231,51 @@ pub fn render(reply: &Reply, framing: Framing<'_>, out: &mut Vec<u8>) {
     if reply.status >= 400 {
         header("X-Content-Type-Options", "nosniff");
     }
+    end_head(reply, framing, out);
+}
+
+/// Another metadata service's answer: its status, its end-to-end headers as they came, and
+/// this connection's own framing.
+fn render_relayed(
+    reply: &Reply,
+    headers: &[(String, Vec<u8>)],
+    framing: Framing<'_>,
+    out: &mut Vec<u8>,
+) {
+    use std::io::Write;
+    let _ = write!(
+        out,
+        "HTTP/1.1 {} {}\r\n",
+        reply.status,
+        reason(reply.status)
+    );
+    for (name, value) in headers {
+        let framed_here =
+            crate::passthrough::is_hop_by_hop(name) || name.eq_ignore_ascii_case("date");
+        // A value that could split the head is dropped, as it could not have come in one.
+        if framed_here || value.iter().any(|b| *b == b'\r' || *b == b'\n') {
+            continue;
+        }
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    }
+    let _ = write!(
+        out,
+        "Content-Length: {}\r\nDate: {}\r\n",
+        reply.body.len(),
+        framing.date
+    );
+    end_head(reply, framing, out);
+}
+
+/// The `Connection` header, the end of the head and the body.
+fn end_head(reply: &Reply, framing: Framing<'_>, out: &mut Vec<u8>) {
     match framing.connection {
         Connection::Persistent => {}
-        Connection::KeepAlive => header("Connection", "keep-alive"),
-        Connection::Close => header("Connection", "close"),
+        Connection::KeepAlive => out.extend_from_slice(b"Connection: keep-alive\r\n"),
+        Connection::Close => out.extend_from_slice(b"Connection: close\r\n"),
     }
     out.extend_from_slice(b"\r\n");
     if !framing.head_only {
@@ -382,6 +434,32 @@ mod tests {
         assert!(text.contains("\r\nContent-Length: 19\r\n"), "{text}");
         // HEAD: the length of the body, not the body.
         assert!(text.ends_with("\r\n\r\n"), "{text}");
+    }
+
+    #[test]
+    fn a_relayed_reply_keeps_its_own_headers_and_gets_this_connections_framing() {
+        let mut out = Vec::new();
+        let headers = vec![
+            ("Content-Type".to_owned(), b"text/plain".to_vec()),
+            (
+                "X-Aws-Ec2-Metadata-Token-Ttl-Seconds".to_owned(),
+                b"60".to_vec(),
+            ),
+            ("Transfer-Encoding".to_owned(), b"chunked".to_vec()),
+            ("Date".to_owned(), b"elsewhen".to_vec()),
+            ("X-Split".to_owned(), b"a\r\nSet-Cookie: b".to_vec()),
+        ];
+        let reply = Reply::relay(401, headers, b"no".to_vec());
+        let framing = Framing {
+            date: "d",
+            head_only: false,
+            connection: Connection::Close,
+        };
+        render(&reply, framing, &mut out);
+        assert_eq!(
+            String::from_utf8(out).expect("utf-8"),
+            "HTTP/1.1 401 Unauthorized\r\nContent-Type: text/plain\r\nX-Aws-Ec2-Metadata-Token-Ttl-Seconds: 60\r\nContent-Length: 2\r\nDate: d\r\nConnection: close\r\n\r\nno"
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! long-poll parameters (section 6) and the parameters of `token` and `identity` (sections 7, 8).
 
 pub mod http1;
+pub mod passthrough;
 mod query;
 mod tree;
 
@@ -52,6 +53,9 @@ pub struct Reply {
     pub location: Option<String>,
     /// `Allow` of a 405.
     pub allow: Option<&'static str>,
+    /// Another cloud's metadata service's answer, relayed (`--passthrough`): its own headers
+    /// (hop-by-hop ones removed) instead of Google's.
+    pub relayed: Option<Vec<(String, Vec<u8>)>>,
 }
 
 impl Reply {
@@ -64,6 +68,7 @@ impl Reply {
             etag: None,
             location: None,
             allow: None,
+            relayed: None,
         }
     }
 
@@ -85,6 +90,16 @@ impl Reply {
             etag,
             location: None,
             allow: None,
+            relayed: None,
+        }
+    }
+
+    /// Another metadata service's answer, relayed as it came: `headers` without the hop-by-hop
+    /// ones (the relay frames it itself).
+    pub fn relay(status: u16, headers: Vec<(String, Vec<u8>)>, body: Vec<u8>) -> Reply {
+        Reply {
+            relayed: Some(headers),
+            ..Reply::text(status, body)
         }
     }
 }

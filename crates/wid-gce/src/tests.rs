@@ -122,9 +122,11 @@ fn values_and_listings() {
         "instance/\nproject/\nuniverse/\n"
     );
     assert_eq!(ok_text("/computeMetadata/"), "v1/\n");
+    // Go's `metadata.InstanceName()`: the host name's first label.
+    assert_eq!(ok_text("/computeMetadata/v1/instance/name"), "node-1");
     assert_eq!(
         ok_text("/computeMetadata/v1/instance/"),
-        "attributes/\nhostname\nid\nservice-accounts/\nzone\n"
+        "attributes/\nhostname\nid\nname\nservice-accounts/\nzone\n"
     );
     assert_eq!(
         ok_text("/computeMetadata/v1/instance/attributes/"),
@@ -213,7 +215,7 @@ fn concealment_and_redirects() {
         "/0.1/meta-data/",
         "/computeMetadata/v1beta1/",
         "/computeMetadata/v1/instance/attributes/kube-env",
-        "/computeMetadata/v1/instance/name",
+        "/computeMetadata/v1/instance/name/",
         "/computeMetadata/v1/instance/service-accounts/other@my-proj.iam.gserviceaccount.com/token",
         "/computeMetadata/v1/instance/../project/project-id",
         "/computeMetadata/v1//project/project-id",
@@ -242,6 +244,7 @@ fn recursive_answers() {
     let v: serde_json::Value = serde_json::from_str(&body).expect("json");
     assert_eq!(v["project"]["projectId"], "my-proj");
     assert_eq!(v["instance"]["attributes"]["cluster-name"], "prod");
+    assert_eq!(v["instance"]["name"], "node-1");
     assert!(v["instance"]["serviceAccounts"][GSA].is_object());
     let text = ok_text("/computeMetadata/v1/project/?recursive=true&alt=text");
     assert_eq!(

@@ -69,6 +69,11 @@ fn account_dir(account: &Account) -> Node {
     )
 }
 
+/// The instance name a host name carries: `node-1` of `node-1.us-central1-a.c.proj.internal`.
+fn instance_name(hostname: &str) -> &str {
+    hostname.split('.').next().unwrap_or(hostname)
+}
+
 /// The `/computeMetadata/v1/` tree of the caller.
 fn v1(view: &View) -> Node {
     let mut accounts = vec![("default".to_owned(), account_dir(&view.account))];
@@ -97,6 +102,12 @@ fn v1(view: &View) -> Node {
                         ),
                         ("hostname".into(), text(&view.hostname)),
                         ("id".into(), Node::Number(view.instance_id.clone())),
+                        // GCE's instance name is its host name's first label. GKE's metadata
+                        // server has answered it with a 404, which broke Go's
+                        // `metadata.InstanceName()` callers (prometheus-to-sd, Datadog's
+                        // agent); answering it costs nothing and conceals nothing `hostname`
+                        // does not already tell.
+                        ("name".into(), text(instance_name(&view.hostname))),
                         ("service-accounts".into(), Node::Dir(Keys::Names, accounts)),
                         (
                             "zone".into(),
@@ -305,6 +316,7 @@ pub(crate) fn resolve(
             etag: None,
             location: Some(location),
             allow: None,
+            relayed: None,
         })
     };
     let Some((version, below)) = rest.split_first() else {

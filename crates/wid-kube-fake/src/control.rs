@@ -21,6 +21,9 @@ struct PodBody {
     #[serde(default)]
     uid: String,
     ip: Option<String>,
+    /// Every address (dual-stack), instead of `ip`.
+    #[serde(default)]
+    ips: Vec<String>,
     #[serde(default = "default_ksa")]
     service_account: String,
     #[serde(default = "running")]
@@ -99,7 +102,11 @@ async fn put_pod(State(api): State<FakeApi>, axum::Json(pod): axum::Json<PodBody
         name: pod.name,
         uid: pod.uid,
         node: pod.node,
-        ip: pod.ip,
+        ips: if pod.ips.is_empty() {
+            pod.ip.into_iter().collect()
+        } else {
+            pod.ips
+        },
         service_account: pod.service_account,
         phase: pod.phase,
         host_network: pod.host_network,

@@ -33,7 +33,8 @@ pub struct PodFixture {
     /// Empty: a fresh uid is made.
     pub uid: String,
     pub node: String,
-    pub ip: Option<String>,
+    /// `status.podIPs`, the first also `status.podIP` (one per family on a dual-stack pod).
+    pub ips: Vec<String>,
     pub service_account: String,
     /// `Pending`, `Running`, `Succeeded`, `Failed`.
     pub phase: String,
@@ -47,15 +48,16 @@ impl PodFixture {
             name: name.into(),
             uid: String::new(),
             node: node.into(),
-            ip: None,
+            ips: Vec::new(),
             service_account: "default".into(),
             phase: "Running".into(),
             host_network: false,
         }
     }
 
+    /// Adds an address (the first is `podIP`).
     pub fn ip(mut self, ip: &str) -> PodFixture {
-        self.ip = Some(ip.into());
+        self.ips.push(ip.into());
         self
     }
 
@@ -287,9 +289,14 @@ impl FakeApi {
             format!("00000000-0000-4000-8000-{:012}", objects.next_uid)
         };
         let mut status = json!({"phase": pod.phase});
-        if let Some(ip) = &pod.ip {
+        if let Some(ip) = pod.ips.first() {
             status["podIP"] = json!(ip);
-            status["podIPs"] = json!([{"ip": ip}]);
+            status["podIPs"] = json!(
+                pod.ips
+                    .iter()
+                    .map(|ip| json!({"ip": ip}))
+                    .collect::<Vec<_>>()
+            );
         }
         let object = json!({
             "apiVersion": "v1",

@@ -244,17 +244,41 @@ pub struct ThreadedListener {
     threads: usize,
 }
 
+/// Whether a bind failed because the kernel has no IPv6 (`ipv6.disable=1`).
+fn ipv6_missing(error: &std::io::Error) -> bool {
+    // EAFNOSUPPORT: no IPv6 sockets at all; EADDRNOTAVAIL: IPv6 turned off on every interface.
+    matches!(error.raw_os_error(), Some(97 | 99))
+}
+
 /// An accepted connection on its way to its thread, with its lease.
 type Handoff = (std::net::TcpStream, SocketAddr, Lease);
 
 impl ThreadedListener {
     /// Binds `addr`, to be served by `threads` threads (at least one).
     pub fn bind(addr: SocketAddr, threads: usize) -> std::io::Result<ThreadedListener> {
+        match Self::bind_exactly(addr, threads) {
+            // `[::]` on a host whose kernel has IPv6 turned off: every caller is IPv4, and
+            // `0.0.0.0` takes them all.
+            Err(e) if addr.ip().is_unspecified() && addr.is_ipv6() && ipv6_missing(&e) => {
+                let v4 = SocketAddr::from(([0, 0, 0, 0], addr.port()));
+                tracing::warn!(%addr, fallback = %v4, "this host has no IPv6: listening on IPv4 only");
+                Self::bind_exactly(v4, threads)
+            }
+            other => other,
+        }
+    }
+
+    fn bind_exactly(addr: SocketAddr, threads: usize) -> std::io::Result<ThreadedListener> {
         use socket2::{Domain, Socket, Type};
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
         // As every server: a restart may bind while old connections are in TIME_WAIT.
         socket.set_reuse_address(true)?;
         socket.set_nonblocking(true)?;
+        // `[::]` is one dual-stack listener (IPv4 callers arrive as `::ffff:a.b.c.d`), whatever
+        // the host's net.ipv6.bindv6only says.
+        if addr.ip().is_unspecified() && addr.is_ipv6() {
+            socket.set_only_v6(false)?;
+        }
         socket.bind(&addr.into())?;
         // The kernel caps this at net.core.somaxconn; a burst of new connections waits there
         // rather than being refused.

@@ -169,6 +169,12 @@ pub struct MetadataServeArgs {
     /// The host's /proc, for --attest-callers.
     #[arg(long, env = "WID_PROC_ROOT", default_value = "/proc")]
     pub proc_root: PathBuf,
+    /// The node cloud's own metadata service (for example http://169.254.169.254, reached from
+    /// the node's network): requests that are not for Google's metadata API (AWS's /latest/...,
+    /// Azure's /metadata/...) are relayed to it unchanged. Never Google's paths, never a request
+    /// with X-Forwarded-For or a body. Without it such requests are refused.
+    #[arg(long, env = "WID_PASSTHROUGH", value_name = "URL", value_parser = wid_agent::passthrough::base_url)]
+    pub passthrough: Option<String>,
     #[command(flatten)]
     pub node: NodeArgs,
     #[command(flatten)]
@@ -222,6 +228,7 @@ pub(crate) fn agent_config(
         upstream_per_pod_per_second: node.upstream_per_pod_per_second,
         pod_wait: Duration::from_millis(node.pod_wait_ms),
         attest_callers: None,
+        passthrough: None,
         serve_threads: node.serve_threads.filter(|n| *n > 0).unwrap_or_else(|| {
             std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
         }),
@@ -308,6 +315,7 @@ pub async fn metadata_serve(args: MetadataServeArgs, dev_data_dir: PathBuf) -> a
     }
     let config = Config {
         attest_callers: args.attest_callers.then(|| args.proc_root.clone()),
+        passthrough: args.passthrough.clone(),
         // Without a number, the agent learns it from STS's introspection of the first federated
         // token.
         ..agent_config(

@@ -775,6 +775,7 @@ async fn transport_every_answer_of_the_tree_is_well_formed() {
     for expected in [
         "id",
         "hostname",
+        "name",
         "zone",
         "cluster-location",
         "cluster-name",
@@ -872,7 +873,7 @@ async fn tree_redirects_and_not_found() {
     let got = following.get("/computeMetadata/v1/instance").await;
     assert_eq!(
         got.text(),
-        "attributes/\nhostname\nid\nservice-accounts/\nzone\n",
+        "attributes/\nhostname\nid\nname\nservice-accounts/\nzone\n",
         "{got}"
     );
 
@@ -918,7 +919,7 @@ async fn tree_instance_project_universe_and_recursive() {
     let instance = a.get("instance/").await;
     assert_eq!(
         instance.text(),
-        "attributes/\nhostname\nid\nservice-accounts/\nzone\n",
+        "attributes/\nhostname\nid\nname\nservice-accounts/\nzone\n",
         "{instance}"
     );
     let number = a.get("project/numeric-project-id").await.text().to_owned();
