@@ -56,12 +56,17 @@ if ! command -v gcloud >/dev/null; then
     echo "warning: gcloud is not on PATH; the gcloud compatibility tests cannot run" >&2
 fi
 
-step "network tools for the multi-node tests (iproute2, iptables, from Debian)"
-if ! command -v ip >/dev/null || ! command -v iptables >/dev/null; then
+step "network tools for the multi-node tests (iproute2, iptables, dnsmasq as the pods' cluster DNS; from Debian)"
+missing=()
+command -v ip >/dev/null || missing+=(iproute2)
+command -v iptables >/dev/null || missing+=(iptables)
+# dnsmasq-base: the daemon alone, with no service of its own started (test_dns.py runs it).
+command -v dnsmasq >/dev/null || [ -x /usr/sbin/dnsmasq ] || missing+=(dnsmasq-base)
+if [ "${#missing[@]}" -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 iptables >/dev/null
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
     else
-        echo "warning: ip or iptables is missing and cannot be installed; the network-namespace tests cannot run" >&2
+        echo "warning: ${missing[*]} missing and cannot be installed; the network-namespace tests cannot run" >&2
     fi
 fi
 

@@ -63,6 +63,18 @@ impl Resolver for KubeResolver {
             .unwrap_or_else(PoisonError::into_inner)
             .len()
     }
+
+    fn pods(&self) -> Vec<Arc<Pod>> {
+        self.snapshot
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .filter_map(|caller| match caller {
+                Caller::Pod(pod) => Some(pod.clone()),
+                Caller::Unknown | Caller::Ambiguous(_) => None,
+            })
+            .collect()
+    }
 }
 
 /// What the index keeps of a watched pod; `None` for an object without a name.

@@ -23,6 +23,7 @@ pub mod node;
 pub mod passthrough;
 pub mod pod_index;
 pub mod pods;
+mod prefetch;
 mod replies;
 pub mod tokens;
 pub mod upstream;
@@ -89,6 +90,8 @@ pub struct Config {
     /// The node's own metadata service (another cloud's), to which requests that are not for
     /// Google's API are relayed ([`passthrough`]); without it they are refused.
     pub passthrough: Option<String>,
+    /// Whether a new pod's access token is fetched before it asks ([`prefetch`]).
+    pub prefetch_tokens: bool,
 }
 
 /// Where refusals of a pod are reported, besides the log and the answer (Kubernetes Events).
@@ -126,6 +129,7 @@ struct Agent {
     held_per_pod: limits::PerPod,
     budget: limits::Budget,
     passthrough: Option<Arc<passthrough::Passthrough>>,
+    prefetches: prefetch::Prefetches,
     /// Log lines a pod's requests can cause again and again, one per kind and minute.
     refusal_log: wid_runtime::log_limit::LogLimit,
 }
@@ -216,6 +220,7 @@ impl MetadataServer {
             held_per_pod,
             budget,
             passthrough,
+            prefetches: prefetch::Prefetches::default(),
             refusal_log: wid_runtime::log_limit::LogLimit::new(Duration::from_secs(60)),
         });
         Ok(MetadataServer { agent, listener })
@@ -225,8 +230,10 @@ impl MetadataServer {
         Ok(self.listener.local_addr())
     }
 
-    /// A handle that can forget departed pods' tokens from another task.
-    pub fn pod_forgetter(&self) -> impl Fn(&[String]) + Send + Sync + 'static {
+    /// A handle to tell the agent, from another task, the uids of the pods left after each
+    /// change: departed pods' tokens are forgotten, new pods' fetched ahead
+    /// (`Config::prefetch_tokens`).
+    pub fn pods_changed(&self) -> impl Fn(&[String]) + Send + Sync + 'static {
         let agent = self.agent.clone();
         move |uids: &[String]| {
             agent.access_tokens.retain_owners(uids);
@@ -234,6 +241,13 @@ impl MetadataServer {
             agent.impersonating.retain_owners(uids);
             agent.ksa.retain_owners(uids);
             agent.budget.forget_idle_pods();
+            agent
+                .prefetches
+                .retain(&uids.iter().map(String::as_str).collect());
+            // A resolver with a change feed is followed by `prefetch::follow` instead.
+            if agent.config.prefetch_tokens && agent.resolver.changes().is_none() {
+                agent.prefetch_new_pods();
+            }
         }
     }
 
@@ -243,6 +257,9 @@ impl MetadataServer {
     ) -> std::io::Result<()> {
         let addr = self.listener.local_addr();
         let config = &self.agent.config;
+        if config.prefetch_tokens {
+            tokio::spawn(prefetch::follow(self.agent.clone()));
+        }
 
         if let Some(admin_addr) = config.admin_addr {
             let admin = TcpListener::bind(admin_addr).await?;

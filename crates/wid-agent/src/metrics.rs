@@ -113,6 +113,7 @@ pub struct Metrics {
     attestation_refusals: Counter,
     throttled: Family<BudgetLabels, Counter>,
     connections_shed: Counter,
+    prefetches: Family<UpstreamLabels, Counter>,
     /// Set when scraped: what the agent holds now.
     addresses: Gauge,
     ready: Gauge,
@@ -133,6 +134,12 @@ impl Default for Metrics {
         let attestation_refusals = Counter::default();
         let throttled = Family::<BudgetLabels, Counter>::default();
         let connections_shed = Counter::default();
+        let prefetches = Family::<UpstreamLabels, Counter>::default();
+        registry.register(
+            "token_prefetches",
+            "Access tokens fetched for a new pod before it asked (ok), or not got (refused, unavailable, throttled)",
+            prefetches.clone(),
+        );
         registry.register(
             "upstream_throttled",
             "Upstream calls not made because a budget (the pod's or the node's) was spent",
@@ -225,6 +232,7 @@ impl Default for Metrics {
             attestation_refusals,
             throttled,
             connections_shed,
+            prefetches,
             addresses,
             ready,
             cached_tokens,
@@ -270,6 +278,14 @@ impl Metrics {
             crate::limits::Exhausted::Node => "node",
         };
         self.throttled.get_or_create(&BudgetLabels { budget }).inc();
+    }
+
+    /// A new pod's access token fetched before it asked: `ok`, `refused`, `unavailable` or
+    /// `throttled`.
+    pub fn prefetch(&self, outcome: &'static str) {
+        self.prefetches
+            .get_or_create(&UpstreamLabels { outcome })
+            .inc();
     }
 
     pub fn connection_shed(&self) {

@@ -101,7 +101,7 @@ fn departed_pods(
     server: &MetadataServer,
     node_uid: Option<String>,
 ) -> impl Fn(&[String]) + Send + Sync + 'static {
-    let forget = server.pod_forgetter();
+    let forget = server.pods_changed();
     move |uids| {
         let mut live = uids.to_vec();
         live.extend(node_uid.clone());

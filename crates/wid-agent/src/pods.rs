@@ -109,6 +109,12 @@ pub trait Resolver: Send + Sync + 'static {
 
     /// How many addresses it answers for (ambiguous ones included), for the metrics.
     fn addresses(&self) -> usize;
+
+    /// The pods it answers for now (a pod with two addresses may be there twice), whose tokens
+    /// may be fetched before they ask.
+    fn pods(&self) -> Vec<Arc<Pod>> {
+        Vec::new()
+    }
 }
 
 /// One pod for every caller from one address (`wid dev`'s loopback pod).
@@ -179,6 +185,10 @@ impl<R: Resolver> Resolver for WithNodeIdentity<R> {
     fn addresses(&self) -> usize {
         self.pods.addresses() + self.addresses.len()
     }
+
+    fn pods(&self) -> Vec<Arc<Pod>> {
+        self.pods.pods()
+    }
 }
 
 impl<R: Resolver + ?Sized> Resolver for Arc<R> {
@@ -196,6 +206,10 @@ impl<R: Resolver + ?Sized> Resolver for Arc<R> {
 
     fn addresses(&self) -> usize {
         (**self).addresses()
+    }
+
+    fn pods(&self) -> Vec<Arc<Pod>> {
+        (**self).pods()
     }
 }
 
@@ -331,6 +345,16 @@ impl Resolver for StaticResolver {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .1
             .len()
+    }
+
+    fn pods(&self) -> Vec<Arc<Pod>> {
+        self.state
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .1
+            .values()
+            .cloned()
+            .collect()
     }
 }
 

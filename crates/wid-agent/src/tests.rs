@@ -186,6 +186,7 @@ fn config(upstream: &str) -> Config {
         pod_wait: Duration::from_millis(100),
         attest_callers: None,
         passthrough: None,
+        prefetch_tokens: false,
     }
 }
 

@@ -154,7 +154,7 @@ impl Agent {
 
     /// An access token of the pod's annotated account (GKE's impersonation), or the federated
     /// token itself for a KSA without one.
-    async fn fetch_access_token(
+    pub(crate) async fn fetch_access_token(
         self: Arc<Self>,
         pod: Arc<Pod>,
         scopes: Vec<String>,

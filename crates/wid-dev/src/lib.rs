@@ -124,7 +124,7 @@ pub async fn run(
     .await
     .map_err(|e| wid_cli::report::if_in_use(e.into(), "--metadata-addr"))?;
     if let Some(pods) = watched {
-        tokio::spawn(pods.watch(server.pod_forgetter()));
+        tokio::spawn(pods.watch(server.pods_changed()));
     }
     let gcloud = gcloud_config(&data_dir)?;
     let lines = Banner {

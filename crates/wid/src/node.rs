@@ -71,6 +71,11 @@ pub struct NodeArgs {
     /// How long a request from an address no pod has yet is held for the pod to appear.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(0..=60_000))]
     pub pod_wait_ms: u64,
+    /// Do not fetch a new pod's access token before it asks (by default, pods whose service
+    /// account is annotated with an IAM service account get one as they appear, so that their
+    /// first request is answered from the cache).
+    #[arg(long, env = "WID_NO_TOKEN_PREFETCH")]
+    pub no_token_prefetch: bool,
     /// Threads serving the metadata port, each with its own socket; default one per core.
     #[arg(long, env = "WID_METADATA_THREADS")]
     pub serve_threads: Option<usize>,
@@ -229,6 +234,7 @@ pub(crate) fn agent_config(
         pod_wait: Duration::from_millis(node.pod_wait_ms),
         attest_callers: None,
         passthrough: None,
+        prefetch_tokens: !node.no_token_prefetch,
         serve_threads: node.serve_threads.filter(|n| *n > 0).unwrap_or_else(|| {
             std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
         }),

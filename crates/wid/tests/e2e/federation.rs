@@ -494,7 +494,9 @@ async fn on_kubernetes_token_requests_carry_the_providers_audience_and_refusals_
             google.url(),
         ])
         .arg("--ca-file")
-        .arg(&ca);
+        .arg(&ca)
+        // Each upstream call here is a request's, in the order the test makes them.
+        .arg("--no-token-prefetch");
     let agent = Agent::spawn(&mut command, &dir.path().join("agent.log")).await;
 
     let (status, body) = md_eventually("127.0.0.22", &agent, TOKEN).await;

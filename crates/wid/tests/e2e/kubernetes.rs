@@ -991,3 +991,58 @@ async fn the_node_identity_gets_tokens_from_the_token_request_api() {
     .await;
     assert_eq!((status, email.as_str()), (200, GSA_A));
 }
+
+/// A pod of an annotated KSA has its access token before it asks: its first request is a cache
+/// hit that costs no upstream call. Pods of no annotated account, and finished ones, cost none.
+#[tokio::test]
+async fn a_new_pods_access_token_is_fetched_before_its_first_request() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (fake, server, _api) = cluster(dir.path()).await;
+    let agent = start_agent(dir.path(), &server, &fake).await;
+    fake.put_pod(
+        PodFixture::new("team-c", "plain-1", NODE)
+            .ip("127.0.0.83")
+            .service_account("plain"),
+    );
+    fake.put_pod(
+        PodFixture::new("team-b", "done-1", NODE)
+            .ip("127.0.0.84")
+            .service_account("other")
+            .phase("Succeeded"),
+    );
+    fake.put_pod(
+        PodFixture::new("team-a", "a-1", NODE)
+            .ip("127.0.0.82")
+            .service_account("app"),
+    );
+    let prefetched = r#"wid_metadata_token_prefetches_total{outcome="ok"}"#;
+    eventually("the new pod's token is fetched", &agent, || async {
+        agent.counter(prefetched).await == 1
+    })
+    .await;
+    let upstream = r#"wid_metadata_upstream_calls_total{outcome="ok"}"#;
+    let calls = agent.counter(upstream).await;
+    assert_eq!(calls, 2, "one exchange and one generateAccessToken");
+
+    let (status, body) = md(
+        &pod_client("127.0.0.82"),
+        &agent,
+        "instance/service-accounts/default/token",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let hits = r#"wid_metadata_token_cache_total{result="hit"}"#;
+    let misses = r#"wid_metadata_token_cache_total{result="miss"}"#;
+    assert_eq!(
+        (agent.counter(hits).await, agent.counter(misses).await),
+        (1, 0),
+        "{}",
+        agent.metrics().await
+    );
+    assert_eq!(
+        agent.counter(upstream).await,
+        calls,
+        "the request cost none"
+    );
+    assert_eq!(agent.counter(prefetched).await, 1, "no other pod's token");
+}
