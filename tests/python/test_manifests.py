@@ -150,6 +150,7 @@ def test_the_agent_listens_for_both_families_and_redirects_each_of_the_nodes_add
     (_, spec), = [(o, s) for o, s in pod_specs(objects) if o["kind"] == "DaemonSet"]
     agent = container(spec, "agent")
     assert "--addr=[::]:8988" in agent["args"], agent["args"]
+    assert {"name": "WID_NODE_ADDRESSES", "valueFrom": {"fieldRef": {"fieldPath": "status.hostIPs"}}} in agent["env"]
     for name in ("install-redirection", "keep-redirection"):
         env = container(spec, name)["env"]
         assert {"name": "NODE_IPS", "valueFrom": {"fieldRef": {"fieldPath": "status.hostIPs"}}} in env, env

@@ -342,9 +342,11 @@ class World:
         requests.post(self.fakes[cluster] + "/_fake/serviceaccounts", json={"namespace": namespace, "name": name, "annotations": annotations}, timeout=5).raise_for_status()
 
     def put_pod(self, namespace: str, name: str, node: str, ip: str | list[str], ksa: str, phase: str = "Running",
-                cluster: str = "net", uid: str = "") -> str:
+                cluster: str = "net", uid: str = "", host_network: bool = False) -> str:
         ips = [ip] if isinstance(ip, str) else ip
-        response = requests.post(self.fakes[cluster] + "/_fake/pods", json={"namespace": namespace, "name": name, "node": node, "ips": ips, "serviceAccount": ksa, "phase": phase, "uid": uid}, timeout=5)
+        response = requests.post(self.fakes[cluster] + "/_fake/pods", json={
+            "namespace": namespace, "name": name, "node": node, "ips": ips, "serviceAccount": ksa, "phase": phase,
+            "uid": uid, "hostNetwork": host_network}, timeout=5)
         response.raise_for_status()
         return response.json()["uid"]
 
@@ -759,3 +761,40 @@ def test_other_clouds_metadata_is_relayed_and_googles_is_the_agents(world):
         (node.address, "GET", "/latest/meta-data/instance-id"),
         (node.address, "GET", "/metadata/instance/compute/vmId"),
     ], seen
+
+
+@pytest.mark.parametrize("node_identity", [False, True], ids=["no-node-identity", "node-identity"])
+def test_host_network_pods_get_their_own_identities_by_their_sockets_owner(world, node_identity):
+    """`--attest-callers` with the node's addresses: two host-network pods of one node (their
+    processes in the node's network, each in its pod's cgroup) share its address, and each gets
+    its own KSA's identity, told by the process that holds the connection's socket; a process of
+    no pod gets the node identity, or is refused without one. Host-network processes reach the
+    agent at its own address (the pods' DNAT is not theirs), so their clients are told it."""
+    index = len(world.nodes) + 1
+    gateway = f"10.99.{index}.1"
+    identity = ("--node-identity", "team-b/other", "--node-gcp-service-account", GSA_B) if node_identity else ()
+    name = "node-k" if node_identity else "node-j"
+    node = world.node(name, extra=("--attest-callers", "--pod-wait-ms", "1500",
+                                   "--node-address", f"{gateway},10.98.0.{10 + index}", *identity))
+    assert node.index == index
+    env = {**client_env(world.tmp), "GCE_METADATA_HOST": f"{gateway}:8988", "GCE_METADATA_IP": f"{gateway}:8988"}
+
+    def on_the_node(args: list[str], cgroup: Path | None) -> subprocess.CompletedProcess:
+        command = ["ip", "netns", "exec", node.ns, *args]
+        if cgroup is not None:
+            command = ["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', str(cgroup), *command]
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+
+    for namespace, pod, ksa, gsa in (("team-a", "host-a", "app", GSA_A), ("team-b", "host-b", "other", GSA_B)):
+        uid = str(uuid.uuid4())
+        world.put_pod(namespace, pod, name, [gateway, node.address], ksa, uid=uid, host_network=True)
+        run = on_the_node([sys.executable, "-c", GOOGLE_AUTH], world.network.pod_cgroup(uid))
+        assert run.returncode == 0, f"{pod}: {run.stderr}\n{node.log.read_text()}"
+        assert run.stdout.split() == [PROJECT, gsa, gsa, "https://svc.example.com"], run.stdout
+
+    run = on_the_node([sys.executable, "-c", STATUS_AT, f"{gateway}:8988", "instance/service-accounts/default/email"], None)
+    if node_identity:
+        assert run.stdout.strip() == f"200 {GSA_B}", f"{run.stdout}{run.stderr}\n{node.log.read_text()}"
+    else:
+        assert run.stdout.startswith("403 ") and f"knows no pod at {gateway}" in run.stdout, \
+            f"a process of no pod: {run.stdout}{run.stderr}\n{node.log.read_text()}"

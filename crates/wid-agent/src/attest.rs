@@ -13,6 +13,10 @@
 //! Confirmation is per connection and pod, so keep-alive requests pay for it once; the file
 //! reads are blocking and run off the serving threads, a bounded number at a time.
 //!
+//! Host-network callers share the node's addresses: the connection is attributed by the
+//! process that holds its socket ([`Attestor::owner_of`]): a host-network pod's process makes it
+//! that pod's, a process of no pod the node's (its identity, if one is configured).
+//!
 //! Not covered: static pods (their cgroup is named after a hash of their manifest, not the
 //! mirror pod's UID: refused), and sandboxed runtimes (gVisor, Kata) whose sockets are not in
 //! the host kernel's tables (refused): run such nodes without attestation.
@@ -24,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::pods::{NODE_UID_PREFIX, Pod};
+use crate::pods::Pod;
 
 /// A new scan of the process table is made at most this often: a caller whose pod has no
 /// process cannot make the agent walk `/proc` at will.
@@ -66,6 +70,17 @@ pub enum Unconfirmed {
     OtherNamespace { pod: String, peer: SocketAddr },
     #[error("pod {pod} has no UID to confirm it by")]
     NoUid { pod: String },
+}
+
+/// Who holds a connection made on the host's own network (a host-network caller's).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Owner {
+    /// A process of the pod with this UID: a host-network pod's.
+    Pod(String),
+    /// A process of no pod: the node's own.
+    Node,
+    /// No process on the host's network holds it (gone already, or made elsewhere).
+    Unseen,
 }
 
 /// Why the process table cannot serve for attestation.
@@ -141,17 +156,6 @@ impl Attestor {
                 pod: format!("{}/{}", pod.namespace, pod.name),
             });
         }
-        // Host-network callers (the node identity) are the agent's own network's.
-        if pod.uid.starts_with(NODE_UID_PREFIX) {
-            return if tables_have(Path::new("/proc/self"), ends) {
-                Ok(())
-            } else {
-                Err(Unconfirmed::OtherNamespace {
-                    pod: name(),
-                    peer: ends.pod,
-                })
-            };
-        }
         let mut found_any = false;
         for rescanned in [false, true] {
             let pids = self.pids_of(&pod.uid, rescanned);
@@ -168,6 +172,36 @@ impl Attestor {
         } else {
             Unconfirmed::NoProcess { pod: name() }
         })
+    }
+
+    /// Who holds the connection with `ends`, made on the host's network: its socket's inode
+    /// from the agent's own tables (the host's), then the process on the host's network whose
+    /// descriptor is that socket, and its cgroup. Blocking: reads `/proc`. A process is taken
+    /// only if it still holds the socket after its cgroup was read, so a pid that died and was
+    /// reused meanwhile counts for nothing.
+    pub fn owner_of(&self, ends: Ends) -> Owner {
+        let Some(inode) = host_socket_inode(ends) else {
+            return Owner::Unseen;
+        };
+        let Ok(entries) = std::fs::read_dir(&self.proc_root) else {
+            return Owner::Unseen;
+        };
+        for pid in entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        {
+            let process = self.proc_root.join(pid.to_string());
+            let on_host = self.host_network.is_none()
+                || namespace_id(&process.join("ns/net")) == self.host_network;
+            if !on_host || !holds(&process, inode) {
+                continue;
+            }
+            let uid = read_cgroup(&self.proc_root, pid);
+            if holds(&process, inode) {
+                return uid.map_or(Owner::Node, Owner::Pod);
+            }
+        }
+        Owner::Unseen
     }
 
     /// Whether one of the network namespaces of `pids` (one process each, the host's left out)
@@ -240,6 +274,27 @@ fn tables_have(process: &Path, ends: Ends) -> bool {
 }
 
 /// A network namespace's identity: the device and inode of its `ns/net` file.
+/// The inode of the connection's socket in the agent's own network namespace (the host's).
+fn host_socket_inode(ends: Ends) -> Option<u64> {
+    ["tcp", "tcp6"].iter().find_map(|table| {
+        let table = std::fs::read_to_string(Path::new("/proc/self/net").join(table)).ok()?;
+        wid_procfs::socket_inode(&table, ends.pod, ends.dialled)
+    })
+}
+
+/// Whether `process` has a descriptor open on the socket `inode`.
+fn holds(process: &Path, inode: u64) -> bool {
+    let Ok(descriptors) = std::fs::read_dir(process.join("fd")) else {
+        return false;
+    };
+    descriptors.flatten().any(|fd| {
+        std::fs::read_link(fd.path()).is_ok_and(|link| {
+            link.to_str()
+                .is_some_and(|l| wid_procfs::is_socket_link(l, inode))
+        })
+    })
+}
+
 fn namespace_id(path: &Path) -> Option<(u64, u64)> {
     std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }

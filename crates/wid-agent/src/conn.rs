@@ -122,8 +122,11 @@ struct Accepted<'a> {
 }
 
 /// Whether the connection's address is no pod's (unknown, or shared), as its lease then says.
+/// With attestation the node's own address is its host-network pods', told apart per connection.
 fn is_stranger(agent: &Agent, lease: &Lease) -> bool {
-    let stranger = !matches!(agent.resolver.resolve(lease.ip()), Caller::Pod(_));
+    let ip = lease.ip();
+    let on_the_host = agent.attestor.is_some() && agent.resolver.is_node_address(ip);
+    let stranger = !on_the_host && !matches!(agent.resolver.resolve(ip), Caller::Pod(_));
     lease.set_stranger(stranger);
     stranger
 }

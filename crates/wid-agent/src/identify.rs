@@ -31,6 +31,9 @@ pub(crate) enum Unsettled {
     Unconfirmed(Arc<Pod>),
     /// The project's number is yet to be learnt (with this pod's identity).
     NoProjectNumber(Arc<Pod>),
+    /// A caller on the node's own address (`--attest-callers`): whose the connection is, a
+    /// host-network pod's or the node's, is yet to be read from the kernel.
+    OnTheHost,
 }
 
 /// What the kernel said of a connection and the pod the index proposed for it.
@@ -45,6 +48,9 @@ impl Agent {
     /// The caller at `ip` as far as can be told at once. `attested` is the uid of the pod this
     /// connection was confirmed to come from, if any.
     pub(crate) fn identify(&self, ip: IpAddr, attested: Option<&str>) -> Identified {
+        if self.attestor.is_some() && self.resolver.is_node_address(ip) {
+            return self.identify_on_the_host(attested);
+        }
         let pod = match self.resolver.resolve(ip) {
             Caller::Pod(pod) => pod,
             Caller::Unknown if self.resolver.changes().is_some() => {
@@ -61,6 +67,16 @@ impl Agent {
         }
     }
 
+    /// A caller on the node's own address, with attestation: the pod (or the node identity)
+    /// this connection was attributed to, or the attribution still to make.
+    fn identify_on_the_host(&self, attested: Option<&str>) -> Identified {
+        match attested.and_then(|uid| self.resolver.host_network_pod(uid)) {
+            Some(pod) if self.project_number.get().is_some() => Identified::Pod(pod),
+            Some(pod) => Identified::Unsettled(Unsettled::NoProjectNumber(pod)),
+            None => Identified::Unsettled(Unsettled::OnTheHost),
+        }
+    }
+
     /// Settles what `identify` left, for the connection from `ends`; `attested` is updated when
     /// the connection is confirmed as a pod's.
     pub(crate) async fn settle(
@@ -72,6 +88,11 @@ impl Agent {
         let ip = wid_runtime::connections::canonical_ip(ends.pod.ip());
         let mut pod = match unsettled {
             Unsettled::NotYetKnown => self.waited_for(ip).await?,
+            Unsettled::OnTheHost => {
+                let pod = self.on_the_host(ends).await?;
+                *attested = Some(pod.uid.clone());
+                pod
+            }
             Unsettled::Unconfirmed(pod) | Unsettled::NoProjectNumber(pod) => pod,
         };
         if self.attestor.is_some() && attested.as_deref() != Some(pod.uid.as_str()) {

@@ -33,6 +33,8 @@ const SERVICE_ACCOUNT_REFRESH: Duration = Duration::from_secs(60);
 pub struct KubeResolver {
     index: Mutex<PodIndex>,
     snapshot: RwLock<Arc<Snapshot>>,
+    /// The live host-network pods by uid, published with the snapshot.
+    host_network: RwLock<Arc<std::collections::HashMap<String, Arc<Pod>>>>,
     changes: tokio::sync::watch::Sender<u64>,
     ready: AtomicBool,
     /// Service accounts being read now.
@@ -62,6 +64,14 @@ impl Resolver for KubeResolver {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .len()
+    }
+
+    fn host_network_pod(&self, uid: &str) -> Option<Arc<Pod>> {
+        self.host_network
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(uid)
+            .cloned()
     }
 
     fn pods(&self) -> Vec<Arc<Pod>> {
@@ -113,6 +123,7 @@ impl KubeResolver {
         Arc::new(KubeResolver {
             index: Mutex::new(PodIndex::default()),
             snapshot: RwLock::new(Arc::new(Snapshot::new())),
+            host_network: RwLock::default(),
             changes,
             ready: AtomicBool::new(false),
             fetching: Mutex::new(HashSet::new()),
@@ -128,6 +139,10 @@ impl KubeResolver {
             .snapshot
             .write()
             .unwrap_or_else(PoisonError::into_inner) = Arc::new(index.snapshot());
+        *self
+            .host_network
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Arc::new(index.host_network_pods());
         self.changes.send_modify(|version| *version += 1);
     }
 

@@ -15,6 +15,7 @@ pub mod attest;
 pub mod cache;
 mod conn;
 pub mod federation;
+mod host_network;
 mod identify;
 pub mod kubernetes;
 pub mod limits;

@@ -29,10 +29,11 @@ pub enum Pods {
     },
 }
 
-/// The identity of host-network callers: the node's addresses, answered as this pod.
+/// Host-network callers: the node's addresses, and the identity of its processes of no pod
+/// (answered as this pod; refused without one).
 pub struct NodeIdentity {
     pub addresses: Vec<IpAddr>,
-    pub pod: Arc<Pod>,
+    pub pod: Option<Arc<Pod>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -52,7 +53,10 @@ pub async fn run(
     node: Option<NodeIdentity>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
-    let node_uid = node.as_ref().map(|n| n.pod.uid.clone());
+    let node_uid = node
+        .as_ref()
+        .and_then(|n| n.pod.as_ref())
+        .map(|pod| pod.uid.clone());
     let with_node = |pods: Arc<dyn Resolver>| -> Arc<dyn Resolver> {
         match &node {
             Some(node) => Arc::new(WithNodeIdentity {

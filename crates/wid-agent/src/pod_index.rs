@@ -127,19 +127,7 @@ impl PodIndex {
             .into_iter()
             .filter_map(|(ip, pods)| {
                 let caller = match pods.as_slice() {
-                    [pod] => {
-                        let annotations = self
-                            .service_accounts
-                            .get(&(pod.namespace.clone(), pod.service_account_name.clone()))?;
-                        Caller::Pod(Arc::new(Pod {
-                            ip,
-                            namespace: pod.namespace.clone(),
-                            name: pod.name.clone(),
-                            uid: pod.uid.clone(),
-                            service_account_name: pod.service_account_name.clone(),
-                            annotations: annotations.clone(),
-                        }))
-                    }
+                    [pod] => Caller::Pod(self.pod(pod, ip)?),
                     several => {
                         let mut names: Vec<String> = several
                             .iter()
@@ -152,6 +140,35 @@ impl PodIndex {
                 Some((ip, caller))
             })
             .collect()
+    }
+
+    /// The live host-network pods by uid: they share the node's addresses, so only the owner
+    /// of a connection's socket tells them apart (`--attest-callers`).
+    pub fn host_network_pods(&self) -> HashMap<String, Arc<Pod>> {
+        self.pods
+            .values()
+            .filter(|p| p.live && p.host_network && !p.uid.is_empty())
+            .filter_map(|p| {
+                let ip = p.ips.first().copied()?;
+                Some((p.uid.clone(), self.pod(p, ip)?))
+            })
+            .collect()
+    }
+
+    /// `record` answered from `ip`, once its service account's annotations are known.
+    fn pod(&self, record: &PodRecord, ip: IpAddr) -> Option<Arc<Pod>> {
+        let annotations = self.service_accounts.get(&(
+            record.namespace.clone(),
+            record.service_account_name.clone(),
+        ))?;
+        Some(Arc::new(Pod {
+            ip,
+            namespace: record.namespace.clone(),
+            name: record.name.clone(),
+            uid: record.uid.clone(),
+            service_account_name: record.service_account_name.clone(),
+            annotations: annotations.clone(),
+        }))
     }
 }
 
@@ -238,6 +255,34 @@ mod tests {
             None,
             "host-network pods share the node's address"
         );
+    }
+
+    #[test]
+    fn host_network_pods_are_found_by_uid_while_they_live_and_their_ksa_is_known() {
+        let mut index = PodIndex::default();
+        annotated(&mut index, "app", "a@p.iam.gserviceaccount.com");
+        let host = |name: &str, ksa: &str| PodRecord {
+            host_network: true,
+            ..pod(name, "10.0.0.1", ksa)
+        };
+        index.apply(host("h1", "app"));
+        index.apply(host("h2", "app"));
+        index.apply(host("unknown-ksa", "other"));
+        index.apply(PodRecord {
+            live: false,
+            ..host("done", "app")
+        });
+        index.apply(pod("regular", "10.0.0.5", "app"));
+        let found = index.host_network_pods();
+        let mut uids: Vec<&str> = found.keys().map(String::as_str).collect();
+        uids.sort_unstable();
+        assert_eq!(
+            uids,
+            ["uid-h1", "uid-h2"],
+            "two pods on one address, each its own"
+        );
+        assert_eq!(found["uid-h1"].gsa(), Some("a@p.iam.gserviceaccount.com"));
+        assert_eq!(found["uid-h1"].ip, ip("10.0.0.1"));
     }
 
     #[test]

@@ -115,6 +115,22 @@ pub trait Resolver: Send + Sync + 'static {
     fn pods(&self) -> Vec<Arc<Pod>> {
         Vec::new()
     }
+
+    /// Whether `ip` is one of the node's own addresses, shared by its host-network pods and its
+    /// processes of no pod.
+    fn is_node_address(&self, _ip: IpAddr) -> bool {
+        false
+    }
+
+    /// The live host-network pod of the node with `uid` (or the node identity, by its uid).
+    fn host_network_pod(&self, _uid: &str) -> Option<Arc<Pod>> {
+        None
+    }
+
+    /// The identity of the node's processes of no pod, if one is configured.
+    fn node_identity(&self) -> Option<Arc<Pod>> {
+        None
+    }
 }
 
 /// One pod for every caller from one address (`wid dev`'s loopback pod).
@@ -135,13 +151,14 @@ impl Resolver for FixedResolver {
 /// Host-network callers, whose source address is the node's own: they get the node identity (a
 /// KSA the operator names, with the annotations the operator gives it) only when one is
 /// configured; without it they are refused like any address that is no pod. A pod that has the
-/// address itself (listed in the pods file) comes first.
+/// address itself (listed in the pods file) comes first. With attestation, the agent asks the
+/// kernel whose the connection is instead ([`Resolver::is_node_address`]).
 pub struct WithNodeIdentity<R> {
     pub pods: R,
     /// The node's addresses.
     pub addresses: Vec<IpAddr>,
     /// The identity host-network callers get; its `ip` is the first address.
-    pub node: Arc<Pod>,
+    pub node: Option<Arc<Pod>>,
 }
 
 impl Pod {
@@ -169,7 +186,7 @@ impl Pod {
 impl<R: Resolver> Resolver for WithNodeIdentity<R> {
     fn resolve(&self, ip: IpAddr) -> Caller {
         match self.pods.resolve(ip) {
-            Caller::Unknown if self.addresses.contains(&ip) => Caller::Pod(self.node.clone()),
+            Caller::Unknown if self.addresses.contains(&ip) => self.node.clone().into(),
             caller => caller,
         }
     }
@@ -188,6 +205,21 @@ impl<R: Resolver> Resolver for WithNodeIdentity<R> {
 
     fn pods(&self) -> Vec<Arc<Pod>> {
         self.pods.pods()
+    }
+
+    fn is_node_address(&self, ip: IpAddr) -> bool {
+        self.addresses.contains(&ip)
+    }
+
+    fn host_network_pod(&self, uid: &str) -> Option<Arc<Pod>> {
+        match &self.node {
+            Some(node) if node.uid == uid => Some(node.clone()),
+            _ => self.pods.host_network_pod(uid),
+        }
+    }
+
+    fn node_identity(&self) -> Option<Arc<Pod>> {
+        self.node.clone()
     }
 }
 
@@ -210,6 +242,18 @@ impl<R: Resolver + ?Sized> Resolver for Arc<R> {
 
     fn pods(&self) -> Vec<Arc<Pod>> {
         (**self).pods()
+    }
+
+    fn is_node_address(&self, ip: IpAddr) -> bool {
+        (**self).is_node_address(ip)
+    }
+
+    fn host_network_pod(&self, uid: &str) -> Option<Arc<Pod>> {
+        (**self).host_network_pod(uid)
+    }
+
+    fn node_identity(&self) -> Option<Arc<Pod>> {
+        (**self).node_identity()
     }
 }
 
@@ -387,7 +431,7 @@ mod tests {
         let with = WithNodeIdentity {
             pods: FixedResolver { pod: pod.clone() },
             addresses: vec![node_ip],
-            node: Arc::new(node),
+            node: Some(Arc::new(node)),
         };
         let got = with.resolve(node_ip).pod().expect("the node identity");
         assert_eq!(

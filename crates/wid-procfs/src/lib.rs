@@ -1,6 +1,7 @@
 //! Pure parsers of the Linux `/proc` files behind the agent's caller attestation: a process's
-//! `cgroup` file (which pod the process belongs to) and its network namespace's TCP socket
-//! tables, `net/tcp` and `net/tcp6` (whether a connection starts there). No I/O: the agent reads
+//! `cgroup` file (which pod the process belongs to), its network namespace's TCP socket
+//! tables, `net/tcp` and `net/tcp6` (whether a connection starts there, and its socket's
+//! inode), and its descriptors' links (which process holds that socket). No I/O: the agent reads
 //! the files, these functions decide, and they take any bytes without panicking.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -49,11 +50,26 @@ fn is_uid(s: &str) -> bool {
 /// a socket left in TIME_WAIT, a listener or a server's accepted socket with the same local end
 /// is someone else's. IPv4 ends of an IPv6 socket (`::ffff:a.b.c.d`) count as IPv4.
 pub fn socket_table_has(table: &str, local: SocketAddr, remote: SocketAddr) -> bool {
+    open_socket(table, local, remote).is_some()
+}
+
+/// The inode of the open connection from `local` to `remote` in a TCP socket table (as
+/// [`socket_table_has`] finds it): the number in the `socket:[INODE]` link of the descriptor of
+/// the process that holds it (`/proc/PID/fd/N`), so that a host-network caller's process, and
+/// so its pod, can be found. `None` when the table has no such connection.
+pub fn socket_inode(table: &str, local: SocketAddr, remote: SocketAddr) -> Option<u64> {
+    let line = open_socket(table, local, remote)?;
+    // sl, local, remote, st, tx:rx, tr:when, retrnsmt, uid, timeout, inode.
+    line.split_whitespace().nth(9)?.parse().ok()
+}
+
+/// The line of the open connection from `local` to `remote`.
+fn open_socket(table: &str, local: SocketAddr, remote: SocketAddr) -> Option<&str> {
     let want = (
         (local.ip().to_canonical(), local.port()),
         (remote.ip().to_canonical(), remote.port()),
     );
-    table.lines().skip(1).any(|line| {
+    table.lines().skip(1).find(|line| {
         let mut fields = line.split_whitespace();
         let (Some(_slot), Some(local_field), Some(remote_field), Some(state)) =
             (fields.next(), fields.next(), fields.next(), fields.next())
@@ -64,6 +80,14 @@ pub fn socket_table_has(table: &str, local: SocketAddr, remote: SocketAddr) -> b
             && parse_endpoint(local_field).is_some_and(|found| found == want.0)
             && parse_endpoint(remote_field).is_some_and(|found| found == want.1)
     })
+}
+
+/// Whether a descriptor's link (`/proc/PID/fd/N`, read with readlink) is the socket `inode`.
+pub fn is_socket_link(link: &str, inode: u64) -> bool {
+    link.strip_prefix("socket:[")
+        .and_then(|rest| rest.strip_suffix(']'))
+        .and_then(|n| n.parse::<u64>().ok())
+        == Some(inode)
 }
 
 /// The state column of a connection the pod holds open: `TCP_ESTABLISHED` (1), and the pod
@@ -183,6 +207,30 @@ mod tests {
         assert!(!socket_table_has(TCP6, at("[::1]:80"), at("[::]:0")));
     }
 
+    #[cfg(target_endian = "little")]
+    #[test]
+    fn the_inode_of_an_open_connection_names_its_holders_descriptor() {
+        let metadata = at("169.254.169.254:80");
+        assert_eq!(socket_inode(TCP, at("127.0.0.12:41906"), metadata), Some(2));
+        assert_eq!(socket_inode(TCP, at("127.0.0.12:41908"), metadata), Some(5));
+        assert_eq!(socket_inode(TCP, at("127.0.0.12:41907"), metadata), None);
+        assert_eq!(
+            socket_inode(TCP6, at("127.0.0.13:49153"), metadata),
+            Some(3)
+        );
+        assert!(is_socket_link("socket:[2]", 2));
+        for link in [
+            "socket:[22]",
+            "socket:[2",
+            "pipe:[2]",
+            "/dev/null",
+            "socket:[]",
+            "",
+        ] {
+            assert!(!is_socket_link(link, 2), "{link:?}");
+        }
+    }
+
     #[test]
     fn bad_tables_hold_nothing() {
         for table in [
@@ -194,6 +242,7 @@ mod tests {
         ] {
             let local = at("127.0.0.1:80");
             assert!(!socket_table_has(table, local, local), "{table:?}");
+            assert_eq!(socket_inode(table, local, local), None, "{table:?}");
         }
     }
 
@@ -201,6 +250,8 @@ mod tests {
         #[test]
         fn any_input_is_safe(table in ".{0,300}", cgroup in ".{0,300}") {
             let _ = socket_table_has(&table, at("127.0.0.1:80"), at("169.254.169.254:80"));
+            let _ = socket_inode(&table, at("127.0.0.1:80"), at("169.254.169.254:80"));
+            let _ = is_socket_link(&table, 1);
             let _ = pod_uid_of_cgroup(&cgroup);
         }
     }

@@ -135,7 +135,9 @@ pub struct MetadataServeArgs {
     /// server's, or a token service's behind an internal CA.
     #[arg(long, env = "WID_CA_FILE", value_name = "PEM")]
     pub ca_file: Option<PathBuf>,
-    /// The node's own addresses: where host-network pods' requests come from.
+    /// The node's own addresses: where host-network pods' requests come from. With
+    /// --attest-callers, a request from them is a host-network pod's own (told by the pod of the
+    /// process that holds its socket), or else the node identity's.
     #[arg(
         long = "node-address",
         env = "WID_NODE_ADDRESSES",
@@ -340,8 +342,16 @@ pub async fn metadata_serve(args: MetadataServeArgs, dev_data_dir: PathBuf) -> a
 
 /// The identity of host-network callers (`--node-identity NAMESPACE/KSA`), if any.
 fn node_identity(args: &MetadataServeArgs) -> anyhow::Result<Option<NodeIdentity>> {
-    let Some(identity) = &args.node_identity else {
+    if args.node_addresses.is_empty() {
         return Ok(None);
+    }
+    let Some(identity) = &args.node_identity else {
+        // The node's addresses alone: with --attest-callers a host-network pod is told by its
+        // socket's owner; a process of no pod is refused.
+        return Ok(Some(NodeIdentity {
+            addresses: args.node_addresses.clone(),
+            pod: None,
+        }));
     };
     let Some((namespace, ksa)) = identity
         .split_once('/')
@@ -357,7 +367,7 @@ fn node_identity(args: &MetadataServeArgs) -> anyhow::Result<Option<NodeIdentity
     );
     Ok(Some(NodeIdentity {
         addresses: args.node_addresses.clone(),
-        pod: Arc::new(pod),
+        pod: Some(Arc::new(pod)),
     }))
 }
 
