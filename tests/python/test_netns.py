@@ -25,6 +25,7 @@ PROJECT = "net-proj"
 NUMBER = "555555555555"
 GSA_A = f"app-a-runner@{PROJECT}.iam.gserviceaccount.com"
 GSA_B = f"app-b-runner@{PROJECT}.iam.gserviceaccount.com"
+GSA_NODE = f"node-runner@{PROJECT}.iam.gserviceaccount.com"
 # Short, unique per run: interface names have at most 15 characters.
 TAG = f"w{os.getpid() % 10000}"
 BRIDGE_IP = "10.98.0.1"
@@ -772,18 +773,26 @@ def test_host_network_pods_get_their_own_identities_by_their_sockets_owner(world
     agent at its own address (the pods' DNAT is not theirs), so their clients are told it."""
     index = len(world.nodes) + 1
     gateway = f"10.99.{index}.1"
-    identity = ("--node-identity", "team-b/other", "--node-gcp-service-account", GSA_B) if node_identity else ()
+    identity = ()
+    if node_identity:
+        # An account of its own, so that no pod's answer could be the node identity's unseen.
+        world.call("POST", f"/v1/projects/{PROJECT}/serviceAccounts", json={"accountId": "node-runner"})
+        world.call("POST", f"/v1/projects/-/serviceAccounts/{GSA_NODE}:setIamPolicy", json={"policy": {"bindings": [
+            {"role": "roles/iam.workloadIdentityUser",
+             "members": [f"serviceAccount:{PROJECT}.svc.id.goog[kube-system/node-identity]"]}]}})
+        world.service_account("kube-system", "node-identity", {})
+        identity = ("--node-identity", "kube-system/node-identity", "--node-gcp-service-account", GSA_NODE)
     name = "node-k" if node_identity else "node-j"
     node = world.node(name, extra=("--attest-callers", "--pod-wait-ms", "1500",
                                    "--node-address", f"{gateway},10.98.0.{10 + index}", *identity))
     assert node.index == index
     env = {**client_env(world.tmp), "GCE_METADATA_HOST": f"{gateway}:8988", "GCE_METADATA_IP": f"{gateway}:8988"}
 
+    # A host-network pod's processes: in the node's network, in the pod's cgroup.
+    host = PodNet(node.ns, [gateway])
+
     def on_the_node(args: list[str], cgroup: Path | None) -> subprocess.CompletedProcess:
-        command = ["ip", "netns", "exec", node.ns, *args]
-        if cgroup is not None:
-            command = ["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', str(cgroup), *command]
-        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+        return host.run(args, env, cgroup=cgroup)
 
     for namespace, pod, ksa, gsa in (("team-a", "host-a", "app", GSA_A), ("team-b", "host-b", "other", GSA_B)):
         uid = str(uuid.uuid4())
@@ -794,7 +803,7 @@ def test_host_network_pods_get_their_own_identities_by_their_sockets_owner(world
 
     run = on_the_node([sys.executable, "-c", STATUS_AT, f"{gateway}:8988", "instance/service-accounts/default/email"], None)
     if node_identity:
-        assert run.stdout.strip() == f"200 {GSA_B}", f"{run.stdout}{run.stderr}\n{node.log.read_text()}"
+        assert run.stdout.strip() == f"200 {GSA_NODE}", f"{run.stdout}{run.stderr}\n{node.log.read_text()}"
     else:
         assert run.stdout.startswith("403 ") and f"knows no pod at {gateway}" in run.stdout, \
             f"a process of no pod: {run.stdout}{run.stderr}\n{node.log.read_text()}"

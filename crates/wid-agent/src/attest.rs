@@ -75,12 +75,14 @@ pub enum Unconfirmed {
 /// Who holds a connection made on the host's own network (a host-network caller's).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Owner {
-    /// A process of the pod with this UID: a host-network pod's.
+    /// Processes of the pod with this UID: a host-network pod's.
     Pod(String),
-    /// A process of no pod: the node's own.
+    /// Processes of no pod: the node's own.
     Node,
-    /// No process on the host's network holds it (gone already, or made elsewhere).
-    Unseen,
+    /// No one the agent can name, and why: no process on the host's network holds it, its
+    /// holders are more than one pod (or pods and the node), a holder is under kubelet's pods
+    /// in no pod named by a UID (a static pod), or a holder's cgroup cannot be read.
+    Unknown(&'static str),
 }
 
 /// Why the process table cannot serve for attestation.
@@ -175,17 +177,18 @@ impl Attestor {
     }
 
     /// Who holds the connection with `ends`, made on the host's network: its socket's inode
-    /// from the agent's own tables (the host's), then the process on the host's network whose
-    /// descriptor is that socket, and its cgroup. Blocking: reads `/proc`. A process is taken
-    /// only if it still holds the socket after its cgroup was read, so a pid that died and was
-    /// reused meanwhile counts for nothing.
+    /// from the agent's own tables (the host's), then every process on the host's network whose
+    /// descriptor is that socket, and their cgroups, which must agree. Blocking: reads `/proc`.
+    /// A process counts only if it still holds the socket after its cgroup was read, so a pid
+    /// that died and was reused meanwhile counts for nothing.
     pub fn owner_of(&self, ends: Ends) -> Owner {
         let Some(inode) = host_socket_inode(ends) else {
-            return Owner::Unseen;
+            return Owner::Unknown("no process on the node's network holds it");
         };
         let Ok(entries) = std::fs::read_dir(&self.proc_root) else {
-            return Owner::Unseen;
+            return Owner::Unknown("the process table cannot be read");
         };
+        let mut owner = None;
         for pid in entries
             .flatten()
             .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
@@ -196,12 +199,28 @@ impl Attestor {
             if !on_host || !holds(&process, inode) {
                 continue;
             }
-            let uid = read_cgroup(&self.proc_root, pid);
-            if holds(&process, inode) {
-                return uid.map_or(Owner::Node, Owner::Pod);
+            let cgroup = std::fs::read_to_string(process.join("cgroup"));
+            if !holds(&process, inode) {
+                continue;
+            }
+            let this = match cgroup.map(|c| wid_procfs::cgroup_owner(&c)) {
+                Ok(wid_procfs::CgroupOwner::Pod(uid)) => Owner::Pod(uid),
+                Ok(wid_procfs::CgroupOwner::Node) => Owner::Node,
+                Ok(wid_procfs::CgroupOwner::UnknownPod) => {
+                    return Owner::Unknown(
+                        "it is held by a pod's process with no pod UID (a static pod)",
+                    );
+                }
+                Err(_) => return Owner::Unknown("a holder's cgroup cannot be read"),
+            };
+            match &owner {
+                Some(seen) if *seen != this => {
+                    return Owner::Unknown("it is held by processes of more than one owner");
+                }
+                _ => owner = Some(this),
             }
         }
-        Owner::Unseen
+        owner.unwrap_or(Owner::Unknown("no process on the node's network holds it"))
     }
 
     /// Whether one of the network namespaces of `pids` (one process each, the host's left out)

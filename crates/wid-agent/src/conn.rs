@@ -207,28 +207,30 @@ impl Conn<'_> {
             self.lease.hold_head(0);
         }
         let started = std::time::Instant::now();
-        let relayed = agent.passthrough.is_some() && wid_gce::passthrough::relayable(&head);
-        let endpoint = if relayed {
-            metrics::Endpoint::Passthrough
-        } else {
-            metrics::Endpoint::of_path(head.request.path)
+        let relay = agent
+            .passthrough
+            .clone()
+            .filter(|_| wid_gce::passthrough::relayable(&head))
+            .map(|to| Relay {
+                to,
+                headers: wid_gce::passthrough::end_to_end_headers(&self.input[..head.len]),
+            });
+        let endpoint = match relay {
+            Some(_) => metrics::Endpoint::Passthrough,
+            None => metrics::Endpoint::of_path(head.request.path),
         };
         let head_only = head.request.method == "HEAD";
         let keep_alive = head.keep_alive;
         let mut connection = Connection::after(&head, stop.is_stopped());
         let len = head.len;
-        let answer = if relayed {
-            relay(agent, self.peer, &head, &self.input[..len])
-        } else {
-            answer(
-                agent,
-                self.stream,
-                self.peer,
-                &head.request,
-                &mut self.attested,
-            )
-            .await
-        };
+        let answer = answer(
+            agent,
+            self.stream,
+            self.peer,
+            (&head.request, relay),
+            &mut self.attested,
+        )
+        .await;
         // Pipelined requests stay in the buffer; the usual case empties it.
         if len >= self.input.len() {
             self.input.clear();
@@ -352,19 +354,22 @@ impl Conn<'_> {
     }
 }
 
-/// The answer to one request: the protocol's checks that need no caller, then the caller
-/// identified once (at once in the usual case; the slow cases settled in one step, boxed so
-/// that the usual request's future stays small), then the pod's answer. `attested` is the pod
+/// The answer to one request: the protocol's checks that need no caller (but for one relayed to
+/// the node's own metadata service), then the caller identified once (at once in the usual
+/// case; the slow cases settled in one step, boxed so that the usual request's future stays
+/// small), then the pod's answer, or the relay's. `attested` is the pod
 /// this connection was confirmed to come from (`--attest-callers`): once per connection and
 /// pod, not per request.
 async fn answer(
     agent: &Arc<Agent>,
     stream: &TcpStream,
     peer: SocketAddr,
-    request: &wid_gce::Request<'_>,
+    (request, relayed): (&wid_gce::Request<'_>, Option<Relay>),
     attested: &mut Option<String>,
 ) -> Answer {
-    if let Some(reply) = wid_gce::precheck(request) {
+    if relayed.is_none()
+        && let Some(reply) = wid_gce::precheck(request)
+    {
         return Answer::Now(reply);
     }
     let ip = wid_runtime::connections::canonical_ip(peer.ip());
@@ -379,29 +384,42 @@ async fn answer(
             }
         }
     };
-    agent.respond(ip, pod, request)
+    match relayed {
+        // Only the node's own pods (confirmed, with attestation), as without wid: never
+        // another host that reaches the agent's port.
+        Some(to) => relay(agent, ip, request, to),
+        None => agent.respond(ip, pod, request),
+    }
 }
 
-/// A request for another cloud's metadata service (`head`, whose bytes are `raw`), relayed to
-/// the node's own (`--passthrough`) within the caller's share of requests in flight. Any caller
-/// may: without wid, every pod reaches that service.
-fn relay(agent: &Arc<Agent>, peer: SocketAddr, head: &http1::Head<'_>, raw: &[u8]) -> Answer {
-    let Some(passthrough) = agent.passthrough.clone() else {
-        return Answer::Now(Reply::text(404, "Not Found\n"));
-    };
-    let ip = wid_runtime::connections::canonical_ip(peer.ip());
+/// A request for another cloud's metadata service, to be relayed (`--passthrough`): where to,
+/// and the pod's end-to-end headers.
+struct Relay {
+    to: Arc<crate::passthrough::Passthrough>,
+    headers: Vec<(String, Vec<u8>)>,
+}
+
+/// `request` of `pod`, relayed to the node's own metadata service, within the pod's share of
+/// requests in flight.
+fn relay(
+    agent: &Agent,
+    ip: std::net::IpAddr,
+    request: &wid_gce::Request<'_>,
+    relay: Relay,
+) -> Answer {
     let Some(slot) = agent.per_pod.try_acquire(ip) else {
         return Answer::Now(crate::replies::too_many_requests(ip));
     };
-    let request = &head.request;
-    let method = request.method.to_owned();
-    let target = match request.query {
-        "" => request.path.to_owned(),
-        query => format!("{}?{query}", request.path),
-    };
-    let headers = wid_gce::passthrough::end_to_end_headers(raw);
+    let (method, path, query) = (
+        request.method.to_owned(),
+        request.path.to_owned(),
+        request.query.to_owned(),
+    );
     Answer::Later(Box::pin(async move {
-        let reply = passthrough.relay(&method, &target, headers).await;
+        let reply = relay
+            .to
+            .relay(&method, (&path, &query), relay.headers)
+            .await;
         drop(slot);
         reply
     }))

@@ -33,10 +33,7 @@ impl Agent {
                     .node_identity()
                     .ok_or_else(|| replies::unknown_caller(ip, None));
             }
-            Owner::Unseen => format!(
-                "no process on the node's network holds the connection from {}",
-                ends.pod
-            ),
+            Owner::Unknown(why) => format!("the connection from {}: {why}", ends.pod),
         };
         tracing::warn!(peer = %ends.pod, %why, "a caller on the node's address was refused");
         self.metrics.attestation_refused();
@@ -48,7 +45,7 @@ impl Agent {
         let Some(attestor) = self.attestor.clone() else {
             return Err(replies::attestation_failed());
         };
-        let Ok(permit) = self.attestations.clone().acquire_owned().await else {
+        let Ok(permit) = self.host_attributions.clone().acquire_owned().await else {
             return Err(replies::attestation_failed());
         };
         let owner = move || {

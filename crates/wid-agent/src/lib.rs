@@ -103,6 +103,8 @@ pub trait Denials: Send + Sync + 'static {
 
 /// Attestations (blocking reads of `/proc`) in progress at once, node-wide; more wait their turn.
 const MAX_ATTESTATIONS: usize = 8;
+/// Host-network callers' attributions at once, node-wide: fewer, as each walks more of `/proc`.
+const MAX_HOST_ATTRIBUTIONS: usize = 2;
 
 /// The scopes a token has when the caller names none.
 pub const DEFAULT_SCOPES: [&str; 2] = [
@@ -116,6 +118,9 @@ struct Agent {
     attestor: Option<Arc<attest::Attestor>>,
     /// Attestations in progress at once: each holds a blocking thread reading `/proc`.
     attestations: Arc<tokio::sync::Semaphore>,
+    /// The same for host-network callers (a walk of every process's descriptors each): apart,
+    /// so that host-network callers never hold up pods' attestations.
+    host_attributions: Arc<tokio::sync::Semaphore>,
     ksa: KsaTokens,
     denials: Option<Arc<dyn Denials>>,
     project_number: std::sync::OnceLock<String>,
@@ -148,6 +153,8 @@ pub enum StartError {
     Upstream(#[from] upstream::UpstreamConfigError),
     #[error("cannot attest callers")]
     Attest(#[from] attest::AttestorError),
+    #[error(transparent)]
+    Passthrough(#[from] passthrough::PassthroughError),
 }
 
 /// A started agent: its listener is bound.
@@ -209,6 +216,7 @@ impl MetadataServer {
             resolver,
             attestor,
             attestations: Arc::new(tokio::sync::Semaphore::new(MAX_ATTESTATIONS)),
+            host_attributions: Arc::new(tokio::sync::Semaphore::new(MAX_HOST_ATTRIBUTIONS)),
             ksa,
             denials,
             project_number,

@@ -19,7 +19,7 @@ use crate::tokens::TokenKey;
 use crate::upstream::UpstreamError;
 
 /// Prefetches in flight at once: a node's worth of pods appearing together (an agent's start)
-/// is fetched a few at a time, leaving the budget's burst to requests.
+/// is fetched a few at a time, so that requests meanwhile find upstream calls free.
 const AT_ONCE: usize = 4;
 
 /// The pods already fetched for, and the turns of those in flight.
@@ -44,6 +44,14 @@ impl Prefetches {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .retain(|uid| live.contains(uid.as_str()));
+    }
+
+    /// Whether the pod `uid` is still on the node, as far as the last change said.
+    fn is_seen(&self, uid: &str) -> bool {
+        self.seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(uid)
     }
 
     /// Whether `pod` is new here (and so now seen).
@@ -88,6 +96,10 @@ impl Agent {
         let Ok(_turn) = self.prefetches.turns.clone().acquire_owned().await else {
             return;
         };
+        // Gone while it waited its turn: nothing to fetch for.
+        if !self.prefetches.is_seen(&pod.uid) {
+            return;
+        }
         let key = TokenKey::access(pod.clone(), &[]);
         if self.access_tokens.fresh(&key).is_some() {
             return;

@@ -261,12 +261,11 @@ fn render_relayed(
         out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
     }
-    let _ = write!(
-        out,
-        "Content-Length: {}\r\nDate: {}\r\n",
-        reply.body.len(),
-        framing.date
-    );
+    // RFC 9110 8.6: no length on a reply that never has content.
+    if !matches!(reply.status, 100..=199 | 204 | 304) {
+        let _ = write!(out, "Content-Length: {}\r\n", reply.body.len());
+    }
+    let _ = write!(out, "Date: {}\r\n", framing.date);
     end_head(reply, framing, out);
 }
 

@@ -3,24 +3,49 @@
 //! that go along. Pure: the agent does the I/O.
 //!
 //! The node's own metadata service is reached at the address the pods' redirection takes from
-//! them, so whatever it is relayed is what a pod would have had without wid. On Google Cloud
-//! that service holds the node's own identity, which GKE conceals: a request for Google's API
-//! is never relayed, however its path is spelled, nor is one carrying `X-Forwarded-For` (which
-//! GCE and Azure refuse, as proxies are how such services are abused) or a body (no metadata
-//! API takes one; AWS's token `PUT` has none).
+//! them. On Google Cloud that service holds the node's own identity, which GKE conceals: a
+//! request for Google's API is never relayed. Rather than guess every reading the node's
+//! service could make of a path, only plain paths are relayed ([`is_plain`]: no
+//! percent-encoding, no dot or empty segments, no `\`, `;` or `:`), which every server reads
+//! alike, and none whose first segment is Google's. Nor is a request relayed that carries
+//! `X-Forwarded-For` (which GCE and Azure refuse, as proxies are how such services are abused)
+//! or a body (no metadata API takes one; AWS's token `PUT` has none), or whose method is not
+//! `GET` or AWS's `PUT`.
 
 use crate::Request;
 use crate::http1::Head;
 
-/// Whether `head`, for a path other than Google's metadata API's, may be relayed.
+/// Whether `head`, for another cloud's metadata service, may be relayed to it.
 pub fn relayable(head: &Head<'_>) -> bool {
-    !head.request.forwarded && !head.body && !is_google(&head.request)
+    let request = &head.request;
+    matches!(request.method, "GET" | "PUT")
+        && !request.forwarded
+        && !head.body
+        && is_plain(request.path)
+        && !is_google(request)
+}
+
+/// Whether `path` is `/`-rooted segments of letters, digits and `-._~+=,@` (AWS's role names
+/// use the last four), none empty, `.` or `..`, with an optional trailing `/`: a path no server
+/// reads otherwise than as written.
+fn is_plain(path: &str) -> bool {
+    let Some(rest) = path.strip_prefix('/') else {
+        return false;
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    !rest.is_empty()
+        && rest.split('/').all(|segment| {
+            !matches!(segment, "" | "." | "..")
+                && segment
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._~+=,@".contains(&b))
+        })
 }
 
 /// Whether a request is for Google's metadata API: the root (GKE's listing), `/computeMetadata`
-/// and GCE's legacy `/0.1`, as a server could read the path: percent-decoded, case folded,
-/// with `\`, empty segments and dot segments resolved. A path that cannot be read is taken
-/// for Google's.
+/// and GCE's legacy `/0.1`, as a lenient server could read the path: percent-decoded, case
+/// folded, with `\`, empty segments and dot segments resolved. A path that cannot be read, or
+/// that does not start with `/`, is taken for Google's.
 pub fn is_google(request: &Request<'_>) -> bool {
     let Some(first) = first_segment(request.path) else {
         return true;
@@ -31,6 +56,9 @@ pub fn is_google(request: &Request<'_>) -> bool {
 /// The first segment of a path after the readings a lenient server may make; `None` when it is
 /// not valid UTF-8 once decoded, `Some("")` for the root (or `..` above it).
 fn first_segment(path: &str) -> Option<String> {
+    if !path.starts_with('/') {
+        return None;
+    }
     let decoded = percent_encoding::percent_decode_str(path)
         .decode_utf8()
         .ok()?
@@ -121,6 +149,8 @@ mod tests {
             "/%30.1/meta-data/",
             "/%ff/",
             "/latest/..",
+            "@169.254.169.254/computeMetadata/v1/",
+            "latest/meta-data/",
         ] {
             assert!(is_google(&request(path)), "{path:?} is Google's API");
         }
@@ -141,14 +171,57 @@ mod tests {
         }
     }
 
+    fn relayable_head(raw: &str) -> bool {
+        let head = parse_head(raw.as_bytes())
+            .expect("parses")
+            .expect("complete");
+        relayable(&head)
+    }
+
+    #[test]
+    fn only_plain_paths_are_relayed() {
+        for target in [
+            "/latest/meta-data/iam/security-credentials/my-role+1=a,b@c.d_e",
+            "/latest/meta-data/",
+            "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https%3A%2F%2Fvault.azure.net",
+            "/opc/v2/instance/",
+        ] {
+            let raw = format!("GET {target} HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n");
+            assert!(relayable_head(&raw), "{target:?} is relayed");
+        }
+        for target in [
+            // A target that is not `/`-rooted would let the pod choose the host of the URL.
+            "@169.254.169.254/computeMetadata/v1/instance/service-accounts/default/token",
+            "@127.0.0.1:10255/pods",
+            ".evil.example/x",
+            "*",
+            // Readings a server could make otherwise than the check.
+            "/computeMetadata/..%2flatest",
+            "/latest/%2e%2e/computeMetadata/v1/",
+            "/latest/..;/computeMetadata/v1/",
+            "/latest/;x/meta-data",
+            "/latest//meta-data",
+            "/latest/./meta-data",
+            "/latest/../meta-data",
+            "/latest\\meta-data",
+            "/latest/meta:data",
+            "/",
+            "/computeMetadata/v1/",
+            "/0.1/meta-data/",
+        ] {
+            let raw = format!("GET {target} HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n");
+            let relayed = parse_head(raw.as_bytes())
+                .ok()
+                .flatten()
+                .is_some_and(|head| relayable(&head));
+            assert!(!relayed, "{target:?} is not relayed");
+        }
+        assert!(!relayable_head("HEAD /latest/meta-data/ HTTP/1.1\r\n\r\n"));
+        assert!(!relayable_head("DELETE /latest/api/token HTTP/1.1\r\n\r\n"));
+    }
+
     #[test]
     fn forwarded_requests_and_bodies_are_never_relayed() {
-        let relayable_head = |raw: &'static str| {
-            let head = parse_head(raw.as_bytes())
-                .expect("parses")
-                .expect("complete");
-            relayable(&head)
-        };
         assert!(relayable_head(
             "PUT /latest/api/token HTTP/1.1\r\nHost: 169.254.169.254\r\nX-aws-ec2-metadata-token-ttl-seconds: 60\r\nContent-Length: 0\r\n\r\n"
         ));

@@ -21,6 +21,36 @@ pub fn pod_uid_of_cgroup(cgroup: &str) -> Option<String> {
     })
 }
 
+/// What a process's `/proc/PID/cgroup` says of where it runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CgroupOwner {
+    /// In the cgroup of the pod with this UID.
+    Pod(String),
+    /// Under kubelet's pods (`kubepods`) but in no pod named by a UID: a static pod's (named
+    /// after its manifest's hash), or a layout not known here. Never the node's own.
+    UnknownPod,
+    /// Outside every pod: the node's own daemons.
+    Node,
+}
+
+/// Where a process runs, from its `/proc/PID/cgroup`: a pod, kubelet's pods without a pod
+/// UID, or outside them.
+pub fn cgroup_owner(cgroup: &str) -> CgroupOwner {
+    if let Some(uid) = pod_uid_of_cgroup(cgroup) {
+        return CgroupOwner::Pod(uid);
+    }
+    let under_kubepods = cgroup.lines().any(|line| {
+        line.splitn(3, ':')
+            .nth(2)
+            .is_some_and(|path| path.split('/').any(|s| s.starts_with("kubepods")))
+    });
+    if under_kubepods {
+        CgroupOwner::UnknownPod
+    } else {
+        CgroupOwner::Node
+    }
+}
+
 fn pod_uid_of_segment(segment: &str) -> Option<String> {
     let uid = match segment.strip_suffix(".slice") {
         // systemd: the last `-pod…` part of the slice's name.
@@ -158,6 +188,30 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_process_is_a_pods_a_static_pods_or_the_nodes() {
+        let pod = format!("0::/kubepods/burstable/pod{UID}/0a1b2c\n");
+        assert_eq!(cgroup_owner(&pod), CgroupOwner::Pod(UID.into()));
+        for static_pod in [
+            "0::/kubepods/burstable/pod1fbeb81587d9a1006a5017cb9c97da23/0a1b\n",
+            "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1fbeb81587d9a1006a5017cb9c97da23.slice/x\n",
+            "0::/kubepods.slice/kubepods-besteffort.slice\n",
+        ] {
+            assert_eq!(
+                cgroup_owner(static_pod),
+                CgroupOwner::UnknownPod,
+                "{static_pod}"
+            );
+        }
+        for node in [
+            "0::/\n",
+            "0::/system.slice/kubelet.service\n",
+            "0::/user.slice/user-0.slice\n",
+        ] {
+            assert_eq!(cgroup_owner(node), CgroupOwner::Node, "{node}");
+        }
+    }
+
     // Lines as the kernel prints them (x86_64, little-endian), header first.
     const TCP: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
    0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0000000000000000 100 0 0 10 0
@@ -253,6 +307,7 @@ mod tests {
             let _ = socket_inode(&table, at("127.0.0.1:80"), at("169.254.169.254:80"));
             let _ = is_socket_link(&table, 1);
             let _ = pod_uid_of_cgroup(&cgroup);
+            let _ = cgroup_owner(&cgroup);
         }
     }
 }

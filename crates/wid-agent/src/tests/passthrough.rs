@@ -76,10 +76,18 @@ async fn stand_in() -> (String, Arc<Seen>) {
 /// `request` (a head; the connection closes after it) sent as written: the status line's code,
 /// the head and the body of the answer.
 async fn raw(base: &str, request: &str) -> (u16, String, String) {
-    let address = base.trim_start_matches("http://");
-    let mut stream = tokio::net::TcpStream::connect(address)
-        .await
-        .expect("connect");
+    raw_from("127.0.0.1", base, request).await
+}
+
+/// [`raw`] from the address `from`.
+async fn raw_from(from: &str, base: &str, request: &str) -> (u16, String, String) {
+    let address: std::net::SocketAddr =
+        base.trim_start_matches("http://").parse().expect("address");
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(format!("{from}:0").parse().expect("from"))
+        .expect("bind");
+    let mut stream = socket.connect(address).await.expect("connect");
     stream.write_all(request.as_bytes()).await.expect("write");
     let mut answer = Vec::new();
     stream.read_to_end(&mut answer).await.expect("read");
@@ -195,6 +203,29 @@ async fn other_clouds_requests_are_relayed_and_googles_never() {
     )
     .await;
     assert_eq!(body.0, 405, "{}", body.1);
+    for target in [
+        "@127.0.0.1/latest/meta-data/instance-id",
+        "/latest/..;/meta-data/instance-id",
+        "/latest/%2e%2e/meta-data/instance-id",
+    ] {
+        let odd = raw(&node.base, &request("GET", target, &with_session)).await;
+        assert_ne!(odd.0, 200, "{target}: {}", odd.1);
+    }
+    let head = raw(
+        &node.base,
+        &request("HEAD", "/latest/meta-data/instance-id", &with_session),
+    )
+    .await;
+    assert_eq!(head.0, 403, "not relayed: {}", head.1);
+    // An address that is no pod of the node (another host reaching the agent's port): refused
+    // as for Google's API, never relayed.
+    let stranger = raw_from(
+        "127.0.0.2",
+        &node.base,
+        &request("GET", "/latest/meta-data/instance-id", &with_session),
+    )
+    .await;
+    assert_eq!(stranger.0, 403, "{}", stranger.1);
     let after = seen.0.lock().expect("seen");
     assert_eq!(after.len(), before, "relayed: {:?}", &after[before..]);
 }
@@ -223,11 +254,8 @@ async fn without_passthrough_other_clouds_requests_are_refused_and_an_absent_ser
     )
     .await;
     assert_eq!(answer.0, 502, "{}", answer.1);
-    assert!(
-        answer
-            .2
-            .contains("the node's metadata service did not answer"),
-        "{}",
-        answer.2
+    assert_eq!(
+        answer.2,
+        "The node's metadata service did not answer; retry shortly.\n"
     );
 }

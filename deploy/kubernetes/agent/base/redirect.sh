@@ -12,9 +12,11 @@ if [ -z "$ips" ]; then
     exit 2
 fi
 # The backend holding more nat rules is the host's (kube-proxy's and the CNI's), as kube-proxy's
-# own iptables wrapper decides; both families use the same one.
+# own iptables wrapper decides, counted in both families (an IPv6-only node has IPv6 rules
+# only); both families use the one found.
 count() { "$1" -t nat 2>/dev/null | grep -c '^-'; }
-if [ "$(count iptables-legacy-save)" -gt "$(count iptables-nft-save)" ]; then
+rules_of() { echo $(($(count "iptables-$1-save") + $(count "ip6tables-$1-save"))); }
+if [ "$(rules_of legacy)" -gt "$(rules_of nft)" ]; then
     backend=legacy
 else
     backend=nft
