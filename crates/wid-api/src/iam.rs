@@ -28,7 +28,7 @@ pub struct ServiceAccount {
     pub disabled: bool,
 }
 
-fn is_false(b: &bool) -> bool {
+pub(crate) fn is_false(b: &bool) -> bool {
     !*b
 }
 

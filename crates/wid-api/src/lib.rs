@@ -14,6 +14,7 @@
 //! [`json`] refuses JSON with a key twice, [`text`] escapes control characters for text shown
 //! to people.
 
+pub mod account_keys;
 pub mod bounds;
 pub mod cluster;
 pub mod credentials;

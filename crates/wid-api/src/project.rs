@@ -19,6 +19,13 @@ pub struct Project {
     /// wid: the fixed GKE workload identity pool of the project, `PROJECT.svc.id.goog`.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub workload_identity_pool: String,
+    /// wid: whether service-account keys may be created or uploaded here (off by default, as
+    /// Google enforces for new organisations).
+    #[serde(default, skip_serializing_if = "crate::iam::is_false")]
+    pub allow_service_account_keys: bool,
+    /// wid: the longest validity of a key, as a protobuf Duration (`"7776000s"`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub key_max_lifetime: String,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

@@ -14,6 +14,29 @@ pub fn rfc3339(unix_seconds: i64) -> String {
     )
 }
 
+/// A length of time as people write it (`90d`, `24h`, `30m`, `3600s`) or as a protobuf
+/// Duration is rendered in JSON (`7776000s`): whole seconds, `None` for anything else or for
+/// more than 100 years.
+pub fn parse_duration(text: &str) -> Option<i64> {
+    let unit = text.chars().last()?;
+    let count: i64 = text.get(..text.len() - 1)?.parse().ok()?;
+    let seconds = count.checked_mul(match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3_600,
+        'd' => 86_400,
+        _ => return None,
+    })?;
+    (0..=100 * 365 * 86_400)
+        .contains(&seconds)
+        .then_some(seconds)
+}
+
+/// A protobuf Duration as JSON renders it: `7776000s`.
+pub fn duration(seconds: i64) -> String {
+    format!("{seconds}s")
+}
+
 /// Parses `YYYY-MM-DDTHH:MM:SSZ` (fractional seconds tolerated and dropped) to Unix seconds.
 pub fn parse_rfc3339(text: &str) -> Option<i64> {
     let b = text.as_bytes();
@@ -93,6 +116,28 @@ mod tests {
         ] {
             assert_eq!(super::parse_rfc3339(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn durations_as_people_and_protobuf_write_them() {
+        use super::{duration, parse_duration};
+        assert_eq!(parse_duration("90d"), Some(7_776_000));
+        assert_eq!(parse_duration("24h"), Some(86_400));
+        assert_eq!(parse_duration("7776000s"), Some(7_776_000));
+        assert_eq!(parse_duration("30m"), Some(1_800));
+        for bad in [
+            "",
+            "d",
+            "-1d",
+            "1.5h",
+            "90",
+            "1y",
+            "99999999999d",
+            "\u{ff11}d",
+        ] {
+            assert_eq!(parse_duration(bad), None, "{bad:?}");
+        }
+        assert_eq!(duration(7_776_000), "7776000s");
     }
 
     #[test]

@@ -56,6 +56,17 @@ impl<'c> Admin<'c> {
         })
     }
 
+    /// Sets a project's key policy (`allowServiceAccountKeys`, `keyMaxLifetime`).
+    pub async fn update_project(
+        &self,
+        project: &str,
+        settings: &Project,
+    ) -> Result<Project, CallError> {
+        let path = format!("/v1/projects/{}", segment(project));
+        let body = serde_json::to_value(settings).unwrap_or_default();
+        self.call(Method::PATCH, &path, &[], Some(&body)).await
+    }
+
     pub async fn projects(&self) -> Result<Vec<Project>, CallError> {
         let list: ListProjectsResponse = self.call(Method::GET, "/v1/projects", &[], None).await?;
         Ok(list.projects)

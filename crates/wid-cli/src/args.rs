@@ -5,6 +5,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand, ValueEnum};
 
+mod account_keys;
+pub use account_keys::{AccountKeysCommand, IamAccountArg};
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     #[default]
@@ -183,6 +186,33 @@ pub enum ProjectsCommand {
         /// The project's id or number.
         project: String,
     },
+    /// Set whether service-account keys may be made in a project, and their longest life.
+    Update {
+        /// The project's id or number.
+        project: String,
+        /// Allow keys to be created and uploaded (off by default, as Google enforces for new
+        /// organisations); needs --key-max-lifetime.
+        #[arg(
+            long,
+            requires = "key_max_lifetime",
+            conflicts_with = "no_service_account_keys"
+        )]
+        allow_service_account_keys: bool,
+        /// Refuse new keys again (keys already made stay until they expire or are deleted).
+        #[arg(long)]
+        no_service_account_keys: bool,
+        /// The longest validity of a key: 24h, 90d, 3600s, 30m (at most 100 years).
+        #[arg(long, value_name = "DURATION", requires = "allow_service_account_keys",
+              value_parser = parse_lifetime)]
+        key_max_lifetime: Option<i64>,
+    },
+}
+
+/// A `--key-max-lifetime`, in seconds.
+fn parse_lifetime(text: &str) -> Result<i64, String> {
+    wid_api::time::parse_duration(text)
+        .filter(|s| *s > 0)
+        .ok_or_else(|| format!("{text:?} is no duration: write it like 24h, 90d, 30m or 3600s"))
 }
 
 /// A condition in gcloud's `--condition=expression=EXPR,title=TITLE[,description=DESC]` form,
@@ -276,6 +306,9 @@ pub enum ServiceAccountsCommand {
         #[arg(long)]
         all: bool,
     },
+    /// The account's keys (refused unless its project allows them: `wid iam projects update`).
+    #[command(subcommand)]
+    Keys(AccountKeysCommand),
     /// Show the account's IAM policy.
     #[command(name = "get-iam-policy")]
     GetIamPolicy {

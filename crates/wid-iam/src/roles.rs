@@ -28,6 +28,12 @@ permissions! {
     SA_SIGN_JWT = "iam.serviceAccounts.signJwt";
     SA_UNDELETE = "iam.serviceAccounts.undelete";
     SA_UPDATE = "iam.serviceAccounts.update";
+    KEY_CREATE = "iam.serviceAccountKeys.create";
+    KEY_DELETE = "iam.serviceAccountKeys.delete";
+    KEY_DISABLE = "iam.serviceAccountKeys.disable";
+    KEY_ENABLE = "iam.serviceAccountKeys.enable";
+    KEY_GET = "iam.serviceAccountKeys.get";
+    KEY_LIST = "iam.serviceAccountKeys.list";
     POOL_CREATE = "iam.workloadIdentityPools.create";
     POOL_DELETE = "iam.workloadIdentityPools.delete";
     POOL_GET = "iam.workloadIdentityPools.get";
@@ -45,10 +51,14 @@ permissions! {
     PROJECT_GET = "resourcemanager.projects.get";
     PROJECT_GET_IAM_POLICY = "resourcemanager.projects.getIamPolicy";
     PROJECT_SET_IAM_POLICY = "resourcemanager.projects.setIamPolicy";
+    PROJECT_UPDATE = "resourcemanager.projects.update";
 }
 
-/// Permissions that mint credentials or change who may; the editor role lacks them.
+/// Permissions that mint credentials or change who may; the editor role lacks them (Google's
+/// editor may create keys: wid's may not, a key being a credential that outlives its maker).
 const PRIVILEGED: &[&str] = &[
+    KEY_CREATE,
+    KEY_ENABLE,
     SA_GET_ACCESS_TOKEN,
     SA_GET_OPENID_TOKEN,
     SA_IMPLICIT_DELEGATION,
@@ -56,9 +66,12 @@ const PRIVILEGED: &[&str] = &[
     SA_SIGN_JWT,
     SA_SET_IAM_POLICY,
     PROJECT_SET_IAM_POLICY,
+    PROJECT_UPDATE,
 ];
 
 const READ_ONLY: &[&str] = &[
+    KEY_GET,
+    KEY_LIST,
     SA_GET,
     SA_LIST,
     SA_GET_IAM_POLICY,
@@ -80,6 +93,7 @@ pub enum Role {
     ServiceAccountOpenIdTokenCreator,
     ServiceAccountUser,
     ServiceAccountAdmin,
+    ServiceAccountKeyAdmin,
     WorkloadIdentityPoolAdmin,
     WorkloadIdentityPoolViewer,
     Owner,
@@ -94,6 +108,7 @@ impl Role {
         Role::ServiceAccountOpenIdTokenCreator,
         Role::ServiceAccountUser,
         Role::ServiceAccountAdmin,
+        Role::ServiceAccountKeyAdmin,
         Role::WorkloadIdentityPoolAdmin,
         Role::WorkloadIdentityPoolViewer,
         Role::Owner,
@@ -112,6 +127,7 @@ impl Role {
             Role::ServiceAccountOpenIdTokenCreator => "roles/iam.serviceAccountOpenIdTokenCreator",
             Role::ServiceAccountUser => "roles/iam.serviceAccountUser",
             Role::ServiceAccountAdmin => "roles/iam.serviceAccountAdmin",
+            Role::ServiceAccountKeyAdmin => "roles/iam.serviceAccountKeyAdmin",
             Role::WorkloadIdentityPoolAdmin => "roles/iam.workloadIdentityPoolAdmin",
             Role::WorkloadIdentityPoolViewer => "roles/iam.workloadIdentityPoolViewer",
             Role::Owner => "roles/owner",
@@ -151,6 +167,7 @@ impl Role {
                 SA_UPDATE,
             ]
             .contains(&permission),
+            Role::ServiceAccountKeyAdmin => permission.starts_with("iam.serviceAccountKeys."),
             Role::WorkloadIdentityPoolAdmin => permission.starts_with("iam.workloadIdentityPool"),
             Role::WorkloadIdentityPoolViewer => {
                 [POOL_GET, POOL_LIST, PROVIDER_GET, PROVIDER_LIST].contains(&permission)

@@ -182,6 +182,13 @@ impl SigningKey {
         Ok(token)
     }
 
+    /// The private key as PEM (`PRIVATE KEY`, PKCS#8), as a service-account key file holds it.
+    pub fn private_key_pem(&self) -> Result<String, JoseError> {
+        let pair = rcgen::KeyPair::try_from(self.pkcs8.as_slice())
+            .map_err(|e| JoseError::InvalidKey(e.to_string()))?;
+        Ok(pair.serialize_pem())
+    }
+
     /// A self-signed X.509 certificate for the public key, PEM-encoded, as Google's
     /// `/oauth2/v1/certs` map holds them (Java and the SDK's google-auth read certificates there).
     pub fn certificate_pem(

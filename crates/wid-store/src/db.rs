@@ -77,6 +77,10 @@ const SQLITE_MIGRATIONS: &[(&str, &str)] = &[
         "admin credentials, issuers",
         include_str!("../migrations/sqlite/0005_admin_credentials.sql"),
     ),
+    (
+        "service account keys",
+        include_str!("../migrations/sqlite/0006_service_account_keys.sql"),
+    ),
 ];
 pub(crate) const POSTGRES_MIGRATIONS: &[(&str, &str)] = &[
     ("iam", include_str!("../migrations/postgres/0001_iam.sql")),
@@ -95,6 +99,10 @@ pub(crate) const POSTGRES_MIGRATIONS: &[(&str, &str)] = &[
     (
         "admin credentials, issuers",
         include_str!("../migrations/postgres/0005_admin_credentials.sql"),
+    ),
+    (
+        "service account keys",
+        include_str!("../migrations/postgres/0006_service_account_keys.sql"),
     ),
 ];
 

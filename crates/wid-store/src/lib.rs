@@ -12,6 +12,7 @@
 //! PostgreSQL: the server's commit), so it survives a kill -9 of the process. SQLite's audit
 //! batches alone commit without a disk sync ([`Store::append_audit_batch`]).
 
+mod account_keys;
 mod admin;
 mod audit;
 pub mod cache;

@@ -13,6 +13,8 @@ fn project(r: &AnyRow) -> Result<ProjectRow> {
         project_number: r.try_get("project_number")?,
         display_name: r.try_get("display_name")?,
         create_time: r.try_get("create_time")?,
+        allow_service_account_keys: flag(r, "allow_service_account_keys")?,
+        key_max_lifetime_seconds: r.try_get("key_max_lifetime_seconds")?,
     })
 }
 
@@ -77,6 +79,24 @@ impl Store {
             .read(&self.cache.projects, key, load)
             .await?
             .ok_or(StoreError::NotFound)
+    }
+
+    /// Whether `project_id` allows service-account keys, and their longest validity.
+    pub async fn set_key_policy(
+        &self,
+        project_id: &str,
+        allow: bool,
+        max_lifetime_seconds: i64,
+    ) -> Result<()> {
+        let update = sqlx::query(
+            "UPDATE projects SET allow_service_account_keys = $1, key_max_lifetime_seconds = $2
+             WHERE project_id = $3",
+        )
+        .bind(stored(allow))
+        .bind(max_lifetime_seconds)
+        .bind(project_id)
+        .execute(&self.db.pool);
+        self.write(async { changed_one(&update.await?) }).await
     }
 
     pub async fn list_projects(&self) -> Result<Vec<ProjectRow>> {
@@ -173,6 +193,10 @@ impl Store {
             changed_one(&result)?;
             sqlx::query("DELETE FROM iam_policies WHERE resource = $1")
                 .bind(format!("sa/{unique_id}"))
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM service_account_keys WHERE account_unique_id = $1")
+                .bind(unique_id)
                 .execute(&mut *tx)
                 .await?;
             sqlx::query(

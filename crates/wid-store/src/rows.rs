@@ -8,6 +8,29 @@ pub struct ProjectRow {
     pub project_number: String,
     pub display_name: String,
     pub create_time: String,
+    /// Whether service-account keys may be created or uploaded in the project (off by default).
+    pub allow_service_account_keys: bool,
+    /// The longest validity of a key, in seconds (0 while keys are not allowed).
+    pub key_max_lifetime_seconds: i64,
+}
+
+/// A service-account key: its public half only.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccountKeyRow {
+    /// 40 hex digits.
+    pub key_id: String,
+    pub account_unique_id: String,
+    /// The self-signed X.509 certificate of the public key (PEM).
+    pub certificate_pem: String,
+    /// `GOOGLE_PROVIDED` or `USER_PROVIDED`.
+    pub key_origin: String,
+    pub key_algorithm: String,
+    /// Unix seconds.
+    pub valid_after: i64,
+    pub valid_before: i64,
+    pub disabled: bool,
+    /// Unix seconds of its last use, if any.
+    pub last_used: Option<i64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

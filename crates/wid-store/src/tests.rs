@@ -43,6 +43,8 @@ contract!(
     audit_records_expire_by_time,
     writes_invalidate_cached_reads,
     corrupt_json_columns_are_refused,
+    account_keys_belong_to_their_account_and_go_with_it,
+    key_policy_is_per_project,
 );
 
 async fn sqlite() -> (tempfile::TempDir, Store) {
@@ -94,6 +96,8 @@ fn project_row(id: &str, number: &str) -> ProjectRow {
         project_number: number.into(),
         display_name: id.into(),
         create_time: "2026-01-01T00:00:00Z".into(),
+        allow_service_account_keys: false,
+        key_max_lifetime_seconds: 0,
     }
 }
 
@@ -156,6 +160,89 @@ async fn unique_ids_are_never_reused(s: Store) {
     s.create_service_account(&sa_row("3", "a@x"))
         .await
         .expect("email is free again");
+}
+
+fn key_row(key_id: &str, account: &str, valid_after: i64) -> AccountKeyRow {
+    AccountKeyRow {
+        key_id: key_id.into(),
+        account_unique_id: account.into(),
+        certificate_pem: "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n".into(),
+        key_origin: "GOOGLE_PROVIDED".into(),
+        key_algorithm: "KEY_ALG_RSA_2048".into(),
+        valid_after,
+        valid_before: valid_after + 86_400,
+        disabled: false,
+        last_used: None,
+    }
+}
+
+async fn account_keys_belong_to_their_account_and_go_with_it(s: Store) {
+    s.create_project(&project_row("proj-a", "100"))
+        .await
+        .expect("project");
+    for (id, email) in [("1", "a@x"), ("2", "b@x")] {
+        s.create_service_account(&sa_row(id, email))
+            .await
+            .expect("account");
+    }
+    // Beyond 2038 and before 1970: 64-bit seconds in both dialects.
+    let (k1, k2) = (key_row("k1", "1", 4_102_444_800), key_row("k2", "1", -1));
+    s.create_account_key(&k1).await.expect("k1");
+    s.create_account_key(&k2).await.expect("k2");
+    assert!(matches!(
+        s.create_account_key(&key_row("k1", "2", 0)).await,
+        Err(StoreError::AlreadyExists)
+    ));
+    assert_eq!(
+        s.list_account_keys("1").await.expect("list"),
+        vec![k2.clone(), k1.clone()]
+    );
+    assert!(matches!(
+        s.get_account_key("2", "k1").await,
+        Err(StoreError::NotFound)
+    ));
+    s.set_account_key_disabled("1", "k1", true)
+        .await
+        .expect("disable");
+    assert!(s.get_account_key("1", "k1").await.expect("get").disabled);
+    assert!(matches!(
+        s.set_account_key_disabled("2", "k1", true).await,
+        Err(StoreError::NotFound)
+    ));
+    s.delete_account_key("1", "k2").await.expect("delete");
+    assert!(matches!(
+        s.delete_account_key("1", "k2").await,
+        Err(StoreError::NotFound)
+    ));
+    s.delete_service_account("1").await.expect("delete account");
+    assert_eq!(s.list_account_keys("1").await.expect("list"), vec![]);
+}
+
+async fn key_policy_is_per_project(s: Store) {
+    s.create_project(&project_row("proj-a", "100"))
+        .await
+        .expect("a");
+    s.create_project(&project_row("proj-b", "200"))
+        .await
+        .expect("b");
+    let a = s.get_project("proj-a").await.expect("cached read");
+    assert!(!a.allow_service_account_keys && a.key_max_lifetime_seconds == 0);
+    s.set_key_policy("proj-a", true, 90 * 86_400)
+        .await
+        .expect("allow");
+    let a = s.get_project("proj-a").await.expect("read again");
+    assert!(a.allow_service_account_keys);
+    assert_eq!(a.key_max_lifetime_seconds, 90 * 86_400);
+    assert!(
+        !s.get_project("proj-b")
+            .await
+            .expect("b")
+            .allow_service_account_keys
+    );
+    assert!(matches!(
+        s.set_key_policy("proj-c", true, 1).await,
+        Err(StoreError::NotFound)
+    ));
 }
 
 async fn policy_compare_and_swap(s: Store) {

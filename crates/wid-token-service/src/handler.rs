@@ -226,6 +226,20 @@ impl App {
             A::CreateProject => json(self.create_project(caller, input.json()?).await),
             A::ListProjects => json(self.list_projects(caller).await),
             A::GetProject(p) => json(self.get_project(caller, &p).await),
+            A::UpdateProject(p) => json(self.update_project(caller, &p, input).await),
+            A::CreateKey(a) => json(self.create_key(caller, &a, input.json()?).await),
+            A::UploadKey(a) => json(self.upload_key(caller, &a, input.json()?).await),
+            A::ListKeys(a) => json(self.list_keys(caller, &a, input).await),
+            A::GetKey(k) => json(self.get_key(caller, &k, input).await),
+            A::DeleteKey(k) => empty(self.delete_key(caller, &k).await),
+            A::DisableKey(k) => {
+                input.empty_object()?;
+                empty(self.set_key_disabled(caller, &k, true).await)
+            }
+            A::EnableKey(k) => {
+                input.empty_object()?;
+                empty(self.set_key_disabled(caller, &k, false).await)
+            }
             A::ProjectPolicy(p, verb) => json(self.project_policy(caller, &p, verb, input).await),
             A::CreateServiceAccount(p) => {
                 json(self.create_service_account(caller, &p, input.json()?).await)

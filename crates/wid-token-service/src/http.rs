@@ -164,6 +164,15 @@ impl Input {
         query_value(&self.query, name)
     }
 
+    /// Every value of a repeated query parameter (`?keyTypes=A&keyTypes=B`).
+    pub fn query_all(&self, name: &str) -> Vec<&str> {
+        self.query
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
     /// The body as JSON of type `T` ([`parse_json`]).
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
         parse_json(&self.body)

@@ -8,7 +8,7 @@ use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use serde_json::{Map, Value, json};
 use wid_api::tokens::TokenKind;
-use wid_store::StoreError;
+use wid_store::{AccountKeyRow, StoreError};
 
 use crate::App;
 use crate::error::ApiError;
@@ -16,6 +16,31 @@ use crate::tokens::now;
 
 /// Verifiers cache the key documents; five minutes keeps a rotation visible soon.
 const KEYS_CACHE_CONTROL: &str = "public, max-age=300, must-revalidate, no-transform";
+
+/// The signing keys' JWK set with the account's own keys added.
+fn with_jwks(signing: &[u8], own: &[AccountKeyRow]) -> Result<Vec<u8>, ApiError> {
+    let mut document: Value = serde_json::from_slice(signing)
+        .map_err(|e| ApiError::Internal(format!("the account key set is broken: {e}")))?;
+    if let Some(keys) = document["keys"].as_array_mut() {
+        for key in own {
+            keys.push(crate::iam::certificates::rsa_jwk(
+                &key.certificate_pem,
+                &key.key_id,
+            )?);
+        }
+    }
+    Ok(document.to_string().into_bytes())
+}
+
+/// The signing keys' certificate map with the account's own keys' certificates added.
+fn with_certificates(signing: &[u8], own: &[AccountKeyRow]) -> Result<Vec<u8>, ApiError> {
+    let mut map: std::collections::BTreeMap<String, String> = serde_json::from_slice(signing)
+        .map_err(|e| ApiError::Internal(format!("the account certificate map is broken: {e}")))?;
+    for key in own {
+        map.insert(key.key_id.clone(), key.certificate_pem.clone());
+    }
+    serde_json::to_vec(&map).map_err(|e| ApiError::Internal(e.to_string()))
+}
 
 fn keys_response(body: Vec<u8>) -> Response {
     let mut response = Response::new(Body::from(body));
@@ -82,7 +107,7 @@ impl App {
         format: &str,
         email: &str,
     ) -> Result<Response, ApiError> {
-        match self.store.get_service_account(email).await {
+        let account = match self.store.get_service_account(email).await {
             Err(StoreError::NotFound) => {
                 return Err(ApiError::NotFound(format!(
                     "Service account {email} does not exist."
@@ -90,16 +115,27 @@ impl App {
             }
             other => other?,
         };
+        // The account's own keys that sign now: enabled, within their validity, of an enabled
+        // account.
+        let now = now();
+        let own: Vec<AccountKeyRow> = match account.disabled {
+            true => Vec::new(),
+            false => self.store.list_account_keys(&account.unique_id).await?,
+        }
+        .into_iter()
+        .filter(|k| !k.disabled && k.valid_after <= now && now < k.valid_before)
+        .collect();
         let keys = self.keys.current();
-        Ok(match format {
-            "jwk" => keys_response(keys.account_jwks_json.clone()),
-            "x509" => keys_response(keys.account_pem_map_json.clone()),
+        let body = match format {
+            "jwk" => with_jwks(&keys.account_jwks_json, &own)?,
+            "x509" => with_certificates(&keys.account_pem_map_json, &own)?,
             other => {
                 return Err(ApiError::NotFound(format!(
                     "No key format '{other}'; use jwk or x509."
                 )));
             }
-        })
+        };
+        Ok(keys_response(body))
     }
 
     /// `/tokeninfo?access_token=…` or `?id_token=…`.

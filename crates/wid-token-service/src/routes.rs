@@ -28,6 +28,13 @@ pub struct AccountName {
     pub account: String,
 }
 
+/// A service-account key: `projects/P/serviceAccounts/A/keys/KEY`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyName {
+    pub account: AccountName,
+    pub key: String,
+}
+
 /// Where workload identity pools or clusters of a project are: `projects/P/locations/L`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LocationName {
@@ -105,6 +112,8 @@ pub enum Authenticated {
     CreateProject,
     ListProjects,
     GetProject(String),
+    /// PATCH: wid's key policy of the project.
+    UpdateProject(String),
     ProjectPolicy(String, PolicyVerb),
     CreateServiceAccount(String),
     ListServiceAccounts(String),
@@ -117,6 +126,13 @@ pub enum Authenticated {
     DisableServiceAccount(AccountName),
     EnableServiceAccount(AccountName),
     AccountPolicy(AccountName, PolicyVerb),
+    CreateKey(AccountName),
+    UploadKey(AccountName),
+    ListKeys(AccountName),
+    GetKey(KeyName),
+    DeleteKey(KeyName),
+    DisableKey(KeyName),
+    EnableKey(KeyName),
     /// IAM Credentials: generateAccessToken, generateIdToken, signBlob, signJwt.
     Credentials(AccountName, CredentialsVerb),
     CreatePool(LocationName),
@@ -193,6 +209,14 @@ impl Authenticated {
             A::DeleteServiceAccount(_) => "serviceAccounts.delete",
             A::DisableServiceAccount(_) => "serviceAccounts.disable",
             A::EnableServiceAccount(_) => "serviceAccounts.enable",
+            A::UpdateProject(_) => "projects.patch",
+            A::CreateKey(_) => "serviceAccounts.keys.create",
+            A::UploadKey(_) => "serviceAccounts.keys.upload",
+            A::ListKeys(_) => "serviceAccounts.keys.list",
+            A::GetKey(_) => "serviceAccounts.keys.get",
+            A::DeleteKey(_) => "serviceAccounts.keys.delete",
+            A::DisableKey(_) => "serviceAccounts.keys.disable",
+            A::EnableKey(_) => "serviceAccounts.keys.enable",
             A::AccountPolicy(_, verb) => policy(
                 verb,
                 "serviceAccounts.getIamPolicy",
@@ -249,6 +273,11 @@ pub enum Place {
     AccountEnable(AccountName),
     AccountPolicy(AccountName, PolicyVerb),
     AccountCredentials(AccountName, CredentialsVerb),
+    KeysOfAccount(AccountName),
+    AccountKeysUpload(AccountName),
+    AccountKey(KeyName),
+    AccountKeyDisable(KeyName),
+    AccountKeyEnable(KeyName),
     Pools(LocationName),
     Pool(PoolName),
     Providers(PoolName),
@@ -306,6 +335,7 @@ impl Place {
             Place::Projects if get => authenticated(A::ListProjects),
             Place::Projects if post => authenticated(A::CreateProject),
             Place::Project(p) if get => authenticated(A::GetProject(p)),
+            Place::Project(p) if patch => authenticated(A::UpdateProject(p)),
             Place::ProjectPolicy(p, verb) if post => authenticated(A::ProjectPolicy(p, verb)),
             Place::ServiceAccounts(p) if get => authenticated(A::ListServiceAccounts(p)),
             Place::ServiceAccounts(p) if post => authenticated(A::CreateServiceAccount(p)),
@@ -317,6 +347,13 @@ impl Place {
             Place::AccountEnable(a) if post => authenticated(A::EnableServiceAccount(a)),
             Place::AccountPolicy(a, verb) if post => authenticated(A::AccountPolicy(a, verb)),
             Place::AccountCredentials(a, verb) if post => authenticated(A::Credentials(a, verb)),
+            Place::KeysOfAccount(a) if get => authenticated(A::ListKeys(a)),
+            Place::KeysOfAccount(a) if post => authenticated(A::CreateKey(a)),
+            Place::AccountKeysUpload(a) if post => authenticated(A::UploadKey(a)),
+            Place::AccountKey(k) if get => authenticated(A::GetKey(k)),
+            Place::AccountKey(k) if delete => authenticated(A::DeleteKey(k)),
+            Place::AccountKeyDisable(k) if post => authenticated(A::DisableKey(k)),
+            Place::AccountKeyEnable(k) if post => authenticated(A::EnableKey(k)),
             Place::Pools(l) if get => authenticated(A::ListPools(l)),
             Place::Pools(l) if post => authenticated(A::CreatePool(l)),
             Place::Pool(p) if get => authenticated(A::GetPool(p)),
@@ -467,6 +504,32 @@ fn parse(path: &str) -> Option<Place> {
             match verb {
                 None => Place::ServiceAccount(account),
                 Some(verb) => account_place(account, verb)?,
+            }
+        }
+        (["projects", p, "serviceAccounts", a, "keys"], verb) => {
+            let account = AccountName {
+                project: o(p),
+                account: o(a),
+            };
+            match verb {
+                None => Place::KeysOfAccount(account),
+                Some("upload") => Place::AccountKeysUpload(account),
+                Some(_) => return None,
+            }
+        }
+        (["projects", p, "serviceAccounts", a, "keys", k], verb) => {
+            let key = KeyName {
+                account: AccountName {
+                    project: o(p),
+                    account: o(a),
+                },
+                key: o(k),
+            };
+            match verb {
+                None => Place::AccountKey(key),
+                Some("disable") => Place::AccountKeyDisable(key),
+                Some("enable") => Place::AccountKeyEnable(key),
+                Some(_) => return None,
             }
         }
         (["projects", p, "locations", l, "workloadIdentityPools"], None) => {

@@ -102,6 +102,7 @@ pub async fn run(command: AdminCommand, default_token_file: Option<PathBuf>) -> 
     }
 }
 
+mod account_keys;
 mod clusters;
 mod pools;
 mod service_accounts;
@@ -186,6 +187,28 @@ impl Cli {
             ),
             ProjectsCommand::Describe { project } => {
                 self.print_typed(&self.admin().project(&project).await?)
+            }
+            ProjectsCommand::Update {
+                project,
+                allow_service_account_keys,
+                no_service_account_keys,
+                key_max_lifetime,
+            } => {
+                if !allow_service_account_keys && !no_service_account_keys {
+                    anyhow::bail!(
+                        "nothing to update: pass --allow-service-account-keys --key-max-lifetime DURATION, or --no-service-account-keys"
+                    );
+                }
+                let settings = Project {
+                    allow_service_account_keys,
+                    key_max_lifetime: key_max_lifetime
+                        .map(wid_api::time::duration)
+                        .unwrap_or_default(),
+                    ..Project::default()
+                };
+                let updated = self.admin().update_project(&project, &settings).await?;
+                eprintln!("Updated project [{project}].");
+                self.print_typed(&updated);
             }
         }
         Ok(())

@@ -64,6 +64,7 @@ impl Cli {
     ) -> anyhow::Result<()> {
         use ServiceAccountsCommand as C;
         match command {
+            C::Keys(keys) => return self.account_keys(keys).await,
             C::Create {
                 name,
                 project,

@@ -2,6 +2,8 @@
 //! input and the caller's permission before anything is written, so a refused request changes
 //! nothing.
 
+pub(crate) mod account_keys;
+pub(crate) mod certificates;
 pub(crate) mod clusters;
 pub(crate) mod policies;
 pub(crate) mod pools;

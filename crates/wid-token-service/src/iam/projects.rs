@@ -18,6 +18,11 @@ pub(crate) fn render(row: &ProjectRow) -> Project {
         lifecycle_state: "ACTIVE".into(),
         create_time: row.create_time.clone(),
         workload_identity_pool: names::gke_pool(&row.project_id),
+        allow_service_account_keys: row.allow_service_account_keys,
+        key_max_lifetime: match row.key_max_lifetime_seconds {
+            0 => String::new(),
+            seconds => wid_api::time::duration(seconds),
+        },
     }
 }
 
@@ -66,6 +71,8 @@ impl App {
                 project_number: number,
                 display_name: display_name.clone(),
                 create_time: super::now_rfc3339(),
+                allow_service_account_keys: false,
+                key_max_lifetime_seconds: 0,
             };
             match self.store.create_project(&row).await {
                 Ok(()) => {

@@ -519,3 +519,102 @@ fn gcloud_and_wid_share_one_iam() {
         "the admin token appears in the log"
     );
 }
+
+/// Real gcloud's `iam service-accounts keys` against wid: refused until the project allows
+/// keys (`wid iam projects update`), then create (a key file gcloud writes as Google's), list,
+/// disable, enable, upload and delete.
+#[test]
+fn gcloud_manages_service_account_keys_where_the_project_allows_them() {
+    if !gcloud_present() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("data"));
+    let config = dir.path().join("gcloud");
+    ok(wid_cli(
+        &server,
+        &[
+            "iam",
+            "projects",
+            "create",
+            "gproj",
+            "--number",
+            "434343434343",
+        ],
+    ));
+    ok(wid_cli(
+        &server,
+        &[
+            "iam",
+            "service-accounts",
+            "create",
+            "keyed-app",
+            "--project",
+            "gproj",
+        ],
+    ));
+    let email = "keyed-app@gproj.iam.gserviceaccount.com";
+    let key_file = dir.path().join("key.json");
+    let key_path = key_file.to_str().expect("path");
+    let keys = |verb: &str, extra: &[&str]| {
+        let mut args = vec!["iam", "service-accounts", "keys", verb];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--iam-account", email]);
+        gcloud(&server, &config, &args)
+    };
+
+    let (created, _, stderr) = keys("create", &[key_path]);
+    assert!(
+        !created && stderr.contains("FAILED_PRECONDITION"),
+        "{stderr}"
+    );
+    ok(wid_cli(
+        &server,
+        &[
+            "iam",
+            "projects",
+            "update",
+            "gproj",
+            "--allow-service-account-keys",
+            "--key-max-lifetime",
+            "90d",
+        ],
+    ));
+    ok(keys("create", &[key_path]));
+    let file = json(&std::fs::read_to_string(&key_file).expect("key file"));
+    assert_eq!(file["type"], "service_account");
+    assert_eq!(file["client_email"], email);
+    assert_eq!(file["token_uri"], format!("{}/token", server.base()));
+    let key_id = file["private_key_id"].as_str().expect("key id").to_owned();
+
+    let listed = json(&ok(keys("list", &["--format=json"])));
+    let listed = listed.as_array().expect("keys");
+    assert!(
+        listed
+            .iter()
+            .any(|k| k["name"].as_str().is_some_and(|n| n.ends_with(&key_id))),
+        "{listed:?}"
+    );
+    ok(keys("disable", &[&key_id]));
+    ok(keys("enable", &[&key_id]));
+
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    let own = wid_jose::signer::SigningKey::generate(wid_jose::Algorithm::Rs256).expect("key");
+    let certificate = dir.path().join("mine.pem");
+    std::fs::write(
+        &certificate,
+        own.certificate_pem("mine", now - 60, now + 86_400)
+            .expect("cert"),
+    )
+    .expect("write");
+    ok(keys("upload", &[certificate.to_str().expect("path")]));
+    let listed = json(&ok(keys("list", &["--format=json", "--managed-by=user"])));
+    assert_eq!(listed.as_array().expect("keys").len(), 2, "{listed}");
+
+    ok(keys("delete", &[&key_id]));
+    let listed = json(&ok(keys("list", &["--format=json"])));
+    assert_eq!(listed.as_array().expect("keys").len(), 1, "{listed}");
+}

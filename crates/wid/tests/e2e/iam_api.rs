@@ -375,7 +375,7 @@ async fn test_iam_permissions() {
         .await
         .expect_error(400, "INVALID_ARGUMENT");
     // A well-formed permission wid does not know is simply not granted.
-    let mixed = json!({"permissions": ["iam.serviceAccountKeys.list", "iam.serviceAccounts.get"]});
+    let mixed = json!({"permissions": ["iam.roles.list", "iam.serviceAccounts.get"]});
     assert_eq!(
         api.post(&path, mixed).await.ok(),
         &json!({"permissions": ["iam.serviceAccounts.get"]})

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod account_keys;
 mod cli;
 mod federation;
 mod gcloud;
