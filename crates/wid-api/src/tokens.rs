@@ -47,6 +47,10 @@ pub struct WidClaims {
     /// Federated tokens: the identity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub federated: Option<FederatedIdentity>,
+    /// Service-account tokens bought with one of the account's keys (a JWT-bearer grant): the
+    /// key's id, so that the token dies with the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 /// The identity a token exchange established.

@@ -84,13 +84,7 @@ pub struct Verified {
 /// [`crate::claims`]).
 pub fn verify(token: &str, keys: &[Jwk]) -> Result<Verified, JoseError> {
     let parsed = parse(token)?;
-    let alg = Algorithm::parse(&parsed.header.alg)
-        .ok_or_else(|| JoseError::UnsupportedAlgorithm(parsed.header.alg.clone()))?;
-    if parsed.header.crit.is_some() {
-        return Err(JoseError::Malformed(
-            "the header has critical extensions wid does not understand".into(),
-        ));
-    }
+    let alg = accepted_algorithm(&parsed.header)?;
     let kid = parsed
         .header
         .kid
@@ -101,6 +95,44 @@ pub fn verify(token: &str, keys: &[Jwk]) -> Result<Verified, JoseError> {
         .iter()
         .find(|k| k.kid.as_deref() == Some(kid.as_str()))
         .ok_or_else(|| JoseError::UnknownKid(kid.clone()))?;
+    check_signature(&parsed, alg, jwk)?;
+    Ok(Verified {
+        alg,
+        kid,
+        header: parsed.header,
+        claims: parsed.claims,
+    })
+}
+
+/// Verifies a compact JWS against the one key `jwk`, which the caller found by other means than
+/// the header's `kid` (a JWT-bearer grant names its account by `iss`; Node's google-auth-library
+/// sends no `kid`): the algorithm rules of [`verify`], and the signature.
+pub fn verify_with_key(token: &str, jwk: &Jwk) -> Result<Verified, JoseError> {
+    let parsed = parse(token)?;
+    let alg = accepted_algorithm(&parsed.header)?;
+    check_signature(&parsed, alg, jwk)?;
+    Ok(Verified {
+        alg,
+        kid: parsed.header.kid.clone().unwrap_or_default(),
+        header: parsed.header,
+        claims: parsed.claims,
+    })
+}
+
+/// The header's algorithm, if wid accepts it and the header asks nothing else of it.
+fn accepted_algorithm(header: &Header) -> Result<Algorithm, JoseError> {
+    let alg = Algorithm::parse(&header.alg)
+        .ok_or_else(|| JoseError::UnsupportedAlgorithm(header.alg.clone()))?;
+    if header.crit.is_some() {
+        return Err(JoseError::Malformed(
+            "the header has critical extensions wid does not understand".into(),
+        ));
+    }
+    Ok(alg)
+}
+
+/// Whether `parsed`'s signature is `jwk`'s, by `alg`.
+fn check_signature(parsed: &Parsed<'_>, alg: Algorithm, jwk: &Jwk) -> Result<(), JoseError> {
     let message = parsed.signing_input.as_bytes();
     let ok = match jwk.verifying_key(alg)? {
         VerifyingKey::Rsa { n, e } => aws_lc_rs::rsa::PublicKeyComponents {
@@ -119,15 +151,11 @@ pub fn verify(token: &str, keys: &[Jwk]) -> Result<Verified, JoseError> {
                 .is_ok()
         }
     };
-    if !ok {
-        return Err(JoseError::BadSignature);
+    if ok {
+        Ok(())
+    } else {
+        Err(JoseError::BadSignature)
     }
-    Ok(Verified {
-        alg,
-        kid,
-        header: parsed.header,
-        claims: parsed.claims,
-    })
 }
 
 #[cfg(test)]

@@ -86,6 +86,17 @@ impl Store {
         self.write(async { changed_one(&update.await?) }).await
     }
 
+    /// Records a use of the key (a grant it signed) at `now`, for clean-up by age and use. Not
+    /// a write the token path's cache holds: no replica is told.
+    pub async fn touch_account_key(&self, key_id: &str, now: i64) -> Result<()> {
+        sqlx::query("UPDATE service_account_keys SET last_used = $1 WHERE key_id = $2")
+            .bind(now)
+            .bind(key_id)
+            .execute(&self.db.pool)
+            .await?;
+        Ok(())
+    }
+
     pub async fn delete_account_key(&self, account_unique_id: &str, key_id: &str) -> Result<()> {
         let delete = sqlx::query(
             "DELETE FROM service_account_keys WHERE key_id = $1 AND account_unique_id = $2",

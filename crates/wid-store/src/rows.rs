@@ -14,6 +14,13 @@ pub struct ProjectRow {
     pub key_max_lifetime_seconds: i64,
 }
 
+impl AccountKeyRow {
+    /// Whether the key proves its account at `now`: enabled and within its validity.
+    pub fn is_usable(&self, now: i64) -> bool {
+        !self.disabled && self.valid_after <= now && now < self.valid_before
+    }
+}
+
 /// A service-account key: its public half only.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AccountKeyRow {

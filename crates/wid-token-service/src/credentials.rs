@@ -382,7 +382,7 @@ impl App {
             .authorized_target(caller, account, request.delegates.as_deref(), permission)
             .await?;
         let Minted { token, jti, exp } =
-            self.mint_access(&target, &scopes, lifetime, caller, now())?;
+            self.mint_access(&target, &scopes, lifetime, (caller, None), now())?;
         let answer = GenerateAccessTokenResponse {
             access_token: token,
             expire_time: wid_api::time::rfc3339(exp),

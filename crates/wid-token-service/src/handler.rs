@@ -200,6 +200,7 @@ impl App {
                 json(self.exchange(content_type, &body).await)
             }
             OAuth::Introspect => json(self.introspect(&body).await),
+            OAuth::KeyGrant => json(self.key_grant(&body).await),
             OAuth::TokenInfo { posted } => {
                 if posted {
                     params.extend(

@@ -26,6 +26,7 @@ pub mod handler;
 pub mod http;
 mod iam;
 pub mod jwks;
+mod key_grant;
 pub mod keys;
 pub mod metrics;
 mod oauth2;

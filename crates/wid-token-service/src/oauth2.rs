@@ -123,7 +123,7 @@ impl App {
             false => self.store.list_account_keys(&account.unique_id).await?,
         }
         .into_iter()
-        .filter(|k| !k.disabled && k.valid_after <= now && now < k.valid_before)
+        .filter(|k| k.is_usable(now))
         .collect();
         let keys = self.keys.current();
         let body = match format {

@@ -97,6 +97,8 @@ pub enum Public {
 pub enum OAuth {
     /// STS `POST /v1/token`.
     Exchange,
+    /// The OAuth2 token endpoint `POST /token`: service-account keys' JWT-bearer grants.
+    KeyGrant,
     /// STS `POST /v1/introspect`.
     Introspect,
     /// `/tokeninfo`; POSTed parameters are read as well as the query's.
@@ -170,6 +172,7 @@ impl Public {
             Public::Readyz => "readyz",
             Public::Metrics => "metrics",
             Public::OAuth(OAuth::Exchange) => "sts.token",
+            Public::OAuth(OAuth::KeyGrant) => "oauth2.token",
             Public::OAuth(OAuth::Introspect) => "sts.introspect",
             Public::OAuth(OAuth::TokenInfo { .. }) => "tokeninfo",
             Public::Jwks => "certs.jwk",
@@ -255,6 +258,7 @@ pub enum Place {
     Readyz,
     Metrics,
     Token,
+    KeyGrant,
     Introspect,
     TokenInfo,
     Jwks,
@@ -321,6 +325,7 @@ impl Place {
             Place::Readyz if get => public(P::Readyz),
             Place::Metrics if get => public(P::Metrics),
             Place::Token if post => public(P::OAuth(OAuth::Exchange)),
+            Place::KeyGrant if post => public(P::OAuth(OAuth::KeyGrant)),
             Place::Introspect if post => public(P::OAuth(OAuth::Introspect)),
             Place::TokenInfo if get || post => public(P::OAuth(OAuth::TokenInfo { posted: post })),
             Place::Jwks if get => public(P::Jwks),
@@ -438,6 +443,7 @@ fn document(path: &str) -> Option<Place> {
         "/healthz" => Place::Healthz,
         "/readyz" => Place::Readyz,
         "/metrics" => Place::Metrics,
+        "/token" => Place::KeyGrant,
         "/tokeninfo" | "/oauth2/v3/tokeninfo" => Place::TokenInfo,
         "/oauth2/v3/certs" => Place::Jwks,
         "/oauth2/v1/certs" => Place::PemCerts,

@@ -132,12 +132,13 @@ impl App {
     }
 
     /// An access token for a service account, asked for by `actor`.
+    /// `key`: the account's key the actor proved itself with (a JWT-bearer grant), if any.
     pub fn mint_access(
         &self,
         account: &ServiceAccountRow,
         scopes: &[String],
         lifetime: i64,
-        actor: &Caller,
+        (actor, key): (&Caller, Option<&str>),
         now: i64,
     ) -> Result<Minted, ApiError> {
         let jti = new_token_id();
@@ -156,6 +157,7 @@ impl App {
                 email: Some(account.email.clone()),
                 act: Some(actor.to_string()),
                 federated: None,
+                key: key.map(str::to_owned),
             },
         };
         Ok(Minted {
@@ -241,10 +243,22 @@ impl App {
     /// for live, for want of the database.
     pub async fn token_is_live(&self, claims: &AccessTokenClaims) -> Result<bool, StoreError> {
         match (&claims.wid.kind, &claims.wid.federated) {
-            (Some(TokenKind::ServiceAccount), _) => live(
-                self.store.get_service_account(&claims.sub).await,
-                |account| !account.disabled && Some(&account.email) == claims.wid.email.as_ref(),
-            ),
+            (Some(TokenKind::ServiceAccount), _) => {
+                let account = live(
+                    self.store.get_service_account(&claims.sub).await,
+                    |account| {
+                        !account.disabled && Some(&account.email) == claims.wid.email.as_ref()
+                    },
+                )?;
+                match &claims.wid.key {
+                    Some(key) if account => {
+                        live(self.store.get_account_key(&claims.sub, key).await, |key| {
+                            key.is_usable(now())
+                        })
+                    }
+                    _ => Ok(account),
+                }
+            }
             (Some(TokenKind::Federated), Some(identity)) => self.provider_is_live(identity).await,
             _ => Ok(false),
         }
