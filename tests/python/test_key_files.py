@@ -45,6 +45,8 @@ def test_service_account_credentials_get_an_access_token(wid, key_file):
     grants = [e for e in trail if e["action"] == "key_grant"]
     key_id = json.loads(key_file.read_text())["private_key_id"]
     assert grants and grants[0]["provider"].endswith(f"/keys/{key_id}"), grants
+    listed = wid.call("GET", f"/v1/projects/-/serviceAccounts/{EMAIL}/keys")["keys"]
+    assert listed[0]["lastUseTime"], "the key's last use is kept for clean-up"
 
 
 def test_id_token_credentials_get_a_token_that_verifies(wid, key_file):
@@ -92,3 +94,37 @@ def test_gcloud_activates_the_key_file_and_prints_a_token(wid, key_file, tmp_pat
     assert printed.returncode == 0, printed.stderr
     info = tokeninfo(wid, printed.stdout.strip())
     assert info.status_code == 200 and info.json()["email"] == EMAIL, info.text
+
+
+def test_a_self_signed_jwt_is_taken_in_place_of_an_access_token(wid, key_file):
+    """google-auth's `always_use_jwt_access`: the client signs its own JWT (a `scope` claim, no
+    audience) and never calls the token endpoint; wid's API takes it as the account."""
+    policy = wid.call("POST", f"/v1/projects/{PROJECT}:getIamPolicy")
+    policy.setdefault("bindings", []).append({"role": "roles/viewer", "members": [f"serviceAccount:{EMAIL}"]})
+    wid.call("POST", f"/v1/projects/{PROJECT}:setIamPolicy", json={"policy": policy})
+    grants = lambda: [e for e in wid.call("GET", "/v1/auditEvents?limit=200")["events"] if e["action"] == "key_grant"]
+    before = len(grants())
+    credentials = service_account.Credentials.from_service_account_file(
+        str(key_file), scopes=[CLOUD_PLATFORM], always_use_jwt_access=True
+    )
+    from google.auth.transport.requests import AuthorizedSession
+    session = AuthorizedSession(credentials)
+    listed = session.get(f"{wid.base}/v1/projects/{PROJECT}/serviceAccounts", timeout=10)
+    assert listed.status_code == 200, listed.text
+    assert EMAIL in [a["email"] for a in listed.json()["accounts"]]
+    assert len(grants()) == before, "no grant at the token endpoint: the JWT was the client's own"
+    # Signed by another key than the account's: refused.
+    forged = service_account.Credentials.from_service_account_info(
+        {**json.loads(key_file.read_text()), "private_key": _another_private_key()},
+        scopes=[CLOUD_PLATFORM], always_use_jwt_access=True,
+    )
+    refused = AuthorizedSession(forged).get(f"{wid.base}/v1/projects/{PROJECT}/serviceAccounts", timeout=10)
+    assert refused.status_code == 401, refused.text
+
+
+def _another_private_key() -> str:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption()).decode()

@@ -26,6 +26,9 @@ pub struct ServiceAccountKey {
     pub key_type: String,
     #[serde(default, skip_serializing_if = "crate::iam::is_false")]
     pub disabled: bool,
+    /// wid: when the key last proved its account (a grant or a self-signed JWT), if ever.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub last_use_time: String,
 }
 
 /// Body of `POST …/keys`. gcloud sends only `privateKeyType`.

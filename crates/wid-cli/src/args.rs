@@ -209,7 +209,7 @@ pub enum ProjectsCommand {
 }
 
 /// A `--key-max-lifetime`, in seconds.
-fn parse_lifetime(text: &str) -> Result<i64, String> {
+pub(crate) fn parse_lifetime(text: &str) -> Result<i64, String> {
     wid_api::time::parse_duration(text)
         .filter(|s| *s > 0)
         .ok_or_else(|| format!("{text:?} is no duration: write it like 24h, 90d, 30m or 3600s"))

@@ -49,7 +49,15 @@ impl App {
         if !token.contains('.') && self.store.is_admin_credential(&digest(token)).await? {
             return Ok(Caller::BootstrapAdmin);
         }
-        Ok(self.caller_of_token(token).await?.0)
+        match self.caller_of_token(token).await {
+            Ok((caller, _)) => Ok(caller),
+            // Not one of wid's tokens: perhaps a JWT an account signed with its own key.
+            Err(ApiError::InvalidCredentials) => self
+                .self_signed_caller(token)
+                .await?
+                .ok_or(ApiError::InvalidCredentials),
+            Err(e) => Err(e),
+        }
     }
 
     /// The validated policy stored under `key`, or an empty one.

@@ -116,7 +116,7 @@ impl App {
             .unwrap_or_default()
             .to_owned();
         let kid = unverified.header.kid.clone().unwrap_or_default();
-        let (account, key) = match self.grant_key(&email, &kid, &assertion).await {
+        let (account, key) = match self.signing_key_of(&email, &kid, &assertion).await {
             Ok(found) => found,
             Err(e) => {
                 self.audit_grant(&email, None, "", Err(&e.to_string()))
@@ -142,7 +142,7 @@ impl App {
 
     /// The account `email` and its usable key that signed `assertion`: the one its `kid` names,
     /// or else each in turn (Node's client sends no `kid`).
-    async fn grant_key(
+    pub(crate) async fn signing_key_of(
         &self,
         email: &str,
         kid: &str,
@@ -239,6 +239,77 @@ impl App {
     }
 }
 
+/// The audiences a self-signed JWT may name: this service's base URL, or the Google API a
+/// client thinks it calls (the endpoint override keeps the audience it would have used).
+const SELF_SIGNED_AUDIENCES: [&str; 3] = [
+    "https://iam.googleapis.com/",
+    "https://iamcredentials.googleapis.com/",
+    "https://sts.googleapis.com/",
+];
+/// Scopes a self-signed JWT may carry instead of an audience (google-auth's
+/// `always_use_jwt_access`).
+const SELF_SIGNED_SCOPES: [&str; 2] = [
+    "https://www.googleapis.com/auth/cloud-platform",
+    "https://www.googleapis.com/auth/iam",
+];
+
+/// Whether the claims of a self-signed JWT are acceptable at `now`: `iss` = `sub` (the
+/// account), an audience of this service's (`own_base`) or of the API the client thinks it
+/// calls, or a cloud-platform scope, and a life of an hour at most. Pure.
+fn self_signed_terms(claims: &Map<String, Value>, own_base: &str, now: i64) -> bool {
+    let text = |name: &str| claims.get(name).and_then(Value::as_str).unwrap_or_default();
+    let aud = text("aud");
+    let audience_ok = !aud.is_empty()
+        && (aud.trim_end_matches('/') == own_base.trim_end_matches('/')
+            || SELF_SIGNED_AUDIENCES.contains(&aud));
+    let scope_ok = text("scope")
+        .split_whitespace()
+        .any(|s| SELF_SIGNED_SCOPES.contains(&s));
+    let number = |name: &str| claims.get(name).and_then(Value::as_i64);
+    let times_ok = match (number("iat"), number("exp")) {
+        (Some(iat), Some(exp)) => {
+            iat < exp
+                && exp - iat <= MAX_ASSERTION_LIFETIME
+                && iat <= now + CLOCK_SKEW
+                && now < exp + CLOCK_SKEW
+        }
+        _ => false,
+    };
+    !text("iss").is_empty() && text("iss") == text("sub") && (audience_ok || scope_ok) && times_ok
+}
+
+impl App {
+    /// The caller of a self-signed JWT (a JWT an account signed with one of its own keys, as
+    /// Google's APIs take them in place of an access token); `None` when `token` is no such
+    /// JWT, or its key or terms do not hold.
+    pub(crate) async fn self_signed_caller(&self, token: &str) -> Result<Option<Caller>, ApiError> {
+        let Ok(parsed) = wid_jose::jws::parse(token) else {
+            return Ok(None);
+        };
+        if !self_signed_terms(&parsed.claims, &self.issuer, now()) {
+            return Ok(None);
+        }
+        let email = parsed
+            .claims
+            .get("iss")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let kid = parsed.header.kid.clone().unwrap_or_default();
+        match self.signing_key_of(&email, &kid, token).await {
+            Ok((account, key)) => {
+                tracing::info!(account = %account.email, key = %key.key_id, "a self-signed JWT was accepted");
+                if let Err(e) = self.store.touch_account_key(&key.key_id, now()).await {
+                    tracing::warn!(error = %e, key = %key.key_id, "cannot record a key's use");
+                }
+                Ok(Some(Caller::ServiceAccount(account.email)))
+            }
+            Err(ApiError::Unavailable(reason)) => Err(ApiError::Unavailable(reason)),
+            Err(_) => Ok(None),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -290,6 +361,36 @@ mod tests {
             );
         }
         assert!(refused(good(json!({}))).starts_with("invalid_scope"));
+    }
+
+    #[test]
+    fn self_signed_jwts_name_their_account_an_audience_or_scope_and_live_an_hour() {
+        let own = "https://wid.example";
+        let now = 1_800_000_000;
+        let base = json!({"iss": "a@p.iam.gserviceaccount.com", "sub": "a@p.iam.gserviceaccount.com",
+            "iat": now, "exp": now + 3600});
+        let with = |extra: Value| {
+            let mut c = claims(base.clone());
+            c.extend(claims(extra));
+            c
+        };
+        for good in [
+            json!({"aud": "https://wid.example/"}),
+            json!({"aud": "https://iam.googleapis.com/"}),
+            json!({"scope": "https://www.googleapis.com/auth/cloud-platform"}),
+        ] {
+            assert!(self_signed_terms(&with(good.clone()), own, now), "{good}");
+        }
+        for bad in [
+            json!({}),
+            json!({"aud": "https://elsewhere.example/"}),
+            json!({"scope": "https://www.googleapis.com/auth/devstorage.read_only"}),
+            json!({"aud": own, "sub": "b@p.iam.gserviceaccount.com"}),
+            json!({"aud": own, "exp": now + 7200}),
+            json!({"aud": own, "iat": now - 7200, "exp": now - 3600}),
+        ] {
+            assert!(!self_signed_terms(&with(bad.clone()), own, now), "{bad}");
+        }
     }
 
     #[test]

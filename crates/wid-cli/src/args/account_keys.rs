@@ -28,10 +28,17 @@ pub enum AccountKeysCommand {
         #[command(flatten)]
         account: IamAccountArg,
     },
-    /// List the account's keys.
+    /// List the account's keys, or every key of every project (for clean-up by age and use).
     List {
-        #[command(flatten)]
-        account: IamAccountArg,
+        /// The service account: its email, or its unique id.
+        #[arg(long, required_unless_present = "all_projects")]
+        iam_account: Option<String>,
+        /// Every key of every project the caller may see, with its account.
+        #[arg(long, conflicts_with = "iam_account")]
+        all_projects: bool,
+        /// Only keys made longer ago than this: 24h, 90d, 30m, 3600s.
+        #[arg(long, value_name = "DURATION", value_parser = super::parse_lifetime)]
+        older_than: Option<i64>,
     },
     /// Delete a key: it stops working at once.
     Delete {

@@ -13,8 +13,10 @@ use crate::output::Column;
 
 const ACCOUNT_KEY_COLUMNS: &[Column] = &[
     ("KEY_ID", "keyId"),
+    ("ACCOUNT", "account"),
     ("CREATED_AT", "validAfterTime"),
     ("EXPIRES_AT", "validBeforeTime"),
+    ("LAST_USED", "lastUseTime"),
     ("ORIGIN", "keyOrigin"),
     ("DISABLED", "disabled"),
 ];
@@ -24,15 +26,23 @@ fn keys_path(account: &str) -> String {
     format!("/v1/projects/-/serviceAccounts/{}/keys", segment(account))
 }
 
-/// A key as listed, with its id (the last segment of its name) beside it.
+/// A key as listed, with its id and its account's email (from its name,
+/// `projects/P/serviceAccounts/EMAIL/keys/ID`) beside it.
 fn with_key_id(mut key: Value) -> Value {
-    let id = key["name"]
-        .as_str()
-        .and_then(|n| n.rsplit('/').next())
-        .unwrap_or_default()
-        .to_owned();
+    let name = key["name"].as_str().unwrap_or_default().to_owned();
+    let mut parts = name.rsplit('/');
+    let id = parts.next().unwrap_or_default();
+    let email = parts.nth(1).unwrap_or_default();
     key["keyId"] = json!(id);
+    key["account"] = json!(email);
     key
+}
+
+/// Seconds since the Unix epoch.
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 impl Cli {
@@ -77,18 +87,28 @@ impl Cli {
                     .await?;
                 self.print_list(&[with_key_id(key)], ACCOUNT_KEY_COLUMNS);
             }
-            C::List { account } => {
-                let answer = self
-                    .client
-                    .call(Method::GET, &keys_path(&account.iam_account), &[], None)
-                    .await?;
-                let keys: Vec<Value> = answer["keys"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(with_key_id)
-                    .collect();
+            C::List {
+                iam_account,
+                all_projects: _,
+                older_than,
+            } => {
+                let accounts = match iam_account {
+                    Some(account) => vec![account],
+                    None => self.every_account().await?,
+                };
+                let mut keys = Vec::new();
+                for account in &accounts {
+                    keys.extend(self.keys_of(account).await?);
+                }
+                if let Some(age) = older_than {
+                    let cutoff = now() - age;
+                    keys.retain(|k| {
+                        k["validAfterTime"]
+                            .as_str()
+                            .and_then(wid_api::time::parse_rfc3339)
+                            .is_some_and(|made| made < cutoff)
+                    });
+                }
                 self.print_list(&keys, ACCOUNT_KEY_COLUMNS);
             }
             C::Delete { key_id, account } => {
@@ -106,6 +126,33 @@ impl Cli {
             }
         }
         Ok(())
+    }
+
+    /// The keys of `account`, each with its id and account beside it.
+    async fn keys_of(&self, account: &str) -> anyhow::Result<Vec<Value>> {
+        let answer = self
+            .client
+            .call(Method::GET, &keys_path(account), &[], None)
+            .await?;
+        Ok(answer["keys"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .map(with_key_id)
+            .collect())
+    }
+
+    /// The email of every account of every project the caller may list.
+    async fn every_account(&self) -> anyhow::Result<Vec<String>> {
+        let admin = self.admin();
+        let mut emails = Vec::new();
+        for project in admin.projects().await? {
+            for account in admin.service_accounts(&project.project_id).await? {
+                emails.push(account.email);
+            }
+        }
+        Ok(emails)
     }
 
     /// `disable` or `enable` the key `key_id` of `account`.

@@ -42,6 +42,10 @@ fn render(email: &str, project_id: &str, row: &AccountKeyRow) -> ServiceAccountK
         key_origin: row.key_origin.clone(),
         key_type: "USER_MANAGED".into(),
         disabled: row.disabled,
+        last_use_time: row
+            .last_used
+            .map(wid_api::time::rfc3339)
+            .unwrap_or_default(),
         ..ServiceAccountKey::default()
     }
 }

@@ -339,6 +339,72 @@ fn the_cli_allows_keys_and_manages_them() {
     ]);
     let listed: Value = serde_json::from_str(&listed).expect("json");
     assert_eq!(listed[0]["keyId"], key_id.as_str());
+    // Every project's keys, for clean-up: with their accounts, by age.
+    ok(&[
+        "iam",
+        "projects",
+        "create",
+        "kproj-two",
+        "--number",
+        "545454545454",
+    ]);
+    ok(&[
+        "iam",
+        "service-accounts",
+        "create",
+        "second-app",
+        "--project",
+        "kproj-two",
+    ]);
+    ok(&[
+        "iam",
+        "projects",
+        "update",
+        "kproj-two",
+        "--allow-service-account-keys",
+        "--key-max-lifetime",
+        "1h",
+    ]);
+    let second = dir.path().join("second.json");
+    ok(&[
+        "iam",
+        "service-accounts",
+        "keys",
+        "create",
+        second.to_str().expect("path"),
+        "--iam-account",
+        "second-app@kproj-two.iam.gserviceaccount.com",
+    ]);
+    let all = |extra: &[&str]| {
+        let mut args = vec![
+            "iam",
+            "service-accounts",
+            "keys",
+            "list",
+            "--all-projects",
+            "--format",
+            "json",
+        ];
+        args.extend_from_slice(extra);
+        serde_json::from_str::<Value>(&ok(&args)).expect("json")
+    };
+    let every = all(&[]);
+    let accounts: Vec<&str> = every
+        .as_array()
+        .expect("keys")
+        .iter()
+        .filter_map(|k| k["account"].as_str())
+        .collect();
+    assert_eq!(
+        accounts,
+        [EMAIL, "second-app@kproj-two.iam.gserviceaccount.com"],
+        "{every}"
+    );
+    assert_eq!(
+        all(&["--older-than", "1h"]),
+        json!([]),
+        "both were made just now"
+    );
     for verb in ["disable", "enable", "delete"] {
         ok(&[
             "iam",
