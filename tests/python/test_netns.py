@@ -215,9 +215,10 @@ class PodNet:
         return subprocess.run(self.command(args, cgroup), env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def make_certificates(tmp: Path, ip: str = BRIDGE_IP, name: str = "iam") -> tuple[Path, Path, Path]:
-    """A CA made here, and a certificate it signed for `ip` (the token service on the bridge):
-    the CA's file, the certificate's and its key's."""
+def make_certificates(tmp: Path, ip: str = BRIDGE_IP, name: str = "iam",
+                      dns: tuple[str, ...] = ()) -> tuple[Path, Path, Path]:
+    """A CA made here, and a certificate it signed for `ip` (the token service on the bridge)
+    and the host names `dns`: the CA's file, the certificate's and its key's."""
     import datetime
     import ipaddress
     from cryptography import x509
@@ -236,7 +237,8 @@ def make_certificates(tmp: Path, ip: str = BRIDGE_IP, name: str = "iam") -> tupl
     cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "wid")]))
             .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip))]), critical=False)
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip)),
+                                                        *(x509.DNSName(d) for d in dns)]), critical=False)
             .sign(ca_key, hashes.SHA256()))
     paths = (tmp / f"{name}-ca.pem", tmp / f"{name}.pem", tmp / f"{name}-key.pem")
     paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))

@@ -298,7 +298,21 @@ impl App {
         let kid = parsed.header.kid.clone().unwrap_or_default();
         match self.signing_key_of(&email, &kid, token).await {
             Ok((account, key)) => {
-                tracing::info!(account = %account.email, key = %key.key_id, "a self-signed JWT was accepted");
+                let key_name = format!(
+                    "projects/-/serviceAccounts/{}/keys/{}",
+                    account.email, key.key_id
+                );
+                let caller = format!("serviceAccount:{}", account.email);
+                self.audit(Event {
+                    action: "key_self_signed",
+                    caller: Some(&caller),
+                    provider: &key_name,
+                    target: &account.email,
+                    token_id: "",
+                    pod: "",
+                    outcome: Ok(()),
+                })
+                .await;
                 if let Err(e) = self.store.touch_account_key(&key.key_id, now()).await {
                     tracing::warn!(error = %e, key = %key.key_id, "cannot record a key's use");
                 }
