@@ -191,6 +191,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn keys_are_made_by_owners_and_key_admins_not_editors() {
+        assert!(Role::Owner.grants(KEY_CREATE) && Role::ServiceAccountKeyAdmin.grants(KEY_CREATE));
+        assert!(!Role::Editor.grants(KEY_CREATE) && !Role::Editor.grants(KEY_ENABLE));
+        assert!(Role::Editor.grants(KEY_DELETE) && Role::Editor.grants(KEY_DISABLE));
+        assert!(Role::Viewer.grants(KEY_LIST) && !Role::Viewer.grants(KEY_DELETE));
+        assert!(!Role::Editor.grants(PROJECT_UPDATE));
+    }
+
+    #[test]
     fn role_names_round_trip() {
         for role in Role::ALL {
             assert_eq!(Role::parse(role.name()), Some(*role));

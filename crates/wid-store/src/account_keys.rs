@@ -12,6 +12,7 @@ fn key(r: &AnyRow) -> Result<AccountKeyRow> {
         key_id: r.try_get("key_id")?,
         account_unique_id: r.try_get("account_unique_id")?,
         certificate_pem: r.try_get("certificate_pem")?,
+        public_key_sha256: r.try_get("public_key_sha256")?,
         key_origin: r.try_get("key_origin")?,
         key_algorithm: r.try_get("key_algorithm")?,
         valid_after: r.try_get("valid_after")?,
@@ -22,16 +23,17 @@ fn key(r: &AnyRow) -> Result<AccountKeyRow> {
 }
 
 impl Store {
-    /// Fails with AlreadyExists on a key id taken (by any account).
+    /// Fails with AlreadyExists on a key id, or a public key, taken (by any account).
     pub async fn create_account_key(&self, row: &AccountKeyRow) -> Result<()> {
         let insert = sqlx::query(
             "INSERT INTO service_account_keys (key_id, account_unique_id, certificate_pem,
-               key_origin, key_algorithm, valid_after, valid_before, disabled)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+               public_key_sha256, key_origin, key_algorithm, valid_after, valid_before, disabled)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(&row.key_id)
         .bind(&row.account_unique_id)
         .bind(&row.certificate_pem)
+        .bind(&row.public_key_sha256)
         .bind(&row.key_origin)
         .bind(&row.key_algorithm)
         .bind(row.valid_after)

@@ -29,6 +29,8 @@ pub struct AccountKeyRow {
     pub account_unique_id: String,
     /// The self-signed X.509 certificate of the public key (PEM).
     pub certificate_pem: String,
+    /// SHA-256 (hex) of the public key's DER SubjectPublicKeyInfo: unique among all keys.
+    pub public_key_sha256: String,
     /// `GOOGLE_PROVIDED` or `USER_PROVIDED`.
     pub key_origin: String,
     pub key_algorithm: String,

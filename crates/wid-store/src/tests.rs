@@ -167,6 +167,7 @@ fn key_row(key_id: &str, account: &str, valid_after: i64) -> AccountKeyRow {
         key_id: key_id.into(),
         account_unique_id: account.into(),
         certificate_pem: "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n".into(),
+        public_key_sha256: format!("sha-of-{key_id}"),
         key_origin: "GOOGLE_PROVIDED".into(),
         key_algorithm: "KEY_ALG_RSA_2048".into(),
         valid_after,
@@ -193,6 +194,17 @@ async fn account_keys_belong_to_their_account_and_go_with_it(s: Store) {
         s.create_account_key(&key_row("k1", "2", 0)).await,
         Err(StoreError::AlreadyExists)
     ));
+    let same_public_key = AccountKeyRow {
+        public_key_sha256: k1.public_key_sha256.clone(),
+        ..key_row("k3", "2", 0)
+    };
+    assert!(
+        matches!(
+            s.create_account_key(&same_public_key).await,
+            Err(StoreError::AlreadyExists)
+        ),
+        "one public key is one account's"
+    );
     assert_eq!(
         s.list_account_keys("1").await.expect("list"),
         vec![k2.clone(), k1.clone()]

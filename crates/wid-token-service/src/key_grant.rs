@@ -80,16 +80,15 @@ fn terms(claims: &Map<String, Value>, own_token_uri: &str, now: i64) -> Result<A
             "Invalid JWT: Failed audience check. The right audience is {GOOGLE_TOKEN_URI}"
         )));
     }
-    let number = |name: &str| claims.get(name).and_then(Value::as_i64);
-    let (Some(iat), Some(exp)) = (number("iat"), number("exp")) else {
+    if !short_lived(claims, now) {
         return Err(invalid_grant(BAD_TIMES));
-    };
-    if exp <= iat
-        || exp - iat > MAX_ASSERTION_LIFETIME
-        || iat > now + CLOCK_SKEW
-        || exp < now - CLOCK_SKEW
-    {
-        return Err(invalid_grant(BAD_TIMES));
+    }
+    // Domain-wide delegation (a `sub` other than the account) is Google Workspace's, not wid's.
+    if !matches!(text("sub"), "") && text("sub") != text("iss") {
+        return Err(oauth(
+            "unauthorized_client",
+            "Client is unauthorized to retrieve access tokens using this method, or client not authorized for any of the scopes requested.",
+        ));
     }
     match (text("scope"), text("target_audience")) {
         ("", "") => Err(oauth(
@@ -116,7 +115,16 @@ impl App {
             .unwrap_or_default()
             .to_owned();
         let kid = unverified.header.kid.clone().unwrap_or_default();
-        let (account, key) = match self.signing_key_of(&email, &kid, &assertion).await {
+        // The cheap checks of what is asked before any key is looked up.
+        let own = format!("{}/token", self.issuer.trim_end_matches('/'));
+        let found = match terms(&unverified.claims, &own, now()) {
+            Ok(asked) => self
+                .signing_key_of(&email, &kid, &assertion)
+                .await
+                .map(|(account, key)| (asked, account, key)),
+            Err(e) => Err(e),
+        };
+        let (asked, account, key) = match found {
             Ok(found) => found,
             Err(e) => {
                 self.audit_grant(&email, None, "", Err(&e.to_string()))
@@ -124,7 +132,7 @@ impl App {
                 return Err(e);
             }
         };
-        let result = self.grant(&account, &key, &assertion).await;
+        let result = self.grant(&account, &key, asked).await;
         let (token_id, failure) = match &result {
             Ok((_, jti)) => (jti.as_str(), None),
             Err(e) => ("", Some(e.to_string())),
@@ -132,10 +140,8 @@ impl App {
         let outcome = failure.as_deref().map_or(Ok(()), Err);
         self.audit_grant(&email, Some(&key), token_id, outcome)
             .await;
-        if result.is_ok()
-            && let Err(e) = self.store.touch_account_key(&key.key_id, now()).await
-        {
-            tracing::warn!(error = %e, key = %key.key_id, "cannot record a key's use");
+        if result.is_ok() {
+            self.record_use(&key).await;
         }
         result.map(|(answer, _)| answer)
     }
@@ -159,12 +165,12 @@ impl App {
         }
         let keys = self.store.list_account_keys(&account.unique_id).await?;
         let now = now();
-        let named: Vec<&AccountKeyRow> = keys.iter().filter(|k| k.key_id == kid).collect();
-        let candidates: Vec<&AccountKeyRow> = if named.is_empty() {
-            keys.iter().collect()
-        } else {
-            named
-        };
+        // A `kid` names the one key to try; without one, each of the account's (at most
+        // MAX_KEYS_PER_ACCOUNT) in turn.
+        let candidates: Vec<&AccountKeyRow> = keys
+            .iter()
+            .filter(|k| kid.is_empty() || k.key_id == kid)
+            .collect();
         for key in candidates.into_iter().filter(|k| k.is_usable(now)) {
             let jwk = crate::iam::certificates::rsa_jwk(&key.certificate_pem, &key.key_id)?;
             let jwk: Jwk =
@@ -176,28 +182,21 @@ impl App {
         Err(invalid_grant(BAD_SIGNATURE))
     }
 
-    /// The token the verified `assertion` asks for: the answer, and the audit's token id.
+    /// The token a verified assertion asks for: the answer, and the audit's token id.
     async fn grant(
         &self,
         account: &ServiceAccountRow,
         key: &AccountKeyRow,
-        assertion: &str,
+        asked: Asked,
     ) -> Result<(Value, String), ApiError> {
-        let claims = wid_jose::jws::parse(assertion)
-            .map_err(|e| invalid_grant(format!("Invalid JWT: {e}")))?
-            .claims;
-        let own = format!("{}/token", self.issuer.trim_end_matches('/'));
         let now = now();
-        match terms(&claims, &own, now)? {
+        match asked {
             Asked::AccessToken(scopes) => {
                 let actor = Caller::ServiceAccount(account.email.clone());
-                let minted = self.mint_access(
-                    account,
-                    &scopes,
-                    ACCESS_TOKEN_LIFETIME_SECS,
-                    (&actor, Some(&key.key_id)),
-                    now,
-                )?;
+                // No longer than the key that bought it.
+                let lifetime = ACCESS_TOKEN_LIFETIME_SECS.min(key.valid_before - now);
+                let minted =
+                    self.mint_access(account, &scopes, lifetime, (&actor, Some(&key.key_id)), now)?;
                 let answer = json!({
                     "access_token": minted.token,
                     "expires_in": minted.exp - now,
@@ -211,6 +210,18 @@ impl App {
                     .await?;
                 Ok((json!({ "id_token": minted.token }), minted.jti))
             }
+        }
+    }
+
+    /// Keeps the key's last use, for clean-up by use: at most once a minute, so that a client
+    /// calling with self-signed JWTs does not write at every request.
+    async fn record_use(&self, key: &AccountKeyRow) {
+        let now = now();
+        if key.last_used.is_some_and(|used| now - used < 60) {
+            return;
+        }
+        if let Err(e) = self.store.touch_account_key(&key.key_id, now).await {
+            tracing::warn!(error = %e, key = %key.key_id, "cannot record a key's use");
         }
     }
 
@@ -265,17 +276,26 @@ fn self_signed_terms(claims: &Map<String, Value>, own_base: &str, now: i64) -> b
     let scope_ok = text("scope")
         .split_whitespace()
         .any(|s| SELF_SIGNED_SCOPES.contains(&s));
+    !text("iss").is_empty()
+        && text("iss") == text("sub")
+        && (audience_ok || scope_ok)
+        && short_lived(claims, now)
+}
+
+/// Whether a JWT's `iat` and `exp` make it short-lived and current at `now`: issued no later
+/// than the clock skew ahead, living an hour at most, not yet expired (within the skew). In
+/// checked arithmetic: times near `i64`'s ends are refused, never wrapped into acceptance.
+fn short_lived(claims: &Map<String, Value>, now: i64) -> bool {
     let number = |name: &str| claims.get(name).and_then(Value::as_i64);
-    let times_ok = match (number("iat"), number("exp")) {
-        (Some(iat), Some(exp)) => {
-            iat < exp
-                && exp - iat <= MAX_ASSERTION_LIFETIME
-                && iat <= now + CLOCK_SKEW
-                && now < exp + CLOCK_SKEW
-        }
-        _ => false,
+    let (Some(iat), Some(exp)) = (number("iat"), number("exp")) else {
+        return false;
     };
-    !text("iss").is_empty() && text("iss") == text("sub") && (audience_ok || scope_ok) && times_ok
+    let lifetime = exp.checked_sub(iat);
+    let expired = exp.checked_add(CLOCK_SKEW).is_none_or(|end| end <= now);
+    let future = now
+        .checked_add(CLOCK_SKEW)
+        .is_none_or(|latest| iat > latest);
+    lifetime.is_some_and(|l| (1..=MAX_ASSERTION_LIFETIME).contains(&l)) && !expired && !future
 }
 
 impl App {
@@ -313,9 +333,7 @@ impl App {
                     outcome: Ok(()),
                 })
                 .await;
-                if let Err(e) = self.store.touch_account_key(&key.key_id, now()).await {
-                    tracing::warn!(error = %e, key = %key.key_id, "cannot record a key's use");
-                }
+                self.record_use(&key).await;
                 Ok(Some(Caller::ServiceAccount(account.email)))
             }
             Err(ApiError::Unavailable(reason)) => Err(ApiError::Unavailable(reason)),
@@ -366,6 +384,9 @@ mod tests {
             json!({"iat": now - 7200, "exp": now - 3700}),
             json!({"iat": now, "exp": now}),
             json!({"iat": "now", "exp": now + 60}),
+            json!({"iat": -1000, "exp": i64::MAX - 500}),
+            json!({"iat": i64::MIN, "exp": i64::MAX}),
+            json!({"iat": now, "exp": i64::MAX}),
         ] {
             let mut c = good(json!({"scope": "a"}));
             c.extend(claims(times));
@@ -375,6 +396,10 @@ mod tests {
             );
         }
         assert!(refused(good(json!({}))).starts_with("invalid_scope"));
+        let delegated = good(
+            json!({"scope": "a", "iss": "a@p.iam.gserviceaccount.com", "sub": "user@example.com"}),
+        );
+        assert!(refused(delegated).starts_with("unauthorized_client"));
     }
 
     #[test]
@@ -402,6 +427,8 @@ mod tests {
             json!({"aud": own, "sub": "b@p.iam.gserviceaccount.com"}),
             json!({"aud": own, "exp": now + 7200}),
             json!({"aud": own, "iat": now - 7200, "exp": now - 3600}),
+            json!({"aud": own, "iat": -1000, "exp": i64::MAX - 500}),
+            json!({"aud": own, "iat": i64::MIN, "exp": i64::MAX}),
         ] {
             assert!(!self_signed_terms(&with(bad.clone()), own, now), "{bad}");
         }

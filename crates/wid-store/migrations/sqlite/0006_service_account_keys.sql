@@ -12,6 +12,8 @@ CREATE TABLE service_account_keys (
     -- The self-signed X.509 certificate of the public key (PEM), valid from valid_after to
     -- valid_before: what TYPE_X509_PEM_FILE and the x509 key document serve.
     certificate_pem    TEXT NOT NULL,
+    -- SHA-256 (hex) of the public key (its DER SubjectPublicKeyInfo): one key, one account.
+    public_key_sha256  TEXT NOT NULL,
     -- GOOGLE_PROVIDED or USER_PROVIDED.
     key_origin         TEXT NOT NULL,
     key_algorithm      TEXT NOT NULL,
@@ -22,3 +24,4 @@ CREATE TABLE service_account_keys (
     last_used          INTEGER
 );
 CREATE INDEX service_account_keys_by_account ON service_account_keys (account_unique_id);
+CREATE UNIQUE INDEX service_account_keys_by_public_key ON service_account_keys (public_key_sha256);

@@ -24,6 +24,8 @@ use crate::http::Input;
 use crate::routes::{AccountName, KeyName};
 
 const KEY_FILE: &str = "TYPE_GOOGLE_CREDENTIALS_FILE";
+/// Keys an account may have at once, as Google allows.
+pub(crate) const MAX_KEYS_PER_ACCOUNT: usize = 10;
 const RSA_2048: &str = "KEY_ALG_RSA_2048";
 /// Google's refusal where an organisation policy forbids keys, which gcloud prints as
 /// `FAILED_PRECONDITION: <message>`.
@@ -125,6 +127,24 @@ impl App {
         }
     }
 
+    /// Refuses a new key of an account that has [`MAX_KEYS_PER_ACCOUNT`], as Google does: a
+    /// bound on what a grant without `kid` may try.
+    async fn check_room(&self, account: &ServiceAccountRow) -> Result<(), ApiError> {
+        if self
+            .store
+            .list_account_keys(&account.unique_id)
+            .await?
+            .len()
+            >= MAX_KEYS_PER_ACCOUNT
+        {
+            return Err(ApiError::FailedPrecondition(format!(
+                "The service account {} has {MAX_KEYS_PER_ACCOUNT} keys, the most it may have; delete one first.",
+                account.email
+            )));
+        }
+        Ok(())
+    }
+
     /// The validity of a new key in `owner`: from now to its limit; FAILED_PRECONDITION where
     /// keys are not allowed.
     fn key_validity(owner: &ProjectRow) -> Result<(i64, i64), ApiError> {
@@ -164,14 +184,17 @@ impl App {
         }
         let (owner, account) = self.key_account(caller, name, KEY_CREATE).await?;
         let (valid_after, valid_before) = Self::key_validity(&owner)?;
+        self.check_room(&account).await?;
         let key = SigningKey::generate(Algorithm::Rs256)
             .map_err(|e| ApiError::Internal(format!("cannot make a key: {e}")))?;
+        let certificate_pem = key
+            .certificate_pem(&account.email, valid_after, valid_before)
+            .map_err(|e| ApiError::Internal(format!("cannot certify a key: {e}")))?;
         let row = AccountKeyRow {
             key_id: wid_runtime::secrets::random_hex::<20>(),
             account_unique_id: account.unique_id.clone(),
-            certificate_pem: key
-                .certificate_pem(&account.email, valid_after, valid_before)
-                .map_err(|e| ApiError::Internal(format!("cannot certify a key: {e}")))?,
+            public_key_sha256: super::certificates::public_key_sha256(&certificate_pem)?,
+            certificate_pem,
             key_origin: "GOOGLE_PROVIDED".into(),
             key_algorithm: RSA_2048.into(),
             valid_after,
@@ -227,10 +250,20 @@ impl App {
     ) -> Result<ServiceAccountKey, ApiError> {
         let (owner, account) = self.key_account(caller, name, KEY_CREATE).await?;
         let (now, limit) = Self::key_validity(&owner)?;
+        self.check_room(&account).await?;
         let uploaded = super::certificates::read_uploaded(&request.public_key_data, now)?;
+        // One of the service's own keys (published, so anyone could upload it) would let a
+        // signBlob or signJwt of any account pass as this account's.
+        if self.is_service_key(&uploaded.modulus) {
+            return Err(ApiError::invalid(
+                "publicKeyData",
+                "This public key is one of the service's own signing keys.",
+            ));
+        }
         let row = AccountKeyRow {
             key_id: wid_runtime::secrets::random_hex::<20>(),
             account_unique_id: account.unique_id.clone(),
+            public_key_sha256: uploaded.public_key_sha256,
             certificate_pem: uploaded.pem,
             key_origin: "USER_PROVIDED".into(),
             key_algorithm: RSA_2048.into(),
@@ -240,9 +273,26 @@ impl App {
             disabled: false,
             last_used: None,
         };
-        self.store.create_account_key(&row).await?;
+        match self.store.create_account_key(&row).await {
+            Err(StoreError::AlreadyExists) => {
+                return Err(ApiError::AlreadyExists {
+                    message: "This public key is already a key of a service account.".into(),
+                    resource: format!("projects/-/serviceAccounts/{}/keys", account.email),
+                });
+            }
+            other => other?,
+        }
         tracing::info!(caller = %caller, account = %account.email, key = %row.key_id, "service account key uploaded");
         Ok(render(&account.email, &owner.project_id, &row))
+    }
+
+    /// Whether an RSA modulus (a JWK's `n`) is one of the service's own signing keys'.
+    fn is_service_key(&self, modulus: &str) -> bool {
+        let keys = self.keys.current();
+        [&keys.id_keys, &keys.access_keys, &keys.account_keys]
+            .iter()
+            .flat_map(|published| published.jwks.iter())
+            .any(|jwk| jwk.n.as_deref() == Some(modulus))
     }
 
     pub(crate) async fn list_keys(

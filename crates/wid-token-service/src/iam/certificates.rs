@@ -8,10 +8,15 @@ use x509_parser::public_key::PublicKey;
 
 use crate::error::ApiError;
 
-/// An uploaded certificate, checked: its PEM and the end of its validity (Unix seconds).
+/// An uploaded certificate, checked: its PEM (re-encoded from its DER: nothing else the upload
+/// held is kept), the end of its validity (Unix seconds), its public key's fingerprint and RSA
+/// modulus.
 pub(crate) struct Uploaded {
     pub pem: String,
     pub not_after: i64,
+    pub public_key_sha256: String,
+    /// The modulus as a JWK's `n` (base64url).
+    pub modulus: String,
 }
 
 fn refused(message: impl Into<String>) -> ApiError {
@@ -24,8 +29,20 @@ pub(crate) fn read_uploaded(public_key_data: &str, now: i64) -> Result<Uploaded,
     let pem_bytes = STANDARD
         .decode(public_key_data.trim())
         .map_err(|_| refused("publicKeyData must be the base64 of a PEM X.509 certificate."))?;
-    let (_, pem) = parse_x509_pem(&pem_bytes)
+    let (rest, pem) = parse_x509_pem(&pem_bytes)
         .map_err(|_| refused("publicKeyData holds no PEM certificate."))?;
+    // One certificate and nothing else: a private key pasted after it must not be kept.
+    if !rest.iter().all(u8::is_ascii_whitespace)
+        || pem_bytes
+            .windows(11)
+            .filter(|w| *w == b"-----BEGIN ")
+            .count()
+            != 1
+    {
+        return Err(refused(
+            "publicKeyData must hold one PEM certificate and nothing else.",
+        ));
+    }
     if pem.label != "CERTIFICATE" {
         return Err(refused(format!(
             "publicKeyData holds a PEM '{}', not a CERTIFICATE.",
@@ -35,16 +52,17 @@ pub(crate) fn read_uploaded(public_key_data: &str, now: i64) -> Result<Uploaded,
     let cert = pem
         .parse_x509()
         .map_err(|e| refused(format!("The certificate cannot be read: {e}.")))?;
-    match cert.public_key().parsed() {
-        Ok(PublicKey::RSA(rsa)) if rsa.key_size() >= 2048 => {}
+    let modulus = match cert.public_key().parsed() {
+        Ok(PublicKey::RSA(rsa)) if (2048..=8192).contains(&rsa.key_size()) => unsigned(rsa.modulus),
         Ok(PublicKey::RSA(rsa)) => {
             return Err(refused(format!(
-                "The key is RSA of {} bits; at least 2048 are needed.",
+                "The key is RSA of {} bits; 2048 to 8192 are taken.",
                 rsa.key_size()
             )));
         }
         _ => return Err(refused("The certificate's key is not RSA.")),
-    }
+    };
+    let public_key_sha256 = fingerprint(cert.public_key().raw);
     let validity = cert.validity();
     let (not_before, not_after) = (
         validity.not_before.timestamp(),
@@ -53,9 +71,43 @@ pub(crate) fn read_uploaded(public_key_data: &str, now: i64) -> Result<Uploaded,
     if not_after <= now || not_before > now {
         return Err(refused("The certificate is not valid now."));
     }
-    let pem = String::from_utf8(pem_bytes)
-        .map_err(|_| refused("publicKeyData is not text once decoded."))?;
-    Ok(Uploaded { pem, not_after })
+    Ok(Uploaded {
+        pem: pem_of(&pem.contents),
+        not_after,
+        public_key_sha256,
+        modulus,
+    })
+}
+
+/// A certificate's DER as PEM, 64 columns.
+fn pem_of(der: &[u8]) -> String {
+    let body = STANDARD.encode(der);
+    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in body.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(line).unwrap_or_default());
+        pem.push('\n');
+    }
+    pem.push_str("-----END CERTIFICATE-----\n");
+    pem
+}
+
+/// SHA-256 (hex) of a public key's DER SubjectPublicKeyInfo.
+fn fingerprint(spki: &[u8]) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, spki);
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The fingerprint of a stored (or just made) certificate's public key.
+pub(crate) fn public_key_sha256(certificate_pem: &str) -> Result<String, ApiError> {
+    Ok(fingerprint(&public_key_der(certificate_pem)?))
+}
+
+/// A DER integer as a JWK number: base64url, without the leading zero byte DER adds when the
+/// top bit is set.
+fn unsigned(bytes: &[u8]) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let start = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len());
+    URL_SAFE_NO_PAD.encode(&bytes[start..])
 }
 
 /// The DER SubjectPublicKeyInfo of a stored certificate.
@@ -69,17 +121,11 @@ pub(crate) fn public_key_der(certificate_pem: &str) -> Result<Vec<u8>, ApiError>
 /// The JWK (RS256) of a stored certificate's RSA key, with `kid`, as Google's per-account JWK
 /// document lists a key.
 pub(crate) fn rsa_jwk(certificate_pem: &str, kid: &str) -> Result<serde_json::Value, ApiError> {
-    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let broken = |e: String| ApiError::Internal(format!("a stored key certificate is broken: {e}"));
     let (_, pem) = parse_x509_pem(certificate_pem.as_bytes()).map_err(|e| broken(e.to_string()))?;
     let cert = pem.parse_x509().map_err(|e| broken(e.to_string()))?;
     let Ok(PublicKey::RSA(rsa)) = cert.public_key().parsed() else {
         return Err(broken("not an RSA key".into()));
-    };
-    // DER integers carry a leading zero byte when their top bit is set; a JWK's do not.
-    let unsigned = |bytes: &[u8]| {
-        let start = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len());
-        URL_SAFE_NO_PAD.encode(&bytes[start..])
     };
     Ok(serde_json::json!({
         "kty": "RSA",

@@ -168,6 +168,16 @@ async fn keys_are_refused_until_the_project_allows_them_and_expire_within_its_li
     api.get(&elsewhere).await.expect_error(404, "NOT_FOUND");
     api.call("DELETE", &key_path, None).await.ok();
     api.get(&key_path).await.expect_error(404, "NOT_FOUND");
+
+    // Ten keys at most, as Google allows: a grant without `kid` tries each.
+    for _ in 0..10 {
+        api.post(&keys_of(EMAIL), json!({})).await.ok();
+    }
+    let full = api.post(&keys_of(EMAIL), json!({})).await;
+    assert!(
+        full.expect_error(400, "FAILED_PRECONDITION")
+            .contains("the most it may have")
+    );
 }
 
 #[tokio::test]
@@ -226,6 +236,39 @@ async fn an_uploaded_certificate_is_a_user_provided_key_within_the_limit() {
             .await
             .expect_error(400, "INVALID_ARGUMENT");
     }
+    // A certificate with a private key pasted after it; the same key again, at any account;
+    // one of the service's own signing keys, published at every x509 document.
+    let with_private_key = format!("{certificate}{}", key.private_key_pem().expect("pem"));
+    api.post(
+        &format!("{}:upload", keys_of(EMAIL)),
+        json!({"publicKeyData": STANDARD.encode(&with_private_key)}),
+    )
+    .await
+    .expect_error(400, "INVALID_ARGUMENT");
+    api.create_account(PROJECT, "other-app").await;
+    api.post(
+        &format!(
+            "{}:upload",
+            keys_of("other-app@kproj.iam.gserviceaccount.com")
+        ),
+        json!({"publicKeyData": STANDARD.encode(&certificate)}),
+    )
+    .await
+    .expect_error(409, "ALREADY_EXISTS");
+    let service_keys = api.without_token().get("/oauth2/v1/certs").await;
+    let service_certificate = service_keys
+        .ok()
+        .as_object()
+        .and_then(|m| m.values().next())
+        .and_then(Value::as_str)
+        .expect("a service certificate")
+        .to_owned();
+    api.post(
+        &format!("{}:upload", keys_of(EMAIL)),
+        json!({"publicKeyData": STANDARD.encode(&service_certificate)}),
+    )
+    .await
+    .expect_error(400, "INVALID_ARGUMENT");
     assert_eq!(
         api.get(&keys_of(EMAIL)).await.ok()["keys"]
             .as_array()
