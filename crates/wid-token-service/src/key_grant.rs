@@ -90,11 +90,21 @@ fn terms(claims: &Map<String, Value>, own_token_uri: &str, now: i64) -> Result<A
             "Client is unauthorized to retrieve access tokens using this method, or client not authorized for any of the scopes requested.",
         ));
     }
-    match (text("scope"), text("target_audience")) {
-        ("", "") => Err(oauth(
+    let (scope, audience) = (text("scope").trim(), text("target_audience").trim());
+    let invalid_scope = || {
+        oauth(
             "invalid_scope",
             "Invalid OAuth scope or ID token audience provided.",
-        )),
+        )
+    };
+    // The bounds of IAM Credentials' own requests: a token too large to be taken back is none.
+    if scope.len() > wid_api::bounds::MAX_SCOPE_BYTES
+        || audience.len() > wid_api::bounds::MAX_AUDIENCE_BYTES
+    {
+        return Err(invalid_scope());
+    }
+    match (scope, audience) {
+        ("", "") => Err(invalid_scope()),
         (scope, "") => Ok(Asked::AccessToken(
             scope.split_whitespace().map(str::to_owned).collect(),
         )),
@@ -396,6 +406,8 @@ mod tests {
             );
         }
         assert!(refused(good(json!({}))).starts_with("invalid_scope"));
+        assert!(refused(good(json!({"scope": "  "}))).starts_with("invalid_scope"));
+        assert!(refused(good(json!({"scope": "s".repeat(20_000)}))).starts_with("invalid_scope"));
         let delegated = good(
             json!({"scope": "a", "iss": "a@p.iam.gserviceaccount.com", "sub": "user@example.com"}),
         );
