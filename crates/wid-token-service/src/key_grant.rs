@@ -45,6 +45,14 @@ fn invalid_grant(description: impl Into<String>) -> ApiError {
     oauth("invalid_grant", description)
 }
 
+/// A use of a key, for the audit trail: `key_grant` or `key_self_signed`, the account's email,
+/// and the key (none for a grant refused before one was found).
+struct KeyUse<'a> {
+    action: &'static str,
+    email: &'a str,
+    key: Option<&'a AccountKeyRow>,
+}
+
 /// What an assertion asks for.
 enum Asked {
     AccessToken(Vec<String>),
@@ -137,8 +145,12 @@ impl App {
         let (asked, account, key) = match found {
             Ok(found) => found,
             Err(e) => {
-                self.audit_grant(&email, None, "", Err(&e.to_string()))
-                    .await;
+                let used = KeyUse {
+                    action: "key_grant",
+                    email: &email,
+                    key: None,
+                };
+                self.audit_key_use(used, "", Err(&e.to_string())).await;
                 return Err(e);
             }
         };
@@ -148,8 +160,12 @@ impl App {
             Err(e) => ("", Some(e.to_string())),
         };
         let outcome = failure.as_deref().map_or(Ok(()), Err);
-        self.audit_grant(&email, Some(&key), token_id, outcome)
-            .await;
+        let used = KeyUse {
+            action: "key_grant",
+            email: &email,
+            key: Some(&key),
+        };
+        self.audit_key_use(used, token_id, outcome).await;
         if result.is_ok() {
             self.record_use(&key).await;
         }
@@ -235,23 +251,21 @@ impl App {
         }
     }
 
-    /// The trail's record of a grant: the account, and the key by its resource name.
-    async fn audit_grant(
-        &self,
-        email: &str,
-        key: Option<&AccountKeyRow>,
-        token_id: &str,
-        outcome: Result<(), &str>,
-    ) {
-        let caller = format!("serviceAccount:{email}");
-        let key_name = key.map_or_else(String::new, |k| {
-            format!("projects/-/serviceAccounts/{email}/keys/{}", k.key_id)
+    /// The trail's record of a key's use (or of a grant refused before a key was found): the
+    /// account, and the key by its resource name as the provider that vouched for the caller.
+    async fn audit_key_use(&self, used: KeyUse<'_>, token_id: &str, outcome: Result<(), &str>) {
+        let caller = format!("serviceAccount:{}", used.email);
+        let key_name = used.key.map_or_else(String::new, |k| {
+            format!(
+                "projects/-/serviceAccounts/{}/keys/{}",
+                used.email, k.key_id
+            )
         });
         self.audit(Event {
-            action: "key_grant",
-            caller: key.is_some().then_some(caller.as_str()),
+            action: used.action,
+            caller: used.key.is_some().then_some(caller.as_str()),
             provider: &key_name,
-            target: email,
+            target: used.email,
             token_id,
             pod: "",
             outcome,
@@ -328,21 +342,12 @@ impl App {
         let kid = parsed.header.kid.clone().unwrap_or_default();
         match self.signing_key_of(&email, &kid, token).await {
             Ok((account, key)) => {
-                let key_name = format!(
-                    "projects/-/serviceAccounts/{}/keys/{}",
-                    account.email, key.key_id
-                );
-                let caller = format!("serviceAccount:{}", account.email);
-                self.audit(Event {
+                let used = KeyUse {
                     action: "key_self_signed",
-                    caller: Some(&caller),
-                    provider: &key_name,
-                    target: &account.email,
-                    token_id: "",
-                    pod: "",
-                    outcome: Ok(()),
-                })
-                .await;
+                    email: &account.email,
+                    key: Some(&key),
+                };
+                self.audit_key_use(used, "", Ok(())).await;
                 self.record_use(&key).await;
                 Ok(Some(Caller::ServiceAccount(account.email)))
             }
