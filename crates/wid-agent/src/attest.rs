@@ -185,14 +185,11 @@ impl Attestor {
         let Some(inode) = host_socket_inode(ends) else {
             return Owner::Unknown("no process on the node's network holds it");
         };
-        let Ok(entries) = std::fs::read_dir(&self.proc_root) else {
+        let Some(pids) = self.pids() else {
             return Owner::Unknown("the process table cannot be read");
         };
         let mut owner = None;
-        for pid in entries
-            .flatten()
-            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        {
+        for pid in pids {
             let process = self.proc_root.join(pid.to_string());
             let on_host = self.host_network.is_none()
                 || namespace_id(&process.join("ns/net")) == self.host_network;
@@ -264,22 +261,22 @@ impl Attestor {
 
     fn walk(&self) -> HashMap<String, Vec<u32>> {
         let mut pods: HashMap<String, Vec<u32>> = HashMap::new();
-        let Ok(entries) = std::fs::read_dir(&self.proc_root) else {
-            return pods;
-        };
-        for entry in entries.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<u32>().ok())
-            else {
-                continue;
-            };
+        for pid in self.pids().into_iter().flatten() {
             if let Some(uid) = read_cgroup(&self.proc_root, pid) {
                 pods.entry(uid).or_default().push(pid);
             }
         }
         pods
+    }
+
+    /// The pids of the process table; `None` when it cannot be read.
+    fn pids(&self) -> Option<impl Iterator<Item = u32>> {
+        let entries = std::fs::read_dir(&self.proc_root).ok()?;
+        Some(
+            entries
+                .flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok()),
+        )
     }
 }
 

@@ -62,18 +62,8 @@ impl Agent {
     /// pod wait: a pod's first requests come as the watch delivers it).
     async fn host_network_pod(&self, uid: &str) -> Option<Arc<Pod>> {
         let deadline = tokio::time::Instant::now() + self.config.pod_wait;
-        let mut changes = self.resolver.changes();
-        loop {
-            if let Some(pod) = self.resolver.host_network_pod(uid) {
-                return Some(pod);
-            }
-            let changed = match changes.as_mut() {
-                Some(changes) => tokio::time::timeout_at(deadline, changes.changed()).await,
-                None => return None,
-            };
-            if !matches!(changed, Ok(Ok(()))) {
-                return self.resolver.host_network_pod(uid);
-            }
-        }
+        self.wait_until(|| self.resolver.host_network_pod(uid).is_some(), deadline)
+            .await;
+        self.resolver.host_network_pod(uid)
     }
 }

@@ -201,13 +201,24 @@ impl Agent {
         unchanged: impl Fn(&Caller) -> bool,
         deadline: tokio::time::Instant,
     ) {
+        self.wait_until(|| !unchanged(&self.resolver.resolve(ip)), deadline)
+            .await;
+    }
+
+    /// Waits, until `deadline`, for `settled` to hold, looking again at each change of the
+    /// resolver.
+    pub(crate) async fn wait_until(
+        &self,
+        settled: impl Fn() -> bool,
+        deadline: tokio::time::Instant,
+    ) {
         // Subscribe before looking, so that a change between the two is not missed.
         let Some(mut changes) = self.resolver.changes() else {
             // Nothing can change: the wait is the whole bound.
             tokio::time::sleep_until(deadline).await;
             return;
         };
-        while unchanged(&self.resolver.resolve(ip)) {
+        while !settled() {
             match tokio::time::timeout_at(deadline, changes.changed()).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) | Err(_) => return,

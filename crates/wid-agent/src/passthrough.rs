@@ -157,8 +157,8 @@ impl Passthrough {
     }
 }
 
-/// A reply's headers but the hop-by-hop ones: those RFC 9110 names, and those its own
-/// `Connection` header names.
+/// A reply's headers but those its own `Connection` header names (hop-by-hop by its say); the
+/// ones RFC 9110 names are dropped where the reply is framed (`wid_gce::http1`).
 fn end_to_end(headers: &reqwest::header::HeaderMap) -> Vec<(String, Vec<u8>)> {
     let named: Vec<String> = headers
         .get_all(reqwest::header::CONNECTION)
@@ -168,10 +168,7 @@ fn end_to_end(headers: &reqwest::header::HeaderMap) -> Vec<(String, Vec<u8>)> {
         .collect();
     headers
         .iter()
-        .filter(|(name, _)| {
-            !wid_gce::passthrough::is_hop_by_hop(name.as_str())
-                && !named.iter().any(|n| n == name.as_str())
-        })
+        .filter(|(name, _)| !named.iter().any(|n| n == name.as_str()))
         .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
         .collect()
 }

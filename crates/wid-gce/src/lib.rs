@@ -54,7 +54,7 @@ pub struct Reply {
     /// `Allow` of a 405.
     pub allow: Option<&'static str>,
     /// Another cloud's metadata service's answer, relayed (`--passthrough`): its own headers
-    /// (hop-by-hop ones removed) instead of Google's.
+    /// instead of Google's (hop-by-hop ones are dropped when it is rendered).
     pub relayed: Option<Vec<(String, Vec<u8>)>>,
 }
 
@@ -94,8 +94,8 @@ impl Reply {
         }
     }
 
-    /// Another metadata service's answer, relayed as it came: `headers` without the hop-by-hop
-    /// ones (the relay frames it itself).
+    /// Another metadata service's answer, relayed as it came; `http1::render` frames it itself
+    /// and drops the hop-by-hop ones of `headers`.
     pub fn relay(status: u16, headers: Vec<(String, Vec<u8>)>, body: Vec<u8>) -> Reply {
         Reply {
             relayed: Some(headers),

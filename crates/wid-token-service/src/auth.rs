@@ -143,9 +143,10 @@ pub fn resource_name(resource: &Resource<'_>) -> String {
     }
 }
 
-/// The SHA-256 of a bootstrap admin secret, in hex: what the database keeps of it.
-pub(crate) fn digest(secret: &str) -> String {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, secret.as_bytes());
+/// The SHA-256 of `bytes`, in hex: what the database keeps of a bootstrap admin secret, and of
+/// a service-account key's public key (its fingerprint).
+pub(crate) fn digest(bytes: impl AsRef<[u8]>) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes.as_ref());
     digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 

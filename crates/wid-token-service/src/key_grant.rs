@@ -7,12 +7,12 @@
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use wid_iam::Caller;
-use wid_jose::jwk::Jwk;
 use wid_store::{AccountKeyRow, ServiceAccountRow, StoreError};
 
 use crate::App;
 use crate::audit::Event;
 use crate::error::ApiError;
+use crate::sts::rules::{invalid_grant, oauth};
 use crate::tokens::{ACCESS_TOKEN_LIFETIME_SECS, now};
 
 pub const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
@@ -34,23 +34,21 @@ struct GrantForm {
     assertion: String,
 }
 
-fn oauth(error: &'static str, description: impl Into<String>) -> ApiError {
-    ApiError::OAuth {
-        error,
-        description: description.into(),
-    }
-}
-
-fn invalid_grant(description: impl Into<String>) -> ApiError {
-    oauth("invalid_grant", description)
-}
-
 /// A use of a key, for the audit trail: `key_grant` or `key_self_signed`, the account's email,
 /// and the key (none for a grant refused before one was found).
 struct KeyUse<'a> {
     action: &'static str,
     email: &'a str,
     key: Option<&'a AccountKeyRow>,
+}
+
+/// The account a key's JWT names: its `iss` (empty when there is none).
+fn issuer(claims: &Map<String, Value>) -> String {
+    claims
+        .get("iss")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// What an assertion asks for.
@@ -126,12 +124,7 @@ impl App {
         let assertion = assertion_of(body)?;
         let unverified = wid_jose::jws::parse(&assertion)
             .map_err(|e| invalid_grant(format!("Invalid JWT: {e}")))?;
-        let email = unverified
-            .claims
-            .get("iss")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
+        let email = issuer(&unverified.claims);
         let kid = unverified.header.kid.clone().unwrap_or_default();
         // The cheap checks of what is asked before any key is looked up.
         let own = format!("{}/token", self.issuer.trim_end_matches('/'));
@@ -199,8 +192,6 @@ impl App {
             .collect();
         for key in candidates.into_iter().filter(|k| k.is_usable(now)) {
             let jwk = crate::iam::certificates::rsa_jwk(&key.certificate_pem, &key.key_id)?;
-            let jwk: Jwk =
-                serde_json::from_value(jwk).map_err(|e| ApiError::Internal(e.to_string()))?;
             if wid_jose::jws::verify_with_key(assertion, &jwk).is_ok() {
                 return Ok((account, key.clone()));
             }
@@ -333,12 +324,7 @@ impl App {
         if !self_signed_terms(&parsed.claims, &self.issuer, now()) {
             return Ok(None);
         }
-        let email = parsed
-            .claims
-            .get("iss")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
+        let email = issuer(&parsed.claims);
         let kid = parsed.header.kid.clone().unwrap_or_default();
         match self.signing_key_of(&email, &kid, token).await {
             Ok((account, key)) => {

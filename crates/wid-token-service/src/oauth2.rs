@@ -23,10 +23,8 @@ fn with_jwks(signing: &[u8], own: &[AccountKeyRow]) -> Result<Vec<u8>, ApiError>
         .map_err(|e| ApiError::Internal(format!("the account key set is broken: {e}")))?;
     if let Some(keys) = document["keys"].as_array_mut() {
         for key in own {
-            keys.push(crate::iam::certificates::rsa_jwk(
-                &key.certificate_pem,
-                &key.key_id,
-            )?);
+            let jwk = crate::iam::certificates::rsa_jwk(&key.certificate_pem, &key.key_id)?;
+            keys.push(serde_json::to_value(jwk).map_err(|e| ApiError::Internal(e.to_string()))?);
         }
     }
     Ok(document.to_string().into_bytes())

@@ -3,6 +3,8 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use wid_jose::jwk::Jwk;
+use x509_parser::certificate::X509Certificate;
 use x509_parser::pem::parse_x509_pem;
 use x509_parser::public_key::PublicKey;
 
@@ -62,7 +64,7 @@ pub(crate) fn read_uploaded(public_key_data: &str, now: i64) -> Result<Uploaded,
         }
         _ => return Err(refused("The certificate's key is not RSA.")),
     };
-    let public_key_sha256 = fingerprint(cert.public_key().raw);
+    let public_key_sha256 = crate::auth::digest(cert.public_key().raw);
     let validity = cert.validity();
     let (not_before, not_after) = (
         validity.not_before.timestamp(),
@@ -91,15 +93,11 @@ fn pem_of(der: &[u8]) -> String {
     pem
 }
 
-/// SHA-256 (hex) of a public key's DER SubjectPublicKeyInfo.
-fn fingerprint(spki: &[u8]) -> String {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, spki);
-    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// The fingerprint of a stored (or just made) certificate's public key.
 pub(crate) fn public_key_sha256(certificate_pem: &str) -> Result<String, ApiError> {
-    Ok(fingerprint(&public_key_der(certificate_pem)?))
+    stored(certificate_pem, |cert| {
+        Ok(crate::auth::digest(cert.public_key().raw))
+    })
 }
 
 /// A DER integer as a JWK number: base64url, without the leading zero byte DER adds when the
@@ -110,29 +108,39 @@ fn unsigned(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(&bytes[start..])
 }
 
-/// The DER SubjectPublicKeyInfo of a stored certificate.
-pub(crate) fn public_key_der(certificate_pem: &str) -> Result<Vec<u8>, ApiError> {
+/// `read` of a stored certificate, parsed: one that cannot be is the store's fault.
+fn stored<T>(
+    certificate_pem: &str,
+    read: impl FnOnce(&X509Certificate<'_>) -> Result<T, ApiError>,
+) -> Result<T, ApiError> {
     let broken = |e: String| ApiError::Internal(format!("a stored key certificate is broken: {e}"));
     let (_, pem) = parse_x509_pem(certificate_pem.as_bytes()).map_err(|e| broken(e.to_string()))?;
     let cert = pem.parse_x509().map_err(|e| broken(e.to_string()))?;
-    Ok(cert.public_key().raw.to_vec())
+    read(&cert)
+}
+
+/// The DER SubjectPublicKeyInfo of a stored certificate.
+pub(crate) fn public_key_der(certificate_pem: &str) -> Result<Vec<u8>, ApiError> {
+    stored(certificate_pem, |cert| Ok(cert.public_key().raw.to_vec()))
 }
 
 /// The JWK (RS256) of a stored certificate's RSA key, with `kid`, as Google's per-account JWK
 /// document lists a key.
-pub(crate) fn rsa_jwk(certificate_pem: &str, kid: &str) -> Result<serde_json::Value, ApiError> {
-    let broken = |e: String| ApiError::Internal(format!("a stored key certificate is broken: {e}"));
-    let (_, pem) = parse_x509_pem(certificate_pem.as_bytes()).map_err(|e| broken(e.to_string()))?;
-    let cert = pem.parse_x509().map_err(|e| broken(e.to_string()))?;
-    let Ok(PublicKey::RSA(rsa)) = cert.public_key().parsed() else {
-        return Err(broken("not an RSA key".into()));
-    };
-    Ok(serde_json::json!({
-        "kty": "RSA",
-        "alg": "RS256",
-        "use": "sig",
-        "kid": kid,
-        "n": unsigned(rsa.modulus),
-        "e": unsigned(rsa.exponent),
-    }))
+pub(crate) fn rsa_jwk(certificate_pem: &str, kid: &str) -> Result<Jwk, ApiError> {
+    stored(certificate_pem, |cert| {
+        let Ok(PublicKey::RSA(rsa)) = cert.public_key().parsed() else {
+            return Err(ApiError::Internal(
+                "a stored key certificate is broken: not an RSA key".into(),
+            ));
+        };
+        Ok(Jwk {
+            kty: "RSA".into(),
+            alg: Some("RS256".into()),
+            use_: Some("sig".into()),
+            kid: Some(kid.to_owned()),
+            n: Some(unsigned(rsa.modulus)),
+            e: Some(unsigned(rsa.exponent)),
+            ..Jwk::default()
+        })
+    })
 }

@@ -5,7 +5,7 @@
 //! (`identitynamespace:P.svc.id.goog:ISSUER`, GKE's form) or a pool's OIDC provider
 //! (`//iam.googleapis.com/projects/N/locations/global/workloadIdentityPools/POOL/providers/P`).
 
-mod rules;
+pub(crate) mod rules;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;

@@ -28,14 +28,15 @@ pub(super) const SUBJECT_RULES: TimeRules = TimeRules {
 const AUDIENCE_HELP: &str = "Invalid value for \"audience\". This value should be the full resource name of the Identity Provider, or identitynamespace:PROJECT.svc.id.goog:ISSUER for a registered cluster.";
 pub(super) const TARGET_HELP: &str = "The target service indicated by the \"audience\" parameters is invalid. This might either be because the pool or provider is disabled or deleted or because it doesn't exist.";
 
-pub(super) fn oauth(error: &'static str, description: impl Into<String>) -> ApiError {
+/// An error in OAuth's shape, as STS and the OAuth2 token endpoint answer.
+pub(crate) fn oauth(error: &'static str, description: impl Into<String>) -> ApiError {
     ApiError::OAuth {
         error,
         description: description.into(),
     }
 }
 
-pub(super) fn invalid_grant(description: impl Into<String>) -> ApiError {
+pub(crate) fn invalid_grant(description: impl Into<String>) -> ApiError {
     oauth("invalid_grant", description)
 }
 
